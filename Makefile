@@ -1,0 +1,111 @@
+# vflclip top-level build.
+#   make          build everything under build/
+#   make check    run every test (C unit tests, then the Python reference tests)
+#   make bench    run the benchmarks (CPU; the GPU ones live in tests/gpu/run.sh)
+#
+# Sources are discovered: every .c file under common/ and kernels/cpu/ goes into
+# build/libvflclip.a; common/cli/*.c is the `vflclip` program; each role folder
+# is one daemon; tests/unit/test_*.c are cmocka programs.  A new file needs no
+# edit here.
+
+BUILD   ?= build
+CC      ?= cc
+NVCC    ?= $(shell command -v nvcc 2>/dev/null)
+PYTHON  ?= .venv/bin/python
+
+PKGS     := openblas libuv libnghttp2 libprotobuf-c libcjson libpng libjpeg cairo inih libsystemd zlib
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmbedtls -lmbedx509 -lmbedcrypto
+
+OPT     ?= -O3 -march=native
+CFLAGS  ?= $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-format-truncation -fno-strict-aliasing -fopenmp
+CPPFLAGS += -Icommon -Ikernels -I$(BUILD)/gen $(PKG_CFLAGS) -MMD -MP
+LDLIBS  += $(PKG_LIBS) -lm -lpthread -fopenmp
+
+# ---- sources --------------------------------------------------------------
+LIB_DIRS := $(filter-out common/cli,$(patsubst %/,%,$(sort $(dir $(wildcard common/*/*.c common/*/*/*.c kernels/cpu/*.c)))))
+LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
+PROTO    := $(wildcard proto/*.proto)
+PROTO_C  := $(patsubst proto/%.proto,$(BUILD)/gen/proto/%.pb-c.c,$(PROTO))
+PROTO_H  := $(PROTO_C:.c=.h)
+LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
+CLI_SRC  := $(wildcard common/cli/*.c)
+CLI_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
+ROLES    := aggregator image-party knowledge-party
+ROLE_BIN := $(foreach r,$(ROLES),$(if $(wildcard $(r)/*.c),$(BUILD)/vflclip-$(r)))
+TEST_SRC := $(wildcard tests/unit/test_*.c)
+TEST_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+TEST_HELPERS := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out tests/unit/test_%,$(wildcard tests/unit/*.c)))
+BENCH_SRC := $(wildcard tests/bench/bench_*.c)
+BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+LIB      := $(BUILD)/libvflclip.a
+
+# ---- CUDA (optional at build time, detected at run time) -------------------
+CU_SRC   := $(wildcard kernels/cuda/*.cu)
+ifneq ($(NVCC),)
+ifneq ($(CU_SRC),)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+NVCCFLAGS ?= -O3 -std=c++17 -arch=sm_90 -Xcompiler -fPIC -Ikernels -Icommon
+CU_OBJ   := $(patsubst %.cu,$(BUILD)/obj/%.o,$(CU_SRC))
+CPPFLAGS += -DVF_HAVE_CUDA=1
+LDLIBS   += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcudart -lcublas -lcublasLt -lcudnn -lstdc++
+endif
+endif
+
+.SECONDEXPANSION:
+.PHONY: all check check-unit check-python bench clean deps venv
+all: $(LIB) $(BUILD)/vflclip $(ROLE_BIN) $(TEST_BIN) $(BENCH_BIN)
+
+$(BUILD)/gen/proto/%.pb-c.c $(BUILD)/gen/proto/%.pb-c.h: proto/%.proto
+	@mkdir -p $(BUILD)/gen/proto
+	protoc-c --proto_path=proto --c_out=$(BUILD)/gen/proto $<
+
+$(BUILD)/obj/%.o: %.c | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ) $(CU_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/vflclip: $(CLI_OBJ) $(LIB)
+	$(CC) $(CFLAGS) $(CLI_OBJ) $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/vflclip-%: $(LIB) $$(patsubst %.c,$(BUILD)/obj/%.o,$$(wildcard $$*/*.c))
+	$(CC) $(CFLAGS) $(filter %.o,$^) $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(TEST_HELPERS) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(TEST_HELPERS) $(LIB) $(LDLIBS) -lcmocka -o $@
+
+$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+# ---- set-up, tests, benchmarks ---------------------------------------------
+deps:
+	deploy/install-deps.sh
+
+venv: .venv/.installed
+.venv/.installed: tests/python/requirements.txt
+	tests/python/make-venv.sh .venv
+	touch $@
+
+check: all venv
+	tests/run-unit.sh $(BUILD)
+	$(PYTHON) -m pytest -q tests/python
+
+check-unit: all
+	tests/run-unit.sh $(BUILD)
+
+bench: all venv
+	tests/bench/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,31 @@
+/* main: the `vflclip` admin/user program; dispatches to subcommands. */
+#include "cli/commands.h"
+#include "util/log.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Each subcommand adds its declaration and one row here. */
+
+const vf_command vf_commands[] = {
+    {NULL, NULL, NULL},
+};
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: vflclip <command> [options]\n\ncommands:\n");
+    for (const vf_command *c = vf_commands; c->name; c++) fprintf(out, "  %-12s %s\n", c->name, c->summary);
+    fprintf(out, "\nRun 'vflclip <command> --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    vf_log_set_program("vflclip");
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (const vf_command *c = vf_commands; c->name; c++)
+        if (strcmp(c->name, argv[1]) == 0) return c->run(argc - 1, argv + 1);
+    fprintf(stderr, "vflclip: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Installs the Debian packages vflclip builds and runs with.  Idempotent: when
+# every package is already installed it changes nothing and needs no network.
+set -eu
+PKGS="build-essential pkg-config git ca-certificates
+ libopenblas-dev libuv1-dev libnghttp2-dev libmbedtls-dev libprotobuf-c-dev protobuf-c-compiler
+ libcjson-dev libpng-dev libjpeg62-turbo-dev libcairo2-dev libinih-dev libsystemd-dev zlib1g-dev
+ libcmocka-dev clang libclang-rt-14-dev openssl systemd
+ python3 python3-venv python3-dev python3-numpy python3-torch python3-torchvision"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "install-deps: installing:$missing"
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
