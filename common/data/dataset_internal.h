@@ -1,0 +1,19 @@
+/* dataset_internal: what the npz and CSV loaders share inside common/data. */
+#ifndef VF_DATASET_INTERNAL_H
+#define VF_DATASET_INTERNAL_H
+
+#include "data/dataset.h"
+#include "data/zip.h"
+
+typedef struct vf_dataset_priv {
+    vf_zip zip;
+    int zip_open;
+    unsigned char *inflated[VF_SPLIT_COUNT];   /* image members that were deflated */
+    char *strings;                             /* CSV-backed: one block for all ids and paths */
+} vf_dataset_priv;
+
+int vf_dataset_open_npz(vf_dataset *ds, const char *path, int n_classes, vf_error *err);
+int vf_dataset_open_csv(vf_dataset *ds, const char *csv_path, const char *image_dir, const char *const *codes,
+                        int n_classes, unsigned long long seed, vf_error *err);
+
+#endif
