@@ -6,8 +6,10 @@
 #include <string.h>
 
 /* Each subcommand adds its declaration and one row here. */
+int vf_cmd_dataset(int argc, char **argv);
 
 const vf_command vf_commands[] = {
+    {"dataset", "show what a data set (npz or image folder + labels CSV) holds", vf_cmd_dataset},
     {NULL, NULL, NULL},
 };
 

@@ -48,8 +48,9 @@ static int split_record(char *s, char **fields, int max_fields, char **next) {
         if (n < max_fields) fields[n] = start;
         n++;
         if (sep == ',') { s++; w = s; continue; }
-        if (sep == '\r') s++;
-        if (*s == '\n') s++;
+        /* *w = '\0' may have overwritten the separator itself: step by sep, not by *s. */
+        if (sep == '\r') { s++; if (*s == '\n') s++; }
+        else if (sep == '\n') s++;
         *next = s;
         return n;
     }
