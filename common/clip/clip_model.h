@@ -1,0 +1,73 @@
+/* clip_model: loading CLIP towers from a Hugging Face model directory
+ * (config.json + model.safetensors, tensor names as transformers' CLIPModel
+ * writes them) and the vision tower's single entry point.
+ *
+ * Each party loads only the tower it needs.  F32 tensors are used in place
+ * from the read-only mapping when 4-byte aligned; F16/BF16/F64 (and
+ * misaligned F32) are converted into the tower's one parameter arena.  Every
+ * tensor's shape is checked against config.json; a missing tensor or wrong
+ * shape fails naming the file and the tensor.
+ *
+ * The fingerprint (SHA-256 over the canonical config, the tensor table and
+ * a sample of every tensor's bytes) is the same for both towers loaded from
+ * one checkpoint, so parties can check they share a model without sending
+ * weights. */
+#ifndef VF_CLIP_MODEL_H
+#define VF_CLIP_MODEL_H
+
+#include "clip/clip_config.h"
+#include "cpu/clip_text.h"
+#include "cpu/clip_vit.h"
+#include "formats/safetensors.h"
+#include "util/arena.h"
+#include "util/vf_error.h"
+
+#define VF_FINGERPRINT_LEN 32
+
+/* ---- text tower ---------------------------------------------------------- */
+typedef struct vf_clip_text_tower {
+    vf_clip_config cfg;
+    vf_clip_text_weights w;   /* pass &tower.w to the cpu/clip_text.h forward */
+    float logit_scale;        /* logit_scale tensor (log of the temperature s) */
+    unsigned char fingerprint[VF_FINGERPRINT_LEN];
+    vf_safetensors st;
+    vf_arena params;
+} vf_clip_text_tower;
+
+int vf_clip_text_load(vf_clip_text_tower *t, const char *model_dir, vf_error *err);
+void vf_clip_text_free(vf_clip_text_tower *t);
+
+/* ---- vision tower: a small tagged type, one entry point ------------------ */
+typedef enum vf_vision_kind {
+    VF_VISION_VIT = 1,  /* CLIPVisionTransformer */
+} vf_vision_kind;
+
+typedef struct vf_vision_tower {
+    vf_vision_kind kind;
+    int image_size;       /* input is (B, 3, image_size, image_size), preprocessed */
+    int embed_dim;        /* D of the output */
+    int max_batch;        /* activations are sized for this many images */
+    int random_weights;   /* made by make-model: outputs are meaningless */
+    unsigned char fingerprint[VF_FINGERPRINT_LEN];
+    vf_clip_config cfg;
+    vf_safetensors st;
+    vf_arena params;
+    union {
+        struct { vf_vit_weights w; vf_vit_acts acts; } vit;
+    } u;
+} vf_vision_tower;
+
+/* Loads the vision tower of model_dir with activations for max_batch images. */
+int vf_vision_load(vf_vision_tower *t, const char *model_dir, int max_batch, vf_error *err);
+void vf_vision_free(vf_vision_tower *t);
+/* out (B, D) projected, not normalised, from pixels (B, 3, H, W)
+ * preprocessed; any B (processed in chunks of max_batch).  Non-finite pixels
+ * are an error. */
+int vf_vision_encode(vf_vision_tower *t, const float *pixels, int B, float *out, vf_error *err);
+
+/* ---- fingerprint ---------------------------------------------------------- */
+int vf_clip_fingerprint(const vf_safetensors *st, const vf_clip_config *cfg, unsigned char out[VF_FINGERPRINT_LEN], vf_error *err);
+/* 64 lowercase hex digits + NUL. */
+void vf_fingerprint_hex(const unsigned char fp[VF_FINGERPRINT_LEN], char hex[2 * VF_FINGERPRINT_LEN + 1]);
+
+#endif

@@ -1,0 +1,42 @@
+/* activation: GELU variants and residual add (see activation.h). */
+#include "cpu/activation.h"
+
+#include <math.h>
+
+void vf_quick_gelu_forward(float *out, const float *inp, long N) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < N; i++) {
+        float x = inp[i];
+        out[i] = x / (1.0f + expf(-1.702f * x));
+    }
+}
+
+void vf_gelu_forward(float *out, const float *inp, long N) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < N; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    }
+}
+
+void vf_gelu_tanh_forward(float *out, const float *inp, long N) {
+    const float s = 0.79788456080286536f; /* sqrt(2/pi) */
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < N; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(s * (x + 0.044715f * x * x * x)));
+    }
+}
+
+void vf_activation_forward(vf_activation act, float *out, const float *inp, long N) {
+    switch (act) {
+    case VF_ACT_QUICK_GELU: vf_quick_gelu_forward(out, inp, N); break;
+    case VF_ACT_GELU: vf_gelu_forward(out, inp, N); break;
+    case VF_ACT_GELU_TANH: vf_gelu_tanh_forward(out, inp, N); break;
+    }
+}
+
+void vf_residual_forward(float *out, const float *a, const float *b, long N) {
+#pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < N; i++) out[i] = a[i] + b[i];
+}

@@ -1,0 +1,28 @@
+/* layernorm: LayerNorm forward (see layernorm.h). */
+#include "cpu/layernorm.h"
+
+#include <math.h>
+
+void vf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                          const float *bias, int N, int C, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (long)n * C;
+        float *y = out + (long)n * C;
+        /* Two passes (mean, then centred variance), as PyTorch does, so that
+         * large offsets do not cost precision. */
+        float m = 0.0f;
+#pragma omp simd reduction(+ : m)
+        for (int i = 0; i < C; i++) m += x[i];
+        m /= (float)C;
+        float v = 0.0f;
+#pragma omp simd reduction(+ : v)
+        for (int i = 0; i < C; i++) { float d = x[i] - m; v += d * d; }
+        v /= (float)C;
+        float s = 1.0f / sqrtf(v + eps);
+#pragma omp simd
+        for (int i = 0; i < C; i++) y[i] = (x[i] - m) * s * weight[i] + bias[i];
+        if (mean) mean[n] = m;
+        if (rstd) rstd[n] = s;
+    }
+}

@@ -1,0 +1,9 @@
+/* matmul: the Linear layer forward through OpenBLAS sgemm (all cores). */
+#ifndef VF_CPU_MATMUL_H
+#define VF_CPU_MATMUL_H
+
+/* out (N, OC) = inp (N, IC) @ weight^T + bias; weight in PyTorch Linear
+ * layout (OC, IC); bias (OC) or NULL. */
+void vf_matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int IC, int OC);
+
+#endif

@@ -1,0 +1,55 @@
+/* transformer: one pre-LN encoder layer forward (see transformer.h). */
+#include "cpu/transformer.h"
+#include "cpu/activation.h"
+#include "cpu/attention.h"
+#include "cpu/layernorm.h"
+#include "cpu/matmul.h"
+
+#include <math.h>
+
+size_t vf_tfm_acts_bytes(const vf_clip_encoder_config *cfg, int B, int T, int keep_att) {
+    size_t BT = (size_t)B * T, C = (size_t)cfg->hidden_size, F = (size_t)cfg->intermediate_size;
+    size_t n = 7 * vf_arena_round(BT * C * 4) + 4 * vf_arena_round(BT * 4) + 2 * vf_arena_round(BT * F * 4);
+    if (keep_att) n += vf_arena_round((size_t)B * cfg->num_heads * T * T * 4);
+    return n;
+}
+
+int vf_tfm_acts_carve(vf_tfm_acts *a, vf_arena *arena, const vf_clip_encoder_config *cfg, int B, int T, int keep_att) {
+    size_t BT = (size_t)B * T, C = (size_t)cfg->hidden_size, F = (size_t)cfg->intermediate_size;
+    a->ln1 = vf_arena_floats(arena, BT * C);
+    a->ln1_mean = vf_arena_floats(arena, BT);
+    a->ln1_rstd = vf_arena_floats(arena, BT);
+    a->q = vf_arena_floats(arena, BT * C);
+    a->k = vf_arena_floats(arena, BT * C);
+    a->v = vf_arena_floats(arena, BT * C);
+    a->att = keep_att ? vf_arena_floats(arena, (size_t)B * cfg->num_heads * T * T) : NULL;
+    a->atty = vf_arena_floats(arena, BT * C);
+    a->res1 = vf_arena_floats(arena, BT * C);
+    a->ln2 = vf_arena_floats(arena, BT * C);
+    a->ln2_mean = vf_arena_floats(arena, BT);
+    a->ln2_rstd = vf_arena_floats(arena, BT);
+    a->fch = vf_arena_floats(arena, BT * F);
+    a->fch_act = vf_arena_floats(arena, BT * F);
+    return a->ln1 && a->ln1_mean && a->ln1_rstd && a->q && a->k && a->v && (a->att || !keep_att) && a->atty &&
+                   a->res1 && a->ln2 && a->ln2_mean && a->ln2_rstd && a->fch && a->fch_act
+               ? 0
+               : -1;
+}
+
+void vf_tfm_layer_forward(const vf_tfm_layer *w, const vf_clip_encoder_config *cfg, vf_tfm_acts *a,
+                          const float *x_in, float *x_out, int B, int T, int causal) {
+    const int BT = B * T, C = cfg->hidden_size, F = cfg->intermediate_size, NH = cfg->num_heads;
+    const float eps = cfg->layer_norm_eps, scale = 1.0f / sqrtf((float)(C / NH));
+    vf_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x_in, w->ln1_w, w->ln1_b, BT, C, eps); // (B, T, C)
+    vf_matmul_forward(a->q, a->ln1, w->q_w, w->q_b, BT, C, C);                                     // (B, T, C)
+    vf_matmul_forward(a->k, a->ln1, w->k_w, w->k_b, BT, C, C);
+    vf_matmul_forward(a->v, a->ln1, w->v_w, w->v_b, BT, C, C);
+    vf_attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, C, NH, C, scale, causal);        // (B, T, C)
+    vf_matmul_forward(x_out, a->atty, w->o_w, w->o_b, BT, C, C);                                   // (B, T, C) scratch
+    vf_residual_forward(a->res1, x_in, x_out, (long)BT * C);
+    vf_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res1, w->ln2_w, w->ln2_b, BT, C, eps);
+    vf_matmul_forward(a->fch, a->ln2, w->fc1_w, w->fc1_b, BT, C, F);                               // (B, T, F)
+    vf_activation_forward(cfg->act, a->fch_act, a->fch, (long)BT * F);
+    vf_matmul_forward(x_out, a->fch_act, w->fc2_w, w->fc2_b, BT, F, C);                            // (B, T, C)
+    vf_residual_forward(x_out, a->res1, x_out, (long)BT * C);
+}
