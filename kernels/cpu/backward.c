@@ -102,27 +102,6 @@ static void attention_probs(float *att, const float *q, const float *k, int T, i
     }
 }
 
-void vf_attention_forward_ref(float *out, float *att, const float *q, const float *k, const float *v,
-                              int B, int T, int C, int NH, int ld, float scale) {
-    int hs = C / NH;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            size_t off = (size_t)b * T * ld + (size_t)h * hs;
-            float *a = att + ((size_t)b * NH + h) * T * T;
-            attention_probs(a, q + off, k + off, T, hs, ld, scale);
-            for (int t = 0; t < T; t++) {
-                float *o = out + ((size_t)b * T + t) * C + (size_t)h * hs;
-                for (int i = 0; i < hs; i++) o[i] = 0;
-                for (int s = 0; s <= t; s++) {
-                    const float *vs = v + off + (size_t)s * ld;
-                    float w = a[(size_t)t * T + s];
-                    for (int i = 0; i < hs; i++) o[i] += w * vs[i];
-                }
-            }
-        }
-}
-
 void vf_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                            const float *q, const float *k, const float *v, const float *att,
                            int B, int T, int C, int NH, int ld, float scale) {

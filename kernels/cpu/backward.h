@@ -42,9 +42,4 @@ void vf_attention_backward(float *dq, float *dk, float *dv, float *scratch, cons
                            const float *q, const float *k, const float *v, const float *att,
                            int B, int T, int C, int NH, int ld, float scale);
 
-/* Causal attention forward with the same conventions, for recomputation and
- * tests: writes att (B, NH, T, T; masked entries 0) and out (B, T, C). */
-void vf_attention_forward_ref(float *out, float *att, const float *q, const float *k, const float *v,
-                              int B, int T, int C, int NH, int ld, float scale);
-
 #endif
