@@ -1,0 +1,295 @@
+/* plot: cairo line charts and confusion-matrix heat maps -> PNG bytes ->
+ * atomic file write. */
+#include "plot/plot.h"
+#include "util/fileio.h"
+
+#include <cairo.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FONT "DejaVu Sans"
+
+typedef struct png_buf { unsigned char *data; size_t len, cap; } png_buf;
+
+static cairo_status_t png_append(void *closure, const unsigned char *data, unsigned int len) {
+    png_buf *b = closure;
+    if (b->len + len > b->cap) {
+        size_t cap = b->cap ? b->cap : 65536;
+        while (cap < b->len + len) cap *= 2;
+        unsigned char *d = realloc(b->data, cap);
+        if (!d) return CAIRO_STATUS_NO_MEMORY;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    return CAIRO_STATUS_SUCCESS;
+}
+
+static int save_png(cairo_surface_t *s, const char *path, vf_error *err) {
+    png_buf b = {0};
+    cairo_status_t st = cairo_surface_write_to_png_stream(s, png_append, &b);
+    int rc = st == CAIRO_STATUS_SUCCESS ? vf_write_atomic(path, b.data, b.len, err)
+                                        : vf_fail(err, "%s: cairo could not encode the PNG (%s)", path, cairo_status_to_string(st));
+    free(b.data);
+    return rc;
+}
+
+static void text_at(cairo_t *cr, double x, double y, const char *s, double ax, double ay) {
+    cairo_text_extents_t e;
+    cairo_text_extents(cr, s, &e);
+    cairo_move_to(cr, x - e.x_bearing - ax * e.width, y - e.y_bearing - ay * e.height);
+    cairo_show_text(cr, s);
+}
+
+static double text_width(cairo_t *cr, const char *s) {
+    cairo_text_extents_t e;
+    cairo_text_extents(cr, s, &e);
+    return e.x_advance;
+}
+
+/* A "nice" tick step (1, 2 or 5 times a power of ten) giving about `target` ticks. */
+static double nice_step(double range, int target) {
+    double raw = range / target, p = pow(10, floor(log10(raw))), f = raw / p;
+    return p * (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10);
+}
+
+static const double PALETTE[][3] = {
+    {0.12, 0.47, 0.71}, {1.00, 0.50, 0.05}, {0.17, 0.63, 0.17}, {0.84, 0.15, 0.16}, {0.58, 0.40, 0.74}, {0.55, 0.34, 0.29},
+};
+
+int vf_plot_lines(const char *path, const char *title, const char *xlabel, const char *ylabel,
+                  const vf_plot_series *series, int n_series, double y_min, double y_max, vf_error *err) {
+    /* The legend sits right of the frame, so it never hides a curve. */
+    double legend_w = 0;
+    {
+        cairo_surface_t *probe = cairo_image_surface_create(CAIRO_FORMAT_RGB24, 1, 1);
+        cairo_t *pc = cairo_create(probe);
+        cairo_select_font_face(pc, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+        cairo_set_font_size(pc, 14);
+        for (int s = 0; s < n_series; s++) legend_w = fmax(legend_w, text_width(pc, series[s].name));
+        cairo_destroy(pc);
+        cairo_surface_destroy(probe);
+    }
+    const int W = 820 + (int)legend_w + 70, H = 600;
+    const double L = 90, R = legend_w + 80, T = 60, B = 70;
+    int n_max = 0;
+    double lo = INFINITY, hi = -INFINITY;
+    for (int s = 0; s < n_series; s++) {
+        if (series[s].n > n_max) n_max = series[s].n;
+        for (int i = 0; i < series[s].n; i++)
+            if (isfinite(series[s].y[i])) { lo = fmin(lo, series[s].y[i]); hi = fmax(hi, series[s].y[i]); }
+    }
+    if (y_min < y_max) { lo = y_min; hi = y_max; }
+    else if (!isfinite(lo)) { lo = 0; hi = 1; }
+    else {
+        double pad = hi > lo ? 0.05 * (hi - lo) : fmax(0.05 * fabs(hi), 0.05);
+        lo -= pad;
+        hi += pad;
+    }
+    int x_hi = n_max > 1 ? n_max : 2;
+
+    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
+    cairo_t *cr = cairo_create(surf);
+    cairo_set_source_rgb(cr, 1, 1, 1);
+    cairo_paint(cr);
+    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+    const double pw = W - L - R, ph = H - T - B;
+#define PX(x) (L + ((x) - 1) / (double)(x_hi - 1) * pw)
+#define PY(y) (T + ph - ((y) - lo) / (hi - lo) * ph)
+
+    /* grid and ticks */
+    cairo_set_font_size(cr, 14);
+    char lab[64];
+    double ystep = nice_step(hi - lo, 6);
+    for (double v = ceil(lo / ystep) * ystep; v <= hi + 1e-9 * ystep; v += ystep) {
+        cairo_set_source_rgb(cr, 0.88, 0.88, 0.88);
+        cairo_set_line_width(cr, 1);
+        cairo_move_to(cr, L, PY(v));
+        cairo_line_to(cr, L + pw, PY(v));
+        cairo_stroke(cr);
+        cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+        snprintf(lab, sizeof lab, "%g", fabs(v) < 1e-12 * ystep ? 0.0 : v);
+        text_at(cr, L - 8, PY(v), lab, 1.0, 0.5);
+    }
+    double xstep = fmax(1, nice_step(x_hi - 1, 8));
+    xstep = ceil(xstep);
+    for (double x = 1; x <= x_hi + 1e-9; x += xstep) {
+        cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+        snprintf(lab, sizeof lab, "%g", x);
+        text_at(cr, PX(x), T + ph + 8, lab, 0.5, 0.0);
+    }
+    cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+    cairo_set_line_width(cr, 1.5);
+    cairo_rectangle(cr, L, T, pw, ph);
+    cairo_stroke(cr);
+
+    /* labels */
+    cairo_set_font_size(cr, 16);
+    text_at(cr, L + pw / 2, H - 22, xlabel, 0.5, 0.5);
+    cairo_save(cr);
+    cairo_translate(cr, 24, T + ph / 2);
+    cairo_rotate(cr, -M_PI / 2);
+    text_at(cr, 0, 0, ylabel, 0.5, 0.5);
+    cairo_restore(cr);
+    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_BOLD);
+    cairo_set_font_size(cr, 20);
+    text_at(cr, W / 2.0, T / 2, title, 0.5, 0.5);
+    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+
+    /* series, clipped to the plot area */
+    cairo_save(cr);
+    cairo_rectangle(cr, L, T, pw, ph);
+    cairo_clip(cr);
+    for (int s = 0; s < n_series; s++) {
+        const double *c = PALETTE[s % 6];
+        cairo_set_source_rgb(cr, c[0], c[1], c[2]);
+        cairo_set_line_width(cr, 2.5);
+        double dash[] = {8, 5};
+        cairo_set_dash(cr, dash, series[s].dashed ? 2 : 0, 0);
+        int pen = 0;
+        for (int i = 0; i < series[s].n; i++) {
+            double y = series[s].y[i];
+            if (!isfinite(y)) { pen = 0; continue; }
+            if (pen) cairo_line_to(cr, PX(i + 1), PY(y));
+            else cairo_move_to(cr, PX(i + 1), PY(y));
+            pen = 1;
+        }
+        cairo_stroke(cr);
+        cairo_set_dash(cr, NULL, 0, 0);
+        for (int i = 0; i < series[s].n; i++)
+            if (isfinite(series[s].y[i])) {
+                cairo_arc(cr, PX(i + 1), PY(series[s].y[i]), 3.5, 0, 2 * M_PI);
+                cairo_fill(cr);
+            }
+    }
+    cairo_restore(cr);
+
+    cairo_set_font_size(cr, 14);
+    double lx = L + pw + 18, ly = T + 4;
+    for (int s = 0; s < n_series; s++) {
+        const double *c = PALETTE[s % 6];
+        cairo_set_source_rgb(cr, c[0], c[1], c[2]);
+        cairo_set_line_width(cr, 2.5);
+        double dash[] = {8, 5};
+        cairo_set_dash(cr, dash, series[s].dashed ? 2 : 0, 0);
+        cairo_move_to(cr, lx, ly + 22 * s + 8);
+        cairo_line_to(cr, lx + 34, ly + 22 * s + 8);
+        cairo_stroke(cr);
+        cairo_set_dash(cr, NULL, 0, 0);
+        cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+        text_at(cr, lx + 42, ly + 22 * s + 8, series[s].name, 0.0, 0.5);
+    }
+#undef PX
+#undef PY
+    cairo_destroy(cr);
+    cairo_surface_flush(surf);
+    int rc = save_png(surf, path, err);
+    cairo_surface_destroy(surf);
+    return rc;
+}
+
+/* White -> blue ramp. */
+static void heat_colour(double f, double *r, double *g, double *b) {
+    f = f < 0 ? 0 : f > 1 ? 1 : f;
+    *r = 0.97 - f * (0.97 - 0.03);
+    *g = 0.98 - f * (0.98 - 0.19);
+    *b = 1.00 - f * (1.00 - 0.42);
+}
+
+int vf_plot_confusion(const char *path, const char *title, const int64_t *cm, int C, const char *const *class_names,
+                      vf_error *err) {
+    if (C < 1 || C > 64) return vf_fail(err, "%s: cannot plot a %dx%d confusion matrix", path, C, C);
+    /* Measure the class names to size the margins. */
+    cairo_surface_t *probe = cairo_image_surface_create(CAIRO_FORMAT_RGB24, 1, 1);
+    cairo_t *pc = cairo_create(probe);
+    cairo_select_font_face(pc, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+    cairo_set_font_size(pc, 14);
+    double name_w = 0;
+    for (int k = 0; k < C; k++) name_w = fmax(name_w, text_width(pc, class_names[k]));
+    cairo_destroy(pc);
+    cairo_surface_destroy(probe);
+
+    const double cell = C <= 10 ? 70 : 700.0 / C;
+    const double L = name_w + 60, T = 70, Bm = name_w * 0.75 + 70, R = 110;
+    const int W = (int)ceil(L + cell * C + R), H = (int)ceil(T + cell * C + Bm);
+
+    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
+    cairo_t *cr = cairo_create(surf);
+    cairo_set_source_rgb(cr, 1, 1, 1);
+    cairo_paint(cr);
+    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_BOLD);
+    cairo_set_font_size(cr, 20);
+    cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+    text_at(cr, W / 2.0, T / 2, title, 0.5, 0.5);
+    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+
+    char lab[32];
+    for (int i = 0; i < C; i++) {
+        int64_t row = 0;
+        for (int j = 0; j < C; j++) row += cm[(size_t)i * C + j];
+        for (int j = 0; j < C; j++) {
+            int64_t v = cm[(size_t)i * C + j];
+            double f = row ? (double)v / row : 0, r, g, b;
+            heat_colour(f, &r, &g, &b);
+            double x = L + j * cell, y = T + i * cell;
+            cairo_set_source_rgb(cr, r, g, b);
+            cairo_rectangle(cr, x, y, cell, cell);
+            cairo_fill(cr);
+            cairo_set_source_rgb(cr, f > 0.5 ? 1 : 0.1, f > 0.5 ? 1 : 0.1, f > 0.5 ? 1 : 0.1);
+            cairo_set_font_size(cr, fmin(18, cell * 0.3));
+            snprintf(lab, sizeof lab, "%lld", (long long)v);
+            text_at(cr, x + cell / 2, y + cell / 2, lab, 0.5, 0.5);
+        }
+    }
+    cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
+    cairo_set_line_width(cr, 1);
+    cairo_rectangle(cr, L, T, cell * C, cell * C);
+    cairo_stroke(cr);
+
+    cairo_set_font_size(cr, 14);
+    cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+    for (int k = 0; k < C; k++) {
+        text_at(cr, L - 8, T + (k + 0.5) * cell, class_names[k], 1.0, 0.5);
+        cairo_save(cr);   /* column names rotated 45 degrees, ending under their column */
+        cairo_translate(cr, L + (k + 0.5) * cell, T + C * cell + 8);
+        cairo_rotate(cr, -M_PI / 4);
+        cairo_text_extents_t e;
+        cairo_text_extents(cr, class_names[k], &e);
+        cairo_move_to(cr, -e.x_advance, e.height);
+        cairo_show_text(cr, class_names[k]);
+        cairo_restore(cr);
+    }
+    cairo_set_font_size(cr, 16);
+    text_at(cr, L + cell * C / 2, H - 18, "predicted class", 0.5, 0.5);
+    cairo_save(cr);
+    cairo_translate(cr, 18, T + cell * C / 2);
+    cairo_rotate(cr, -M_PI / 2);
+    text_at(cr, 0, 0, "true class", 0.5, 0.5);
+    cairo_restore(cr);
+
+    /* colour bar: fraction of the true class */
+    double bx = L + cell * C + 30, bh = cell * C;
+    for (int i = 0; i < 100; i++) {
+        double r, g, b;
+        heat_colour(1 - i / 99.0, &r, &g, &b);
+        cairo_set_source_rgb(cr, r, g, b);
+        cairo_rectangle(cr, bx, T + bh * i / 100.0, 20, bh / 100.0 + 1);
+        cairo_fill(cr);
+    }
+    cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
+    cairo_rectangle(cr, bx, T, 20, bh);
+    cairo_stroke(cr);
+    cairo_set_font_size(cr, 12);
+    for (int i = 0; i <= 4; i++) {
+        snprintf(lab, sizeof lab, "%.2f", 1 - i / 4.0);
+        text_at(cr, bx + 26, T + bh * i / 4.0, lab, 0.0, 0.5);
+    }
+    cairo_destroy(cr);
+    cairo_surface_flush(surf);
+    int rc = save_png(surf, path, err);
+    cairo_surface_destroy(surf);
+    return rc;
+}
