@@ -195,13 +195,24 @@ int vf_clip_config_preset(const char *like, vf_clip_config *cfg, vf_error *err) 
 }
 
 /* ---- writing ---------------------------------------------------------------- */
+/* The shortest decimal that reads back as the same float (1e-05, not
+ * 9.99999974737875e-06). */
+static double short_float(float f) {
+    char buf[32];
+    for (int digits = 6; digits <= 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, (double)f);
+        if (strtof(buf, NULL) == f) break;
+    }
+    return strtod(buf, NULL);
+}
+
 static void add_encoder(cJSON *o, const vf_clip_encoder_config *e) {
     cJSON_AddNumberToObject(o, "hidden_size", e->hidden_size);
     cJSON_AddNumberToObject(o, "intermediate_size", e->intermediate_size);
     cJSON_AddNumberToObject(o, "num_hidden_layers", e->num_layers);
     cJSON_AddNumberToObject(o, "num_attention_heads", e->num_heads);
     cJSON_AddStringToObject(o, "hidden_act", vf_activation_name(e->act));
-    cJSON_AddNumberToObject(o, "layer_norm_eps", e->layer_norm_eps);
+    cJSON_AddNumberToObject(o, "layer_norm_eps", short_float(e->layer_norm_eps));
     cJSON_AddNumberToObject(o, "attention_dropout", 0.0);
     cJSON_AddNumberToObject(o, "dropout", 0.0);
     cJSON_AddNumberToObject(o, "initializer_factor", 1.0);
@@ -214,7 +225,7 @@ char *vf_clip_config_to_json(const vf_clip_config *cfg) {
     cJSON_AddItemToArray(arch, cJSON_CreateString("CLIPModel"));
     cJSON_AddStringToObject(root, "model_type", "clip");
     cJSON_AddNumberToObject(root, "projection_dim", cfg->projection_dim);
-    cJSON_AddNumberToObject(root, "logit_scale_init_value", cfg->logit_scale_init);
+    cJSON_AddNumberToObject(root, "logit_scale_init_value", short_float(cfg->logit_scale_init));
     cJSON_AddNumberToObject(root, "initializer_factor", 1.0);
     cJSON *t = cJSON_AddObjectToObject(root, "text_config");
     add_encoder(t, &cfg->text.enc);

@@ -1,0 +1,180 @@
+/* make_model: random-weight CLIP model directories (see make_model.h). */
+#include "clip/make_model.h"
+#include "clip/clip_config.h"
+#include "clip/tokenizer.h"
+#include "util/fileio.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- seeded normal streams ------------------------------------------------ */
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t name_seed(uint64_t seed, const char *name) {
+    uint64_t h = 1469598103934665603ull ^ seed; /* FNV-1a over the name */
+    for (const char *p = name; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return h;
+}
+
+/* dst[i] = mean + std * N(0, 1), Box-Muller on 53-bit uniforms. */
+static void fill_normal(float *dst, long n, uint64_t seed, const char *name, float mean, float std) {
+    uint64_t s = name_seed(seed, name);
+    for (long i = 0; i < n; i += 2) {
+        double u1 = ((splitmix64(&s) >> 11) + 1.0) * 0x1.0p-53, u2 = (splitmix64(&s) >> 11) * 0x1.0p-53;
+        double r = sqrt(-2.0 * log(u1));
+        dst[i] = (float)(mean + std * r * cos(2 * M_PI * u2));
+        if (i + 1 < n) dst[i + 1] = (float)(mean + std * r * sin(2 * M_PI * u2));
+    }
+}
+
+/* ---- the tensor table --------------------------------------------------------- */
+typedef struct gen {
+    vf_st_writer w;
+    vf_dtype dtype;
+    uint64_t seed;
+    float *buf;     /* one allocation for every tensor */
+    size_t used, cap;
+    int sizing;
+} gen;
+
+static int add(gen *g, float mean, float std, vf_error *err, int ndim, const int64_t *shape, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
+static int add(gen *g, float mean, float std, vf_error *err, int ndim, const int64_t *shape, const char *fmt, ...) {
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    long n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    if (g->sizing) { g->cap += (size_t)n; return 0; }
+    float *p = g->buf + g->used;
+    g->used += (size_t)n;
+    fill_normal(p, n, g->seed, name, mean, std);
+    return vf_st_writer_add_f32(&g->w, name, g->dtype, ndim, shape, p, err);
+}
+
+#define SHAPE(...) (const int64_t[]){__VA_ARGS__}
+/* CLIP-like scales: weights and biases N(0, 0.02) (non-zero biases so the
+ * tests exercise them), LayerNorm weights around 1. */
+#define W 0.0f, 0.02f
+#define LNW 1.0f, 0.05f
+
+static int add_encoder(gen *g, const char *p, const vf_clip_encoder_config *e, vf_error *err) {
+    const int64_t C = e->hidden_size, F = e->intermediate_size;
+    for (int l = 0; l < e->num_layers; l++) {
+        static const char *proj[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
+        for (int j = 0; j < 4; j++)
+            if (add(g, W, err, 2, SHAPE(C, C), "%s.encoder.layers.%d.self_attn.%s.weight", p, l, proj[j]) ||
+                add(g, W, err, 1, SHAPE(C), "%s.encoder.layers.%d.self_attn.%s.bias", p, l, proj[j]))
+                return -1;
+        if (add(g, LNW, err, 1, SHAPE(C), "%s.encoder.layers.%d.layer_norm1.weight", p, l) ||
+            add(g, W, err, 1, SHAPE(C), "%s.encoder.layers.%d.layer_norm1.bias", p, l) ||
+            add(g, W, err, 2, SHAPE(F, C), "%s.encoder.layers.%d.mlp.fc1.weight", p, l) ||
+            add(g, W, err, 1, SHAPE(F), "%s.encoder.layers.%d.mlp.fc1.bias", p, l) ||
+            add(g, W, err, 2, SHAPE(C, F), "%s.encoder.layers.%d.mlp.fc2.weight", p, l) ||
+            add(g, W, err, 1, SHAPE(C), "%s.encoder.layers.%d.mlp.fc2.bias", p, l) ||
+            add(g, LNW, err, 1, SHAPE(C), "%s.encoder.layers.%d.layer_norm2.weight", p, l) ||
+            add(g, W, err, 1, SHAPE(C), "%s.encoder.layers.%d.layer_norm2.bias", p, l))
+            return -1;
+    }
+    return 0;
+}
+
+static int add_all(gen *g, const vf_clip_config *cfg, vf_error *err) {
+    const vf_clip_text_config *t = &cfg->text;
+    const vf_clip_vision_config *v = &cfg->vision;
+    const int64_t TC = t->enc.hidden_size, VC = v->enc.hidden_size, D = cfg->projection_dim, P = v->patch_size;
+    const int64_t G = v->image_size / v->patch_size;
+    if (add(g, W, err, 2, SHAPE(t->vocab_size, TC), "text_model.embeddings.token_embedding.weight") ||
+        add(g, 0.0f, 0.01f, err, 2, SHAPE(t->max_positions, TC), "text_model.embeddings.position_embedding.weight") ||
+        add_encoder(g, "text_model", &t->enc, err) ||
+        add(g, LNW, err, 1, SHAPE(TC), "text_model.final_layer_norm.weight") ||
+        add(g, W, err, 1, SHAPE(TC), "text_model.final_layer_norm.bias") ||
+        add(g, W, err, 2, SHAPE(D, TC), "text_projection.weight") ||
+        add(g, W, err, 1, SHAPE(VC), "vision_model.embeddings.class_embedding") ||
+        add(g, W, err, 4, SHAPE(VC, 3, P, P), "vision_model.embeddings.patch_embedding.weight") ||
+        add(g, 0.0f, 0.01f, err, 2, SHAPE(G * G + 1, VC), "vision_model.embeddings.position_embedding.weight") ||
+        add(g, LNW, err, 1, SHAPE(VC), "vision_model.pre_layrnorm.weight") ||
+        add(g, W, err, 1, SHAPE(VC), "vision_model.pre_layrnorm.bias") ||
+        add_encoder(g, "vision_model", &v->enc, err) ||
+        add(g, LNW, err, 1, SHAPE(VC), "vision_model.post_layernorm.weight") ||
+        add(g, W, err, 1, SHAPE(VC), "vision_model.post_layernorm.bias") ||
+        add(g, W, err, 2, SHAPE(D, VC), "visual_projection.weight"))
+        return -1;
+    /* logit_scale: a scalar holding the config's initial value. */
+    if (g->sizing) { g->cap += 1; return 0; }
+    float *ls = g->buf + g->used++;
+    *ls = cfg->logit_scale_init;
+    return vf_st_writer_add_f32(&g->w, "logit_scale", g->dtype, 0, NULL, ls, err);
+}
+
+static int write_text(const char *dir, const char *file, const char *text, vf_error *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    return vf_write_atomic(path, text, strlen(text), err);
+}
+
+static int write_preprocessor(const char *dir, int size, vf_error *err) {
+    char json[1024];
+    snprintf(json, sizeof json,
+             "{\n  \"crop_size\": {\"height\": %d, \"width\": %d},\n  \"do_center_crop\": true,\n  \"do_convert_rgb\": true,\n"
+             "  \"do_normalize\": true,\n  \"do_rescale\": true,\n  \"do_resize\": true,\n"
+             "  \"image_mean\": [0.48145466, 0.4578275, 0.40821073],\n  \"image_processor_type\": \"CLIPImageProcessor\",\n"
+             "  \"image_std\": [0.26862954, 0.26130258, 0.27577711],\n  \"processor_class\": \"CLIPProcessor\",\n"
+             "  \"resample\": 3,\n  \"rescale_factor\": 0.00392156862745098,\n  \"size\": {\"shortest_edge\": %d}\n}\n",
+             size, size, size);
+    return write_text(dir, "preprocessor_config.json", json, err);
+}
+
+int vf_make_model(const char *like, uint64_t seed, vf_dtype dtype, const char *out_dir, int config_only, vf_error *err) {
+    vf_clip_config cfg;
+    if (vf_clip_config_preset(like, &cfg, err) != 0) return -1;
+    if (dtype != VF_DT_F32 && dtype != VF_DT_F16 && dtype != VF_DT_BF16)
+        return vf_fail(err, "make-model: dtype %s is not one of F32, F16, BF16", vf_dtype_name(dtype));
+    cfg.random_weights = 1;
+    if (vf_mkdirs(out_dir, 0755, err) != 0) return -1;
+    int vocab = 0, sot = 0, eot = 0;
+    if (!config_only && vf_tokenizer_write_tiny(out_dir, &vocab, &sot, &eot, err) != 0) return -1;
+    if (config_only) { vocab = cfg.text.vocab_size; sot = cfg.text.bos_token_id; eot = cfg.text.eos_token_id; }
+    /* tiny uses the small vocabulary's size; full presets keep 49408 rows so
+     * every shape is the real one (the extra rows are never looked up). */
+    if (strcmp(like, "tiny") == 0) cfg.text.vocab_size = vocab;
+    if (vocab > cfg.text.vocab_size) return vf_fail(err, "make-model: vocabulary of %d exceeds vocab_size %d", vocab, cfg.text.vocab_size);
+    cfg.text.bos_token_id = sot;
+    cfg.text.eos_token_id = eot;
+    cfg.text.pad_token_id = eot;
+    if (eot == 2) return vf_fail(err, "make-model: eos id 2 would trigger transformers' legacy pooling rule");
+    char *config_json = vf_clip_config_to_json(&cfg);
+    if (!config_json) return vf_fail(err, "make-model: out of memory");
+    int rc = 0;
+    if (!config_only) {
+        gen g = {.dtype = dtype, .seed = seed, .sizing = 1};
+        vf_st_writer_init(&g.w);
+        add_all(&g, &cfg, err);
+        g.buf = malloc(sizeof(float) * g.cap);
+        if (!g.buf) rc = vf_fail(err, "make-model: out of memory for %zu parameters", g.cap);
+        g.sizing = 0;
+        char path[4200];
+        snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
+        if (rc == 0) rc = add_all(&g, &cfg, err);
+        if (rc == 0) rc = vf_st_writer_meta(&g.w, "format", "pt", err);
+        if (rc == 0) rc = vf_st_writer_meta(&g.w, "vflclip_random_weights", "true", err);
+        if (rc == 0) rc = vf_st_writer_save(&g.w, path, err);
+        vf_st_writer_free(&g.w);
+        free(g.buf);
+        if (rc == 0) rc = write_preprocessor(out_dir, cfg.vision.image_size, err);
+    }
+    /* config.json last: its presence means the directory is complete. */
+    if (rc == 0) rc = write_text(out_dir, "config.json", config_json, err);
+    free(config_json);
+    return rc;
+}
