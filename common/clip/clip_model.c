@@ -1,5 +1,6 @@
 /* clip_model: tower loading, fingerprint, vision dispatch (see clip_model.h). */
 #include "clip/clip_model.h"
+#include "clip/open_clip_model.h" /* issue 5: OpenCLIP checkpoint directories */
 
 #include <math.h>
 #include <mbedtls/sha256.h>
@@ -142,6 +143,7 @@ static int bind_vit_cb(binder *b, void *w, vf_error *err) { return bind_vit(b, w
 /* ---- text tower -------------------------------------------------------------- */
 int vf_clip_text_load(vf_clip_text_tower *t, const char *model_dir, vf_error *err) {
     memset(t, 0, sizeof *t);
+    if (vf_open_clip_is_dir(model_dir)) return vf_open_clip_text_load(t, model_dir, err); /* issue 5 */
     if (open_model(model_dir, &t->cfg, &t->st, err) != 0) return -1;
     t->w.cfg = t->cfg.text;
     t->w.projection_dim = t->cfg.projection_dim;
@@ -168,6 +170,7 @@ void vf_clip_text_free(vf_clip_text_tower *t) {
 /* ---- vision tower ------------------------------------------------------------- */
 int vf_vision_load(vf_vision_tower *t, const char *model_dir, int max_batch, vf_error *err) {
     memset(t, 0, sizeof *t);
+    if (vf_open_clip_is_dir(model_dir)) return vf_open_clip_vision_load(t, model_dir, max_batch, err); /* issue 5 */
     if (open_model(model_dir, &t->cfg, &t->st, err) != 0) return -1;
     t->kind = VF_VISION_VIT;
     t->image_size = t->cfg.vision.image_size;
@@ -188,6 +191,7 @@ int vf_vision_load(vf_vision_tower *t, const char *model_dir, int max_batch, vf_
 
 void vf_vision_free(vf_vision_tower *t) {
     if (t->kind == VF_VISION_VIT) vf_vit_acts_free(&t->u.vit.acts);
+    if (t->kind == VF_VISION_RESNET) { vf_resnet_acts_free(&t->u.resnet.acts); vf_resnet_free(&t->u.resnet.net); } /* issue 5 */
     vf_arena_free(&t->params);
     vf_st_close(&t->st);
     memset(t, 0, sizeof *t);
@@ -202,6 +206,7 @@ int vf_vision_encode(vf_vision_tower *t, const float *pixels, int B, float *out,
         int n = B - b0 < t->max_batch ? B - b0 : t->max_batch;
         switch (t->kind) {
         case VF_VISION_VIT: vf_vit_forward(&t->u.vit.w, &t->u.vit.acts, pixels + b0 * per_image, n, out + (long)b0 * t->embed_dim); break;
+        case VF_VISION_RESNET: vf_resnet_forward(&t->u.resnet.net, &t->u.resnet.acts, pixels + b0 * per_image, n, out + (long)b0 * t->embed_dim); break; /* issue 5 */
         default: return vf_fail(err, "vision tower kind %d is not supported", (int)t->kind);
         }
     }

@@ -18,6 +18,7 @@
 #include "clip/clip_config.h"
 #include "cpu/clip_text.h"
 #include "cpu/clip_vit.h"
+#include "cpu/resnet.h"  /* open_clip ModifiedResNet (issue 5) */
 #include "formats/safetensors.h"
 #include "util/arena.h"
 #include "util/vf_error.h"
@@ -40,6 +41,7 @@ void vf_clip_text_free(vf_clip_text_tower *t);
 /* ---- vision tower: a small tagged type, one entry point ------------------ */
 typedef enum vf_vision_kind {
     VF_VISION_VIT = 1,  /* CLIPVisionTransformer */
+    VF_VISION_RESNET = 2, /* open_clip ModifiedResNet: clip/open_clip_model.h (issue 5) */
 } vf_vision_kind;
 
 typedef struct vf_vision_tower {
@@ -54,6 +56,7 @@ typedef struct vf_vision_tower {
     vf_arena params;
     union {
         struct { vf_vit_weights w; vf_vit_acts acts; } vit;
+        struct { vf_resnet net; vf_resnet_acts acts; } resnet;  /* issue 5 */
     } u;
 } vf_vision_tower;
 

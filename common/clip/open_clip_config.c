@@ -205,7 +205,8 @@ int vf_open_clip_config_parse(const char *json, const char *name, vf_open_clip_c
                !get_bool(model, "quick_gelu", &cfg->quick_gelu, name, "model_cfg", err) &&
                !parse_vision(cJSON_GetObjectItemCaseSensitive(model, "vision_cfg"), cfg, name, err) &&
                !parse_text(cJSON_GetObjectItemCaseSensitive(model, "text_cfg"), cfg, name, err) &&
-               !parse_preprocess(pre, cfg, name, err)) {
+               !parse_preprocess(pre, cfg, name, err) &&
+               !get_bool(root, "vflclip_random_weights", &cfg->random_weights, name, "(top level)", err)) {
         rc = vf_open_clip_config_validate(cfg, name, err);
     }
     cJSON_Delete(root);
@@ -339,6 +340,8 @@ char *vf_open_clip_config_to_json(const vf_open_clip_config *c) {
     cJSON_AddItemToObject(p, "std", triple(c->std));
     cJSON_AddStringToObject(p, "interpolation", c->interpolation);
     cJSON_AddStringToObject(p, "resize_mode", c->resize_mode);
+    // open_clip reads only model_cfg and preprocess_cfg; this marks make-model's output
+    if (c->random_weights) cJSON_AddBoolToObject(root, "vflclip_random_weights", 1);
     char *s = cJSON_Print(root);
     cJSON_Delete(root);
     return s;

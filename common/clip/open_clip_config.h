@@ -34,6 +34,7 @@ typedef struct vf_open_clip_config {
     float mean[3], std[3];
     char interpolation[16];       /* bicubic */
     char resize_mode[16];         /* shortest */
+    int random_weights;           /* top-level "vflclip_random_weights": true (make-model) */
 } vf_open_clip_config;
 
 /* Parses the text of open_clip_config.json (or a bare model config); `name`

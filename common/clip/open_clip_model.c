@@ -1,0 +1,229 @@
+/* open_clip_model: OpenCLIP checkpoint towers -> the project's tower types
+ * (see open_clip_model.h).  Binding runs twice over the same code: a sizing
+ * pass that checks every tensor and counts the arena bytes, then a binding
+ * pass that sets the pointers. */
+#include "clip/open_clip_model.h"
+#include "clip/open_clip_resnet.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct oc_binder {
+    const vf_safetensors *st;
+    vf_arena *arena;
+    int sizing;   // 1: check and count; 0: bind
+    size_t need;
+} oc_binder;
+
+static int in_place(const vf_st_tensor *t) { return t->dtype == VF_DT_F32 && ((uintptr_t)t->data & 3u) == 0; }
+
+static const vf_st_tensor *checked(oc_binder *b, const char *name, int ndim, const int64_t *shape, vf_error *err) {
+    const vf_st_tensor *t = vf_st_require(b->st, name, err);
+    if (!t || vf_st_check_shape(b->st, t, ndim, shape, err)) return NULL;
+    if (t->dtype != VF_DT_F32 && t->dtype != VF_DT_F16 && t->dtype != VF_DT_BF16 && t->dtype != VF_DT_F64) {
+        vf_fail(err, "%s: tensor %s has dtype %s, a float type is needed", b->st->path, name, vf_dtype_name(t->dtype));
+        return NULL;
+    }
+    return t;
+}
+
+static int check_finite(const vf_safetensors *st, const char *name, const float *p, int64_t n, vf_error *err) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(p[i])) return vf_fail(err, "%s: tensor %s has a non-finite value at element %lld", st->path, name, (long long)i);
+    return 0;
+}
+
+// *dst = the tensor `name` of this shape, in place or converted into the arena.
+static int bind(oc_binder *b, const float **dst, vf_error *err, int ndim, const int64_t *shape, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static int bind(oc_binder *b, const float **dst, vf_error *err, int ndim, const int64_t *shape, const char *fmt, ...) {
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    const vf_st_tensor *t = checked(b, name, ndim, shape, err);
+    if (!t) return -1;
+    if (in_place(t)) {
+        if (!b->sizing) *dst = (const float *)t->data;
+        return 0;
+    }
+    if (b->sizing) {
+        b->need += vf_arena_round((size_t)t->numel * sizeof(float));
+        return 0;
+    }
+    float *p = vf_arena_floats(b->arena, (size_t)t->numel);
+    if (!p) return vf_fail(err, "%s: parameter arena sizing bug at %s", b->st->path, name);
+    if (vf_st_read_f32(b->st, name, ndim, shape, p, err) || check_finite(b->st, name, p, t->numel, err)) return -1;
+    *dst = p;
+    return 0;
+}
+
+// *dst (cols, rows) = transpose of the (rows, cols) tensor `name`: open_clip
+// stores projections as x @ P, the kernels take nn.Linear's (out, in).
+static int bind_transposed(oc_binder *b, const float **dst, const char *name, int64_t rows, int64_t cols, vf_error *err) {
+    const int64_t shape[2] = {rows, cols};
+    const vf_st_tensor *t = checked(b, name, 2, shape, err);
+    if (!t) return -1;
+    size_t n = (size_t)rows * cols;
+    if (b->sizing) {
+        b->need += vf_arena_round(n * sizeof(float));
+        return 0;
+    }
+    float *out = vf_arena_floats(b->arena, n), *tmp = malloc(n * sizeof(float));
+    if (!out || !tmp) {
+        free(tmp);
+        return vf_fail(err, "%s: out of memory at %s", b->st->path, name);
+    }
+    int rc = vf_st_read_f32(b->st, name, 2, shape, tmp, err) || check_finite(b->st, name, tmp, (int64_t)n, err) ? -1 : 0;
+    for (int64_t r = 0; !rc && r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) out[(size_t)c * rows + r] = tmp[(size_t)r * cols + c];
+    free(tmp);
+    *dst = out;
+    return rc;
+}
+
+#define SHAPE(...) (const int64_t[]){__VA_ARGS__}
+
+// open_clip's ResidualAttentionBlock: ln_1, attn (fused in_proj), ln_2, mlp.c_fc / c_proj
+static int bind_resblocks(oc_binder *b, vf_tfm_layer **layers, const vf_clip_encoder_config *e, const char *prefix,
+                          vf_error *err) {
+    const int64_t C = e->hidden_size, F = e->intermediate_size;
+    if (b->sizing) {
+        b->need += vf_arena_round(sizeof(vf_tfm_layer) * e->num_layers);
+    } else if (!(*layers = vf_arena_alloc(b->arena, sizeof(vf_tfm_layer) * e->num_layers))) {
+        return vf_fail(err, "%s: parameter arena sizing bug", b->st->path);
+    }
+    for (int l = 0; l < e->num_layers; l++) {
+        vf_tfm_layer scratch = {0}, *w = b->sizing ? &scratch : &(*layers)[l];
+        const float *in_w = NULL, *in_b = NULL;
+        const char *p = prefix;
+        if (bind(b, &w->ln1_w, err, 1, SHAPE(C), "%stransformer.resblocks.%d.ln_1.weight", p, l) ||
+            bind(b, &w->ln1_b, err, 1, SHAPE(C), "%stransformer.resblocks.%d.ln_1.bias", p, l) ||
+            bind(b, &in_w, err, 2, SHAPE(3 * C, C), "%stransformer.resblocks.%d.attn.in_proj_weight", p, l) ||
+            bind(b, &in_b, err, 1, SHAPE(3 * C), "%stransformer.resblocks.%d.attn.in_proj_bias", p, l) ||
+            bind(b, &w->o_w, err, 2, SHAPE(C, C), "%stransformer.resblocks.%d.attn.out_proj.weight", p, l) ||
+            bind(b, &w->o_b, err, 1, SHAPE(C), "%stransformer.resblocks.%d.attn.out_proj.bias", p, l) ||
+            bind(b, &w->ln2_w, err, 1, SHAPE(C), "%stransformer.resblocks.%d.ln_2.weight", p, l) ||
+            bind(b, &w->ln2_b, err, 1, SHAPE(C), "%stransformer.resblocks.%d.ln_2.bias", p, l) ||
+            bind(b, &w->fc1_w, err, 2, SHAPE(F, C), "%stransformer.resblocks.%d.mlp.c_fc.weight", p, l) ||
+            bind(b, &w->fc1_b, err, 1, SHAPE(F), "%stransformer.resblocks.%d.mlp.c_fc.bias", p, l) ||
+            bind(b, &w->fc2_w, err, 2, SHAPE(C, F), "%stransformer.resblocks.%d.mlp.c_proj.weight", p, l) ||
+            bind(b, &w->fc2_b, err, 1, SHAPE(C), "%stransformer.resblocks.%d.mlp.c_proj.bias", p, l))
+            return -1;
+        if (!b->sizing) {  // [q; k; v] rows of the fused projection
+            w->q_w = in_w, w->k_w = in_w + C * C, w->v_w = in_w + 2 * C * C;
+            w->q_b = in_b, w->k_b = in_b + C, w->v_b = in_b + 2 * C;
+        }
+    }
+    // one layer too many in the file means the config and the weights disagree
+    char extra[256];
+    snprintf(extra, sizeof extra, "%stransformer.resblocks.%d.ln_1.weight", prefix, e->num_layers);
+    if (vf_st_find(b->st, extra))
+        return vf_fail(err, "%s: tensor %s is present but the config has %d layers (config and weights disagree)",
+                       b->st->path, extra, e->num_layers);
+    return 0;
+}
+
+static int bind_vit(oc_binder *b, void *wp, vf_error *err) {
+    vf_vit_weights *w = wp;
+    const vf_clip_vision_config *c = &w->cfg;
+    const int64_t C = c->enc.hidden_size, P = c->patch_size, G = c->image_size / c->patch_size;
+    return bind(b, &w->patch_w, err, 4, SHAPE(C, 3, P, P), "visual.conv1.weight") ||
+           bind(b, &w->class_emb, err, 1, SHAPE(C), "visual.class_embedding") ||
+           bind(b, &w->pos_emb, err, 2, SHAPE(G * G + 1, C), "visual.positional_embedding") ||
+           bind(b, &w->pre_ln_w, err, 1, SHAPE(C), "visual.ln_pre.weight") ||
+           bind(b, &w->pre_ln_b, err, 1, SHAPE(C), "visual.ln_pre.bias") ||
+           bind_resblocks(b, &w->layers, &c->enc, "visual.", err) ||
+           bind(b, &w->post_ln_w, err, 1, SHAPE(C), "visual.ln_post.weight") ||
+           bind(b, &w->post_ln_b, err, 1, SHAPE(C), "visual.ln_post.bias") ||
+           bind_transposed(b, &w->projection, "visual.proj", C, w->projection_dim, err)
+               ? -1 : 0;
+}
+
+static int bind_text(oc_binder *b, void *wp, vf_error *err) {
+    vf_clip_text_weights *w = wp;
+    const vf_clip_text_config *c = &w->cfg;
+    const int64_t C = c->enc.hidden_size;
+    return bind(b, &w->token_embedding, err, 2, SHAPE(c->vocab_size, C), "token_embedding.weight") ||
+           bind(b, &w->position_embedding, err, 2, SHAPE(c->max_positions, C), "positional_embedding") ||
+           bind_resblocks(b, &w->layers, &c->enc, "", err) ||
+           bind(b, &w->final_ln_w, err, 1, SHAPE(C), "ln_final.weight") ||
+           bind(b, &w->final_ln_b, err, 1, SHAPE(C), "ln_final.bias") ||
+           bind_transposed(b, &w->projection, "text_projection", C, w->projection_dim, err)
+               ? -1 : 0;
+}
+
+static int bind_all(const vf_safetensors *st, vf_arena *arena, int (*fn)(oc_binder *, void *, vf_error *), void *w,
+                    vf_error *err) {
+    oc_binder b = {.st = st, .arena = arena, .sizing = 1};
+    if (fn(&b, w, err)) return -1;
+    if (vf_arena_init(arena, b.need, err)) return vf_error_prefix(err, "%s", st->path);
+    b.sizing = 0;
+    return fn(&b, w, err);
+}
+
+// open_clip_config.json + open_clip_model.safetensors of model_dir
+static int open_checkpoint(const char *model_dir, vf_open_clip_config *oc, vf_clip_config *cfg, vf_safetensors *st,
+                           vf_error *err) {
+    if (vf_open_clip_config_load(model_dir, oc, err)) return -1;
+    vf_open_clip_to_clip_config(oc, cfg);
+    cfg->random_weights = oc->random_weights;
+    // open_clip pools text at the largest token id (its EOT); cpu/clip_text.h
+    // follows that rule for the pre-2023 transformers eos_token_id 2.
+    cfg->text.eos_token_id = 2;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/" VF_OPEN_CLIP_WEIGHTS, model_dir);
+    return vf_st_open(st, path, err);
+}
+
+int vf_open_clip_vision_load(vf_vision_tower *t, const char *model_dir, int max_batch, vf_error *err) {
+    memset(t, 0, sizeof *t);
+    vf_open_clip_config oc;
+    if (open_checkpoint(model_dir, &oc, &t->cfg, &t->st, err)) return -1;
+    t->image_size = oc.image_size;
+    t->embed_dim = oc.embed_dim;
+    t->max_batch = max_batch;
+    t->random_weights = oc.random_weights;
+    int rc;
+    if (oc.is_resnet) {
+        t->kind = VF_VISION_RESNET;
+        rc = vf_open_clip_resnet_load(&t->u.resnet.net, &oc, &t->st, err) ||
+             vf_resnet_acts_init(&t->u.resnet.acts, &t->u.resnet.net, max_batch, err);
+    } else {
+        t->kind = VF_VISION_VIT;
+        vf_vit_weights *w = &t->u.vit.w;
+        w->cfg = t->cfg.vision;
+        w->projection_dim = t->cfg.projection_dim;
+        rc = bind_all(&t->st, &t->params, bind_vit, w, err) || vf_vit_acts_init(&t->u.vit.acts, w, max_batch, err);
+    }
+    if (rc || vf_clip_fingerprint(&t->st, &t->cfg, t->fingerprint, err)) {
+        vf_vision_free(t);
+        return -1;
+    }
+    return 0;
+}
+
+int vf_open_clip_text_load(vf_clip_text_tower *t, const char *model_dir, vf_error *err) {
+    memset(t, 0, sizeof *t);
+    vf_open_clip_config oc;
+    if (open_checkpoint(model_dir, &oc, &t->cfg, &t->st, err)) return -1;
+    t->w.cfg = t->cfg.text;
+    t->w.projection_dim = t->cfg.projection_dim;
+    if (bind_all(&t->st, &t->params, bind_text, &t->w, err) ||
+        vf_st_read_f32(&t->st, "logit_scale", 0, NULL, &t->logit_scale, err) ||
+        vf_clip_fingerprint(&t->st, &t->cfg, t->fingerprint, err)) {
+        vf_clip_text_free(t);
+        return -1;
+    }
+    if (!isfinite(t->logit_scale)) {
+        vf_fail(err, "%s: logit_scale is not finite", t->st.path);
+        vf_clip_text_free(t);
+        return -1;
+    }
+    return 0;
+}
