@@ -1,0 +1,187 @@
+/* test_safetensors: the safetensors reader's errors on damaged files (each
+ * must name the file and the problem, never crash) and the F16/BF16 writer
+ * and reader against IEEE bit patterns known independently of this code. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "formats/safetensors.h"
+
+static char g_path[256];
+
+static int setup(void **state) {
+    snprintf(g_path, sizeof g_path, "/tmp/vf_test_safetensors_%d.safetensors", (int)getpid());
+    return 0;
+}
+static int teardown(void **state) {
+    unlink(g_path);
+    return 0;
+}
+
+/* Writes 8-byte LE header length + header + data. */
+static void write_raw(const char *header, uint64_t hlen_field, const void *data, size_t data_len) {
+    FILE *f = fopen(g_path, "wb");
+    assert_non_null(f);
+    unsigned char h[8];
+    for (int i = 0; i < 8; i++) h[i] = (unsigned char)(hlen_field >> (8 * i));
+    fwrite(h, 1, 8, f);
+    fwrite(header, 1, strlen(header), f);
+    if (data_len) fwrite(data, 1, data_len, f);
+    fclose(f);
+}
+static void write_file(const char *header, const void *data, size_t data_len) { write_raw(header, strlen(header), data, data_len); }
+
+/* Opening must fail with a message containing the file name and `what`. */
+static void expect_open_error(const char *what) {
+    vf_safetensors st;
+    vf_error err = {{0}};
+    assert_int_equal(vf_st_open(&st, g_path, &err), -1);
+    printf("    error: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, g_path));
+    assert_non_null(strstr(err.msg, what));
+}
+
+static const float k_data[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+
+static void test_valid_file_opens(void **state) {
+    write_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", k_data, 16);
+    vf_safetensors st;
+    vf_error err = {{0}};
+    assert_int_equal(vf_st_open(&st, g_path, &err), 0);
+    float out[4];
+    assert_int_equal(vf_st_read_f32(&st, "a", 2, (const int64_t[]){2, 2}, out, &err), 0);
+    assert_memory_equal(out, k_data, 16);
+    vf_st_close(&st);
+}
+
+static void test_truncated_file(void **state) {
+    write_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", k_data, 12); /* 4 bytes short */
+    expect_open_error("past the end");
+}
+
+static void test_too_short_for_header(void **state) {
+    FILE *f = fopen(g_path, "wb");
+    fwrite("abc", 1, 3, f);
+    fclose(f);
+    expect_open_error("too short");
+}
+
+static void test_header_length_past_end(void **state) {
+    write_raw("{}", 1ull << 40, NULL, 0);
+    expect_open_error("header length");
+}
+
+static void test_malformed_json(void **state) {
+    write_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],", k_data, 16);
+    expect_open_error("not a valid JSON");
+}
+
+static void test_overlapping_offsets(void **state) {
+    write_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+               "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+               k_data, 12);
+    expect_open_error("overlaps");
+}
+
+static void test_out_of_range_offsets(void **state) {
+    write_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", k_data, 8);
+    expect_open_error("past the end");
+}
+
+static void test_size_mismatch(void **state) {
+    write_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,16]}}", k_data, 16);
+    expect_open_error("bytes of data for 3 F32 elements");
+}
+
+static void test_unknown_dtype(void **state) {
+    write_file("{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[16],\"data_offsets\":[0,16]}}", k_data, 16);
+    expect_open_error("unknown dtype \"F8_E4M3\"");
+}
+
+static void test_missing_tensor_and_wrong_shape(void **state) {
+    write_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", k_data, 16);
+    vf_safetensors st;
+    vf_error err = {{0}};
+    assert_int_equal(vf_st_open(&st, g_path, &err), 0);
+    float out[4];
+    assert_int_equal(vf_st_read_f32(&st, "text_projection.weight", 2, (const int64_t[]){2, 2}, out, &err), -1);
+    printf("    error: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, g_path));
+    assert_non_null(strstr(err.msg, "missing tensor text_projection.weight"));
+    assert_int_equal(vf_st_read_f32(&st, "a", 2, (const int64_t[]){4, 1}, out, &err), -1);
+    printf("    error: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, g_path));
+    assert_non_null(strstr(err.msg, "tensor a has shape [2, 2], the config needs [4, 1]"));
+    vf_st_close(&st);
+}
+
+/* IEEE-754 binary16 / bfloat16 encodings, from the standard (not this code). */
+static const struct { float value; uint16_t f16, bf16; } k_half[] = {
+    {1.0f, 0x3C00, 0x3F80},     {-2.0f, 0xC000, 0xC000},          {0.5f, 0x3800, 0x3F00},
+    {256.0f, 0x5C00, 0x4380}, {0x1p-24f, 0x0001, 0x3380},       /* smallest f16 subnormal */
+    {0.0f, 0x0000, 0x0000},     {-0.15625f, 0xB100, 0xBE20},      {3.140625f, 0x4248, 0x4049},
+};
+#define N_HALF (sizeof k_half / sizeof *k_half)
+
+static void roundtrip(vf_dtype dt) {
+    float src[N_HALF];
+    for (size_t i = 0; i < N_HALF; i++) src[i] = k_half[i].value;
+    vf_st_writer w;
+    vf_st_writer_init(&w);
+    vf_error err = {{0}};
+    assert_int_equal(vf_st_writer_add_f32(&w, "x", dt, 1, (const int64_t[]){N_HALF}, src, &err), 0);
+    assert_int_equal(vf_st_writer_save(&w, g_path, &err), 0);
+    vf_st_writer_free(&w);
+    vf_safetensors st;
+    assert_int_equal(vf_st_open(&st, g_path, &err), 0);
+    const vf_st_tensor *t = vf_st_find(&st, "x");
+    assert_non_null(t);
+    assert_int_equal(t->dtype, dt);
+    float back[N_HALF];
+    assert_int_equal(vf_st_read_f32(&st, "x", 1, (const int64_t[]){N_HALF}, back, &err), 0);
+    for (size_t i = 0; i < N_HALF; i++) {
+        uint16_t bits = (uint16_t)(t->data[2 * i] | (t->data[2 * i + 1] << 8)); /* little-endian on disk */
+        assert_int_equal(bits, dt == VF_DT_F16 ? k_half[i].f16 : k_half[i].bf16);
+        assert_true(back[i] == k_half[i].value);
+    }
+    vf_st_close(&st);
+}
+static void test_f16_roundtrip(void **state) { roundtrip(VF_DT_F16); }
+static void test_bf16_roundtrip(void **state) { roundtrip(VF_DT_BF16); }
+
+/* Rounding to nearest even on values between representable halves. */
+static void test_half_rounding(void **state) {
+    assert_int_equal(vf_f32_to_f16(1.0f + 0x1p-11f), 0x3C00);              /* tie -> even (down) */
+    assert_int_equal(vf_f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3C02);          /* tie -> even (up) */
+    assert_int_equal(vf_f32_to_bf16(1.0f + 0x1p-8f), 0x3F80);              /* tie -> even (down) */
+    assert_int_equal(vf_f32_to_bf16(1.0f + 3 * 0x1p-8f), 0x3F82);          /* tie -> even (up) */
+    assert_int_equal(vf_f32_to_f16(65504.0f), 0x7BFF);                     /* largest finite f16 */
+    assert_int_equal(vf_f32_to_bf16(65504.0f), 0x4780);                    /* not representable: rounds up */
+    assert_int_equal(vf_f32_to_f16(1e6f), 0x7C00);                         /* overflow -> inf */
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_valid_file_opens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_too_short_for_header, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_header_length_past_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_json, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_overlapping_offsets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_out_of_range_offsets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_size_mismatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_dtype, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missing_tensor_and_wrong_shape, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_f16_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bf16_roundtrip, setup, teardown),
+        cmocka_unit_test(test_half_rounding),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
