@@ -7,9 +7,19 @@
 
 /* Each subcommand adds its declaration and one row here. */
 int vf_cmd_dataset(int argc, char **argv);
+int vf_cmd_tokenize(int argc, char **argv);
+int vf_cmd_preprocess(int argc, char **argv);
+int vf_cmd_coop_grad(int argc, char **argv);
+int vf_cmd_coop_loss(int argc, char **argv);
+int vf_cmd_coop_optim(int argc, char **argv);
 
 const vf_command vf_commands[] = {
     {"dataset", "show what a data set (npz or image folder + labels CSV) holds", vf_cmd_dataset},
+    {"coop-grad", "(debug) CoOp loss and dL/dctx for a model, prompts and image embeddings", vf_cmd_coop_grad},
+    {"coop-loss", "(debug) CoOp eq.1 loss, logits and dL/dtext for given features", vf_cmd_coop_loss},
+    {"coop-optim", "(debug) Adam/SGD steps with CoOp's lr schedule over given gradients", vf_cmd_coop_optim},
+    {"tokenize", "print the CLIP token ids of texts (as HF's fast CLIPTokenizer)", vf_cmd_tokenize},
+    {"preprocess", "decode and preprocess images as CLIPImageProcessor, to .npy", vf_cmd_preprocess},
     {NULL, NULL, NULL},
 };
 
