@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 
 // open_clip's OPENAI_DATASET_MEAN / _STD, its PreprocessCfg defaults
-static const float openai_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
-static const float openai_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+static const double openai_mean[3] = {0.48145466, 0.4578275, 0.40821073};
+static const double openai_std[3] = {0.26862954, 0.26130258, 0.27577711};
 
 static void defaults(vf_open_clip_config *c) {
     memset(c, 0, sizeof *c);
@@ -64,7 +64,7 @@ static int get_string(const cJSON *o, const char *key, char *out, size_t cap, co
     return 0;
 }
 
-static int get_triple(const cJSON *o, const char *key, float out[3], const char *name, const char *where, vf_error *err) {
+static int get_triple(const cJSON *o, const char *key, double out[3], const char *name, const char *where, vf_error *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return 0;
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 3)
@@ -73,7 +73,7 @@ static int get_triple(const cJSON *o, const char *key, float out[3], const char 
         const cJSON *e = cJSON_GetArrayItem(v, i);
         if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble))
             return vf_fail(err, "%s: %s.%s must be a list of 3 numbers", name, where, key);
-        out[i] = (float)e->valuedouble;
+        out[i] = e->valuedouble;
     }
     return 0;
 }
@@ -304,7 +304,7 @@ int vf_open_clip_config_preset(const char *like, vf_open_clip_config *cfg, vf_er
 
 // ---- writing -------------------------------------------------------------------
 
-static cJSON *triple(const float v[3]) {
+static cJSON *triple(const double v[3]) {
     cJSON *a = cJSON_CreateArray();
     for (int i = 0; i < 3; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
     return a;

@@ -31,7 +31,7 @@ typedef struct vf_open_clip_config {
     int context_length, vocab_size, text_width, text_heads, text_layers;
     float text_mlp_ratio;
     /* preprocess_cfg */
-    float mean[3], std[3];
+    double mean[3], std[3];
     char interpolation[16];       /* bicubic */
     char resize_mode[16];         /* shortest */
     int random_weights;           /* top-level "vflclip_random_weights": true (make-model) */

@@ -1,0 +1,297 @@
+/* open_clip_make: random-weight OpenCLIP checkpoints (see open_clip_make.h). */
+#include "clip/open_clip_make.h"
+#include "clip/open_clip_model.h"
+#include "clip/tokenizer.h"
+#include "util/fileio.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---- seeded streams ------------------------------------------------------------
+
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t name_seed(uint64_t seed, const char *name) {
+    uint64_t h = 1469598103934665603ull ^ seed;  // FNV-1a over the name
+    for (const char *p = name; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return h;
+}
+
+typedef enum init_kind {
+    INIT_NORMAL,     // mean + std * N(0,1)
+    INIT_LOGNORMAL,  // exp(mean + std * N(0,1)): BatchNorm running_var, positive
+} init_kind;
+
+static void fill(float *dst, size_t n, uint64_t seed, const char *name, init_kind kind, float mean, float std) {
+    uint64_t s = name_seed(seed, name);
+    for (size_t i = 0; i < n; i += 2) {
+        double u1 = ((splitmix64(&s) >> 11) + 1.0) * 0x1.0p-53, u2 = (splitmix64(&s) >> 11) * 0x1.0p-53;
+        double r = sqrt(-2.0 * log(u1)), z[2] = {r * cos(2 * M_PI * u2), r * sin(2 * M_PI * u2)};
+        for (size_t j = 0; j < 2 && i + j < n; j++) {
+            double v = mean + std * z[j];
+            dst[i + j] = (float)(kind == INIT_LOGNORMAL ? exp(v) : v);
+        }
+    }
+}
+
+// ---- the tensor table ------------------------------------------------------------
+
+typedef struct gen {
+    vf_st_writer w;
+    vf_dtype dtype;
+    uint64_t seed;
+    float *buf;  // one allocation for every float tensor
+    size_t used, cap;
+    int sizing;
+} gen;
+
+static int64_t zero_count;  // num_batches_tracked: a real I64 scalar, value 0
+
+static int add(gen *g, init_kind kind, float mean, float std, vf_error *err, int ndim, const int64_t *shape,
+               const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+static int add(gen *g, init_kind kind, float mean, float std, vf_error *err, int ndim, const int64_t *shape,
+               const char *fmt, ...) {
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
+    if (g->sizing) {
+        g->cap += n;
+        return 0;
+    }
+    float *p = g->buf + g->used;
+    g->used += n;
+    fill(p, n, g->seed, name, kind, mean, std);
+    return vf_st_writer_add_f32(&g->w, name, g->dtype, ndim, shape, p, err);
+}
+
+#define SHAPE(...) (const int64_t[]){__VA_ARGS__}
+// CLIP-like scales: weights and biases N(0, 0.02) (non-zero biases so the tests
+// exercise them), LayerNorm weights around 1.
+#define W INIT_NORMAL, 0.0f, 0.02f
+#define LNW INIT_NORMAL, 1.0f, 0.05f
+
+static int add_resblocks(gen *g, const char *p, int layers, int64_t C, int64_t F, vf_error *err) {
+    for (int l = 0; l < layers; l++)
+        if (add(g, LNW, err, 1, SHAPE(C), "%stransformer.resblocks.%d.ln_1.weight", p, l) ||
+            add(g, W, err, 1, SHAPE(C), "%stransformer.resblocks.%d.ln_1.bias", p, l) ||
+            add(g, W, err, 2, SHAPE(3 * C, C), "%stransformer.resblocks.%d.attn.in_proj_weight", p, l) ||
+            add(g, W, err, 1, SHAPE(3 * C), "%stransformer.resblocks.%d.attn.in_proj_bias", p, l) ||
+            add(g, W, err, 2, SHAPE(C, C), "%stransformer.resblocks.%d.attn.out_proj.weight", p, l) ||
+            add(g, W, err, 1, SHAPE(C), "%stransformer.resblocks.%d.attn.out_proj.bias", p, l) ||
+            add(g, LNW, err, 1, SHAPE(C), "%stransformer.resblocks.%d.ln_2.weight", p, l) ||
+            add(g, W, err, 1, SHAPE(C), "%stransformer.resblocks.%d.ln_2.bias", p, l) ||
+            add(g, W, err, 2, SHAPE(F, C), "%stransformer.resblocks.%d.mlp.c_fc.weight", p, l) ||
+            add(g, W, err, 1, SHAPE(F), "%stransformer.resblocks.%d.mlp.c_fc.bias", p, l) ||
+            add(g, W, err, 2, SHAPE(C, F), "%stransformer.resblocks.%d.mlp.c_proj.weight", p, l) ||
+            add(g, W, err, 1, SHAPE(C), "%stransformer.resblocks.%d.mlp.c_proj.bias", p, l))
+            return -1;
+    return 0;
+}
+
+// conv "<conv>.weight" (He-like std, so activations neither vanish nor explode
+// through dozens of blocks) and BatchNorm "<bn>.*" with eval statistics that
+// are far from the identity. residual_gain: scale of the BN weight (small on
+// the last BN of a residual branch, as trained ResNets end up).
+static int add_conv_bn(gen *g, const char *conv, const char *bn, int64_t cout, int64_t cin, int64_t k,
+                       float residual_gain, vf_error *err) {
+    float std = 1.0f / sqrtf((float)(cin * k * k));
+    if (add(g, INIT_NORMAL, 0.0f, std, err, 4, SHAPE(cout, cin, k, k), "%s.weight", conv) ||
+        add(g, INIT_NORMAL, residual_gain, 0.1f * residual_gain, err, 1, SHAPE(cout), "%s.weight", bn) ||
+        add(g, INIT_NORMAL, 0.0f, 0.1f, err, 1, SHAPE(cout), "%s.bias", bn) ||
+        add(g, INIT_NORMAL, 0.0f, 0.1f, err, 1, SHAPE(cout), "%s.running_mean", bn) ||
+        add(g, INIT_LOGNORMAL, 0.0f, 0.3f, err, 1, SHAPE(cout), "%s.running_var", bn))
+        return -1;
+    if (g->sizing) return 0;
+    char name[256];
+    snprintf(name, sizeof name, "%s.num_batches_tracked", bn);
+    return vf_st_writer_add_raw(&g->w, name, VF_DT_I64, 0, NULL, &zero_count, err);
+}
+
+static int add_resnet(gen *g, const vf_open_clip_config *c, vf_error *err) {
+    const int64_t w = c->vision_width;
+    char conv[128], bn[128];
+    const int64_t stem_in[3] = {3, w / 2, w / 2}, stem_out[3] = {w / 2, w / 2, w};
+    for (int i = 0; i < 3; i++) {
+        snprintf(conv, sizeof conv, "visual.conv%d", i + 1);
+        snprintf(bn, sizeof bn, "visual.bn%d", i + 1);
+        if (add_conv_bn(g, conv, bn, stem_out[i], stem_in[i], 3, 1.0f, err)) return -1;
+    }
+    int64_t inplanes = w;
+    for (int s = 0; s < 4; s++) {
+        int64_t planes = w << s;
+        for (int i = 0; i < c->resnet_layers[s]; i++) {
+            const int64_t cin[3] = {inplanes, planes, planes}, cout[3] = {planes, planes, planes * 4};
+            const int64_t k[3] = {1, 3, 1};
+            for (int j = 0; j < 3; j++) {
+                snprintf(conv, sizeof conv, "visual.layer%d.%d.conv%d", s + 1, i, j + 1);
+                snprintf(bn, sizeof bn, "visual.layer%d.%d.bn%d", s + 1, i, j + 1);
+                if (add_conv_bn(g, conv, bn, cout[j], cin[j], k[j], j == 2 ? 0.25f : 1.0f, err)) return -1;
+            }
+            if ((i == 0 && s > 0) || inplanes != planes * 4) {
+                snprintf(conv, sizeof conv, "visual.layer%d.%d.downsample.0", s + 1, i);
+                snprintf(bn, sizeof bn, "visual.layer%d.%d.downsample.1", s + 1, i);
+                if (add_conv_bn(g, conv, bn, planes * 4, inplanes, 1, 1.0f, err)) return -1;
+            }
+            inplanes = planes * 4;
+        }
+    }
+    const int64_t C = w * 32, G = c->image_size / 32, D = c->embed_dim;
+    const float std = 1.0f / sqrtf((float)C);  // open_clip's init_parameters
+    if (add(g, INIT_NORMAL, 0.0f, std, err, 2, SHAPE(G * G + 1, C), "visual.attnpool.positional_embedding")) return -1;
+    static const char *const proj[3] = {"q_proj", "k_proj", "v_proj"};
+    for (int i = 0; i < 3; i++)
+        if (add(g, INIT_NORMAL, 0.0f, std, err, 2, SHAPE(C, C), "visual.attnpool.%s.weight", proj[i]) ||
+            add(g, W, err, 1, SHAPE(C), "visual.attnpool.%s.bias", proj[i]))
+            return -1;
+    return add(g, INIT_NORMAL, 0.0f, std, err, 2, SHAPE(D, C), "visual.attnpool.c_proj.weight") ||
+           add(g, W, err, 1, SHAPE(D), "visual.attnpool.c_proj.bias");
+}
+
+static int add_vit(gen *g, const vf_open_clip_config *c, vf_error *err) {
+    const int64_t C = c->vision_width, P = c->patch_size, G = c->image_size / c->patch_size, D = c->embed_dim;
+    const int64_t F = (int64_t)(C * c->vision_mlp_ratio);
+    return add(g, W, err, 4, SHAPE(C, 3, P, P), "visual.conv1.weight") ||
+           add(g, W, err, 1, SHAPE(C), "visual.class_embedding") ||
+           add(g, INIT_NORMAL, 0.0f, 0.01f, err, 2, SHAPE(G * G + 1, C), "visual.positional_embedding") ||
+           add(g, LNW, err, 1, SHAPE(C), "visual.ln_pre.weight") || add(g, W, err, 1, SHAPE(C), "visual.ln_pre.bias") ||
+           add_resblocks(g, "visual.", c->vision_layers, C, F, err) ||
+           add(g, LNW, err, 1, SHAPE(C), "visual.ln_post.weight") || add(g, W, err, 1, SHAPE(C), "visual.ln_post.bias") ||
+           add(g, W, err, 2, SHAPE(C, D), "visual.proj");
+}
+
+static int add_all(gen *g, const vf_open_clip_config *c, vf_error *err) {
+    const int64_t C = c->text_width, F = (int64_t)(C * c->text_mlp_ratio), D = c->embed_dim;
+    if ((c->is_resnet ? add_resnet(g, c, err) : add_vit(g, c, err)) ||
+        add(g, W, err, 2, SHAPE(c->vocab_size, C), "token_embedding.weight") ||
+        add(g, INIT_NORMAL, 0.0f, 0.01f, err, 2, SHAPE(c->context_length, C), "positional_embedding") ||
+        add_resblocks(g, "", c->text_layers, C, F, err) ||
+        add(g, LNW, err, 1, SHAPE(C), "ln_final.weight") || add(g, W, err, 1, SHAPE(C), "ln_final.bias") ||
+        add(g, W, err, 2, SHAPE(C, D), "text_projection"))
+        return -1;
+    if (g->sizing) {  // logit_scale: log(1/0.07), open_clip's init
+        g->cap += 1;
+        return 0;
+    }
+    float *ls = g->buf + g->used++;
+    *ls = logf(1.0f / 0.07f);
+    return vf_st_writer_add_f32(&g->w, "logit_scale", g->dtype, 0, NULL, ls, err);
+}
+
+int vf_open_clip_make_model(const vf_open_clip_config *cfg_in, uint64_t seed, vf_dtype dtype, const char *out_dir,
+                            vf_error *err) {
+    vf_open_clip_config cfg = *cfg_in;
+    cfg.random_weights = 1;
+    if (vf_open_clip_config_validate(&cfg, "make-model", err)) return -1;
+    if (dtype != VF_DT_F32 && dtype != VF_DT_F16 && dtype != VF_DT_BF16)
+        return vf_fail(err, "make-model: dtype %s is not one of F32, F16, BF16", vf_dtype_name(dtype));
+    if (vf_mkdirs(out_dir, 0755, err)) return -1;
+    int vocab = 0, eot = 0;
+    if (vf_tokenizer_write_tiny(out_dir, &vocab, NULL, &eot, err)) return -1;
+    if (vocab > cfg.vocab_size)
+        return vf_fail(err, "make-model: the project's vocabulary of %d exceeds text_cfg.vocab_size %d", vocab, cfg.vocab_size);
+    if (eot != vocab - 1)  // open_clip pools at the largest id, which must be the EOT
+        return vf_fail(err, "make-model: EOT id %d is not the largest id of the vocabulary", eot);
+
+    gen g = {.dtype = dtype, .seed = seed, .sizing = 1};
+    vf_st_writer_init(&g.w);
+    int rc = add_all(&g, &cfg, err);
+    if (!rc && !(g.buf = malloc(sizeof(float) * g.cap)))
+        rc = vf_fail(err, "make-model: out of memory for %zu parameters", g.cap);
+    g.sizing = 0;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/" VF_OPEN_CLIP_WEIGHTS, out_dir);
+    if (!rc) rc = add_all(&g, &cfg, err);
+    if (!rc) rc = vf_st_writer_meta(&g.w, "format", "pt", err);
+    if (!rc) rc = vf_st_writer_meta(&g.w, "vflclip_random_weights", "true", err);
+    if (!rc) rc = vf_st_writer_save(&g.w, path, err);
+    vf_st_writer_free(&g.w);
+    free(g.buf);
+    if (rc) return -1;
+    // the config last: its presence marks a complete checkpoint directory
+    char *json = vf_open_clip_config_to_json(&cfg);
+    if (!json) return vf_fail(err, "make-model: out of memory");
+    snprintf(path, sizeof path, "%s/open_clip_config.json", out_dir);
+    rc = vf_write_atomic(path, json, strlen(json), err);
+    free(json);
+    return rc;
+}
+
+int vf_open_clip_make_handles(const char *like) {
+    return like && (strcmp(like, "rn50x4") == 0 || strcmp(like, "rn50x16") == 0 || strcmp(like, "rn50x64") == 0);
+}
+
+// ---- the subcommand ----------------------------------------------------------------
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: vflclip make-model (--like rn50x4|rn50x16|rn50x64 | --open-clip-config FILE)\n"
+            "                          [--seed N] [--dtype F32|F16|BF16] --out DIR\n"
+            "Writes a random-weight OpenCLIP checkpoint (open_clip_config.json +\n"
+            "open_clip_model.safetensors + a small vocabulary). Its outputs are\n"
+            "meaningless for dermatology.\n");
+}
+
+int vf_open_clip_make_main(int argc, char **argv) {
+    const char *like = NULL, *config = NULL, *out = NULL, *dtype_s = "F32";
+    unsigned long long seed = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (!v) {
+            fprintf(stderr, "make-model: %s needs a value\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (strcmp(a, "--like") == 0) like = v;
+        else if (strcmp(a, "--open-clip-config") == 0) config = v;
+        else if (strcmp(a, "--out") == 0) out = v;
+        else if (strcmp(a, "--dtype") == 0) dtype_s = v;
+        else if (strcmp(a, "--seed") == 0) {
+            char *end;
+            seed = strtoull(v, &end, 10);
+            if (!*v || *end) {
+                fprintf(stderr, "make-model: --seed \"%s\" is not a number\n", v);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "make-model: unknown option %s\n", a);
+            usage(stderr);
+            return 2;
+        }
+        i++;
+    }
+    if (!out || (!like == !config)) {
+        usage(stderr);
+        return 2;
+    }
+    vf_error err = {{0}};
+    vf_open_clip_config cfg;
+    vf_dtype dtype;
+    if (vf_dtype_parse(dtype_s, &dtype)) {
+        fprintf(stderr, "make-model: unknown --dtype %s\n", dtype_s);
+        return 2;
+    }
+    if ((like ? vf_open_clip_config_preset(like, &cfg, &err) : vf_open_clip_config_load(config, &cfg, &err)) ||
+        vf_open_clip_make_model(&cfg, seed, dtype, out, &err)) {
+        fprintf(stderr, "make-model: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(stderr, "make-model: wrote a random-weight OpenCLIP %s checkpoint to %s; "
+                    "its outputs are meaningless for dermatology\n", cfg.is_resnet ? "ModifiedResNet" : "ViT", out);
+    return 0;
+}
