@@ -30,7 +30,7 @@ static void usage(FILE *out) {
 }
 
 static void print_time(const char *label, const mbedtls_x509_time *t) {
-    printf("%-12s%04d-%02d-%02d %02d:%02d:%02d UTC\n", label, t->year, t->mon, t->day, t->hour, t->min, t->sec);
+    printf("%-13s%04d-%02d-%02d %02d:%02d:%02d UTC\n", label, t->year, t->mon, t->day, t->hour, t->min, t->sec);
 }
 
 /* Whole days from now to t, rounded down (negative once t is past). */
@@ -46,14 +46,14 @@ static void print_key_usage(const mbedtls_x509_crt *crt) {
         {MBEDTLS_X509_KU_CRL_SIGN, "cRLSign"},
     };
     if (crt->ext_types & MBEDTLS_X509_EXT_KEY_USAGE) {
-        printf("%-12s", "key usage:");
+        printf("%-13s", "key usage:");
         const char *sep = "";
         for (size_t i = 0; i < sizeof ku / sizeof ku[0]; i++)
             if (crt->key_usage & ku[i].bit) { printf("%s%s", sep, ku[i].name); sep = ", "; }
         printf("\n");
     }
     if (crt->ext_types & MBEDTLS_X509_EXT_EXTENDED_KEY_USAGE) {
-        printf("%-12s", "ext usage:");
+        printf("%-13s", "ext usage:");
         const char *sep = "";
         for (const mbedtls_x509_sequence *s = &crt->ext_key_usage; s && s->buf.p; s = s->next) {
             char oid[64];
@@ -69,7 +69,7 @@ static void print_key_usage(const mbedtls_x509_crt *crt) {
 
 static void print_sans(const mbedtls_x509_crt *crt) {
     if (!(crt->ext_types & MBEDTLS_X509_EXT_SUBJECT_ALT_NAME)) return;
-    printf("%-12s", "alt names:");
+    printf("%-13s", "alt names:");
     const char *sep = "";
     for (const mbedtls_x509_sequence *s = &crt->subject_alt_names; s && s->buf.p; s = s->next) {
         int type = s->buf.tag & MBEDTLS_ASN1_TAG_VALUE_MASK;
@@ -87,51 +87,51 @@ static void print_sans(const mbedtls_x509_crt *crt) {
 
 static void show_crt(const char *path, const mbedtls_x509_crt *crt) {
     char dn[512], serial[64];
-    printf("%-12s%s\n", "file:", path);
+    printf("%-13s%s\n", "file:", path);
     mbedtls_x509_dn_gets(dn, sizeof dn, &crt->subject);
-    printf("%-12s%s\n", "subject:", dn);
+    printf("%-13s%s\n", "subject:", dn);
     vf_peer_identity id;
     vf_error err;
     if (vf_pki_identity_from_crt(crt, &id, &err) == 0) {
-        printf("%-12s%s\n", "role:", vf_role_name(id.role));
-        printf("%-12s%s\n", "name:", id.name);
+        printf("%-13s%s\n", "role:", vf_role_name(id.role));
+        printf("%-13s%s\n", "name:", id.name);
     } else if (crt->ca_istrue) {
-        printf("%-12s%s\n", "role:", "none (the federation CA)");
+        printf("%-13s%s\n", "role:", "none (the federation CA)");
     } else {
-        printf("%-12snone (%s)\n", "role:", err.msg);
+        printf("%-13snone (%s)\n", "role:", err.msg);
     }
     mbedtls_x509_dn_gets(dn, sizeof dn, &crt->issuer);
-    printf("%-12s%s\n", "issuer:", dn);
+    printf("%-13s%s\n", "issuer:", dn);
     vf_pki_serial_to_hex(crt->serial.p, crt->serial.len, serial, sizeof serial);
-    printf("%-12s%s\n", "serial:", serial);
+    printf("%-13s%s\n", "serial:", serial);
     print_time("not before:", &crt->valid_from);
     print_time("not after:", &crt->valid_to);
     long long left = days_left(&crt->valid_to);
-    printf("%-12s%lld%s\n", "days left:", left, left < 0 ? " (expired)" : "");
-    printf("%-12s%s\n", "ca:", crt->ca_istrue ? "yes" : "no");
+    printf("%-13s%lld%s\n", "days left:", left, left < 0 ? " (expired)" : "");
+    printf("%-13s%s\n", "ca:", crt->ca_istrue ? "yes" : "no");
     print_key_usage(crt);
     print_sans(crt);
 }
 
 static void show_crl(const char *path, const mbedtls_x509_crl *crl) {
     char dn[512], serial[80];
-    printf("%-12s%s\n", "file:", path);
-    printf("%-12s%s\n", "type:", "revocation list");
+    printf("%-13s%s\n", "file:", path);
+    printf("%-13s%s\n", "type:", "revocation list");
     mbedtls_x509_dn_gets(dn, sizeof dn, &crl->issuer);
-    printf("%-12s%s\n", "issuer:", dn);
+    printf("%-13s%s\n", "issuer:", dn);
     print_time("this update:", &crl->this_update);
     if (crl->next_update.year) {
         print_time("next update:", &crl->next_update);
         long long left = days_left(&crl->next_update);
-        printf("%-12s%lld%s\n", "days left:", left, left < 0 ? " (expired: every handshake fails until re-signed)" : "");
+        printf("%-13s%lld%s\n", "days left:", left, left < 0 ? " (expired: every handshake fails until re-signed)" : "");
     }
     vf_pki_revoked *e;
     int n;
     unsigned long long number;
     vf_error err;
-    if (vf_pki_crl_entries(crl, &e, &n, &number, &err) != 0) { printf("%-12s%s\n", "entries:", err.msg); return; }
-    printf("%-12s%llu\n", "crl number:", number);
-    printf("%-12s%d\n", "revoked:", n);
+    if (vf_pki_crl_entries(crl, &e, &n, &number, &err) != 0) { printf("%-13s%s\n", "entries:", err.msg); return; }
+    printf("%-13s%llu\n", "crl number:", number);
+    printf("%-13s%d\n", "revoked:", n);
     for (int i = 0; i < n; i++) {
         vf_pki_serial_to_hex(e[i].serial, e[i].serial_len, serial, sizeof serial);
         time_t t = (time_t)e[i].revoked_unix;
@@ -167,7 +167,13 @@ static int show_file(const char *path) {
             mbedtls_x509_crl crl;
             mbedtls_x509_crl_init(&crl);
             if (len > 0 && mbedtls_x509_crl_parse_der(&crl, (const unsigned char *)data, len) == 0) show_crl(path, &crl);
-            else { fprintf(stderr, "vflclip cert show: %s\n", err.msg); rc = 1; }
+            else {
+                const char *why = err.msg;
+                size_t pl = strlen(path);
+                if (strncmp(why, path, pl) == 0 && why[pl] == ':') why += pl + 2;
+                fprintf(stderr, "vflclip cert show: %s: neither a certificate nor a revocation list (%s)\n", path, why);
+                rc = 1;
+            }
             mbedtls_x509_crl_free(&crl);
         }
         mbedtls_x509_crt_free(&crt);

@@ -222,7 +222,8 @@ int vf_cmd_provision(int argc, char **argv) {
     a.crl_days = VF_PKI_CRL_DAYS;
     int r = parse_args(argc, argv, &a);
     if (r != 0) {
-        usage(r > 0 ? stdout : stderr);
+        if (r > 0) usage(stdout);
+        else fprintf(stderr, "run 'vflclip provision --help' for the options\n");
         free(a.aggregator);
         return r > 0 ? 0 : 2;
     }
