@@ -1,6 +1,7 @@
 /* open_clip_config: open_clip_config.json parsing, presets and writing
  * (see open_clip_config.h). */
 #include "clip/open_clip_config.h"
+#include "image/preprocess.h"
 #include "util/fileio.h"
 
 #include <cJSON.h>
@@ -371,4 +372,12 @@ int vf_open_clip_is_dir(const char *dir) {
     struct stat sb;
     snprintf(file, sizeof file, "%s/open_clip_config.json", dir);
     return stat(file, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+int vf_open_clip_preprocess_config(const char *dir, vf_preprocess_cfg *cfg, vf_error *err) {
+    vf_open_clip_config oc;
+    if (vf_open_clip_config_load(dir, &oc, err)) return -1;
+    vf_preprocess_defaults(cfg, oc.image_size);  // bicubic, shortest side, centre crop, 1/255
+    for (int i = 0; i < 3; i++) cfg->mean[i] = (float)oc.mean[i], cfg->std[i] = (float)oc.std[i];
+    return 0;
 }

@@ -56,6 +56,12 @@ char *vf_open_clip_config_to_json(const vf_open_clip_config *cfg);
  * EOT id 49407 (open_clip pools at the argmax token, which is the EOT). */
 void vf_open_clip_to_clip_config(const vf_open_clip_config *oc, vf_clip_config *cfg);
 
+/* open_clip's image transform for the checkpoint in DIR as the project's
+ * preprocessing: bicubic resize of the shortest side to image_size, centre
+ * crop to image_size, x/255, (x - mean) / std with preprocess_cfg's mean/std. */
+struct vf_preprocess_cfg;
+int vf_open_clip_preprocess_config(const char *dir, struct vf_preprocess_cfg *cfg, vf_error *err);
+
 /* 1 when DIR holds open_clip_config.json (an OpenCLIP checkpoint directory). */
 int vf_open_clip_is_dir(const char *dir);
 

@@ -8,6 +8,7 @@
  * output pixels that survive the center crop are computed: each output pixel
  * depends on its own weights alone, so this equals resize-then-crop. */
 #include "image/preprocess.h"
+#include "clip/open_clip_config.h" /* issue 5 */
 #include "util/fileio.h"
 
 #include <cJSON.h>
@@ -149,6 +150,7 @@ done:
 int vf_preprocess_config_load(const char *model_dir, vf_preprocess_cfg *cfg, vf_error *err) {
     char path[4096];
     struct stat st;
+    if (vf_open_clip_is_dir(model_dir)) return vf_open_clip_preprocess_config(model_dir, cfg, err); /* issue 5: OpenCLIP */
     snprintf(path, sizeof path, "%s/preprocessor_config.json", model_dir);
     if (stat(path, &st) != 0) {
         snprintf(path, sizeof path, "%s/processor_config.json", model_dir);
