@@ -1,0 +1,160 @@
+/* cmd_evaluate: `vflclip evaluate` — the metrics of a saved CoOp context on
+ * a split of a data set (reproducing a run's test_metrics.json), or, with
+ * --scores/--labels, the metrics of given scores (no model involved). */
+#include "cli/commands.h"
+#include "cli/coop_options.h"
+#include "cli/coop_setup.h"
+#include "coop/trainer.h"
+#include "formats/npy.h"
+#include "plot/plot.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *o) {
+    fprintf(o,
+        "usage: vflclip evaluate --model DIR --context FILE --data PATH [--split test] [--out FILE.json]\n"
+        "                        [--confusion-png FILE] [--class-codes a,b,..] [--image-dir DIR] [--split-seed N]\n"
+        "                        [--cache-dir DIR | --no-cache] [--embed-batch N]\n"
+        "       vflclip evaluate --scores SCORES.npy --labels LABELS.npy [--out FILE.json]\n"
+        "  The first form rebuilds the prompts from the context file's metadata (template, class names, n_ctx,\n"
+        "  csc, class position), checks the model fingerprint and prints the split's metrics as JSON.\n"
+        "  The second computes ACC, AUC, recall, balanced accuracy and the confusion matrix of scores (N, C)\n"
+        "  (softmax probabilities) against integer labels (N).\n");
+}
+
+static int emit(const vf_metrics *m, const char *const *names, const char *out, vf_error *err) {
+    char *js = vf_metrics_to_json(m, names, 0);
+    if (!js) return vf_fail(err, "out of memory");
+    puts(js);
+    free(js);
+    return out ? vf_write_metrics_json(out, m, names, NULL, NULL, err) : 0;
+}
+
+static int evaluate_scores(const char *scores_path, const char *labels_path, const char *out) {
+    vf_error err = {{0}};
+    float *scores = NULL, *lab = NULL;
+    int nd_s, nd_l, rc = 1;
+    int64_t ss[VF_NPY_MAX_DIMS], sl[VF_NPY_MAX_DIMS];
+    int *labels = NULL;
+    vf_metrics m = {0};
+    if (vf_npy_read_f32(scores_path, &scores, &nd_s, ss, &err) || vf_npy_read_f32(labels_path, &lab, &nd_l, sl, &err)) goto done;
+    if (nd_s != 2) { vf_fail(&err, "%s: scores must be (N, C), not %d-D", scores_path, nd_s); goto done; }
+    if (!(nd_l == 1 || (nd_l == 2 && sl[1] == 1)) || sl[0] != ss[0]) {
+        vf_fail(&err, "%s: labels must be (N) or (N, 1) with N = %lld", labels_path, (long long)ss[0]);
+        goto done;
+    }
+    labels = malloc((size_t)(ss[0] ? ss[0] : 1) * sizeof *labels);
+    if (!labels) { vf_fail(&err, "out of memory"); goto done; }
+    for (int64_t i = 0; i < ss[0]; i++) {
+        if (lab[i] != floorf(lab[i])) { vf_fail(&err, "%s: label %lld is not an integer", labels_path, (long long)i); goto done; }
+        labels[i] = (int)lab[i];
+    }
+    if (vf_metrics_init(&m, (int)ss[1], &err) || vf_metrics_compute(&m, scores, labels, (int)ss[0], &err)) goto done;
+    if (emit(&m, NULL, out, &err)) goto done;
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "vflclip evaluate: %s\n", err.msg);
+    vf_metrics_free(&m);
+    free(scores); free(lab); free(labels);
+    return rc;
+}
+
+int vf_cmd_evaluate(int argc, char **argv) {
+    const char *model = NULL, *context = NULL, *data = NULL, *split_name = "test", *out = NULL, *png = NULL;
+    const char *codes_csv = NULL, *image_dir = NULL, *cache_dir = NULL, *scores = NULL, *labels = NULL;
+    unsigned long long split_seed = 0;
+    int no_cache = 0, embed_batch = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) { usage(stdout); return 0; }
+        if (!strcmp(o, "--no-cache")) { no_cache = 1; continue; }
+        if (i + 1 >= argc) { fprintf(stderr, "vflclip evaluate: %s needs a value (or is unknown)\n", o); return 2; }
+        const char *v = argv[++i];
+        if (!strcmp(o, "--model")) model = v;
+        else if (!strcmp(o, "--context")) context = v;
+        else if (!strcmp(o, "--data")) data = v;
+        else if (!strcmp(o, "--split")) split_name = v;
+        else if (!strcmp(o, "--out")) out = v;
+        else if (!strcmp(o, "--confusion-png")) png = v;
+        else if (!strcmp(o, "--class-codes")) codes_csv = v;
+        else if (!strcmp(o, "--image-dir")) image_dir = v;
+        else if (!strcmp(o, "--cache-dir")) cache_dir = v;
+        else if (!strcmp(o, "--scores")) scores = v;
+        else if (!strcmp(o, "--labels")) labels = v;
+        else if (!strcmp(o, "--split-seed")) { if (vf_cli_parse_u64(o, v, &split_seed)) return 2; }
+        else if (!strcmp(o, "--embed-batch")) { if (vf_cli_parse_int(o, v, 1, 4096, &embed_batch)) return 2; }
+        else { fprintf(stderr, "vflclip evaluate: unknown option %s\n", o); usage(stderr); return 2; }
+    }
+    if (scores || labels) {
+        if (!scores || !labels) { fprintf(stderr, "vflclip evaluate: --scores and --labels go together\n"); return 2; }
+        return evaluate_scores(scores, labels, out);
+    }
+    if (!model || !context || !data) { usage(stderr); return 2; }
+    vf_split split;
+    if (vf_split_parse(split_name, &split)) { fprintf(stderr, "vflclip evaluate: --split %s: want train, val or test\n", split_name); return 2; }
+
+    vf_error err = {{0}};
+    vf_context_file cf;
+    if (vf_context_load(context, &cf, &err)) { fprintf(stderr, "vflclip evaluate: %s\n", err.msg); return 1; }
+    vf_class_list codes;
+    if (vf_class_list_parse(&codes, codes_csv, &err)) { fprintf(stderr, "vflclip evaluate: %s\n", err.msg); vf_context_file_free(&cf); return 2; }
+    int rc = 1;
+    vf_coop *coop = NULL;
+    vf_coop_setup s;
+    vf_metrics m = {0};
+    float *text = NULL;
+    vf_loss_step ls;
+    int ls_ok = 0;
+    vf_coop_setup_options so = {.model_dir = model, .data = data,
+                                .class_codes = codes.n ? (const char *const *)codes.names : NULL, .n_classes = cf.n_classes,
+                                .image_dir = image_dir, .split_seed = split_seed, .cache_dir = cache_dir,
+                                .no_cache = no_cache, .embed_batch = embed_batch, .tty = isatty(2)};
+    so.want[split] = 1;
+    if (vf_coop_setup_open(&s, &so, &err)) { fprintf(stderr, "vflclip evaluate: %s\n", err.msg); goto out_noset; }
+    if (cf.fingerprint[0] && strcmp(cf.fingerprint, s.fingerprint) != 0) {
+        fprintf(stderr, "vflclip evaluate: %s was trained with model %.16s..., but %s is %.16s...\n", context,
+                cf.fingerprint, model, s.fingerprint);
+        goto out;
+    }
+    if (s.split[split].n == 0) { fprintf(stderr, "vflclip evaluate: %s: the %s split is empty\n", data, split_name); goto out; }
+    vf_coop_config cc = vf_coop_config_default();
+    cc.n_ctx = cf.n_ctx;
+    cc.csc = cf.csc;
+    cc.class_pos = cf.class_pos;
+    cc.template_ = cf.template_;
+    if (vf_coop_create(&coop, &cc, &s.text.w, s.tok, (const char *const *)cf.class_names, cf.n_classes, &err) ||
+        vf_coop_set_ctx(coop, cf.ctx, cf.rows, cf.width, context, &err)) {
+        fprintf(stderr, "vflclip evaluate: %s\n", err.msg);
+        goto out;
+    }
+    const int C = cf.n_classes, D = vf_coop_feature_dim(coop);
+    text = malloc((size_t)C * D * sizeof *text);
+    if (!text) { fprintf(stderr, "vflclip evaluate: out of memory\n"); goto out; }
+    if (vf_coop_text_forward(coop, text, &err) || vf_loss_step_init(&ls, C, D, 256, &err)) {
+        fprintf(stderr, "vflclip evaluate: %s\n", err.msg);
+        goto out;
+    }
+    ls_ok = 1;
+    if (vf_metrics_init(&m, C, &err) ||
+        vf_evaluate_split(&ls, &s.split[split], text, s.text.logit_scale, &m, NULL, &err) ||
+        emit(&m, (const char *const *)cf.class_names, out, &err) ||
+        (png && vf_plot_confusion(png, "Confusion matrix", m.confusion, C, (const char *const *)cf.class_names, &err))) {
+        fprintf(stderr, "vflclip evaluate: %s\n", err.msg);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (ls_ok) vf_loss_step_free(&ls);
+    vf_metrics_free(&m);
+    free(text);
+    vf_coop_free(coop);
+    vf_coop_setup_close(&s);
+out_noset:
+    vf_class_list_free(&codes);
+    vf_context_file_free(&cf);
+    return rc;
+}

@@ -1,0 +1,225 @@
+/* cmd_train: `vflclip train` — CoOp prompt tuning in one process: cached
+ * image embeddings, the prompt learner over the frozen text tower, the
+ * trainer loop, and the run directory (see coop/trainer.h). */
+#include "cli/commands.h"
+#include "cli/coop_options.h"
+#include "cli/coop_setup.h"
+#include "coop/trainer.h"
+#include "formats/npy.h"
+#include "util/log.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define DEFAULT_TEMPLATE "{ctx} {class}."
+
+static void usage(FILE *o) {
+    fprintf(o,
+        "usage: vflclip train --model DIR --data PATH --out RUN_DIR [options]\n"
+        "  --model DIR            Hugging Face CLIP directory (config.json, model.safetensors, vocab.json, merges.txt)\n"
+        "  --data PATH            MedMNIST .npz, labels .csv (image_id,dx[,split]) or a folder with labels.csv\n"
+        "  --out RUN_DIR          metrics.jsonl, test_metrics.json, context.safetensors, *.png\n"
+        "prompt:\n"
+        "  --template T           with {ctx} and {class} slots (default \"" DEFAULT_TEMPLATE "\")\n"
+        "  --classes a,b,...      class names in label order (default: the 7 DermaMNIST names)\n"
+        "  --n-ctx N              context vectors (default 16)\n"
+        "  --init-words W         initialise the context from these words (n_ctx = their token count)\n"
+        "  --csc                  class-specific contexts\n"
+        "  --class-pos P          end | middle | front (default end)\n"
+        "  --init-ctx FILE        start from this context (.npy (rows, W) or a context.safetensors)\n"
+        "optimisation:\n"
+        "  --optimizer O          adam | sgd (default adam)\n"
+        "  --lr X                 base learning rate (default 1e-3 adam, 2e-3 sgd)\n"
+        "  --momentum X           SGD momentum (default 0.9)\n"
+        "  --weight-decay X       L2 weight decay (default 0)\n"
+        "  --warmup-epochs N      warm-up epochs (default 0), --warmup constant|linear, --warmup-lr X (default 1e-5)\n"
+        "  --batch-size N         (default 32)   --epochs N (default 10)   --seed N (default 1)\n"
+        "  --max-steps N          stop after N optimizer steps in total\n"
+        "data:\n"
+        "  --class-codes a,b,...  CSV dx codes in label order (default akiec,bcc,bkl,df,mel,nv,vasc)\n"
+        "  --image-dir DIR        where the CSV's images are (default: beside the CSV)\n"
+        "  --split-seed N         seed of the 7:1:2 split when the CSV has no split column (default 0)\n"
+        "  --cache-dir DIR        embedding cache (default $VFLCLIP_CACHE or ~/.cache/vflclip/embeddings); --no-cache\n"
+        "  --embed-batch N        images per vision-tower batch (default 32)\n"
+        "  --device cpu           (the CPU is the only device of this command so far)\n"
+        "  --quiet                no progress lines\n");
+}
+
+typedef struct train_args {
+    const char *model, *data, *out, *template_, *classes, *init_words, *init_ctx, *class_codes, *image_dir, *cache_dir;
+    int n_ctx, n_ctx_given, csc, batch_size, epochs, warmup_epochs, embed_batch, no_cache, quiet;
+    long max_steps;
+    float lr, momentum, weight_decay, warmup_lr;
+    int lr_given, momentum_given;
+    vf_class_pos class_pos;
+    vf_optim_kind optimizer;
+    vf_warmup_kind warmup;
+    unsigned long long seed, split_seed;
+} train_args;
+
+static int parse_args(train_args *a, int argc, char **argv) {
+    *a = (train_args){.n_ctx = 16, .batch_size = 32, .epochs = 10, .seed = 1, .warmup = VF_WARMUP_CONSTANT,
+                      .warmup_lr = 1e-5f, .class_pos = VF_CLASS_END, .optimizer = VF_OPT_ADAM};
+    vf_error err;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) { usage(stdout); return 1; }
+        if (!strcmp(o, "--csc")) { a->csc = 1; continue; }
+        if (!strcmp(o, "--no-cache")) { a->no_cache = 1; continue; }
+        if (!strcmp(o, "--quiet")) { a->quiet = 1; continue; }
+        if (i + 1 >= argc) { fprintf(stderr, "vflclip train: %s needs a value (or is unknown)\n", o); return 2; }
+        const char *v = argv[++i];
+        int bad = 0, n;
+        if (!strcmp(o, "--model")) a->model = v;
+        else if (!strcmp(o, "--data")) a->data = v;
+        else if (!strcmp(o, "--out")) a->out = v;
+        else if (!strcmp(o, "--template")) a->template_ = v;
+        else if (!strcmp(o, "--classes")) a->classes = v;
+        else if (!strcmp(o, "--class-codes")) a->class_codes = v;
+        else if (!strcmp(o, "--init-words")) a->init_words = v;
+        else if (!strcmp(o, "--init-ctx")) a->init_ctx = v;
+        else if (!strcmp(o, "--image-dir")) a->image_dir = v;
+        else if (!strcmp(o, "--cache-dir")) a->cache_dir = v;
+        else if (!strcmp(o, "--n-ctx")) { bad = vf_cli_parse_int(o, v, 1, 72, &a->n_ctx); a->n_ctx_given = 1; }
+        else if (!strcmp(o, "--batch-size")) bad = vf_cli_parse_int(o, v, 1, 1 << 20, &a->batch_size);
+        else if (!strcmp(o, "--epochs")) bad = vf_cli_parse_int(o, v, 1, 100000, &a->epochs);
+        else if (!strcmp(o, "--warmup-epochs")) bad = vf_cli_parse_int(o, v, 0, 100000, &a->warmup_epochs);
+        else if (!strcmp(o, "--embed-batch")) bad = vf_cli_parse_int(o, v, 1, 4096, &a->embed_batch);
+        else if (!strcmp(o, "--max-steps")) { bad = vf_cli_parse_int(o, v, 0, 1 << 30, &n); a->max_steps = n; }
+        else if (!strcmp(o, "--lr")) { bad = vf_cli_parse_float(o, v, 0, 1e3f, &a->lr); a->lr_given = 1; }
+        else if (!strcmp(o, "--momentum")) { bad = vf_cli_parse_float(o, v, 0, 1, &a->momentum); a->momentum_given = 1; }
+        else if (!strcmp(o, "--weight-decay")) bad = vf_cli_parse_float(o, v, 0, 10, &a->weight_decay);
+        else if (!strcmp(o, "--warmup-lr")) bad = vf_cli_parse_float(o, v, 0, 1e3f, &a->warmup_lr);
+        else if (!strcmp(o, "--seed")) bad = vf_cli_parse_u64(o, v, &a->seed);
+        else if (!strcmp(o, "--split-seed")) bad = vf_cli_parse_u64(o, v, &a->split_seed);
+        else if (!strcmp(o, "--class-pos")) bad = vf_class_pos_parse(v, &a->class_pos, &err);
+        else if (!strcmp(o, "--optimizer")) bad = vf_optim_kind_parse(v, &a->optimizer, &err);
+        else if (!strcmp(o, "--warmup")) bad = vf_warmup_kind_parse(v, &a->warmup, &err);
+        else if (!strcmp(o, "--device")) {
+            if (strcmp(v, "cpu") != 0) { fprintf(stderr, "vflclip train: --device %s: only cpu is available to this command\n", v); return 2; }
+        } else { fprintf(stderr, "vflclip train: unknown option %s\n", o); usage(stderr); return 2; }
+        if (bad) {
+            if (!strcmp(o, "--class-pos") || !strcmp(o, "--optimizer") || !strcmp(o, "--warmup"))
+                fprintf(stderr, "vflclip train: %s: %s\n", o, err.msg);
+            return 2;
+        }
+    }
+    if (!a->model || !a->data || !a->out) { fprintf(stderr, "vflclip train: --model, --data and --out are required\n"); usage(stderr); return 2; }
+    return 0;
+}
+
+/* --init-ctx: a .npy of (rows, W) (or (C, n_ctx, W) for CSC) or a context file. */
+static int load_init_ctx(const char *path, float **ctx, int *rows, int *width, int *n_ctx_hint, vf_error *err) {
+    size_t n = strlen(path);
+    if (n > 4 && !strcasecmp(path + n - 4, ".npy")) {
+        int ndim;
+        int64_t shape[VF_NPY_MAX_DIMS];
+        if (vf_npy_read_f32(path, ctx, &ndim, shape, err)) return -1;
+        if (ndim != 2 && ndim != 3) { free(*ctx); return vf_fail(err, "%s: context must be (n_ctx, W) or (C, n_ctx, W), not %d-D", path, ndim); }
+        *width = (int)shape[ndim - 1];
+        *rows = (int)(ndim == 2 ? shape[0] : shape[0] * shape[1]);
+        *n_ctx_hint = (int)(ndim == 2 ? shape[0] : shape[1]);
+    } else {
+        vf_context_file f;
+        if (vf_context_load(path, &f, err)) return -1;
+        *ctx = f.ctx;
+        f.ctx = NULL;
+        *rows = f.rows;
+        *width = f.width;
+        *n_ctx_hint = f.n_ctx;
+        vf_context_file_free(&f);
+    }
+    for (long i = 0; i < (long)*rows * *width; i++)
+        if (!isfinite((*ctx)[i])) { free(*ctx); return vf_fail(err, "%s: element %ld is not finite", path, i); }
+    return 0;
+}
+
+int vf_cmd_train(int argc, char **argv) {
+    train_args a;
+    int prc = parse_args(&a, argc, argv);
+    if (prc) return prc == 1 ? 0 : prc;
+    vf_error err = {{0}};
+    vf_class_list names, codes;
+    if (vf_class_list_parse(&names, a.classes, &err) || vf_class_list_parse(&codes, a.class_codes, &err)) {
+        fprintf(stderr, "vflclip train: %s\n", err.msg);
+        return 2;
+    }
+    const char *const *class_names = names.n ? (const char *const *)names.names : vf_dermamnist_names;
+    int C = names.n ? names.n : 7;
+    if (codes.n && codes.n != C) {
+        fprintf(stderr, "vflclip train: --class-codes has %d codes but there are %d classes\n", codes.n, C);
+        return 2;
+    }
+    if (!codes.n && C != 7 && !(strlen(a.data) > 4 && !strcasecmp(a.data + strlen(a.data) - 4, ".npz"))) {
+        fprintf(stderr, "vflclip train: %d classes given; a CSV data set then needs --class-codes too\n", C);
+        return 2;
+    }
+    float *init_ctx = NULL;
+    int init_rows = 0, init_width = 0, init_n_ctx = 0;
+    if (a.init_ctx && load_init_ctx(a.init_ctx, &init_ctx, &init_rows, &init_width, &init_n_ctx, &err)) {
+        fprintf(stderr, "vflclip train: --init-ctx %s\n", err.msg);
+        return 1;
+    }
+    if (init_ctx && !a.n_ctx_given && !a.init_words) a.n_ctx = init_n_ctx;
+
+    int rc = 1;
+    vf_coop *coop = NULL;
+    vf_coop_setup s;
+    vf_coop_setup_options so = {.model_dir = a.model, .data = a.data,
+                                .class_codes = codes.n ? (const char *const *)codes.names : NULL, .n_classes = C,
+                                .image_dir = a.image_dir, .split_seed = a.split_seed, .cache_dir = a.cache_dir,
+                                .no_cache = a.no_cache, .embed_batch = a.embed_batch, .want = {1, 1, 1},
+                                .tty = isatty(2)};
+    if (vf_coop_setup_open(&s, &so, &err)) { fprintf(stderr, "vflclip train: %s\n", err.msg); goto out_noset; }
+    if (s.split[VF_SPLIT_TRAIN].n == 0) { fprintf(stderr, "vflclip train: %s: the train split is empty\n", a.data); goto out; }
+
+    vf_coop_config cc = vf_coop_config_default();
+    cc.n_ctx = a.n_ctx;
+    cc.csc = a.csc;
+    cc.class_pos = a.class_pos;
+    cc.template_ = a.template_ ? a.template_ : DEFAULT_TEMPLATE;
+    cc.init_words = a.init_words;
+    cc.seed = a.seed;
+    if (vf_coop_create(&coop, &cc, &s.text.w, s.tok, class_names, C, &err)) { fprintf(stderr, "vflclip train: %s\n", err.msg); goto out; }
+    if (init_ctx && vf_coop_set_ctx(coop, init_ctx, init_rows, init_width, a.init_ctx, &err)) {
+        fprintf(stderr, "vflclip train: --init-ctx %s\n", err.msg);
+        goto out;
+    }
+
+    vf_train_config tc = {.epochs = a.epochs, .batch_size = a.batch_size, .max_steps = a.max_steps, .seed = a.seed,
+                          .out_dir = a.out, .progress_tty = isatty(2), .quiet = a.quiet};
+    tc.optim = vf_optim_defaults(a.optimizer);
+    tc.optim.weight_decay = a.weight_decay;
+    if (a.momentum_given) tc.optim.momentum = a.momentum;
+    tc.schedule = (vf_lr_schedule){.base_lr = a.lr_given ? a.lr : (a.optimizer == VF_OPT_SGD ? 2e-3f : 1e-3f),
+                                   .max_epochs = a.epochs, .warmup = a.warmup_epochs ? a.warmup : VF_WARMUP_NONE,
+                                   .warmup_epochs = a.warmup_epochs, .warmup_lr = a.warmup_lr};
+    vf_context_info info = {.template_ = cc.template_, .init_words = a.init_words, .class_names = class_names,
+                            .n_classes = C, .n_ctx = vf_coop_n_ctx(coop), .csc = a.csc, .class_pos = a.class_pos,
+                            .model_fingerprint = s.fingerprint, .seed = a.seed};
+    vf_train_result res;
+    if (vf_trainer_run(&tc, coop, s.text.logit_scale, &s.split[VF_SPLIT_TRAIN], &s.split[VF_SPLIT_VAL],
+                       &s.split[VF_SPLIT_TEST], &info, &res, &err)) {
+        fprintf(stderr, "vflclip train: %s\n", err.msg);
+        goto out;
+    }
+    char auc[32] = "null";
+    if (!isnan(res.best_val_auc)) snprintf(auc, sizeof auc, "%.6f", res.best_val_auc);
+    printf("{\"epochs\":%d,\"steps\":%ld,\"best_epoch\":%d,\"best_val_auc\":%s,\"first_loss\":%.6f,"
+           "\"last_loss\":%.6f,\"cache_hits\":%d,\"images_encoded\":%d,\"random_weights\":%s}\n",
+           res.epochs_run, res.steps, res.best_epoch, auc, res.first_loss,
+           res.last_loss, s.cache_hits, s.encoded, s.random_weights ? "true" : "false");
+    rc = 0;
+out:
+    vf_coop_free(coop);
+    vf_coop_setup_close(&s);
+out_noset:
+    free(init_ctx);
+    vf_class_list_free(&names);
+    vf_class_list_free(&codes);
+    return rc;
+}

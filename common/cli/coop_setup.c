@@ -1,0 +1,94 @@
+/* coop_setup: towers, tokenizer, data set and cached embeddings for the
+ * CoOp commands. */
+#include "cli/coop_setup.h"
+#include "data/embed_cache.h"
+#include "image/preprocess.h"
+#include "util/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct embed_progress { int tty, last_decile; } embed_progress;
+
+static void on_embed_progress(void *ctx, vf_split s, int done, int total) {
+    embed_progress *p = ctx;
+    if (p->tty) {
+        fprintf(stderr, "\r\033[Kencoding %s images %d/%d", vf_split_name(s), done, total);
+        if (done == total) fputc('\n', stderr);
+    } else {
+        int decile = (int)(10LL * done / total);
+        if (decile != p->last_decile || done == total) fprintf(stderr, "encoding %s images %d/%d\n", vf_split_name(s), done, total);
+        p->last_decile = done == total ? -1 : decile;
+    }
+    fflush(stderr);
+}
+
+static void warn_random(const char *model_dir) {
+    fprintf(stderr,
+            "vflclip: WARNING: %s holds RANDOM weights (made by make-model): its embeddings and every metric\n"
+            "vflclip: WARNING: computed with it mean nothing about dermatology.\n", model_dir);
+}
+
+int vf_coop_setup_open(vf_coop_setup *s, const vf_coop_setup_options *o, vf_error *err) {
+    memset(s, 0, sizeof *s);
+    if (vf_clip_text_load(&s->text, o->model_dir, err)) return -1;
+    s->text_loaded = 1;
+    vf_fingerprint_hex(s->text.fingerprint, s->fingerprint);
+    s->random_weights = s->text.cfg.random_weights;
+    if (vf_tokenizer_load_dir(&s->tok, o->model_dir, err)) goto fail;
+    vf_dataset_options dopt = {.class_codes = o->class_codes, .n_classes = o->n_classes, .image_dir = o->image_dir,
+                               .split_seed = o->split_seed};
+    if (vf_dataset_open(&s->ds, o->data, &dopt, err)) goto fail;
+    s->ds_open = 1;
+
+    int any = 0;
+    for (int k = 0; k < VF_SPLIT_COUNT; k++) any |= o->want[k] && s->ds.split[k].n > 0;
+    if (!any) return 0;
+    vf_preprocess_cfg pp;
+    if (vf_preprocess_config_load(o->model_dir, &pp, err)) goto fail;
+    vf_vision_tower vt;
+    if (vf_vision_load(&vt, o->model_dir, o->embed_batch > 0 ? o->embed_batch : 32, err)) goto fail;
+    if (vt.random_weights) s->random_weights = 1;
+    if (memcmp(vt.fingerprint, s->text.fingerprint, sizeof vt.fingerprint) != 0) {
+        vf_vision_free(&vt);
+        vf_fail(err, "%s: the vision and text towers have different fingerprints", o->model_dir);
+        goto fail;
+    }
+    if (s->random_weights) warn_random(o->model_dir);
+    char cache_dir[4096];
+    if (o->cache_dir) snprintf(cache_dir, sizeof cache_dir, "%s", o->cache_dir);
+    else vf_embed_cache_default_dir(cache_dir, sizeof cache_dir);
+    embed_progress prog = {.tty = o->tty, .last_decile = -1};
+    int rc = 0;
+    for (int k = 0; k < VF_SPLIT_COUNT && rc == 0; k++) {
+        vf_split_data *d = &s->ds.split[k];
+        s->split[k] = (vf_embedded_split){.n = 0, .D = vt.embed_dim, .emb = NULL, .labels = d->labels};
+        if (!o->want[k] || d->n == 0) continue;
+        s->emb[k] = malloc((size_t)d->n * vt.embed_dim * sizeof(float));
+        if (!s->emb[k]) { rc = vf_fail(err, "out of memory for %d embeddings", d->n); break; }
+        vf_embed_stats st;
+        rc = vf_embed_split(&s->ds, (vf_split)k, &vt, &pp, o->no_cache ? NULL : cache_dir, s->emb[k], &st,
+                            on_embed_progress, &prog, err);
+        s->cache_hits += st.cache_hit;
+        s->encoded += st.encoded;
+        s->split[k].n = d->n;
+        s->split[k].emb = s->emb[k];
+    }
+    vf_vision_free(&vt);
+    if (rc) goto fail;
+    vf_log(VF_INFO, "event=embeddings_ready cache_hits=%d images_encoded=%d cache_dir=%s", s->cache_hits, s->encoded,
+           o->no_cache ? "off" : cache_dir);
+    return 0;
+fail:
+    vf_coop_setup_close(s);
+    return -1;
+}
+
+void vf_coop_setup_close(vf_coop_setup *s) {
+    for (int k = 0; k < VF_SPLIT_COUNT; k++) free(s->emb[k]);
+    if (s->ds_open) vf_dataset_close(&s->ds);
+    if (s->tok) vf_tokenizer_free(s->tok);
+    if (s->text_loaded) vf_clip_text_free(&s->text);
+    memset(s, 0, sizeof *s);
+}

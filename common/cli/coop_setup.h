@@ -1,0 +1,43 @@
+/* coop_setup: what `vflclip train` and `vflclip evaluate` both do before
+ * the CoOp work starts: load the text tower and tokenizer, open the data
+ * set, and embed the wanted splits with the frozen vision tower (through the
+ * embedding cache), then release the vision tower. */
+#ifndef VF_CLI_COOP_SETUP_H
+#define VF_CLI_COOP_SETUP_H
+
+#include "clip/clip_model.h"
+#include "clip/tokenizer.h"
+#include "coop/trainer.h"
+#include "data/dataset.h"
+#include "util/vf_error.h"
+
+typedef struct vf_coop_setup_options {
+    const char *model_dir, *data;
+    const char *const *class_codes;   /* CSV dx codes per label; NULL = DermaMNIST's */
+    int n_classes;
+    const char *image_dir;
+    unsigned long long split_seed;
+    const char *cache_dir;            /* NULL = default directory */
+    int no_cache;
+    int embed_batch;                  /* vision batch; 0 = 32 */
+    int want[VF_SPLIT_COUNT];         /* splits to embed */
+    int tty;                          /* progress as one updating line */
+} vf_coop_setup_options;
+
+typedef struct vf_coop_setup {
+    vf_clip_text_tower text;
+    int text_loaded;
+    vf_tokenizer *tok;
+    vf_dataset ds;
+    int ds_open;
+    float *emb[VF_SPLIT_COUNT];
+    vf_embedded_split split[VF_SPLIT_COUNT];
+    int cache_hits, encoded;          /* over all splits */
+    char fingerprint[65];
+    int random_weights;
+} vf_coop_setup;
+
+int vf_coop_setup_open(vf_coop_setup *s, const vf_coop_setup_options *o, vf_error *err);
+void vf_coop_setup_close(vf_coop_setup *s);
+
+#endif

@@ -1,0 +1,256 @@
+/* trainer_io: run-directory files (metrics.jsonl, test_metrics.json, plots)
+ * and context files (context.safetensors with its description). */
+#include "coop/trainer_io.h"
+#include "coop/trainer.h"
+#include "formats/safetensors.h"
+#include "plot/plot.h"
+#include "util/fileio.h"
+
+#include <cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- run log ------------------------------------------------------------ */
+int vf_run_log_init(vf_run_log *l, const char *dir, int max_epochs, const char *const *class_names, int n_classes,
+                    vf_error *err) {
+    memset(l, 0, sizeof *l);
+    snprintf(l->dir, sizeof l->dir, "%s", dir);
+    l->max_epochs = max_epochs;
+    l->class_names = class_names;
+    l->n_classes = n_classes;
+    if (vf_mkdirs(dir, 0755, err)) return -1;
+    double **arrays[] = {&l->train_loss, &l->train_eval_loss, &l->val_loss, &l->train_auc, &l->train_acc, &l->val_auc, &l->val_acc};
+    for (size_t i = 0; i < sizeof arrays / sizeof *arrays; i++) {
+        *arrays[i] = malloc((size_t)max_epochs * sizeof(double));
+        if (!*arrays[i]) { vf_run_log_free(l); return vf_fail(err, "out of memory"); }
+    }
+    return 0;
+}
+
+void vf_run_log_free(vf_run_log *l) {
+    free(l->train_loss); free(l->train_eval_loss); free(l->val_loss);
+    free(l->train_auc); free(l->train_acc); free(l->val_auc); free(l->val_acc);
+    free(l->jsonl);
+    memset(l, 0, sizeof *l);
+}
+
+static int append_line(vf_run_log *l, const char *s, vf_error *err) {
+    size_t n = strlen(s);
+    if (l->jsonl_len + n + 2 > l->jsonl_cap) {
+        size_t cap = l->jsonl_cap ? l->jsonl_cap : 4096;
+        while (cap < l->jsonl_len + n + 2) cap *= 2;
+        char *p = realloc(l->jsonl, cap);
+        if (!p) return vf_fail(err, "out of memory");
+        l->jsonl = p;
+        l->jsonl_cap = cap;
+    }
+    memcpy(l->jsonl + l->jsonl_len, s, n);
+    l->jsonl_len += n;
+    l->jsonl[l->jsonl_len++] = '\n';
+    l->jsonl[l->jsonl_len] = '\0';
+    return 0;
+}
+
+static int write_plots(vf_run_log *l, vf_error *err) {
+    char path[4400];
+    vf_plot_series metric[4] = {
+        {"train AUC", l->train_auc, l->n, 0}, {"val AUC", l->val_auc, l->n, 1},
+        {"train ACC", l->train_acc, l->n, 0}, {"val ACC", l->val_acc, l->n, 1},
+    };
+    snprintf(path, sizeof path, "%s/auc_acc.png", l->dir);
+    if (vf_plot_lines(path, "AUC and ACC per epoch", "epoch", "AUC / ACC", metric, 4, 0, 1, err)) return -1;
+    vf_plot_series loss[3] = {
+        {"train loss (mean over steps)", l->train_loss, l->n, 0},
+        {"train loss (end of epoch)", l->train_eval_loss, l->n, 1},
+        {"val loss", l->val_loss, l->n, 1},
+    };
+    snprintf(path, sizeof path, "%s/loss.png", l->dir);
+    return vf_plot_lines(path, "Loss per epoch", "epoch", "cross-entropy", loss, 3, 0, 0, err);
+}
+
+int vf_run_log_epoch(vf_run_log *l, const vf_epoch_record *r, const vf_metrics *train, const vf_metrics *val,
+                     vf_error *err) {
+    if (l->n >= l->max_epochs) return vf_fail(err, "run log: more epochs than the %d planned", l->max_epochs);
+    int e = l->n++;
+    l->train_loss[e] = r->train_loss;
+    l->train_eval_loss[e] = train->loss;
+    l->train_auc[e] = train->auc;
+    l->train_acc[e] = train->acc;
+    l->val_loss[e] = val ? val->loss : NAN;
+    l->val_auc[e] = val ? val->auc : NAN;
+    l->val_acc[e] = val ? val->acc : NAN;
+
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "epoch", r->epoch);
+    cJSON_AddNumberToObject(o, "steps", r->steps);
+    cJSON_AddNumberToObject(o, "lr", r->lr);
+    cJSON_AddNumberToObject(o, "train_loss", r->train_loss);
+    cJSON_AddNumberToObject(o, "seconds", r->seconds);
+    cJSON_AddNumberToObject(o, "best_epoch", r->best_epoch);
+    vf_metrics_add_to_json(cJSON_AddObjectToObject(o, "train"), train, NULL);
+    if (val) vf_metrics_add_to_json(cJSON_AddObjectToObject(o, "val"), val, NULL);
+    char *line = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!line) return vf_fail(err, "out of memory");
+    int rc = append_line(l, line, err);
+    free(line);
+    char path[4400];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", l->dir);
+    if (rc == 0) rc = vf_write_atomic(path, l->jsonl, l->jsonl_len, err);
+    if (rc == 0) rc = write_plots(l, err);
+    return rc;
+}
+
+int vf_write_metrics_json(const char *path, const vf_metrics *m, const char *const *class_names, const char *extra_key,
+                          const char *extra_value, vf_error *err) {
+    cJSON *o = cJSON_CreateObject();
+    vf_metrics_add_to_json(o, m, class_names);
+    if (extra_key) cJSON_AddStringToObject(o, extra_key, extra_value);
+    char *s = cJSON_Print(o);
+    cJSON_Delete(o);
+    if (!s) return vf_fail(err, "%s: out of memory", path);
+    size_t n = strlen(s);
+    s[n] = '\n';   /* cJSON_Print leaves the NUL; replace it with a newline for the file */
+    int rc = vf_write_atomic(path, s, n + 1, err);
+    free(s);
+    return rc;
+}
+
+int vf_run_log_test(vf_run_log *l, const vf_metrics *test, int best_epoch, vf_error *err) {
+    char path[4400], epoch[32];
+    snprintf(path, sizeof path, "%s/test_metrics.json", l->dir);
+    snprintf(epoch, sizeof epoch, "%d", best_epoch);
+    return vf_write_metrics_json(path, test, l->class_names, "context_epoch", epoch, err);
+}
+
+int vf_run_log_confusion(vf_run_log *l, const char *split, const vf_metrics *m, vf_error *err) {
+    char path[4400], title[128];
+    snprintf(path, sizeof path, "%s/confusion_%s.png", l->dir, split);
+    snprintf(title, sizeof title, "Confusion matrix (%s, ACC %.3f, AUC %.3f)", split, m->acc, m->auc);
+    return vf_plot_confusion(path, title, m->confusion, m->n_classes, l->class_names, err);
+}
+
+/* ---- context files ------------------------------------------------------ */
+int vf_context_save(const char *path, const vf_coop *c_, const vf_context_info *info, vf_error *err) {
+    vf_coop *c = (vf_coop *)c_;
+    const int rows = vf_coop_ctx_rows(c), W = vf_coop_width(c), n_ctx = vf_coop_n_ctx(c);
+    int64_t shape[3];
+    int ndim;
+    if (info->csc) { shape[0] = info->n_classes; shape[1] = n_ctx; shape[2] = W; ndim = 3; }
+    else { shape[0] = rows; shape[1] = W; ndim = 2; }
+    cJSON *names = cJSON_CreateArray();
+    for (int k = 0; k < info->n_classes; k++) cJSON_AddItemToArray(names, cJSON_CreateString(info->class_names[k]));
+    char *names_json = cJSON_PrintUnformatted(names);
+    cJSON_Delete(names);
+    char n_ctx_s[16], csc_s[4], epoch_s[16], auc_s[32], seed_s[32], n_classes_s[16];
+    snprintf(n_ctx_s, sizeof n_ctx_s, "%d", n_ctx);
+    snprintf(n_classes_s, sizeof n_classes_s, "%d", info->n_classes);
+    snprintf(csc_s, sizeof csc_s, "%d", info->csc ? 1 : 0);
+    snprintf(epoch_s, sizeof epoch_s, "%d", info->epoch);
+    snprintf(auc_s, sizeof auc_s, isnan(info->val_auc) ? "null" : "%.17g", info->val_auc);
+    snprintf(seed_s, sizeof seed_s, "%llu", info->seed);
+    vf_st_writer w;
+    vf_st_writer_init(&w);
+    int rc = names_json ? 0 : vf_fail(err, "%s: out of memory", path);
+    if (!rc) rc = vf_st_writer_add_f32(&w, "ctx", VF_DT_F32, ndim, shape, vf_coop_ctx(c), err);
+    const char *meta[][2] = {
+        {"format", "vflclip-coop-context-1"},
+        {"template", info->template_ ? info->template_ : ""},
+        {"class_names", names_json ? names_json : "[]"},
+        {"n_classes", n_classes_s},
+        {"n_ctx", n_ctx_s},
+        {"csc", csc_s},
+        {"class_pos", vf_class_pos_name(info->class_pos)},
+        {"init_words", info->init_words ? info->init_words : ""},
+        {"model_fingerprint", info->model_fingerprint ? info->model_fingerprint : ""},
+        {"epoch", epoch_s},
+        {"val_auc", auc_s},
+        {"seed", seed_s},
+    };
+    for (size_t i = 0; i < sizeof meta / sizeof *meta && !rc; i++) rc = vf_st_writer_meta(&w, meta[i][0], meta[i][1], err);
+    if (!rc) rc = vf_st_writer_save(&w, path, err);
+    vf_st_writer_free(&w);
+    free(names_json);
+    return rc;
+}
+
+static int meta_int(const vf_safetensors *st, const char *key, int lo, int hi, int *out, vf_error *err) {
+    const char *v = vf_st_meta(st, key);
+    char *end;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || end == v || *end || x < lo || x > hi)
+        return vf_fail(err, "%s: metadata '%s' is %s%s%s (want an integer in %d..%d)", st->path, key, v ? "'" : "missing",
+                       v ? v : "", v ? "'" : "", lo, hi);
+    *out = (int)x;
+    return 0;
+}
+
+void vf_context_file_free(vf_context_file *f) {
+    if (f->class_names)
+        for (int k = 0; k < f->n_classes; k++) free(f->class_names[k]);
+    free(f->class_names);
+    free(f->template_);
+    free(f->init_words);
+    free(f->fingerprint);
+    free(f->ctx);
+    memset(f, 0, sizeof *f);
+}
+
+int vf_context_load(const char *path, vf_context_file *f, vf_error *err) {
+    memset(f, 0, sizeof *f);
+    vf_safetensors st;
+    if (vf_st_open(&st, path, err)) return -1;
+    int rc = -1;
+    const char *fmt = vf_st_meta(&st, "format");
+    if (!fmt || strcmp(fmt, "vflclip-coop-context-1") != 0) {
+        vf_fail(err, "%s: not a vflclip context file (metadata format is %s)", path, fmt ? fmt : "missing");
+        goto done;
+    }
+    const char *tmpl = vf_st_meta(&st, "template"), *names = vf_st_meta(&st, "class_names");
+    const char *pos = vf_st_meta(&st, "class_pos"), *fp = vf_st_meta(&st, "model_fingerprint");
+    const char *words = vf_st_meta(&st, "init_words");
+    if (!tmpl || !names || !pos) { vf_fail(err, "%s: metadata lacks template, class_names or class_pos", path); goto done; }
+    if (meta_int(&st, "n_ctx", 1, 77, &f->n_ctx, err) || meta_int(&st, "csc", 0, 1, &f->csc, err) ||
+        meta_int(&st, "n_classes", 2, 4096, &f->n_classes, err))
+        goto done;
+    if (vf_class_pos_parse(pos, &f->class_pos, err)) { vf_error_prefix(err, "%s: metadata class_pos", path); goto done; }
+    cJSON *arr = cJSON_Parse(names);
+    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) != f->n_classes) {
+        cJSON_Delete(arr);
+        vf_fail(err, "%s: metadata class_names is not a JSON array of %d names", path, f->n_classes);
+        goto done;
+    }
+    f->class_names = calloc(f->n_classes, sizeof *f->class_names);
+    for (int k = 0; f->class_names && k < f->n_classes; k++) {
+        cJSON *it = cJSON_GetArrayItem(arr, k);
+        f->class_names[k] = cJSON_IsString(it) ? strdup(it->valuestring) : NULL;
+    }
+    cJSON_Delete(arr);
+    for (int k = 0; k < f->n_classes; k++)
+        if (!f->class_names || !f->class_names[k]) { vf_fail(err, "%s: class_names entry %d is not a string", path, k); goto done; }
+    f->template_ = strdup(tmpl);
+    f->init_words = words && *words ? strdup(words) : NULL;
+    f->fingerprint = strdup(fp ? fp : "");
+    const vf_st_tensor *t = vf_st_require(&st, "ctx", err);
+    if (!t) goto done;
+    if (f->csc ? (t->ndim != 3 || t->shape[0] != f->n_classes || t->shape[1] != f->n_ctx)
+               : (t->ndim != 2 || t->shape[0] != f->n_ctx)) {
+        vf_fail(err, "%s: tensor ctx has the wrong shape for n_ctx %d, csc %d, %d classes", path, f->n_ctx, f->csc,
+                f->n_classes);
+        goto done;
+    }
+    f->width = (int)t->shape[t->ndim - 1];
+    f->rows = (int)(t->numel / f->width);
+    f->ctx = malloc((size_t)t->numel * sizeof(float));
+    if (!f->ctx) { vf_fail(err, "%s: out of memory", path); goto done; }
+    if (vf_st_read_f32(&st, "ctx", t->ndim, t->shape, f->ctx, err)) goto done;
+    for (int64_t i = 0; i < t->numel; i++)
+        if (!isfinite(f->ctx[i])) { vf_fail(err, "%s: ctx element %lld is not finite", path, (long long)i); goto done; }
+    rc = 0;
+done:
+    vf_st_close(&st);
+    if (rc) vf_context_file_free(f);
+    return rc;
+}
