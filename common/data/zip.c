@@ -45,7 +45,7 @@ static int find_eocd(const vf_zip *z, size_t *pos, vf_error *err) {
             return 0;
         }
     }
-    return vf_fail(err, "%s: not a zip archive (no end-of-central-directory record); an .npz must be written by numpy.savez", z->path);
+    return vf_fail(err, "%s: no zip end-of-central-directory record: the file is truncated or not a zip archive (an .npz is written by numpy.savez)", z->path);
 }
 
 /* Reads zip64 extra-field values for the fields that are saturated, in the
