@@ -1,0 +1,540 @@
+/* conn: one TCP connection of the transport, server or client side.
+ *
+ * Bytes flow  socket -> rbuf -> (TLS BIO) mbedtls_ssl_read -> nghttp2 ->
+ * streams, and  streams -> nghttp2_session_mem_send -> one-record staging ->
+ * mbedtls_ssl_write -> (TLS BIO) out_fill -> uv_write.  The BIO never blocks:
+ * an empty rbuf is MBEDTLS_ERR_SSL_WANT_READ ("in progress"), and the output
+ * side always accepts into out_fill, which is double-buffered with the write in
+ * flight so the steady state allocates nothing.  nghttp2 is only asked for more
+ * output while out_fill is below a high-water mark, and reading stops while it
+ * is far above it, so a peer that does not read cannot grow our memory.
+ *
+ * One uv timer per connection serves the handshake deadline, keepalive pings
+ * and the deadlines of its calls. */
+#include "rpc/rpc_internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/log.h"
+
+#define RBUF_SIZE (64 * 1024)
+#define TLS_RECORD 16384
+#define OUT_HIGH (1u << 20)        /* stop asking nghttp2 for output */
+#define OUT_STOP_READ (4u << 20)   /* stop reading the socket */
+#define CLOSE_FLUSH_MS 1000
+
+static _Thread_local uint8_t g_dbuf[TLS_RECORD + 2048]; /* decrypted record; used only inside one callback */
+
+uint8_t *vf_rpc_buf_extend(vf_rpc_buf *b, size_t n) {
+    if (b->off == b->len) b->off = b->len = 0;
+    if (b->len + n > b->cap) {
+        if (b->off > 0 && b->len - b->off + n <= b->cap) {
+            memmove(b->p, b->p + b->off, b->len - b->off);
+            b->len -= b->off;
+            b->off = 0;
+        } else {
+            size_t cap = b->cap ? b->cap : 16384;
+            while (cap < b->len - b->off + n) cap *= 2;
+            uint8_t *p = malloc(cap);
+            if (!p) return NULL;
+            if (b->len > b->off) memcpy(p, b->p + b->off, b->len - b->off);
+            free(b->p);
+            b->p = p;
+            b->len -= b->off;
+            b->off = 0;
+            b->cap = cap;
+        }
+    }
+    uint8_t *at = b->p + b->len;
+    b->len += n;
+    return at;
+}
+
+int vf_rpc_buf_append(vf_rpc_buf *b, const void *data, size_t n) {
+    uint8_t *at = vf_rpc_buf_extend(b, n);
+    if (!at) return -1;
+    if (n) memcpy(at, data, n);
+    return 0;
+}
+
+void vf_rpc_buf_free(vf_rpc_buf *b) {
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---- TLS BIO ------------------------------------------------------------- */
+
+static int bio_send(void *ctx, const unsigned char *buf, size_t len) {
+    vf_rpc_conn *c = ctx;
+    if (vf_rpc_buf_append(&c->out_fill, buf, len) < 0) return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+    return (int)len;
+}
+
+static int bio_recv(void *ctx, unsigned char *buf, size_t len) {
+    vf_rpc_conn *c = ctx;
+    if (c->in_len == 0) return MBEDTLS_ERR_SSL_WANT_READ;
+    size_t n = len < c->in_len ? len : c->in_len;
+    memcpy(buf, c->in, n);
+    c->in += n;
+    c->in_len -= n;
+    return (int)n;
+}
+
+/* ---- life cycle ---------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t);
+
+void vf_rpc_conn_init(vf_rpc_conn *c, uv_loop_t *loop, int is_server, vf_rpc_tls *tls) {
+    c->loop = loop;
+    c->is_server = is_server;
+    c->tls = tls;
+    c->state = CONN_TCP_CONNECTING;
+    c->plain = malloc(TLS_RECORD);
+    mbedtls_ssl_init(&c->ssl);
+    if (loop) {
+        uv_tcp_init(loop, &c->tcp);
+        uv_timer_init(loop, &c->timer);
+        c->tcp.data = c;
+        c->timer.data = c;
+        c->handles_open = 2;
+    }
+    c->last_rx = loop ? uv_now(loop) : 0;
+}
+
+int vf_rpc_conn_start_tls(vf_rpc_conn *c, const char *hostname, vf_error *err) {
+    int ret = mbedtls_ssl_setup(&c->ssl, &c->tls->conf);
+    if (ret != 0) return vf_fail(err, "%s: TLS setup failed (-0x%04x)", c->peer_addr, -ret);
+    c->ssl_ready = 1;
+    if (!c->plain) return vf_fail(err, "%s: out of memory", c->peer_addr);
+    if (hostname && !vf_rpc_host_is_ip(hostname) && (ret = mbedtls_ssl_set_hostname(&c->ssl, hostname)) != 0)
+        return vf_fail(err, "%s: bad host name '%s' for TLS", c->peer_addr, hostname);
+    mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+    c->state = CONN_HANDSHAKE;
+    return 0;
+}
+
+static void conn_free(vf_rpc_conn *c) {
+    if (c->h2) nghttp2_session_del(c->h2);
+    c->h2 = NULL;
+    mbedtls_ssl_free(&c->ssl);
+    free(c->rbuf);
+    free(c->plain);
+    vf_rpc_buf_free(&c->out_fill);
+    vf_rpc_buf_free(&c->out_flight);
+    if (c->is_server)
+        vf_rpc_server_on_conn_freed(c);
+    else
+        vf_rpc_client_on_conn_freed(c);
+}
+
+void vf_rpc_conn_free_now(vf_rpc_conn *c) { conn_free(c); }
+
+static void on_handle_closed(uv_handle_t *h) {
+    vf_rpc_conn *c = h->data;
+    if (--c->handles_open == 0) conn_free(c);
+}
+
+static void conn_close_handles(vf_rpc_conn *c) {
+    if (c->fuzz) return;
+    if (!uv_is_closing((uv_handle_t *)&c->tcp)) uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    if (!uv_is_closing((uv_handle_t *)&c->timer)) uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+static void conn_write_start(vf_rpc_conn *c);
+
+void vf_rpc_conn_close(vf_rpc_conn *c, const char *fmt, ...) {
+    if (c->state == CONN_CLOSED) return;
+    int was_open = c->state == CONN_OPEN;
+    c->state = CONN_CLOSED;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->close_reason, sizeof c->close_reason, fmt, ap);
+    va_end(ap);
+    vf_log(was_open ? VF_INFO : VF_WARN, "event=rpc_conn_closed side=%s peer=%s role=%s name=%s reason=\"%s\"",
+           c->is_server ? "server" : "client", c->peer_addr, was_open ? vf_role_name(c->peer.role) : "-",
+           was_open ? c->peer.name : "-", c->close_reason);
+    while (c->calls) vf_rpc_call_end(c->calls, VF_GRPC_UNAVAILABLE, c->close_reason);
+    if (!c->is_server) vf_rpc_client_on_conn_closed(c);
+    if (c->fuzz) return;
+    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+    /* flush what is pending (GOAWAY, TLS alert), bounded by a short timer */
+    if (c->ssl_ready && was_open) mbedtls_ssl_close_notify(&c->ssl);
+    if (c->writing || vf_rpc_buf_size(&c->out_fill) > 0) {
+        conn_write_start(c);
+        uv_timer_start(&c->timer, on_timer, CLOSE_FLUSH_MS, 0);
+    } else {
+        conn_close_handles(c);
+    }
+}
+
+/* ---- output -------------------------------------------------------------- */
+
+static void on_write(uv_write_t *req, int status);
+
+static void conn_write_start(vf_rpc_conn *c) {
+    if (c->fuzz) {
+        c->out_fill.len = c->out_fill.off = 0;
+        return;
+    }
+    if (c->writing || vf_rpc_buf_size(&c->out_fill) == 0 || uv_is_closing((uv_handle_t *)&c->tcp)) return;
+    vf_rpc_buf t = c->out_flight;
+    c->out_flight = c->out_fill;
+    c->out_fill = t;
+    c->out_fill.len = c->out_fill.off = 0;
+    uv_buf_t b = uv_buf_init((char *)c->out_flight.p + c->out_flight.off, (unsigned)vf_rpc_buf_size(&c->out_flight));
+    c->wreq.data = c;
+    int r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (r != 0) {
+        c->out_flight.len = c->out_flight.off = 0;
+        if (c->state == CONN_CLOSED)
+            conn_close_handles(c);
+        else
+            vf_rpc_conn_close(c, "write failed: %s", uv_strerror(r));
+        return;
+    }
+    c->writing = 1;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+static void on_write(uv_write_t *req, int status) {
+    vf_rpc_conn *c = req->data;
+    c->writing = 0;
+    c->out_flight.len = c->out_flight.off = 0;
+    if (c->state == CONN_CLOSED) {
+        if (status == 0 && vf_rpc_buf_size(&c->out_fill) > 0)
+            conn_write_start(c);
+        else
+            conn_close_handles(c);
+        return;
+    }
+    if (status < 0) {
+        vf_rpc_conn_close(c, "write failed: %s", uv_strerror(status));
+        return;
+    }
+    if (!c->reading && vf_rpc_buf_size(&c->out_fill) < OUT_HIGH) vf_rpc_conn_start_reading(c);
+    vf_rpc_conn_pump(c);
+}
+
+static int tls_write_all(vf_rpc_conn *c, const uint8_t *p, size_t n) {
+    if (c->fuzz) return 0;
+    while (n > 0) {
+        int ret = mbedtls_ssl_write(&c->ssl, p, n);
+        if (ret == MBEDTLS_ERR_SSL_WANT_WRITE || ret == MBEDTLS_ERR_SSL_WANT_READ) continue;
+        if (ret < 0) {
+            char e[256];
+            vf_rpc_tls_describe(ret, &c->ssl, e, sizeof e);
+            vf_rpc_conn_close(c, "TLS write failed: %s", e);
+            return -1;
+        }
+        p += ret;
+        n -= (size_t)ret;
+    }
+    return 0;
+}
+
+/* Collects nghttp2 output into full TLS records (one frame header plus a
+ * 16 KiB DATA payload would otherwise cost two records). */
+static int stage(vf_rpc_conn *c, const uint8_t *data, size_t n) {
+    while (n > 0) {
+        if (c->plain_len == 0 && n >= TLS_RECORD) {
+            if (tls_write_all(c, data, TLS_RECORD) < 0) return -1;
+            data += TLS_RECORD;
+            n -= TLS_RECORD;
+            continue;
+        }
+        size_t take = TLS_RECORD - c->plain_len;
+        if (take > n) take = n;
+        memcpy(c->plain + c->plain_len, data, take);
+        c->plain_len += take;
+        data += take;
+        n -= take;
+        if (c->plain_len == TLS_RECORD) {
+            c->plain_len = 0;
+            if (tls_write_all(c, c->plain, TLS_RECORD) < 0) return -1;
+        }
+    }
+    return 0;
+}
+
+static int stage_flush(vf_rpc_conn *c) {
+    size_t n = c->plain_len;
+    c->plain_len = 0;
+    return n ? tls_write_all(c, c->plain, n) : 0;
+}
+
+static int conn_is_idle_after_goaway(vf_rpc_conn *c) {
+    return c->goaway && c->n_calls == 0 &&
+           !nghttp2_session_want_write(c->h2);
+}
+
+void vf_rpc_conn_pump(vf_rpc_conn *c) {
+    if (c->state == CONN_CLOSED) return;
+    if (c->in_pump) return;
+    c->in_pump = 1;
+    if (c->state == CONN_OPEN && c->h2) {
+        for (int round = 0; round < 8 && c->state == CONN_OPEN; round++) {
+            while (c->state == CONN_OPEN && vf_rpc_buf_size(&c->out_fill) < OUT_HIGH) {
+                const uint8_t *data;
+                ssize_t n = nghttp2_session_mem_send(c->h2, &data);
+                if (n < 0) {
+                    vf_rpc_conn_close(c, "HTTP/2 send failed: %s", nghttp2_strerror((int)n));
+                    break;
+                }
+                if (n == 0) break;
+                if (stage(c, data, (size_t)n) < 0) break;
+            }
+            if (c->state != CONN_OPEN || stage_flush(c) < 0) break;
+            /* drains may queue more output */
+            int had = 0;
+            for (vf_rpc_call *k = c->calls; k; k = k->next) had |= k->drain_due;
+            if (!had) break;
+            vf_rpc_call_run_drains(c);
+        }
+        if (c->state == CONN_OPEN) {
+            if (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2))
+                vf_rpc_conn_close(c, "HTTP/2 session ended%s", c->goaway ? " (GOAWAY)" : "");
+            else if (conn_is_idle_after_goaway(c))
+                vf_rpc_conn_close(c, "GOAWAY and no calls left");
+        }
+    }
+    c->in_pump = 0;
+    if (c->state != CONN_CLOSED) {
+        conn_write_start(c);
+        vf_rpc_conn_arm_timer(c);
+    }
+}
+
+/* ---- input --------------------------------------------------------------- */
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    vf_rpc_conn *c = h->data;
+    if (!c->rbuf) c->rbuf = malloc(RBUF_SIZE);
+    *buf = uv_buf_init((char *)c->rbuf, c->rbuf ? RBUF_SIZE : 0);
+}
+
+void vf_rpc_conn_start_reading(vf_rpc_conn *c) {
+    if (c->reading || c->fuzz || c->state == CONN_CLOSED) return;
+    if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read) == 0) c->reading = 1;
+}
+
+static int handshake_step(vf_rpc_conn *c) {
+    int ret = mbedtls_ssl_handshake(&c->ssl);
+    if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) return 0;
+    if (ret != 0) {
+        char e[400];
+        vf_rpc_tls_describe(ret, &c->ssl, e, sizeof e);
+        if (c->is_server) vf_rpc_server_note_handshake_failure(c);
+        vf_rpc_conn_close(c, "TLS handshake failed: %s", e);
+        return -1;
+    }
+    const char *alpn = mbedtls_ssl_get_alpn_protocol(&c->ssl);
+    if (!alpn || strcmp(alpn, "h2") != 0) {
+        vf_rpc_conn_close(c, "TLS handshake failed: the peer did not negotiate ALPN \"h2\" (gRPC needs HTTP/2)");
+        return -1;
+    }
+    const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(&c->ssl);
+    vf_error err;
+    if (!crt) {
+        vf_rpc_conn_close(c, "TLS handshake failed: the peer sent no certificate");
+        return -1;
+    }
+    if (vf_pki_identity_from_crt(crt, &c->peer, &err) < 0) {
+        vf_rpc_conn_close(c, "peer certificate rejected: %s", err.msg);
+        return -1;
+    }
+    c->state = CONN_OPEN;
+    if (c->is_server)
+        vf_rpc_server_on_conn_ready(c);
+    else
+        vf_rpc_client_on_conn_ready(c);
+    return c->state == CONN_OPEN ? 0 : -1;
+}
+
+void vf_rpc_conn_handshake(vf_rpc_conn *c) {
+    if (handshake_step(c) < 0) return;
+    if (c->state == CONN_OPEN)
+        vf_rpc_conn_pump(c);
+    else
+        conn_write_start(c);
+}
+
+static void read_tls(vf_rpc_conn *c) {
+    while (c->state == CONN_OPEN) {
+        int ret = mbedtls_ssl_read(&c->ssl, g_dbuf, TLS_RECORD);
+        if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) break;
+        if (ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || ret == 0) {
+            vf_rpc_conn_close(c, "peer closed the connection");
+            break;
+        }
+        if (ret < 0) {
+            char e[256];
+            vf_rpc_tls_describe(ret, &c->ssl, e, sizeof e);
+            vf_rpc_conn_close(c, "TLS read failed: %s", e);
+            break;
+        }
+        if (!c->h2) break;
+        ssize_t rv = nghttp2_session_mem_recv(c->h2, g_dbuf, (size_t)ret);
+        if (rv < 0 && c->state != CONN_CLOSED) {
+            /* nghttp2 queued a GOAWAY where the protocol allows; send it */
+            c->goaway = 1;
+            c->in_pump = 0;
+            vf_rpc_conn_pump(c);
+            vf_rpc_conn_close(c, "HTTP/2 protocol error: %s", nghttp2_strerror((int)rv));
+            break;
+        }
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+    vf_rpc_conn *c = s->data;
+    if (nread == 0) return;
+    if (nread < 0) {
+        vf_rpc_conn_close(c, nread == UV_EOF ? "peer closed the connection" : "read failed: %s",
+                          uv_strerror((int)nread));
+        return;
+    }
+    if (c->state == CONN_CLOSED) return;
+    c->in = (const uint8_t *)buf->base;
+    c->in_len = (size_t)nread;
+    c->last_rx = uv_now(c->loop);
+    if (c->state == CONN_HANDSHAKE && handshake_step(c) < 0) return;
+    c->in_pump = 1; /* app calls made from callbacks defer their pump to the end */
+    if (c->state == CONN_OPEN) read_tls(c);
+    c->in_pump = 0;
+    c->in_len = 0;
+    if (c->state == CONN_CLOSED) return;
+    vf_rpc_conn_pump(c);
+    if (c->state != CONN_CLOSED && vf_rpc_buf_size(&c->out_fill) > OUT_STOP_READ && c->reading) {
+        uv_read_stop(s);
+        c->reading = 0;
+    }
+}
+
+/* ---- timers ---------------------------------------------------------------- */
+
+void vf_rpc_conn_arm_timer(vf_rpc_conn *c) {
+    if (c->fuzz || c->state == CONN_CLOSED) return;
+    uint64_t next = UINT64_MAX;
+    if (c->handshake_deadline) next = c->handshake_deadline;
+    if (c->ping_deadline) {
+        if (c->ping_deadline < next) next = c->ping_deadline;
+    } else if (c->keepalive_ms > 0 && c->state == CONN_OPEN) {
+        uint64_t k = c->last_rx + (uint64_t)c->keepalive_ms;
+        if (k < next) next = k;
+    }
+    for (vf_rpc_call *k = c->calls; k; k = k->next)
+        if (k->deadline && k->deadline < next) next = k->deadline;
+    if (next == UINT64_MAX) {
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    uint64_t now = uv_now(c->loop);
+    uv_timer_start(&c->timer, on_timer, next > now ? next - now : 0, 0);
+}
+
+static void on_timer(uv_timer_t *t) {
+    vf_rpc_conn *c = t->data;
+    if (c->state == CONN_CLOSED) { /* flush time is up */
+        conn_close_handles(c);
+        return;
+    }
+    uint64_t now = uv_now(c->loop);
+    if (c->handshake_deadline && now >= c->handshake_deadline) {
+        if (c->is_server) vf_rpc_server_note_handshake_timeout(c);
+        vf_rpc_conn_close(c, "%s not completed in time",
+                          c->state == CONN_OPEN ? "HTTP/2 connection preface" : "TLS handshake");
+        return;
+    }
+    if (c->ping_deadline && now >= c->ping_deadline) {
+        vf_rpc_conn_close(c, "keepalive ping not acknowledged within %d ms", c->keepalive_timeout_ms);
+        return;
+    }
+    if (!c->ping_deadline && c->keepalive_ms > 0 && c->state == CONN_OPEN && c->h2 &&
+        now >= c->last_rx + (uint64_t)c->keepalive_ms) {
+        if (nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL) == 0)
+            c->ping_deadline = now + (uint64_t)c->keepalive_timeout_ms;
+    }
+    for (vf_rpc_call *k = c->calls, *nx; k; k = nx) {
+        nx = k->next;
+        if (k->deadline && now >= k->deadline) {
+            if (c->h2 && k->stream_id > 0) nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, k->stream_id, NGHTTP2_CANCEL);
+            vf_rpc_call_end(k, VF_GRPC_DEADLINE_EXCEEDED, "Deadline Exceeded");
+        }
+    }
+    vf_rpc_conn_pump(c);
+}
+
+/* ---- HTTP/2 ------------------------------------------------------------------ */
+
+int vf_rpc_conn_start_h2(vf_rpc_conn *c, nghttp2_session_callbacks *cbs, vf_error *err) {
+    nghttp2_option *opt;
+    if (nghttp2_option_new(&opt) != 0) return vf_fail(err, "%s: out of memory", c->peer_addr);
+    /* the window is reopened only when the application has taken the data */
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_max_outbound_ack(opt, 1000);
+    int rv = c->is_server ? nghttp2_session_server_new2(&c->h2, cbs, c, opt)
+                          : nghttp2_session_client_new2(&c->h2, cbs, c, opt);
+    nghttp2_option_del(opt);
+    if (rv != 0) return vf_fail(err, "%s: HTTP/2 session: %s", c->peer_addr, nghttp2_strerror(rv));
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->is_server && c->server ? vf_rpc_server_max_streams(c) : 100},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, c->stream_window},
+        {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, TLS_RECORD},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    };
+    int niv = c->is_server ? 3 : 4;
+    if ((rv = nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, (size_t)niv)) != 0)
+        return vf_fail(err, "%s: HTTP/2 settings: %s", c->peer_addr, nghttp2_strerror(rv));
+    /* a connection-level window large enough for several streams at once */
+    nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)(4 * c->stream_window));
+    return 0;
+}
+
+void vf_rpc_conn_on_frame_common(vf_rpc_conn *c, const nghttp2_frame *frame) {
+    switch (frame->hd.type) {
+    case NGHTTP2_PING:
+        if (frame->hd.flags & NGHTTP2_FLAG_ACK) c->ping_deadline = 0;
+        break;
+    case NGHTTP2_SETTINGS:
+        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && !c->got_settings) {
+            c->got_settings = 1;
+            c->handshake_deadline = 0; /* preface complete */
+        }
+        break;
+    case NGHTTP2_GOAWAY:
+        c->goaway = 1;
+        break;
+    default: break;
+    }
+}
+
+static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len,
+                              void *ud) {
+    vf_rpc_conn *c = ud;
+    if (c->state == CONN_CLOSED) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    vf_rpc_call *call = nghttp2_session_get_stream_user_data(s, stream_id);
+    if (!call) {
+        nghttp2_session_consume(s, stream_id, len);
+        return 0;
+    }
+    vf_rpc_call_on_data(call, data, len);
+    return 0;
+}
+
+static int on_error(nghttp2_session *s, int code, const char *msg, size_t len, void *ud) {
+    vf_rpc_conn *c = ud;
+    vf_log(VF_WARN, "event=rpc_h2_error side=%s peer=%s error=\"%.*s\"", c->is_server ? "server" : "client",
+           c->peer_addr, (int)len, msg);
+    return 0;
+}
+
+void vf_rpc_conn_set_common_callbacks(nghttp2_session_callbacks *cbs) {
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
+    nghttp2_session_callbacks_set_error_callback2(cbs, on_error);
+}

@@ -1,0 +1,563 @@
+/* server: the listening side of the transport.  Accepts TCP connections up to
+ * a cap, runs the TLS handshake under a deadline, then serves gRPC calls:
+ * validates each request's headers, finds the method, checks the caller's
+ * role (from its certificate) against the method's allowed roles, applies
+ * grpc-timeout as a deadline, and sends status as trailers (or a
+ * trailers-only response).  Also owns CRL reloads and graceful shutdown. */
+#include "rpc/rpc_internal.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/log.h"
+
+struct vf_rpc_server {
+    uv_loop_t *loop;
+    vf_rpc_server_config cfg;
+    char ca_file[1024], cert_file[1024], key_file[1024], crl_file[1024];
+    vf_rpc_tls tls;
+    int tls_ready;
+    uv_tcp_t listener;
+    uv_signal_t sighup;
+    uv_timer_t grace;
+    int handles_open;
+    vf_rpc_method *methods;
+    int n_methods;
+    vf_rpc_conn *conns;
+    int n_conns;
+    vf_rpc_server_stats st;
+    int port;
+    int shutting_down, notified;
+    void (*on_closed)(vf_rpc_server *, void *);
+    void *on_closed_ud;
+    nghttp2_session_callbacks *cbs;
+};
+
+void vf_rpc_server_config_defaults(vf_rpc_server_config *cfg) {
+    if (!cfg->host) cfg->host = "0.0.0.0";
+    if (!cfg->max_connections) cfg->max_connections = 256;
+    if (!cfg->handshake_timeout_ms) cfg->handshake_timeout_ms = 10000;
+    if (!cfg->max_recv_message) cfg->max_recv_message = 4u << 20;
+    if (!cfg->keepalive_ms) cfg->keepalive_ms = 60000;
+    if (!cfg->keepalive_timeout_ms) cfg->keepalive_timeout_ms = 20000;
+    if (!cfg->stream_window) cfg->stream_window = 4u << 20;
+    if (!cfg->max_concurrent_streams) cfg->max_concurrent_streams = 100;
+}
+
+uint32_t vf_rpc_server_max_streams(vf_rpc_conn *c) { return c->server->cfg.max_concurrent_streams; }
+void vf_rpc_server_note_handshake_failure(vf_rpc_conn *c) { c->server->st.handshake_failures++; }
+void vf_rpc_server_note_handshake_timeout(vf_rpc_conn *c) { c->server->st.handshake_timeouts++; }
+
+/* ---- responses ------------------------------------------------------------- */
+
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+
+int vf_rpc_server_call_send_headers(vf_rpc_call *k) {
+    if (k->headers_sent) return 0;
+    vf_rpc_conn *c = k->conn;
+    nghttp2_nv nv[] = {NV(":status", "200"), NV("content-type", "application/grpc")};
+    nghttp2_data_provider prd;
+    prd.source.ptr = k;
+    prd.read_callback = vf_rpc_call_read_cb;
+    int rv = nghttp2_submit_response(c->h2, k->stream_id, nv, 2, &prd);
+    if (rv != 0) return -1;
+    k->headers_sent = 1;
+    return 0;
+}
+
+int vf_rpc_server_call_fail(vf_rpc_call *k, int status, const char *message) {
+    if (k->status_set || k->done) return 0;
+    vf_rpc_conn *c = k->conn;
+    k->status_set = 1;
+    k->status = status;
+    snprintf(k->status_msg, sizeof k->status_msg, "%s", message ? message : "");
+    if (!k->headers_sent) {
+        char st[16], msg[1024];
+        snprintf(st, sizeof st, "%d", status);
+        vf_grpc_message_encode(k->status_msg, msg, sizeof msg);
+        nghttp2_nv nv[] = {NV(":status", "200"), NV("content-type", "application/grpc"), NV("grpc-status", st),
+                           NV("grpc-message", msg)};
+        k->headers_sent = 1;
+        if (nghttp2_submit_response(c->h2, k->stream_id, nv, msg[0] ? 4 : 3, NULL) != 0) return -1;
+        if (!c->in_pump) vf_rpc_conn_pump(c);
+        return 0;
+    }
+    vf_rpc_call_wake_sender(k);
+    return 0;
+}
+
+int vf_rpc_call_finish(vf_rpc_call *k, int status, const char *message, vf_error *err) {
+    if (!k->is_server) return vf_fail(err, "%s: only a server call can be finished", k->path);
+    if (k->done) return vf_fail(err, "%s: the call is over", k->path);
+    if (k->status_set) return vf_fail(err, "%s: the call was already finished", k->path);
+    if (status < 0 || status > 16) return vf_fail(err, "%s: %d is not a gRPC status code", k->path, status);
+    return vf_rpc_server_call_fail(k, status, message) < 0 ? vf_fail(err, "%s: cannot send the status", k->path) : 0;
+}
+
+void vf_rpc_server_call_deliver(vf_rpc_call *k, const uint8_t *data, size_t len) {
+    if (k->started && !k->status_set && k->method->on_message) k->method->on_message(k, data, len, k->method->ud);
+}
+
+static void http_error(vf_rpc_call *k, const char *status) {
+    nghttp2_nv nv[] = {NV(":status", status)};
+    k->headers_sent = k->status_set = 1;
+    k->status = VF_GRPC_INTERNAL;
+    nghttp2_submit_response(k->conn->h2, k->stream_id, nv, 1, NULL);
+}
+
+/* ---- requests -------------------------------------------------------------- */
+
+static const vf_rpc_method *find_method(vf_rpc_server *s, const char *path) {
+    for (int i = 0; i < s->n_methods; i++)
+        if (strcmp(s->methods[i].path, path) == 0) return &s->methods[i];
+    return NULL;
+}
+
+static void handle_request(vf_rpc_conn *c, vf_rpc_call *k) {
+    vf_rpc_server *s = c->server;
+    char msg[512];
+    if (strcmp(k->method_hdr, "POST") != 0) {
+        http_error(k, "405");
+        return;
+    }
+    if (strncmp(k->content_type, "application/grpc", 16) != 0 ||
+        (k->content_type[16] != 0 && k->content_type[16] != '+' && k->content_type[16] != ';')) {
+        http_error(k, "415");
+        return;
+    }
+    const vf_rpc_method *m = find_method(s, k->path);
+    if (!m) {
+        snprintf(msg, sizeof msg, "unknown method %s", k->path);
+        vf_rpc_server_call_fail(k, VF_GRPC_UNIMPLEMENTED, msg);
+        return;
+    }
+    k->method = m;
+    if (!(m->roles & VF_ROLE_BIT(c->peer.role))) {
+        snprintf(msg, sizeof msg, "role %s (%s) may not call %s", vf_role_name(c->peer.role), c->peer.name, k->path);
+        vf_log(VF_WARN, "event=rpc_permission_denied peer=%s role=%s name=%s serial=%s method=%s", c->peer_addr,
+               vf_role_name(c->peer.role), c->peer.name, c->peer.serial_hex, k->path);
+        vf_rpc_server_call_fail(k, VF_GRPC_PERMISSION_DENIED, msg);
+        return;
+    }
+    if (k->grpc_encoding[0] && strcmp(k->grpc_encoding, "identity") != 0) {
+        snprintf(msg, sizeof msg, "grpc-encoding %s is not supported (only identity)", k->grpc_encoding);
+        vf_rpc_server_call_fail(k, VF_GRPC_UNIMPLEMENTED, msg);
+        return;
+    }
+    if (k->timeout_ms == -2) {
+        vf_rpc_server_call_fail(k, VF_GRPC_INTERNAL, "malformed grpc-timeout header");
+        return;
+    }
+    if (k->timeout_ms >= 0 && !c->fuzz) k->deadline = uv_now(c->loop) + (uint64_t)k->timeout_ms + (k->timeout_ms == 0);
+    if (c->goaway && s->shutting_down) {
+        vf_rpc_server_call_fail(k, VF_GRPC_UNAVAILABLE, "the server is shutting down");
+        return;
+    }
+    k->started = 1;
+    s->st.calls_total++;
+    if (m->on_start) m->on_start(k, m->ud);
+}
+
+static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame, void *ud) {
+    vf_rpc_conn *c = ud;
+    if (c->state == CONN_CLOSED) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    vf_rpc_call *k = vf_rpc_call_new(c, frame->hd.stream_id, 1);
+    if (!k) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    nghttp2_session_set_stream_user_data(h2, frame->hd.stream_id, k);
+    return 0;
+}
+
+static void copy_hdr(char *dst, size_t size, const uint8_t *v, size_t len) {
+    if (len >= size) len = size - 1;
+    memcpy(dst, v, len);
+    dst[len] = 0;
+}
+
+static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+                     const uint8_t *value, size_t valuelen, uint8_t flags, void *ud) {
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    vf_rpc_call *k = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+    if (!k) return 0;
+#define IS(n) (namelen == sizeof(n) - 1 && memcmp(name, n, namelen) == 0)
+    if (IS(":path")) {
+        if (valuelen >= sizeof k->path) valuelen = 0; /* too long: no such method */
+        copy_hdr(k->path, sizeof k->path, value, valuelen);
+    } else if (IS(":method")) {
+        copy_hdr(k->method_hdr, sizeof k->method_hdr, value, valuelen);
+    } else if (IS("content-type")) {
+        copy_hdr(k->content_type, sizeof k->content_type, value, valuelen);
+    } else if (IS("te")) {
+        k->have_te_trailers = valuelen == 8 && memcmp(value, "trailers", 8) == 0;
+    } else if (IS("grpc-timeout")) {
+        long long ms = vf_grpc_timeout_parse((const char *)value, valuelen);
+        k->timeout_ms = ms < 0 ? -2 : ms;
+    } else if (IS("grpc-encoding")) {
+        copy_hdr(k->grpc_encoding, sizeof k->grpc_encoding, value, valuelen);
+    }
+#undef IS
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *ud) {
+    vf_rpc_conn *c = ud;
+    if (c->state == CONN_CLOSED) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    vf_rpc_conn_on_frame_common(c, frame);
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
+    vf_rpc_call *k = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+    if (!k) return 0;
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) handle_request(c, k);
+    k = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+    if (k && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) vf_rpc_call_on_remote_close(k);
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *frame, void *ud) {
+    if (frame->hd.type != NGHTTP2_HEADERS || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
+    vf_rpc_call *k = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+    /* status sent while the client still sends: tell it to stop (as gRPC servers do) */
+    if (k && !k->remote_closed) nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *h2, int32_t stream_id, uint32_t error_code, void *ud) {
+    vf_rpc_call *k = nghttp2_session_get_stream_user_data(h2, stream_id);
+    if (!k) return 0;
+    if (k->status_set)
+        vf_rpc_call_end(k, k->status, k->status_msg);
+    else
+        vf_rpc_call_end(k, VF_GRPC_CANCELLED, "the client cancelled the call");
+    return 0;
+}
+
+static nghttp2_session_callbacks *server_callbacks(void) {
+    nghttp2_session_callbacks *cbs;
+    if (nghttp2_session_callbacks_new(&cbs) != 0) return NULL;
+    vf_rpc_conn_set_common_callbacks(cbs);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    return cbs;
+}
+
+/* ---- connections ------------------------------------------------------------- */
+
+void vf_rpc_server_on_conn_ready(vf_rpc_conn *c) {
+    vf_rpc_server *s = c->server;
+    vf_error err;
+    if (vf_rpc_conn_start_h2(c, s->cbs, &err) < 0) {
+        vf_rpc_conn_close(c, "%s", err.msg);
+        return;
+    }
+    vf_log(VF_INFO, "event=rpc_conn_open peer=%s role=%s name=%s serial=%s", c->peer_addr, vf_role_name(c->peer.role),
+           c->peer.name, c->peer.serial_hex);
+}
+
+static void on_server_handle_closed(uv_handle_t *h);
+
+void vf_rpc_server_on_conn_freed(vf_rpc_conn *c) {
+    vf_rpc_server *s = c->server;
+    if (c->prev) c->prev->next = c->next;
+    else if (s->conns == c) s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    s->n_conns--;
+    free(c);
+    if (s->shutting_down && s->n_conns == 0 && s->loop && !uv_is_closing((uv_handle_t *)&s->grace))
+        uv_close((uv_handle_t *)&s->grace, on_server_handle_closed);
+}
+
+static void check_revoked(vf_rpc_server *s) {
+    if (!s->tls.crl) return;
+    for (vf_rpc_conn *c = s->conns, *nx; c; c = nx) {
+        nx = c->next;
+        if (c->state != CONN_OPEN || c->fuzz) continue;
+        const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(&c->ssl);
+        if (crt && s->tls.crl->version != 0 && mbedtls_x509_crt_is_revoked(crt, s->tls.crl))
+            vf_rpc_conn_close(c, "certificate serial %s is now revoked (CRL reloaded)", c->peer.serial_hex);
+    }
+}
+
+int vf_rpc_server_reload_crl(vf_rpc_server *s, vf_error *err) {
+    int changed;
+    if (vf_rpc_tls_reload_crl(&s->tls, 1, &changed, err) < 0) return -1;
+    vf_log(VF_INFO, "event=rpc_crl_reloaded file=%s", s->crl_file[0] ? s->crl_file : "-");
+    check_revoked(s);
+    return 0;
+}
+
+static void on_sighup(uv_signal_t *h, int sig) {
+    vf_error err;
+    if (vf_rpc_server_reload_crl(h->data, &err) < 0)
+        vf_log(VF_ERROR, "event=rpc_crl_reload_failed error=\"%s\" note=\"keeping the previous list\"", err.msg);
+}
+
+static void peer_name(uv_tcp_t *t, char *out, size_t size) {
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    snprintf(out, size, "?");
+    if (uv_tcp_getpeername(t, (struct sockaddr *)&ss, &len) != 0) return;
+    char ip[64];
+    if (ss.ss_family == AF_INET) {
+        uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+        snprintf(out, size, "%s:%d", ip, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+        snprintf(out, size, "[%s]:%d", ip, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+    }
+}
+
+static void on_connection(uv_stream_t *l, int status) {
+    vf_rpc_server *s = l->data;
+    if (status < 0) {
+        vf_log(VF_WARN, "event=rpc_accept_failed error=\"%s\"", uv_strerror(status));
+        return;
+    }
+    vf_rpc_conn *c = calloc(1, sizeof *c);
+    if (!c) return;
+    vf_rpc_conn_init(c, s->loop, 1, &s->tls);
+    c->server = s;
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
+        vf_rpc_conn_close(c, "accept failed");
+        return;
+    }
+    s->st.accepted++;
+    peer_name(&c->tcp, c->peer_addr, sizeof c->peer_addr);
+    if (s->shutting_down) {
+        vf_rpc_conn_close(c, "the server is shutting down");
+        return;
+    }
+    if (s->n_conns > s->cfg.max_connections) {
+        s->st.rejected_cap++;
+        vf_rpc_conn_close(c, "connection limit (%d) reached", s->cfg.max_connections);
+        return;
+    }
+    vf_error err;
+    int changed = 0;
+    if (vf_rpc_tls_reload_crl(&s->tls, 0, &changed, &err) < 0)
+        vf_log(VF_ERROR, "event=rpc_crl_reload_failed error=\"%s\" note=\"keeping the previous list\"", err.msg);
+    else if (changed) {
+        vf_log(VF_INFO, "event=rpc_crl_reloaded file=%s reason=changed", s->crl_file);
+        check_revoked(s);
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->keepalive_ms = s->cfg.keepalive_ms;
+    c->keepalive_timeout_ms = s->cfg.keepalive_timeout_ms;
+    c->stream_window = s->cfg.stream_window;
+    c->max_recv_message = s->cfg.max_recv_message;
+    if (vf_rpc_conn_start_tls(c, NULL, &err) < 0) {
+        vf_rpc_conn_close(c, "%s", err.msg);
+        return;
+    }
+    c->handshake_deadline = uv_now(s->loop) + (uint64_t)s->cfg.handshake_timeout_ms;
+    vf_rpc_conn_start_reading(c);
+    vf_rpc_conn_arm_timer(c);
+}
+
+/* ---- server life cycle ------------------------------------------------------- */
+
+static int copy_methods(vf_rpc_server *s, const vf_rpc_method *methods, int n, vf_error *err) {
+    s->methods = calloc((size_t)(n > 0 ? n : 1), sizeof *methods);
+    if (!s->methods) return vf_fail(err, "out of memory");
+    for (int i = 0; i < n; i++) {
+        if (!methods[i].path || methods[i].path[0] != '/')
+            return vf_fail(err, "method %d: path must look like /package.Service/Method", i);
+        s->methods[i] = methods[i];
+    }
+    s->n_methods = n;
+    s->cbs = server_callbacks();
+    if (!s->cbs) return vf_fail(err, "out of memory");
+    return 0;
+}
+
+static void on_failed_listener_closed(uv_handle_t *h) { vf_rpc_server_free(h->data); }
+
+int vf_rpc_server_start(uv_loop_t *loop, const vf_rpc_server_config *cfg_in, const vf_rpc_method *methods,
+                        int n_methods, vf_rpc_server **out, vf_error *err) {
+    *out = NULL;
+    vf_rpc_server *s = calloc(1, sizeof *s);
+    if (!s) return vf_fail(err, "out of memory");
+    s->loop = loop;
+    s->cfg = *cfg_in;
+    vf_rpc_server_config_defaults(&s->cfg);
+    snprintf(s->ca_file, sizeof s->ca_file, "%s", cfg_in->tls.ca_file ? cfg_in->tls.ca_file : "");
+    snprintf(s->cert_file, sizeof s->cert_file, "%s", cfg_in->tls.cert_file ? cfg_in->tls.cert_file : "");
+    snprintf(s->key_file, sizeof s->key_file, "%s", cfg_in->tls.key_file ? cfg_in->tls.key_file : "");
+    snprintf(s->crl_file, sizeof s->crl_file, "%s", cfg_in->tls.crl_file ? cfg_in->tls.crl_file : "");
+    vf_rpc_tls_files files = {s->ca_file, s->cert_file, s->key_file, s->crl_file[0] ? s->crl_file : NULL};
+    if (copy_methods(s, methods, n_methods, err) < 0) goto fail;
+    if (vf_rpc_tls_init(&s->tls, &files, 1, err) < 0) goto fail_tls;
+    s->tls_ready = 1;
+    struct sockaddr_storage addr;
+    int r;
+    if (uv_ip4_addr(s->cfg.host, s->cfg.port, (struct sockaddr_in *)&addr) != 0 &&
+        uv_ip6_addr(s->cfg.host, s->cfg.port, (struct sockaddr_in6 *)&addr) != 0) {
+        vf_fail(err, "listen address '%s' is not an IP address", s->cfg.host);
+        goto fail_tls;
+    }
+    uv_tcp_init(loop, &s->listener);
+    s->listener.data = s;
+    s->handles_open = 1;
+    if ((r = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0)) != 0 ||
+        (r = uv_listen((uv_stream_t *)&s->listener, 256, on_connection)) != 0) {
+        vf_fail(err, "cannot listen on %s:%d: %s", s->cfg.host, s->cfg.port, uv_strerror(r));
+        uv_close((uv_handle_t *)&s->listener, on_failed_listener_closed); /* frees s */
+        return -1;
+    }
+    struct sockaddr_storage bound;
+    int blen = sizeof bound;
+    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
+    s->port = ntohs(bound.ss_family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port
+                                               : ((struct sockaddr_in6 *)&bound)->sin6_port);
+    uv_timer_init(loop, &s->grace);
+    s->grace.data = s;
+    s->handles_open++;
+    if (s->cfg.watch_sighup) {
+        uv_signal_init(loop, &s->sighup);
+        s->sighup.data = s;
+        uv_signal_start(&s->sighup, on_sighup, SIGHUP);
+        s->handles_open++;
+    }
+    vf_log(VF_INFO, "event=rpc_listening addr=%s port=%d methods=%d max_connections=%d", s->cfg.host, s->port,
+           s->n_methods, s->cfg.max_connections);
+    *out = s;
+    return 0;
+fail_tls:
+    vf_rpc_tls_free(&s->tls);
+fail:
+    if (s->cbs) nghttp2_session_callbacks_del(s->cbs);
+    free(s->methods);
+    free(s);
+    return -1;
+}
+
+int vf_rpc_server_port(const vf_rpc_server *s) { return s->port; }
+
+void vf_rpc_server_stats_get(const vf_rpc_server *s, vf_rpc_server_stats *st) {
+    *st = s->st;
+    st->connections = s->n_conns;
+    st->handshaking = 0;
+    st->calls_active = 0;
+    for (vf_rpc_conn *c = s->conns; c; c = c->next) {
+        st->handshaking += c->state == CONN_HANDSHAKE || c->state == CONN_TCP_CONNECTING;
+        st->calls_active += c->n_calls;
+    }
+}
+
+static void maybe_notify_closed(vf_rpc_server *s) {
+    if (!s->shutting_down || s->notified || s->n_conns > 0 || s->handles_open > 0) return;
+    s->notified = 1;
+    if (s->on_closed) s->on_closed(s, s->on_closed_ud);
+}
+
+static void on_server_handle_closed(uv_handle_t *h) {
+    vf_rpc_server *s = h->data;
+    s->handles_open--;
+    maybe_notify_closed(s);
+}
+
+static void on_grace(uv_timer_t *t) {
+    vf_rpc_server *s = t->data;
+    for (vf_rpc_conn *c = s->conns, *nx; c; c = nx) {
+        nx = c->next;
+        vf_rpc_conn_close(c, "shutdown grace period over");
+    }
+}
+
+void vf_rpc_server_shutdown(vf_rpc_server *s, int grace_ms, void (*on_closed)(vf_rpc_server *, void *), void *ud) {
+    if (s->shutting_down) return;
+    s->shutting_down = 1;
+    s->on_closed = on_closed;
+    s->on_closed_ud = ud;
+    vf_log(VF_INFO, "event=rpc_shutdown connections=%d grace_ms=%d", s->n_conns, grace_ms);
+    uv_close((uv_handle_t *)&s->listener, on_server_handle_closed);
+    if (s->cfg.watch_sighup) uv_close((uv_handle_t *)&s->sighup, on_server_handle_closed);
+    for (vf_rpc_conn *c = s->conns, *nx; c; c = nx) {
+        nx = c->next;
+        if (c->state == CONN_OPEN && c->h2) {
+            nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
+                                  NGHTTP2_NO_ERROR, NULL, 0);
+            c->goaway = 1;
+            vf_rpc_conn_pump(c);
+        } else {
+            vf_rpc_conn_close(c, "the server is shutting down");
+        }
+    }
+    if (s->n_conns == 0)
+        uv_close((uv_handle_t *)&s->grace, on_server_handle_closed);
+    else
+        uv_timer_start(&s->grace, on_grace, (uint64_t)(grace_ms > 0 ? grace_ms : 0), 0);
+}
+
+void vf_rpc_server_free(vf_rpc_server *s) {
+    if (!s) return;
+    if (s->tls_ready) vf_rpc_tls_free(&s->tls);
+    if (s->cbs) nghttp2_session_callbacks_del(s->cbs);
+    free(s->methods);
+    free(s);
+}
+
+/* ---- fuzzing ------------------------------------------------------------------- */
+
+vf_rpc_server *vf_rpc_fuzz_server_new(const vf_rpc_method *methods, int n_methods, size_t max_recv_message) {
+    vf_rpc_server *s = calloc(1, sizeof *s);
+    vf_error err;
+    if (!s) return NULL;
+    s->cfg.max_recv_message = max_recv_message;
+    vf_rpc_server_config_defaults(&s->cfg);
+    if (copy_methods(s, methods, n_methods, &err) < 0) {
+        vf_rpc_server_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void vf_rpc_fuzz_server_free(vf_rpc_server *s) { vf_rpc_server_free(s); }
+
+vf_rpc_conn *vf_rpc_fuzz_conn_new(vf_rpc_server *s, vf_role role) {
+    vf_rpc_conn *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    vf_rpc_conn_init(c, NULL, 1, NULL);
+    c->fuzz = 1;
+    c->server = s;
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    c->stream_window = s->cfg.stream_window;
+    c->max_recv_message = s->cfg.max_recv_message;
+    c->peer.role = role;
+    snprintf(c->peer.name, sizeof c->peer.name, "fuzz");
+    snprintf(c->peer_addr, sizeof c->peer_addr, "fuzz");
+    c->state = CONN_OPEN;
+    vf_error err;
+    if (!c->plain || vf_rpc_conn_start_h2(c, s->cbs, &err) < 0) {
+        vf_rpc_conn_free_now(c);
+        return NULL;
+    }
+    return c;
+}
+
+void vf_rpc_fuzz_feed(vf_rpc_conn *c, const uint8_t *data, size_t len) {
+    if (c->state == CONN_CLOSED) return;
+    c->in_pump = 1;
+    ssize_t rv = nghttp2_session_mem_recv(c->h2, data, len);
+    c->in_pump = 0;
+    if (rv < 0) {
+        vf_rpc_conn_close(c, "HTTP/2 protocol error: %s", nghttp2_strerror((int)rv));
+        return;
+    }
+    vf_rpc_conn_pump(c);
+}
+
+void vf_rpc_fuzz_conn_free(vf_rpc_conn *c) {
+    vf_rpc_conn_close(c, "fuzz input done");
+    vf_rpc_conn_free_now(c);
+}
