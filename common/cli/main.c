@@ -16,6 +16,7 @@ int vf_cmd_preprocess(int argc, char **argv);
 int vf_cmd_coop_grad(int argc, char **argv);
 int vf_cmd_coop_loss(int argc, char **argv);
 int vf_cmd_coop_optim(int argc, char **argv);
+int vf_cmd_rpc_test(int argc, char **argv);
 
 const vf_command vf_commands[] = {
     {"provision", "create the federation's CA and participant kits, or add participants", vf_cmd_provision},
@@ -28,6 +29,7 @@ const vf_command vf_commands[] = {
     {"coop-optim", "(debug) Adam/SGD steps with CoOp's lr schedule over given gradients", vf_cmd_coop_optim},
     {"tokenize", "print the CLIP token ids of texts (as HF's fast CLIPTokenizer)", vf_cmd_tokenize},
     {"preprocess", "decode and preprocess images as CLIPImageProcessor, to .npy", vf_cmd_preprocess},
+    {"rpc-test", "(debug) serve or call the gRPC transport's test service (interop tests, benchmark)", vf_cmd_rpc_test},
     {NULL, NULL, NULL},
 };
 
