@@ -1,7 +1,8 @@
 /* tokenizer_text: the text side of CLIP's fast tokenizer.
  *
  * Normaliser (tokenizers' Sequence[NFC, Replace(\s+ -> " "), Lowercase]):
- * NFC comes from ICU; \s is Oniguruma's, i.e. the Unicode White_Space
+ * NFC is computed here from ICU's per-character data, limited to Unicode 9.0
+ * as the reference's is (see nfc_knows); \s is Oniguruma's, i.e. the Unicode White_Space
  * property (so U+0085, U+00A0, U+3000 count, U+200B and U+001C do not);
  * lowercase is per character with the full mapping, which differs from
  * ICU's simple u_tolower only for U+0130 (-> "i\u0307").
@@ -54,61 +55,147 @@ static int utf8_get(const unsigned char *s, size_t n, size_t i, int *cp) {
 
 static int is_space(int c) { return u_hasBinaryProperty(c, UCHAR_WHITE_SPACE); }
 
+/* The general category as the reference sees it: the Oniguruma inside
+ * tokenizers 0.19 has Unicode 14.0 tables, so characters ICU knows from a
+ * later version (Kawi, Nag Mundari, CJK extension H...) are unassigned there. */
+static int char_type(int c) {
+    UVersionInfo age;
+    u_charAge(c, age);
+    if (age[0] > 14) return U_UNASSIGNED;
+    return u_charType(c);
+}
+
 static int is_letter(int c) {
-    int t = u_charType(c);
+    int t = char_type(c);
     return t == U_UPPERCASE_LETTER || t == U_LOWERCASE_LETTER || t == U_TITLECASE_LETTER || t == U_MODIFIER_LETTER ||
            t == U_OTHER_LETTER;
 }
 
 static int is_number(int c) {
-    int t = u_charType(c);
+    int t = char_type(c);
     return t == U_DECIMAL_DIGIT_NUMBER || t == U_LETTER_NUMBER || t == U_OTHER_NUMBER;
+}
+
+/* Unicode version of the reference's normalisation data: the NFC inside
+ * tokenizers 0.19 (crate unicode-normalization-alignments) carries Unicode
+ * 9.0 tables, so characters added later neither decompose, compose nor
+ * reorder there (canonical classes and mappings of older characters are
+ * stable across versions, so filtering ICU's data by age reproduces it). */
+static int nfc_knows(int c) {
+    UVersionInfo age;
+    u_charAge(c, age);
+    return age[0] <= 9;
+}
+
+static int nfc_ccc(int c) { return nfc_knows(c) ? u_getCombiningClass(c) : 0; }
+
+typedef struct cp_buf {
+    UChar32 *v;
+    size_t n, cap;
+} cp_buf;
+
+static int cp_push(cp_buf *b, UChar32 c) {
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? 2 * b->cap : 64;
+        UChar32 *nv = realloc(b->v, sizeof(UChar32) * cap);
+        if (!nv) return -1;
+        b->v = nv, b->cap = cap;
+    }
+    b->v[b->n++] = c;
+    return 0;
+}
+
+/* NFC of cps[0, n) (UAX #15: full canonical decomposition, canonical
+ * ordering, canonical composition), into out. */
+static int nfc(const UChar32 *cps, size_t n, cp_buf *out, vf_error *err) {
+    UErrorCode status = U_ZERO_ERROR;
+    const UNormalizer2 *nfc2 = unorm2_getNFCInstance(&status);
+    if (U_FAILURE(status)) return vf_fail(err, "tokenizer: ICU normalisation data unavailable (%s)", u_errorName(status));
+    cp_buf d = {0};
+    for (size_t i = 0; i < n; i++) {
+        UChar dec[32];
+        int32_t dl = -1;
+        status = U_ZERO_ERROR;
+        if (nfc_knows(cps[i])) dl = unorm2_getDecomposition(nfc2, cps[i], dec, 32, &status);
+        if (dl < 0 || U_FAILURE(status)) {
+            if (cp_push(&d, cps[i])) goto oom;
+            continue;
+        }
+        for (int32_t k = 0; k < dl;) {
+            UChar32 c;
+            U16_NEXT(dec, k, dl, c);
+            if (cp_push(&d, c)) goto oom;
+        }
+    }
+    /* canonical ordering: stable insertion sort of each run of non-starters */
+    for (size_t i = 1; i < d.n; i++) {
+        int cc = nfc_ccc(d.v[i]);
+        if (cc == 0) continue;
+        UChar32 c = d.v[i];
+        size_t j = i;
+        while (j > 0 && nfc_ccc(d.v[j - 1]) > cc) d.v[j] = d.v[j - 1], j--;
+        d.v[j] = c;
+    }
+    /* composition: c joins the last starter unless blocked by a character in
+     * between with class 0 or >= its own */
+    out->n = 0;
+    long starter = -1;
+    int last_cc = 0;
+    for (size_t i = 0; i < d.n; i++) {
+        UChar32 c = d.v[i];
+        int cc = nfc_ccc(c);
+        if (starter >= 0) {
+            int adjacent = (size_t)starter == out->n - 1;
+            if (adjacent || (last_cc != 0 && last_cc < cc)) {
+                UChar32 comp = unorm2_composePair(nfc2, out->v[starter], c);
+                if (comp >= 0 && nfc_knows(comp)) {
+                    out->v[starter] = comp;
+                    continue;
+                }
+            }
+        }
+        if (cc == 0) starter = (long)out->n;
+        last_cc = cc;
+        if (cp_push(out, c)) goto oom;
+    }
+    free(d.v);
+    return 0;
+oom:
+    free(d.v);
+    return vf_fail(err, "tokenizer: out of memory");
 }
 
 int vf_tok_normalize(const char *text, char **out, size_t *out_len, vf_error *err) {
     const unsigned char *s = (const unsigned char *)text;
     size_t n = strlen(text);
-    UChar *src = malloc(sizeof(UChar) * (2 * n + 1)), *dst = NULL;
-    char *res = NULL;
-    int32_t src_len = 0;
-    if (!src) return vf_fail(err, "tokenizer: out of memory");
-    if (n > (size_t)INT32_MAX / 8) {
-        free(src);
-        return vf_fail(err, "tokenizer: text of %zu bytes is too long", n);
-    }
+    UChar32 *cps = malloc(sizeof(UChar32) * (n + 1));
+    cp_buf normal = {0};
+    size_t ncp = 0;
+    if (!cps) return vf_fail(err, "tokenizer: out of memory");
     for (size_t i = 0; i < n;) {
         int cp, len = utf8_get(s, n, i, &cp);
         if (!len) {
-            free(src);
+            free(cps);
             return vf_fail(err, "tokenizer: text is not valid UTF-8 (byte 0x%02x at offset %zu)", s[i], i);
         }
-        U16_APPEND_UNSAFE(src, src_len, cp);
+        cps[ncp++] = cp;
         i += len;
     }
-    UErrorCode status = U_ZERO_ERROR;
-    const UNormalizer2 *nfc = unorm2_getNFCInstance(&status);
-    if (U_FAILURE(status)) {
-        free(src);
-        return vf_fail(err, "tokenizer: ICU NFC data unavailable (%s)", u_errorName(status));
+    if (nfc(cps, ncp, &normal, err)) {
+        free(cps);
+        return -1;
     }
-    /* NFC expands at most 3x (a Unicode stability guarantee) */
-    int32_t cap = 3 * src_len + 1;
-    dst = malloc(sizeof(UChar) * cap);
-    if (!dst) goto oom;
-    int32_t dst_len = unorm2_normalize(nfc, src, src_len, dst, cap, &status);
-    if (U_FAILURE(status)) {
-        free(src);
-        free(dst);
-        return vf_fail(err, "tokenizer: NFC normalisation failed (%s)", u_errorName(status));
+    free(cps);
+    /* a code point lowercases to at most 4 UTF-8 bytes (U+0130 -> 3) */
+    char *res = malloc(normal.n * 4 + 1);
+    if (!res) {
+        free(normal.v);
+        return vf_fail(err, "tokenizer: out of memory");
     }
-    /* a UTF-16 unit lowercases to at most 4 UTF-8 bytes (U+0130 -> 3) */
-    res = malloc((size_t)dst_len * 4 + 1);
-    if (!res) goto oom;
     size_t o = 0;
     int in_space = 0;
-    for (int32_t i = 0; i < dst_len;) {
-        UChar32 c;
-        U16_NEXT(dst, i, dst_len, c);
+    for (size_t i = 0; i < normal.n; i++) {
+        UChar32 c = normal.v[i];
         if (is_space(c)) {
             if (!in_space) res[o++] = ' ';
             in_space = 1;
@@ -123,15 +210,10 @@ int vf_tok_normalize(const char *text, char **out, size_t *out_len, vf_error *er
         }
     }
     res[o] = 0;
-    free(src);
-    free(dst);
+    free(normal.v);
     *out = res;
     *out_len = o;
     return 0;
-oom:
-    free(src);
-    free(dst);
-    return vf_fail(err, "tokenizer: out of memory");
 }
 
 /* Length of the regex match starting at s[i] (never 0 unless s[i] is
