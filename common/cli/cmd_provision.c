@@ -221,6 +221,13 @@ int vf_cmd_provision(int argc, char **argv) {
     a.ca_days = VF_PKI_CA_DAYS;
     a.crl_days = VF_PKI_CRL_DAYS;
     int r = parse_args(argc, argv, &a);
+    static char out_dir[2048];
+    if (r == 0) {
+        /* "fed/" and "fed" are the same federation; keep printed paths tidy. */
+        snprintf(out_dir, sizeof out_dir, "%s", a.out);
+        for (size_t n = strlen(out_dir); n > 1 && out_dir[n - 1] == '/'; n--) out_dir[n - 1] = 0;
+        a.out = out_dir;
+    }
     if (r != 0) {
         if (r > 0) usage(stdout);
         else fprintf(stderr, "run 'vflclip provision --help' for the options\n");

@@ -121,10 +121,10 @@ int vf_pki_identity_from_crt(const mbedtls_x509_crt *crt, vf_peer_identity *id, 
 static void warn_if_expiring(const mbedtls_x509_crl *crl, const char *path) {
     for (const mbedtls_x509_crl *c = crl; c && c->version != 0; c = c->next) {
         if (c->next_update.year == 0) continue;
-        long long left = vf_pki_time_to_unix(&c->next_update) - (long long)time(NULL);
+        long long next = vf_pki_time_to_unix(&c->next_update), left = next - (long long)time(NULL);
         if (left < 0)
-            vf_log(VF_WARN, "event=crl_expired path=%s next_update_unix=%lld msg=\"every peer will be rejected until it is re-signed: vflclip cert crl --ca DIR/ca\"",
-                   path, left + (long long)time(NULL));
+            vf_log(VF_WARN, "event=crl_expired path=%s next_update_unix=%lld msg=\"every peer is rejected until the list is re-signed: vflclip cert crl --ca DIR/ca\"",
+                   path, next);
         else if (left < 7 * 86400)
             vf_log(VF_WARN, "event=crl_expiring path=%s seconds_left=%lld msg=\"re-sign it: vflclip cert crl --ca DIR/ca\"", path, left);
     }

@@ -92,7 +92,7 @@ int vf_pki_ca_create(const char *dir, int days, int crl_days, vf_pki_rng *rng, v
     memset(&ca, 0, sizeof ca);
     mbedtls_x509_crt_init(&ca.crt);
     mbedtls_pk_init(&ca.key);
-    static char crt_pem[VF_PKI_PEM_MAX], key_pem[VF_PKI_PEM_MAX];
+    char crt_pem[VF_PKI_PEM_MAX], key_pem[VF_PKI_PEM_MAX];
     char *crl_pem = NULL;
     vf_pki_staged_dir st;
     int staged = 0, rc = -1;

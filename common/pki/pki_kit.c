@@ -147,7 +147,7 @@ int vf_pki_kit_create(const char *fed_dir, vf_pki_ca *ca, const vf_pki_participa
     if (stat(dir, &st) == 0) return 1;
     if (days <= 0) return vf_fail(err, "certificate lifetime must be positive");
 
-    static char key_pem[VF_PKI_PEM_MAX], crt_pem[VF_PKI_PEM_MAX], config[8192];
+    char key_pem[VF_PKI_PEM_MAX], crt_pem[VF_PKI_PEM_MAX], config[8192];
     char *ca_crt = NULL, *crl = NULL;
     size_t ca_crt_len = 0, crl_len = 0;
     mbedtls_pk_context key;
