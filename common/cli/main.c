@@ -17,8 +17,12 @@ int vf_cmd_coop_grad(int argc, char **argv);
 int vf_cmd_coop_loss(int argc, char **argv);
 int vf_cmd_coop_optim(int argc, char **argv);
 int vf_cmd_rpc_test(int argc, char **argv);
+int vf_cmd_embed(int argc, char **argv);
+int vf_cmd_make_model(int argc, char **argv);
 
 const vf_command vf_commands[] = {
+    {"embed", "projected CLIP embeddings of images or texts (.npy)", vf_cmd_embed},
+    {"make-model", "write a random-weight CLIP model directory (tests and demos only)", vf_cmd_make_model},
     {"provision", "create the federation's CA and participant kits, or add participants", vf_cmd_provision},
     {"cert", "show a certificate or revocation list; revoke a certificate; re-sign the list", vf_cmd_cert},
     {"train", "CoOp prompt tuning in one process: embeddings, training, metrics, plots, context", vf_cmd_train},

@@ -1,0 +1,209 @@
+/* cmd_embed: `vflclip embed`, projected CLIP embeddings (before L2
+ * normalisation) of images or texts, written as float32 [N, D] .npy. */
+#include "cli/commands.h"
+#include "clip/clip_model.h"
+#include "clip/tokenizer.h"
+#include "formats/npy.h"
+#include "image/image_io.h"
+#include "image/preprocess.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: vflclip embed --model DIR (--image FILE... | --text \"...\"...) --out OUT.npy [--batch N]\n"
+                 "Writes float32 [N, projection_dim] embeddings before L2 normalisation, in input order.\n");
+}
+
+static void warn_random(const char *model) {
+    fprintf(stderr, "embed: WARNING: %s holds RANDOM weights made by `vflclip make-model`; "
+                    "these embeddings are MEANINGLESS for dermatology\n", model);
+}
+
+typedef struct embed_args {
+    const char *model, *out, *pixels;
+    int batch;
+    char **images, **texts, **token_ids;
+    int n_images, n_texts, n_token_ids;
+} embed_args;
+
+/* Collects the values after a list option up to the next --option. */
+static int take_list(int argc, char **argv, int *i, char ***list, int *n) {
+    *list = argv + *i + 1;
+    *n = 0;
+    while (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2) != 0) { (*i)++; (*n)++; }
+    return *n > 0 ? 0 : -1;
+}
+
+static int parse_args(int argc, char **argv, embed_args *a) {
+    memset(a, 0, sizeof *a);
+    a->batch = 16;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) { usage(stdout); exit(0); }
+        int rc = 0;
+        if (strcmp(o, "--image") == 0) rc = take_list(argc, argv, &i, &a->images, &a->n_images);
+        else if (strcmp(o, "--text") == 0) rc = take_list(argc, argv, &i, &a->texts, &a->n_texts);
+        /* hidden, for tests: comma-separated ids (SOT..EOT) per sequence */
+        else if (strcmp(o, "--token-ids") == 0) rc = take_list(argc, argv, &i, &a->token_ids, &a->n_token_ids);
+        else if (i + 1 >= argc) rc = -1;
+        else if (strcmp(o, "--model") == 0) a->model = argv[++i];
+        else if (strcmp(o, "--out") == 0) a->out = argv[++i];
+        else if (strcmp(o, "--pixels") == 0) a->pixels = argv[++i]; /* hidden: preprocessed (N,3,H,W) .npy */
+        else if (strcmp(o, "--batch") == 0) {
+            char *end;
+            long b = strtol(argv[++i], &end, 10);
+            if (*end || b < 1 || b > 4096) { fprintf(stderr, "embed: --batch %s is not in 1..4096\n", argv[i]); return -1; }
+            a->batch = (int)b;
+        } else { fprintf(stderr, "embed: unknown option %s\n", o); return -1; }
+        if (rc != 0) { fprintf(stderr, "embed: %s needs a value\n", o); return -1; }
+    }
+    int kinds = (a->n_images > 0) + (a->n_texts > 0) + (a->pixels != NULL) + (a->n_token_ids > 0);
+    if (!a->model || !a->out || kinds != 1) {
+        fprintf(stderr, "embed: needs --model, --out and exactly one of --image or --text\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int write_out(const char *path, const float *emb, long n, int d, vf_error *err) {
+    int64_t shape[2] = {n, d};
+    return vf_npy_write_f32(path, emb, 2, shape, err);
+}
+
+/* ---- images --------------------------------------------------------------- */
+static int embed_pixels(const embed_args *a, vf_vision_tower *tower, float **emb, long *n, vf_error *err) {
+    float *px = NULL;
+    int ndim;
+    int64_t shape[VF_NPY_MAX_DIMS];
+    if (vf_npy_read_f32(a->pixels, &px, &ndim, shape, err) != 0) return -1;
+    const int S = tower->image_size;
+    if (ndim != 4 || shape[1] != 3 || shape[2] != S || shape[3] != S) {
+        free(px);
+        return vf_fail(err, "%s: pixels must be (N, 3, %d, %d)", a->pixels, S, S);
+    }
+    *n = shape[0];
+    *emb = malloc(sizeof(float) * (size_t)(*n ? *n : 1) * tower->embed_dim);
+    int rc = *emb ? vf_vision_encode(tower, px, (int)*n, *emb, err) : vf_fail(err, "out of memory");
+    free(px);
+    return rc;
+}
+
+static int embed_images(const embed_args *a, vf_vision_tower *tower, float **emb, long *n, vf_error *err) {
+    vf_preprocess_cfg pp;
+    if (vf_preprocess_config_load(a->model, &pp, err) != 0) return -1;
+    const int S = tower->image_size;
+    if (pp.crop_h != S || pp.crop_w != S)
+        return vf_fail(err, "%s: preprocessor crop %dx%d does not match the model's image_size %d", a->model, pp.crop_h, pp.crop_w, S);
+    const long per = 3L * S * S;
+    float *px = malloc(sizeof(float) * per * a->batch);
+    *n = a->n_images;
+    *emb = malloc(sizeof(float) * (size_t)*n * tower->embed_dim);
+    if (!px || !*emb) { free(px); return vf_fail(err, "out of memory"); }
+    int rc = 0;
+    for (int i0 = 0; i0 < a->n_images && rc == 0; i0 += a->batch) {
+        int m = a->n_images - i0 < a->batch ? a->n_images - i0 : a->batch;
+        for (int j = 0; j < m && rc == 0; j++) {
+            vf_image img = {0};
+            rc = vf_image_load(a->images[i0 + j], &img, err);
+            if (rc == 0) rc = vf_preprocess(&pp, &img, px + j * per, err);
+            vf_image_free(&img);
+        }
+        if (rc == 0) rc = vf_vision_encode(tower, px, m, *emb + (long)i0 * tower->embed_dim, err);
+    }
+    free(px);
+    return rc;
+}
+
+/* ---- texts ----------------------------------------------------------------- */
+static int parse_ids(const char *s, int32_t *ids, int max, int *n, vf_error *err) {
+    *n = 0;
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || *n >= max || v < 0 || v > 1 << 30) return vf_fail(err, "--token-ids \"%s\": not a list of at most %d ids", s, max);
+        ids[(*n)++] = (int32_t)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return vf_fail(err, "--token-ids: unexpected '%c'", *end);
+    }
+    return *n > 0 ? 0 : vf_fail(err, "--token-ids: empty sequence");
+}
+
+static int embed_texts(const embed_args *a, vf_clip_text_tower *tower, float **emb, long *n, vf_error *err) {
+    const vf_clip_text_weights *w = &tower->w;
+    const int P = w->cfg.max_positions, C = w->cfg.enc.hidden_size, B = a->batch;
+    const int count = a->n_texts ? a->n_texts : a->n_token_ids;
+    vf_tokenizer *tok = NULL;
+    if (a->n_texts && vf_tokenizer_load_dir(&tok, a->model, err) != 0) return -1;
+    vf_clip_text_acts acts;
+    if (vf_clip_text_acts_init(&acts, w, B, P, err) != 0) { vf_tokenizer_free(tok); return -1; }
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)B * P);
+    int *lens = malloc(sizeof(int) * B), *eot = malloc(sizeof(int) * B);
+    float *x = malloc(sizeof(float) * (size_t)B * P * C);
+    *n = count;
+    *emb = malloc(sizeof(float) * (size_t)count * w->projection_dim);
+    int rc = ids && lens && eot && x && *emb ? 0 : vf_fail(err, "out of memory");
+    for (int i0 = 0; i0 < count && rc == 0; i0 += B) {
+        int m = count - i0 < B ? count - i0 : B, T = 0;
+        for (int j = 0; j < m && rc == 0; j++) {
+            int32_t *row = ids + (long)j * P;
+            if (tok) {
+                int trunc = 0;
+                rc = vf_tokenize(tok, a->texts[i0 + j], row, P, &lens[j], &trunc, err);
+                if (rc == 0 && trunc) fprintf(stderr, "embed: text %d truncated to %d tokens\n", i0 + j, P);
+            } else {
+                rc = parse_ids(a->token_ids[i0 + j], row, P, &lens[j], err);
+            }
+            if (rc == 0 && lens[j] > T) T = lens[j];
+        }
+        /* Pad to the longest sequence with EOT: causal attention means the
+         * padding never reaches the pooled position. */
+        for (int j = 0; j < m && rc == 0; j++)
+            for (int t = lens[j]; t < T; t++) ids[(long)j * P + t] = w->cfg.eos_token_id;
+        for (int j = 0; j < m && rc == 0; j++) memmove(ids + (long)j * T, ids + (long)j * P, sizeof(int32_t) * T);
+        if (rc == 0) rc = vf_clip_text_eot_positions(&w->cfg, ids, m, T, eot, err);
+        if (rc == 0) rc = vf_clip_text_embed_tokens(w, ids, m, T, x, err);
+        if (rc == 0) rc = vf_clip_text_forward(w, &acts, x, eot, m, T, *emb + (long)i0 * w->projection_dim, err);
+    }
+    free(ids); free(lens); free(eot); free(x);
+    vf_clip_text_acts_free(&acts);
+    vf_tokenizer_free(tok);
+    return rc;
+}
+
+int vf_cmd_embed(int argc, char **argv) {
+    embed_args a;
+    if (parse_args(argc, argv, &a) != 0) { usage(stderr); return 2; }
+    vf_error err = {{0}};
+    float *emb = NULL;
+    long n = 0;
+    int d = 0, rc;
+    if (a.n_images || a.pixels) {
+        vf_vision_tower tower;
+        rc = vf_vision_load(&tower, a.model, a.batch, &err);
+        if (rc == 0) {
+            if (tower.random_weights) warn_random(a.model);
+            d = tower.embed_dim;
+            rc = a.pixels ? embed_pixels(&a, &tower, &emb, &n, &err) : embed_images(&a, &tower, &emb, &n, &err);
+            vf_vision_free(&tower);
+        }
+    } else {
+        vf_clip_text_tower tower;
+        rc = vf_clip_text_load(&tower, a.model, &err);
+        if (rc == 0) {
+            if (tower.cfg.random_weights) warn_random(a.model);
+            d = tower.w.projection_dim;
+            rc = embed_texts(&a, &tower, &emb, &n, &err);
+            vf_clip_text_free(&tower);
+        }
+    }
+    if (rc == 0) rc = write_out(a.out, emb, n, d, &err);
+    free(emb);
+    if (rc != 0) {
+        fprintf(stderr, "embed: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(stderr, "embed: wrote %s [%ld, %d]\n", a.out, n, d);
+    return 0;
+}
