@@ -3,7 +3,6 @@
 
 #include <mbedtls/asn1.h>
 #include <mbedtls/asn1write.h>
-#include <mbedtls/error.h>
 #include <mbedtls/oid.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,20 +11,13 @@
 #include "pki/pki.h"
 #include "pki/pki_der.h"
 
-#define DER(call)                \
-    do {                         \
-        int r_ = (call);         \
-        if (r_ < 0) return r_;   \
-        len += (size_t)r_;       \
-    } while (0)
-
 /* A non-negative INTEGER from raw big-endian content bytes, made minimal. */
 static int der_positive_integer(unsigned char **p, unsigned char *start, const unsigned char *be, size_t n) {
     size_t len = 0;
     while (n > 1 && be[0] == 0 && !(be[1] & 0x80)) { be++; n--; }
-    DER(mbedtls_asn1_write_raw_buffer(p, start, be, n));
-    if (be[0] & 0x80) DER(mbedtls_asn1_write_raw_buffer(p, start, (const unsigned char *)"\0", 1));
-    DER(vf_der_wrap(p, start, MBEDTLS_ASN1_INTEGER, len));
+    VF_DER(mbedtls_asn1_write_raw_buffer(p, start, be, n));
+    if (be[0] & 0x80) VF_DER(mbedtls_asn1_write_raw_buffer(p, start, (const unsigned char *)"\0", 1));
+    VF_DER(vf_der_wrap(p, start, MBEDTLS_ASN1_INTEGER, len));
     return (int)len;
 }
 
@@ -38,7 +30,7 @@ static int der_crl_extensions(unsigned char **p, unsigned char *start, const uns
     for (int i = 0; i < 8; i++) be[i] = (unsigned char)(number >> (56 - 8 * i));
     int n = der_positive_integer(&q, scratch, be, 8);
     if (n < 0) return n;
-    DER(vf_der_extension(p, start, MBEDTLS_OID_CRL_NUMBER, MBEDTLS_OID_SIZE(MBEDTLS_OID_CRL_NUMBER), 0, q, (size_t)n));
+    VF_DER(vf_der_extension(p, start, MBEDTLS_OID_CRL_NUMBER, MBEDTLS_OID_SIZE(MBEDTLS_OID_CRL_NUMBER), 0, q, (size_t)n));
 
     q = scratch + sizeof scratch;
     size_t aki = 0;
@@ -49,10 +41,10 @@ static int der_crl_extensions(unsigned char **p, unsigned char *start, const uns
     aki += (size_t)r;
     if ((r = vf_der_sequence(&q, scratch, aki)) < 0) return r;
     aki += (size_t)r;
-    DER(vf_der_extension(p, start, MBEDTLS_OID_AUTHORITY_KEY_IDENTIFIER, MBEDTLS_OID_SIZE(MBEDTLS_OID_AUTHORITY_KEY_IDENTIFIER), 0,
+    VF_DER(vf_der_extension(p, start, MBEDTLS_OID_AUTHORITY_KEY_IDENTIFIER, MBEDTLS_OID_SIZE(MBEDTLS_OID_AUTHORITY_KEY_IDENTIFIER), 0,
                          q, aki));
-    DER(vf_der_sequence(p, start, len));
-    DER(vf_der_wrap(p, start, MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_ASN1_CONSTRUCTED | 0, len));
+    VF_DER(vf_der_sequence(p, start, len));
+    VF_DER(vf_der_wrap(p, start, MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_ASN1_CONSTRUCTED | 0, len));
     return (int)len;
 }
 
@@ -61,7 +53,7 @@ static int der_tbs_cert_list(unsigned char **p, unsigned char *start, const mbed
                              const vf_pki_revoked *e, int n_entries, unsigned long long number, long long this_update,
                              long long next_update) {
     size_t len = 0;
-    DER(der_crl_extensions(p, start, key_id, number));
+    VF_DER(der_crl_extensions(p, start, key_id, number));
     if (n_entries > 0) {
         size_t list = 0;
         for (int i = n_entries - 1; i >= 0; i--) {
@@ -77,22 +69,15 @@ static int der_tbs_cert_list(unsigned char **p, unsigned char *start, const mbed
             list += one + (size_t)r;
         }
         len += list;
-        DER(vf_der_sequence(p, start, list));
+        VF_DER(vf_der_sequence(p, start, list));
     }
-    DER(vf_der_time(p, start, next_update));
-    DER(vf_der_time(p, start, this_update));
-    DER(mbedtls_asn1_write_raw_buffer(p, start, ca_crt->subject_raw.p, ca_crt->subject_raw.len));
-    DER(vf_der_ecdsa_sha256(p, start));
-    DER(mbedtls_asn1_write_int(p, start, 1)); /* v2 */
-    DER(vf_der_sequence(p, start, len));
+    VF_DER(vf_der_time(p, start, next_update));
+    VF_DER(vf_der_time(p, start, this_update));
+    VF_DER(mbedtls_asn1_write_raw_buffer(p, start, ca_crt->subject_raw.p, ca_crt->subject_raw.len));
+    VF_DER(vf_der_ecdsa_sha256(p, start));
+    VF_DER(mbedtls_asn1_write_int(p, start, 1)); /* v2 */
+    VF_DER(vf_der_sequence(p, start, len));
     return (int)len;
-}
-#undef DER
-
-static int fail_mbed(vf_error *err, int ret, const char *what) {
-    char msg[200];
-    mbedtls_strerror(ret, msg, sizeof msg);
-    return vf_fail(err, "%s: %s", what, msg);
 }
 
 int vf_pki_crl_pem(const mbedtls_x509_crt *ca_crt, mbedtls_pk_context *ca_key, const vf_pki_revoked *entries, int n_entries,
@@ -109,7 +94,7 @@ int vf_pki_crl_pem(const mbedtls_x509_crt *ca_crt, mbedtls_pk_context *ca_key, c
     if (!buf || !out) { free(buf); free(out); return vf_fail(err, "out of memory for a revocation list of %d entries", n_entries); }
     unsigned char *p = buf + cap;
     int n = der_tbs_cert_list(&p, buf, ca_crt, key_id, entries, n_entries, crl_number, this_update, next_update);
-    int rc = n < 0 ? fail_mbed(err, n, "encoding the revocation list")
+    int rc = n < 0 ? vf_der_fail(err, n, "encoding the revocation list")
                    : vf_der_sign_to_pem(p, (size_t)n, ca_key, drbg, "X509 CRL", out, pem_cap, err);
     free(buf);
     if (rc != 0) { free(out); return -1; }

@@ -14,17 +14,10 @@
 #include <string.h>
 #include <time.h>
 
-#define DER(call)                \
-    do {                         \
-        int r_ = (call);         \
-        if (r_ < 0) return r_;   \
-        len += (size_t)r_;       \
-    } while (0)
-
 int vf_der_wrap(unsigned char **p, unsigned char *start, unsigned char tag, size_t content_len) {
     size_t len = 0;
-    DER(mbedtls_asn1_write_len(p, start, content_len));
-    DER(mbedtls_asn1_write_tag(p, start, tag));
+    VF_DER(mbedtls_asn1_write_len(p, start, content_len));
+    VF_DER(mbedtls_asn1_write_tag(p, start, tag));
     return (int)len;
 }
 
@@ -49,31 +42,31 @@ int vf_der_time(unsigned char **p, unsigned char *start, long long unix_time) {
         tag = MBEDTLS_ASN1_GENERALIZED_TIME;
     }
     size_t len = 0;
-    DER(mbedtls_asn1_write_raw_buffer(p, start, (const unsigned char *)text, (size_t)n));
-    DER(vf_der_wrap(p, start, tag, len));
+    VF_DER(mbedtls_asn1_write_raw_buffer(p, start, (const unsigned char *)text, (size_t)n));
+    VF_DER(vf_der_wrap(p, start, tag, len));
     return (int)len;
 }
 
 int vf_der_ecdsa_sha256(unsigned char **p, unsigned char *start) {
     size_t len = 0;
-    DER(mbedtls_asn1_write_oid(p, start, MBEDTLS_OID_ECDSA_SHA256, MBEDTLS_OID_SIZE(MBEDTLS_OID_ECDSA_SHA256)));
-    DER(vf_der_sequence(p, start, len));
+    VF_DER(mbedtls_asn1_write_oid(p, start, MBEDTLS_OID_ECDSA_SHA256, MBEDTLS_OID_SIZE(MBEDTLS_OID_ECDSA_SHA256)));
+    VF_DER(vf_der_sequence(p, start, len));
     return (int)len;
 }
 
 int vf_der_extension(unsigned char **p, unsigned char *start, const char *oid, size_t oid_len, int critical,
                      const unsigned char *value, size_t value_len) {
     size_t len = 0;
-    DER(mbedtls_asn1_write_octet_string(p, start, value, value_len));
-    if (critical) DER(mbedtls_asn1_write_bool(p, start, 1));
-    DER(mbedtls_asn1_write_oid(p, start, oid, oid_len));
-    DER(vf_der_sequence(p, start, len));
+    VF_DER(mbedtls_asn1_write_octet_string(p, start, value, value_len));
+    if (critical) VF_DER(mbedtls_asn1_write_bool(p, start, 1));
+    VF_DER(mbedtls_asn1_write_oid(p, start, oid, oid_len));
+    VF_DER(vf_der_sequence(p, start, len));
     return (int)len;
 }
 
-static int fail_mbed(vf_error *err, int ret, const char *what) {
+int vf_der_fail(vf_error *err, int mbedtls_ret, const char *what) {
     char msg[200];
-    mbedtls_strerror(ret, msg, sizeof msg);
+    mbedtls_strerror(mbedtls_ret, msg, sizeof msg);
     return vf_fail(err, "%s: %s", what, msg);
 }
 
@@ -81,9 +74,9 @@ int vf_der_key_id(mbedtls_pk_context *key, unsigned char id[20], vf_error *err) 
     unsigned char buf[256];
     unsigned char *p = buf + sizeof buf;
     int n = mbedtls_pk_write_pubkey(&p, buf, key);
-    if (n < 0) return fail_mbed(err, n, "encoding the public key");
+    if (n < 0) return vf_der_fail(err, n, "encoding the public key");
     int ret = mbedtls_sha1_ret(p, (size_t)n, id);
-    return ret != 0 ? fail_mbed(err, ret, "hashing the public key") : 0;
+    return ret != 0 ? vf_der_fail(err, ret, "hashing the public key") : 0;
 }
 
 int vf_der_sign_to_pem(const unsigned char *tbs, size_t tbs_len, mbedtls_pk_context *key, mbedtls_ctr_drbg_context *drbg,
@@ -93,7 +86,7 @@ int vf_der_sign_to_pem(const unsigned char *tbs, size_t tbs_len, mbedtls_pk_cont
     int ret = mbedtls_sha256_ret(tbs, tbs_len, hash, 0);
     if (ret == 0)
         ret = mbedtls_pk_sign(key, MBEDTLS_MD_SHA256, hash, sizeof hash, sig, &sig_len, mbedtls_ctr_drbg_random, drbg);
-    if (ret != 0) return fail_mbed(err, ret, "signing");
+    if (ret != 0) return vf_der_fail(err, ret, "signing");
 
     size_t cap = tbs_len + sig_len + 64;
     unsigned char *buf = malloc(cap);
@@ -106,7 +99,7 @@ int vf_der_sign_to_pem(const unsigned char *tbs, size_t tbs_len, mbedtls_pk_cont
     if (r >= 0 && (r = vf_der_ecdsa_sha256(&p, buf)) >= 0) len += (size_t)r;
     if (r >= 0 && (r = mbedtls_asn1_write_raw_buffer(&p, buf, tbs, tbs_len)) >= 0) len += (size_t)r;
     if (r >= 0 && (r = vf_der_sequence(&p, buf, len)) >= 0) len += (size_t)r;
-    if (r < 0) { free(buf); return fail_mbed(err, r, "encoding the signed structure"); }
+    if (r < 0) { free(buf); return vf_der_fail(err, r, "encoding the signed structure"); }
 
     char header[64], footer[64];
     snprintf(header, sizeof header, "-----BEGIN %s-----\n", label);
@@ -114,5 +107,5 @@ int vf_der_sign_to_pem(const unsigned char *tbs, size_t tbs_len, mbedtls_pk_cont
     size_t olen = 0;
     ret = mbedtls_pem_write_buffer(header, footer, p, len, (unsigned char *)pem, pem_size, &olen);
     free(buf);
-    return ret != 0 ? fail_mbed(err, ret, "writing PEM") : 0;
+    return ret != 0 ? vf_der_fail(err, ret, "writing PEM") : 0;
 }

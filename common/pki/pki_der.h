@@ -19,6 +19,14 @@
 
 #include "util/vf_error.h"
 
+/* Adds what one writer wrote to the local `len`; returns its error. */
+#define VF_DER(call)             \
+    do {                         \
+        int r_ = (call);         \
+        if (r_ < 0) return r_;   \
+        len += (size_t)r_;       \
+    } while (0)
+
 /* SEQUENCE header around the content_len bytes already written. */
 int vf_der_sequence(unsigned char **p, unsigned char *start, size_t content_len);
 /* Header with any tag around the content_len bytes already written. */
@@ -30,6 +38,9 @@ int vf_der_ecdsa_sha256(unsigned char **p, unsigned char *start);
 /* Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING } */
 int vf_der_extension(unsigned char **p, unsigned char *start, const char *oid, size_t oid_len, int critical,
                      const unsigned char *value, size_t value_len);
+
+/* "<what>: <mbedTLS's text for mbedtls_ret>" into err; returns -1. */
+int vf_der_fail(vf_error *err, int mbedtls_ret, const char *what);
 
 /* SHA-1 of the key's subjectPublicKey bits (RFC 5280 4.2.1.2 method 1). */
 int vf_der_key_id(mbedtls_pk_context *key, unsigned char id[20], vf_error *err);

@@ -1,12 +1,12 @@
 /* pki_issue: keys, the CA certificate and participant certificates (see
- * pki_issue.h).  mbedTLS 2.28 has no writer for extendedKeyUsage or
- * subjectAltName, so those two extensions are DER-encoded here. */
+ * pki_issue.h).  The TBSCertificate is encoded here rather than with
+ * mbedtls_x509write_crt (see pki_der.h for why); mbedTLS parses each new
+ * certificate back before it is handed out. */
 #include "pki/pki_issue.h"
 
 #include <arpa/inet.h>
 #include <mbedtls/asn1write.h>
 #include <mbedtls/ecp.h>
-#include <mbedtls/error.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/platform_util.h>
 #include <stdio.h>
@@ -17,19 +17,13 @@
 #include "pki/pki_der.h"
 #include "util/fileio.h"
 
-static int fail_mbed(vf_error *err, int ret, const char *what) {
-    char msg[200];
-    mbedtls_strerror(ret, msg, sizeof msg);
-    return vf_fail(err, "%s: %s", what, msg);
-}
-
 int vf_pki_rng_init(vf_pki_rng *rng, vf_error *err) {
     static const char personal[] = "vflclip-pki";
     mbedtls_entropy_init(&rng->entropy);
     mbedtls_ctr_drbg_init(&rng->drbg);
     int ret = mbedtls_ctr_drbg_seed(&rng->drbg, mbedtls_entropy_func, &rng->entropy, (const unsigned char *)personal,
                                     sizeof personal - 1);
-    if (ret != 0) return fail_mbed(err, ret, "seeding the random generator");
+    if (ret != 0) return vf_der_fail(err, ret, "seeding the random generator");
     return 0;
 }
 
@@ -40,28 +34,30 @@ void vf_pki_rng_free(vf_pki_rng *rng) {
 
 int vf_pki_random(vf_pki_rng *rng, unsigned char *buf, size_t len, vf_error *err) {
     int ret = mbedtls_ctr_drbg_random(&rng->drbg, buf, len);
-    return ret != 0 ? fail_mbed(err, ret, "random generator") : 0;
+    return ret != 0 ? vf_der_fail(err, ret, "random generator") : 0;
 }
 
 int vf_pki_gen_key(mbedtls_pk_context *key, vf_pki_rng *rng, vf_error *err) {
     int ret = mbedtls_pk_setup(key, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY));
     if (ret == 0) ret = mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(*key), mbedtls_ctr_drbg_random, &rng->drbg);
-    return ret != 0 ? fail_mbed(err, ret, "generating an ECDSA P-256 key") : 0;
+    return ret != 0 ? vf_der_fail(err, ret, "generating an ECDSA P-256 key") : 0;
 }
 
 int vf_pki_key_pem(mbedtls_pk_context *key, char *buf, size_t size, vf_error *err) {
     int ret = mbedtls_pk_write_key_pem(key, (unsigned char *)buf, size);
-    return ret != 0 ? fail_mbed(err, ret, "writing the private key as PEM") : 0;
+    return ret != 0 ? vf_der_fail(err, ret, "writing the private key as PEM") : 0;
 }
 
 int vf_pki_load_key(const char *path, mbedtls_pk_context *key, vf_error *err) {
     char *data;
     size_t len;
     if (vf_read_file(path, &data, &len, err) != 0) return -1;
-    int ret = mbedtls_pk_parse_key(key, (const unsigned char *)data, len + 1, NULL, 0);
+    /* mbedtls takes PEM only NUL-terminated (the NUL counted), DER exactly. */
+    int pem = strstr(data, "-----BEGIN") != NULL;
+    int ret = mbedtls_pk_parse_key(key, (const unsigned char *)data, pem ? len + 1 : len, NULL, 0);
     mbedtls_platform_zeroize(data, len);
     free(data);
-    if (ret != 0) return fail_mbed(err, ret, path);
+    if (ret != 0) return vf_der_fail(err, ret, path);
     if (mbedtls_pk_get_type(key) != MBEDTLS_PK_ECKEY || mbedtls_pk_ec(*key)->grp.id != MBEDTLS_ECP_DP_SECP256R1)
         return vf_fail(err, "%s: not an ECDSA P-256 key", path);
     return 0;
@@ -75,7 +71,7 @@ int vf_pki_load_crt(const char *path, mbedtls_x509_crt *crt, vf_error *err) {
     int ret = mbedtls_x509_crt_parse(crt, (const unsigned char *)data, pem ? len + 1 : len);
     free(data);
     if (ret > 0) return vf_fail(err, "%s: %d of the certificates in it do not parse", path, ret);
-    if (ret != 0) return fail_mbed(err, ret, path);
+    if (ret != 0) return vf_der_fail(err, ret, path);
     return 0;
 }
 
@@ -98,21 +94,14 @@ int vf_pki_subject_string(vf_role role, const char *name, char *out, size_t size
     return 0;
 }
 
-#define DER(call)                \
-    do {                         \
-        int r_ = (call);         \
-        if (r_ < 0) return r_;   \
-        len += (size_t)r_;       \
-    } while (0)
-
 /* BasicConstraints ::= SEQUENCE { cA BOOLEAN DEFAULT FALSE, pathLenConstraint INTEGER OPTIONAL } */
 static int der_basic_constraints(unsigned char **p, unsigned char *start, int is_ca) {
     size_t len = 0;
     if (is_ca) {
-        DER(mbedtls_asn1_write_int(p, start, 0)); /* pathlen 0: no intermediate CAs */
-        DER(mbedtls_asn1_write_bool(p, start, 1));
+        VF_DER(mbedtls_asn1_write_int(p, start, 0)); /* pathlen 0: no intermediate CAs */
+        VF_DER(mbedtls_asn1_write_bool(p, start, 1));
     }
-    DER(vf_der_sequence(p, start, len));
+    VF_DER(vf_der_sequence(p, start, len));
     return (int)len;
 }
 
@@ -125,10 +114,10 @@ static int der_key_usage(unsigned char **p, unsigned char *start, int is_ca) {
 static int der_ext_key_usage(unsigned char **p, unsigned char *start, vf_role role) {
     size_t len = 0;
     if (role == VF_ROLE_AGGREGATOR)
-        DER(mbedtls_asn1_write_oid(p, start, MBEDTLS_OID_SERVER_AUTH, MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)));
+        VF_DER(mbedtls_asn1_write_oid(p, start, MBEDTLS_OID_SERVER_AUTH, MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)));
     else
-        DER(mbedtls_asn1_write_oid(p, start, MBEDTLS_OID_CLIENT_AUTH, MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH)));
-    DER(vf_der_sequence(p, start, len));
+        VF_DER(mbedtls_asn1_write_oid(p, start, MBEDTLS_OID_CLIENT_AUTH, MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH)));
+    VF_DER(vf_der_sequence(p, start, len));
     return (int)len;
 }
 
@@ -141,24 +130,24 @@ static int der_subject_alt_names(unsigned char **p, unsigned char *start, const 
         size_t alen = 16, before = len;
         if (inet_pton(AF_INET, s->ips[i], addr) == 1) alen = 4;
         else if (inet_pton(AF_INET6, s->ips[i], addr) != 1) return MBEDTLS_ERR_X509_BAD_INPUT_DATA;
-        DER(mbedtls_asn1_write_raw_buffer(p, start, addr, alen));
-        DER(vf_der_wrap(p, start, MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_X509_SAN_IP_ADDRESS, len - before));
+        VF_DER(mbedtls_asn1_write_raw_buffer(p, start, addr, alen));
+        VF_DER(vf_der_wrap(p, start, MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_X509_SAN_IP_ADDRESS, len - before));
     }
     for (int i = s->n_dns - 1; i >= 0; i--) {
         size_t n = strlen(s->dns[i]), before = len;
-        DER(mbedtls_asn1_write_raw_buffer(p, start, (const unsigned char *)s->dns[i], n));
-        DER(vf_der_wrap(p, start, MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_X509_SAN_DNS_NAME, len - before));
+        VF_DER(mbedtls_asn1_write_raw_buffer(p, start, (const unsigned char *)s->dns[i], n));
+        VF_DER(vf_der_wrap(p, start, MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_X509_SAN_DNS_NAME, len - before));
     }
-    DER(vf_der_sequence(p, start, len));
+    VF_DER(vf_der_sequence(p, start, len));
     return (int)len;
 }
 
 /* AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING } */
 static int der_authority_key_id(unsigned char **p, unsigned char *start, const unsigned char id[20]) {
     size_t len = 0;
-    DER(mbedtls_asn1_write_raw_buffer(p, start, id, 20));
-    DER(vf_der_wrap(p, start, MBEDTLS_ASN1_CONTEXT_SPECIFIC | 0, 20));
-    DER(vf_der_sequence(p, start, len));
+    VF_DER(mbedtls_asn1_write_raw_buffer(p, start, id, 20));
+    VF_DER(vf_der_wrap(p, start, MBEDTLS_ASN1_CONTEXT_SPECIFIC | 0, 20));
+    VF_DER(vf_der_sequence(p, start, len));
     return (int)len;
 }
 
@@ -206,25 +195,24 @@ static int der_tbs_certificate(unsigned char **p, unsigned char *start, const tb
         ext_len += (size_t)r;
     }
     len = ext_len;
-    DER(vf_der_sequence(p, start, ext_len));
-    DER(vf_der_wrap(p, start, MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_ASN1_CONSTRUCTED | 3, len));
-    DER(mbedtls_asn1_write_raw_buffer(p, start, in->spki, in->spki_len));
-    DER(mbedtls_asn1_write_raw_buffer(p, start, in->subject_der, in->subject_len));
+    VF_DER(vf_der_sequence(p, start, ext_len));
+    VF_DER(vf_der_wrap(p, start, MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_ASN1_CONSTRUCTED | 3, len));
+    VF_DER(mbedtls_asn1_write_raw_buffer(p, start, in->spki, in->spki_len));
+    VF_DER(mbedtls_asn1_write_raw_buffer(p, start, in->subject_der, in->subject_len));
     size_t before = len;
-    DER(vf_der_time(p, start, in->s->not_after_unix));
-    DER(vf_der_time(p, start, in->s->not_before_unix));
-    DER(vf_der_sequence(p, start, len - before));
-    DER(mbedtls_asn1_write_raw_buffer(p, start, in->issuer_der, in->issuer_len));
-    DER(vf_der_ecdsa_sha256(p, start));
-    DER(mbedtls_asn1_write_raw_buffer(p, start, in->serial, sizeof in->serial));
-    DER(vf_der_wrap(p, start, MBEDTLS_ASN1_INTEGER, sizeof in->serial));
+    VF_DER(vf_der_time(p, start, in->s->not_after_unix));
+    VF_DER(vf_der_time(p, start, in->s->not_before_unix));
+    VF_DER(vf_der_sequence(p, start, len - before));
+    VF_DER(mbedtls_asn1_write_raw_buffer(p, start, in->issuer_der, in->issuer_len));
+    VF_DER(vf_der_ecdsa_sha256(p, start));
+    VF_DER(mbedtls_asn1_write_raw_buffer(p, start, in->serial, sizeof in->serial));
+    VF_DER(vf_der_wrap(p, start, MBEDTLS_ASN1_INTEGER, sizeof in->serial));
     before = len;
-    DER(mbedtls_asn1_write_int(p, start, 2)); /* v3 */
-    DER(vf_der_wrap(p, start, MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_ASN1_CONSTRUCTED | 0, len - before));
-    DER(vf_der_sequence(p, start, len));
+    VF_DER(mbedtls_asn1_write_int(p, start, 2)); /* v3 */
+    VF_DER(vf_der_wrap(p, start, MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_ASN1_CONSTRUCTED | 0, len - before));
+    VF_DER(vf_der_sequence(p, start, len));
     return (int)len;
 }
-#undef DER
 
 static int check_subject(const vf_pki_subject *s, vf_error *err) {
     for (int i = 0; i < s->n_dns; i++)
@@ -247,7 +235,7 @@ static int name_der(const char *text, unsigned char *buf, size_t size, const uns
     unsigned char *p = buf + size;
     if (ret == 0) ret = mbedtls_x509_write_names(&p, buf, names);
     mbedtls_asn1_free_named_data_list(&names);
-    if (ret < 0) return fail_mbed(err, ret, text);
+    if (ret < 0) return vf_der_fail(err, ret, text);
     if (p == buf + size) return vf_fail(err, "%s: empty name", text);
     *out = p;
     *out_len = (size_t)(buf + size - p);
@@ -267,7 +255,7 @@ static int issue(const vf_pki_subject *s, mbedtls_pk_context *subject_key, const
     in.issuer_len = issuer_der ? issuer_len : in.subject_len;
 
     int n = mbedtls_pk_write_pubkey_der(subject_key, spki_buf, sizeof spki_buf); /* written at the end of spki_buf */
-    if (n < 0) return fail_mbed(err, n, "encoding the public key");
+    if (n < 0) return vf_der_fail(err, n, "encoding the public key");
     in.spki = spki_buf + sizeof spki_buf - n;
     in.spki_len = (size_t)n;
     if (vf_der_key_id(subject_key, in.subject_key_id, err) != 0 || vf_der_key_id(issuer_key, in.issuer_key_id, err) != 0) return -1;
@@ -279,7 +267,7 @@ static int issue(const vf_pki_subject *s, mbedtls_pk_context *subject_key, const
     unsigned char tbs_buf[4096];
     unsigned char *p = tbs_buf + sizeof tbs_buf;
     n = der_tbs_certificate(&p, tbs_buf, &in);
-    if (n < 0) return fail_mbed(err, n, "encoding the certificate");
+    if (n < 0) return vf_der_fail(err, n, "encoding the certificate");
     return vf_der_sign_to_pem(p, (size_t)n, issuer_key, &rng->drbg, "CERTIFICATE", pem, pem_size, err);
 }
 
@@ -296,7 +284,7 @@ static int check_issued(const char *pem, const vf_pki_subject *s, const mbedtls_
     mbedtls_x509_crt_init(&crt);
     int rc = 0, ret = mbedtls_x509_crt_parse(&crt, (const unsigned char *)pem, strlen(pem) + 1);
     vf_peer_identity id;
-    if (ret != 0) rc = fail_mbed(err, ret, "re-reading the new certificate");
+    if (ret != 0) rc = vf_der_fail(err, ret, "re-reading the new certificate");
     else if (crt.issuer_raw.len != ca_crt->subject_raw.len || memcmp(crt.issuer_raw.p, ca_crt->subject_raw.p, crt.issuer_raw.len) != 0)
         rc = vf_fail(err, "new certificate's issuer does not match the CA subject byte for byte");
     else if (vf_pki_identity_from_crt(&crt, &id, err) != 0) rc = vf_error_prefix(err, "new certificate");
