@@ -6,7 +6,7 @@
  * string is already there), then <|startoftext|> and <|endoftext|>.  Merges
  * are learned by plain BPE training over the built-in word list below (each
  * step merges the most frequent adjacent pair; ties go to the smaller pair
- * in byte order), stopping at TINY_MAX_MERGES or when no pair occurs twice,
+ * in byte order), stopping at TINY_MAX_MERGES or when every word is one token,
  * so the result is the same on every machine. */
 #include "clip/tokenizer_internal.h"
 #include "util/fileio.h"
@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TINY_MAX_MERGES 400
+#define TINY_MAX_MERGES 320
 
 static const char tiny_corpus[] =
     "a photo of a skin lesion. a dermatoscopic image of a skin lesion. a close-up photo of the skin. "
@@ -194,7 +194,7 @@ int vf_tokenizer_write_tiny(const char *dir, int *vocab_size, int *sot_id, int *
     if (collect_words(&words, &n_words, byte_rank, err)) goto done;
     while (n_merges < TINY_MAX_MERGES) {
         int a, b;
-        if (best_pair(words, n_words, &v, &a, &b) < 2) break;
+        if (best_pair(words, n_words, &v, &a, &b) < 1) break;
         char s[512];
         snprintf(s, sizeof s, "%s%s", v.str[a], v.str[b]);
         int merged = vocab_add(&v, s);
