@@ -28,7 +28,8 @@ static void usage(FILE *out) {
             "                     and IP address becomes a subjectAltName\n"
             "  --image-party NAME...  --knowledge-party NAME...  --admin NAME...\n"
             "                     participants; names are [A-Za-z0-9._-], up to 127 bytes\n"
-            "  --port N           aggregator port in the starter configs (default %d)\n"
+            "  --port N           aggregator port for the starter configs, kept in\n"
+            "                     DIR/federation.ini on the first run (default %d)\n"
             "  --days N           participant certificate lifetime (default %d)\n"
             "  --ca-days N        CA lifetime on the first run (default %d)\n"
             "  --crl-days N       revocation list lifetime on the first run (default %d)\n",
