@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 #include "clip/clip_model.h"
 #include "clip/tokenizer.h"
+#include "cpu/blas_setup.h"
 #include "formats/npy.h"
 #include "image/image_io.h"
 #include "image/preprocess.h"
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage(FILE *out) {
     fprintf(out, "usage: vflclip embed --model DIR (--image FILE... | --text \"...\"...) --out OUT.npy [--batch N]\n"
@@ -23,7 +25,7 @@ static void warn_random(const char *model) {
 
 typedef struct embed_args {
     const char *model, *out, *pixels;
-    int batch;
+    int batch, describe;
     char **images, **texts, **token_ids;
     int n_images, n_texts, n_token_ids;
 } embed_args;
@@ -43,7 +45,8 @@ static int parse_args(int argc, char **argv, embed_args *a) {
         const char *o = argv[i];
         if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) { usage(stdout); exit(0); }
         int rc = 0;
-        if (strcmp(o, "--image") == 0) rc = take_list(argc, argv, &i, &a->images, &a->n_images);
+        if (strcmp(o, "--describe") == 0) a->describe = 1; /* hidden: parsed config + fingerprints */
+        else if (strcmp(o, "--image") == 0) rc = take_list(argc, argv, &i, &a->images, &a->n_images);
         else if (strcmp(o, "--text") == 0) rc = take_list(argc, argv, &i, &a->texts, &a->n_texts);
         /* hidden, for tests: comma-separated ids (SOT..EOT) per sequence */
         else if (strcmp(o, "--token-ids") == 0) rc = take_list(argc, argv, &i, &a->token_ids, &a->n_token_ids);
@@ -60,6 +63,7 @@ static int parse_args(int argc, char **argv, embed_args *a) {
         if (rc != 0) { fprintf(stderr, "embed: %s needs a value\n", o); return -1; }
     }
     int kinds = (a->n_images > 0) + (a->n_texts > 0) + (a->pixels != NULL) + (a->n_token_ids > 0);
+    if (a->describe && a->model) return 0;
     if (!a->model || !a->out || kinds != 1) {
         fprintf(stderr, "embed: needs --model, --out and exactly one of --image or --text\n");
         return -1;
@@ -172,10 +176,42 @@ static int embed_texts(const embed_args *a, vf_clip_text_tower *tower, float **e
     return rc;
 }
 
+/* Prints the config as parsed (canonical JSON) and, when the weights are
+ * there, the fingerprint each tower computes: for tests and operators. */
+static int describe(const char *model, vf_error *err) {
+    vf_clip_config cfg;
+    if (vf_clip_config_load(model, &cfg, err) != 0) return -1;
+    char *json = vf_clip_config_to_json(&cfg);
+    printf("{\"config\": %s", json);
+    free(json);
+    char path[4200], hex[2 * VF_FINGERPRINT_LEN + 1];
+    snprintf(path, sizeof path, "%s/model.safetensors", model);
+    if (access(path, F_OK) == 0) {
+        vf_vision_tower v;
+        vf_clip_text_tower t;
+        if (vf_vision_load(&v, model, 1, err) != 0) return -1;
+        vf_fingerprint_hex(v.fingerprint, hex);
+        printf(", \"vision_fingerprint\": \"%s\"", hex);
+        vf_vision_free(&v);
+        if (vf_clip_text_load(&t, model, err) != 0) return -1;
+        vf_fingerprint_hex(t.fingerprint, hex);
+        printf(", \"text_fingerprint\": \"%s\", \"logit_scale\": %.9g", hex, t.logit_scale);
+        vf_clip_text_free(&t);
+    }
+    printf("}\n");
+    return 0;
+}
+
 int vf_cmd_embed(int argc, char **argv) {
+    vf_blas_ensure_native_kernels();
     embed_args a;
     if (parse_args(argc, argv, &a) != 0) { usage(stderr); return 2; }
     vf_error err = {{0}};
+    if (a.describe) {
+        if (describe(a.model, &err) == 0) return 0;
+        fprintf(stderr, "embed: %s\n", err.msg);
+        return 1;
+    }
     float *emb = NULL;
     long n = 0;
     int d = 0, rc;
