@@ -1,0 +1,93 @@
+"""The CoOp training-step benchmark: the C step (build/bench/bench_coop_step)
+against the same step in PyTorch autograd through transformers' CLIP text
+modules, on the same random-weight ViT-B/16 directory, same thread count.
+
+Step = text forward of the 7 class prompts (16 context vectors, template
+"a dermatoscopic image of {ctx} {class}.") + eq.1 loss on a batch of 32
+cached image embeddings + backward to the context + Adam (lr 1e-3).
+
+usage: coop_step_torch.py BUILD_DIR [--steps N] [--threads N] [--model DIR]
+Prints both medians and the ratio torch / C."""
+import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+CLASSES = ["actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma", "benign keratosis-like lesions",
+           "dermatofibroma", "melanoma", "melanocytic nevi", "vascular lesions"]
+TEMPLATE = "a dermatoscopic image of {ctx} {class}."
+
+
+def torch_step_ms(model_dir, steps, threads, batch=32, n_ctx=16):
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from transformers import CLIPModel, CLIPTokenizerFast
+    torch.set_num_threads(threads)
+    model = CLIPModel.from_pretrained(str(model_dir)).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    tok = CLIPTokenizerFast.from_pretrained(str(model_dir))
+    tm = model.text_model
+    # CoOp's PromptLearner: tokenize "X X .. X name.", keep prefix/suffix embeddings, splice ctx in.
+    prompts = [tok(TEMPLATE.replace("{ctx}", " ".join(["X"] * n_ctx)).replace("{class}", c))["input_ids"] for c in CLASSES]
+    T = max(len(p) for p in prompts)
+    ids = torch.tensor([p + [tok.eos_token_id] * (T - len(p)) for p in prompts])
+    x_id = tok.convert_tokens_to_ids("x</w>")
+    first = prompts[0].index(x_id)
+    with torch.no_grad():
+        emb = tm.embeddings.token_embedding(ids)
+    prefix, suffix = emb[:, :first], emb[:, first + n_ctx:]
+    ctx = torch.nn.Parameter(torch.randn(n_ctx, tm.config.hidden_size) * 0.02)
+    opt = torch.optim.Adam([ctx], lr=1e-3)
+    image = torch.randn(batch, model.config.projection_dim)
+    labels = torch.arange(batch) % len(CLASSES)
+    mask = torch.full((T, T), float("-inf")).triu(1).expand(len(CLASSES), 1, T, T)
+    eot = ids.argmax(dim=-1)
+    img_n = F.normalize(image, dim=-1)
+    scale = model.logit_scale.exp()
+    times = []
+    for it in range(steps + 2):
+        t0 = time.perf_counter()
+        x = torch.cat([prefix, ctx.unsqueeze(0).expand(len(CLASSES), -1, -1), suffix], dim=1)
+        x = x + tm.embeddings.position_embedding.weight[:T]
+        h = tm.final_layer_norm(tm.encoder(inputs_embeds=x, causal_attention_mask=mask).last_hidden_state)
+        text = model.text_projection(h[torch.arange(len(CLASSES)), eot])
+        loss = F.cross_entropy(scale * img_n @ F.normalize(text, dim=-1).t(), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if it >= 2:
+            times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return times[len(times) // 2], T
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("build")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--model", help="ViT-B/16 directory (default: a random-weight one made in a temp dir)")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = pathlib.Path(a.model or pathlib.Path(tmp) / "vit-b-16")
+        env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads))
+        out = subprocess.run([str(pathlib.Path(a.build) / "bench" / "bench_coop_step"), str(model_dir), str(a.steps)],
+                             env=env, capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"bench_coop_step failed: {out.stderr}")
+        line = out.stdout.strip()
+        c_ms = float(line.split("median=")[1].split()[0])
+        t_ms, T = torch_step_ms(model_dir, a.steps, a.threads)
+    print(line)
+    print(f"torch_coop_step_ms median={t_ms:.3f} steps={a.steps} T={T} threads={a.threads}")
+    print(f"coop_step ratio torch/C = {t_ms / c_ms:.2f}  (C {c_ms:.1f} ms, PyTorch {t_ms:.1f} ms, {a.threads} threads, "
+          f"ViT-B/16 text tower, 7 classes, 16 ctx, batch 32, T={T}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'auto')})")
+
+
+if __name__ == "__main__":
+    main()
