@@ -234,8 +234,11 @@ static void on_server_closed(vf_rpc_server *s, void *ud) { vf_log(VF_INFO, "even
 
 static int g_grace_ms = 5000;
 
+static uv_signal_t g_sigterm, g_sigint;
+
 static void on_stop_signal(uv_signal_t *h, int sig) {
-    uv_close((uv_handle_t *)h, NULL);
+    uv_close((uv_handle_t *)&g_sigterm, NULL);
+    uv_close((uv_handle_t *)&g_sigint, NULL);
     vf_rpc_server_shutdown(g_server, g_grace_ms, on_server_closed, NULL);
 }
 
@@ -289,11 +292,10 @@ static int serve(int argc, char **argv) {
     }
     printf("port=%d\n", vf_rpc_server_port(g_server));
     fflush(stdout);
-    uv_signal_t sigterm, sigint;
-    uv_signal_init(loop, &sigterm);
-    uv_signal_init(loop, &sigint);
-    uv_signal_start(&sigterm, on_stop_signal, SIGTERM);
-    uv_signal_start(&sigint, on_stop_signal, SIGINT);
+    uv_signal_init(loop, &g_sigterm);
+    uv_signal_init(loop, &g_sigint);
+    uv_signal_start(&g_sigterm, on_stop_signal, SIGTERM);
+    uv_signal_start(&g_sigint, on_stop_signal, SIGINT);
     uv_run(loop, UV_RUN_DEFAULT);
     vf_rpc_server_free(g_server);
     return 0;

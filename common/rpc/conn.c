@@ -463,6 +463,12 @@ static void on_timer(uv_timer_t *t) {
     for (vf_rpc_call *k = c->calls, *nx; k; k = nx) {
         nx = k->next;
         if (k->deadline && now >= k->deadline) {
+            k->deadline = 0;
+            if (k->is_server && !k->headers_sent) {
+                /* a status the client can read; the handler hears it at stream close */
+                vf_rpc_server_call_fail(k, VF_GRPC_DEADLINE_EXCEEDED, "Deadline Exceeded");
+                continue;
+            }
             if (c->h2 && k->stream_id > 0) nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, k->stream_id, NGHTTP2_CANCEL);
             vf_rpc_call_end(k, VF_GRPC_DEADLINE_EXCEEDED, "Deadline Exceeded");
         }
