@@ -95,8 +95,9 @@ static int decode_png(const unsigned char *data, size_t len, const char *name, v
     if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
     if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
     if (color == PNG_COLOR_TYPE_GRAY || color == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
-    /* convert("RGB") drops alpha without compositing; tRNS is simply not expanded. */
-    if (color & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(png);
+    /* convert("RGB") drops alpha without compositing; palette expansion also
+     * turns tRNS into alpha, which goes the same way. */
+    if ((color & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, info, PNG_INFO_tRNS)) png_set_strip_alpha(png);
     png_set_interlace_handling(png);
     png_read_update_info(png, info);
     if (png_get_rowbytes(png, info) != (size_t)w * 3)
