@@ -5,7 +5,7 @@
  * MODEL_DIR without config.json gets a random-weight ViT-B/16 written into
  * it first (make_model, seed 7).  7 DermaMNIST classes, template
  * "a dermatoscopic image of {ctx} {class}.", Adam lr 1e-3.  Prints
- *   coop_step_ms median=<x> mean=<y> steps=<n> T=<T> loss0=<l> lossN=<l>
+ *   coop_step_ms median=<x> mean=<y> steps=<n> T=<T> ... blas=<OpenBLAS kernel set>
  * (tests/bench/coop_step_torch.py runs the same step in PyTorch.) */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +19,7 @@
 #include "coop/loss.h"
 #include "coop/optim.h"
 #include "coop/prompt.h"
+#include "cpu/blas_setup.h"
 
 static double now(void) {
     struct timespec ts;
@@ -36,6 +37,7 @@ static const char *const CLASSES[7] = {"actinic keratoses and intraepithelial ca
                                        "melanocytic nevi", "vascular lesions"};
 
 int main(int argc, char **argv) {
+    vf_blas_ensure_native_kernels();   // same kernels as the vflclip programs use
     if (argc < 3) {
         fprintf(stderr, "usage: bench_coop_step MODEL_DIR STEPS [BATCH] [N_CTX]\n");
         return 2;
@@ -85,8 +87,8 @@ int main(int argc, char **argv) {
         if (it >= 0) { ms[it] = t; mean += t / steps; }
     }
     qsort(ms, steps, sizeof *ms, cmp_double);
-    printf("coop_step_ms median=%.3f mean=%.3f steps=%d T=%d batch=%d n_ctx=%d loss0=%.6f lossN=%.6f\n", ms[steps / 2], mean,
-           steps, vf_coop_seq_len(coop), N, n_ctx, loss0, loss);
+    printf("coop_step_ms median=%.3f mean=%.3f steps=%d T=%d batch=%d n_ctx=%d loss0=%.6f lossN=%.6f blas=%s\n", ms[steps / 2],
+           mean, steps, vf_coop_seq_len(coop), N, n_ctx, loss0, loss, vf_blas_core_name());
     free(ms); free(image); free(text); free(dtext); free(dctx); free(scratch); free(labels);
     vf_optim_free(&opt);
     vf_coop_free(coop);

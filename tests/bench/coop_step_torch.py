@@ -82,11 +82,13 @@ def main():
             sys.exit(f"bench_coop_step failed: {out.stderr}")
         line = out.stdout.strip()
         c_ms = float(line.split("median=")[1].split()[0])
+        # PyTorch here links the same OpenBLAS: give it the kernel set the C program chose.
+        os.environ.setdefault("OPENBLAS_CORETYPE", line.split("blas=")[1].split()[0])
         t_ms, T = torch_step_ms(model_dir, a.steps, a.threads)
     print(line)
     print(f"torch_coop_step_ms median={t_ms:.3f} steps={a.steps} T={T} threads={a.threads}")
     print(f"coop_step ratio torch/C = {t_ms / c_ms:.2f}  (C {c_ms:.1f} ms, PyTorch {t_ms:.1f} ms, {a.threads} threads, "
-          f"ViT-B/16 text tower, 7 classes, 16 ctx, batch 32, T={T}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'auto')})")
+          f"ViT-B/16 text tower, 7 classes, 16 ctx, batch 32, T={T}, OpenBLAS {os.environ['OPENBLAS_CORETYPE']})")
 
 
 if __name__ == "__main__":
