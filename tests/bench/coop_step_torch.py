@@ -6,7 +6,7 @@ Step = text forward of the 7 class prompts (16 context vectors, template
 "a dermatoscopic image of {ctx} {class}.") + eq.1 loss on a batch of 32
 cached image embeddings + backward to the context + Adam (lr 1e-3).
 
-usage: coop_step_torch.py BUILD_DIR [--steps N] [--threads N] [--model DIR]
+usage: coop_step_torch.py [--build DIR] [--steps N] [--threads N] [--model DIR]
 Prints both medians and the ratio torch / C."""
 import argparse
 import os
@@ -68,7 +68,7 @@ def torch_step_ms(model_dir, steps, threads, batch=32, n_ctx=16):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("build")
+    ap.add_argument("--build", default="build")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--model", help="ViT-B/16 directory (default: a random-weight one made in a temp dir)")
