@@ -31,7 +31,7 @@ static int emit(const vf_metrics *m, const char *const *names, const char *out, 
     if (!js) return vf_fail(err, "out of memory");
     puts(js);
     free(js);
-    return out ? vf_write_metrics_json(out, m, names, NULL, NULL, err) : 0;
+    return out ? vf_write_metrics_json(out, m, names, NULL, 0, err) : 0;
 }
 
 static int evaluate_scores(const char *scores_path, const char *labels_path, const char *out) {

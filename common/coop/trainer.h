@@ -144,6 +144,6 @@ int vf_trainer_run(const vf_train_config *cfg, vf_coop *c, float logit_scale, co
 
 /* The run directory's plot and JSON writers, shared with `vflclip evaluate`. */
 int vf_write_metrics_json(const char *path, const vf_metrics *m, const char *const *class_names, const char *extra_key,
-                          const char *extra_value, vf_error *err);
+                          int extra_value, vf_error *err);
 
 #endif

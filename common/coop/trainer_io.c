@@ -104,10 +104,10 @@ int vf_run_log_epoch(vf_run_log *l, const vf_epoch_record *r, const vf_metrics *
 }
 
 int vf_write_metrics_json(const char *path, const vf_metrics *m, const char *const *class_names, const char *extra_key,
-                          const char *extra_value, vf_error *err) {
+                          int extra_value, vf_error *err) {
     cJSON *o = cJSON_CreateObject();
     vf_metrics_add_to_json(o, m, class_names);
-    if (extra_key) cJSON_AddStringToObject(o, extra_key, extra_value);
+    if (extra_key) cJSON_AddNumberToObject(o, extra_key, extra_value);
     char *s = cJSON_Print(o);
     cJSON_Delete(o);
     if (!s) return vf_fail(err, "%s: out of memory", path);
@@ -119,10 +119,9 @@ int vf_write_metrics_json(const char *path, const vf_metrics *m, const char *con
 }
 
 int vf_run_log_test(vf_run_log *l, const vf_metrics *test, int best_epoch, vf_error *err) {
-    char path[4400], epoch[32];
+    char path[4400];
     snprintf(path, sizeof path, "%s/test_metrics.json", l->dir);
-    snprintf(epoch, sizeof epoch, "%d", best_epoch);
-    return vf_write_metrics_json(path, test, l->class_names, "context_epoch", epoch, err);
+    return vf_write_metrics_json(path, test, l->class_names, "context_epoch", best_epoch, err);
 }
 
 int vf_run_log_confusion(vf_run_log *l, const char *split, const vf_metrics *m, vf_error *err) {
