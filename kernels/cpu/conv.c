@@ -4,6 +4,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <string.h>
 
 // im2col chunks stop growing past this many floats (32 MB): beyond it the
 // product is already large enough to keep every core busy.
@@ -43,10 +44,17 @@ static void im2col_chunk(const vf_conv2d *c, const float *x, int B, int H, int W
                     continue;
                 }
                 const float *row = plane + (size_t)iy * W;
-                for (int ox = 0; ox < Wo; ox++) {
-                    int ix = ox * c->stride - c->pad + j;
-                    d[ox] = (ix >= 0 && ix < W) ? row[ix] : 0.0f;
+                // valid outputs [lo, hi): 0 <= ox*stride - pad + j < W
+                int off = j - c->pad, lo = 0, hi = Wo;
+                while (lo < Wo && lo * c->stride + off < 0) lo++;
+                while (hi > lo && (hi - 1) * c->stride + off >= W) hi--;
+                for (int ox = 0; ox < lo; ox++) d[ox] = 0.0f;
+                if (c->stride == 1) {
+                    memcpy(d + lo, row + lo + off, (size_t)(hi - lo) * sizeof(float));
+                } else {
+                    for (int ox = lo; ox < hi; ox++) d[ox] = row[ox * c->stride + off];
                 }
+                for (int ox = hi; ox < Wo; ox++) d[ox] = 0.0f;
             }
         }
     }

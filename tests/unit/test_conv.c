@@ -97,6 +97,8 @@ static void test_conv_matches_direct_loop(void **state) {
         {2, 8, 4, 1, 2, 0, 7, 8, 0, 0},     // 1x1 stride 2
         {2, 4, 3, 5, 1, 2, 8, 6, 0, 1},     // 5x5, pad 2
         {3, 6, 5, 3, 2, 0, 10, 9, 0, 0},    // 3x3 stride 2 without padding
+        {2, 3, 4, 5, 1, 2, 2, 3, 0, 0},     // kernel wider than the image: mostly padding
+        {1, 2, 3, 3, 2, 1, 1, 1, 1, 1},     // 1x1 image, 3x3 stride 2
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_conv_case(&cases[i]);
 }
