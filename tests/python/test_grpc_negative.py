@@ -1,0 +1,282 @@
+"""Negative tests of the C gRPC server (`vflclip rpc-test serve`): bad
+certificates, forbidden roles, non-TLS and garbage input, malformed gRPC
+framing (hand-made HTTP/2 frames with the independent `h2` library), stalled
+and idle connections, keepalive, CRL reload and graceful shutdown.  Each test
+ends with a good client's round trip: the server still serves."""
+import os
+import signal
+import socket
+import ssl
+import time
+
+import grpc
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from conftest import run
+from test_grpc_support import Kit, RpcServer, channel, pki, stubs, unary_ok  # noqa: F401 (fixtures)
+
+HANDSHAKE_MS, MAX_CONN, KEEPALIVE_MS = 1500, 8, 700
+MAX_MESSAGE = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def server(vflclip, pki):
+    s = RpcServer(vflclip, pki.server, "--handshake-timeout-ms", HANDSHAKE_MS, "--max-connections", MAX_CONN,
+                  "--keepalive-ms", KEEPALIVE_MS, "--keepalive-timeout-ms", KEEPALIVE_MS, "--max-message", MAX_MESSAGE)
+    yield s
+    assert s.stop() == 0
+
+
+def expect_rejected(stubs, kit_creds, port, log_server, log_text):
+    with grpc.secure_channel(f"localhost:{port}", kit_creds, options=[("grpc.enable_http_proxy", 0)]) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            stubs.pbg.RpcTestStub(ch).Unary(stubs.pb.EchoRequest(text="x"), timeout=10)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value
+    assert log_server.wait_log(log_text), f"{log_text!r} not in the server log:\n{log_server.log()[-3000:]}"
+
+
+def closed_by_peer(sock, timeout):
+    """True when the peer closes (EOF or reset) within timeout seconds."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except (socket.timeout, TimeoutError):
+        return False
+    except ssl.SSLError:
+        return True
+
+
+# ---- certificates -----------------------------------------------------------------
+
+
+def test_no_client_certificate(stubs, pki, server):
+    creds = grpc.ssl_channel_credentials(pki.hosp1.ca.read_bytes())
+    expect_rejected(stubs, creds, server.port, server, "TLS handshake failed")
+    unary_ok(stubs, pki.hosp1, server.port)
+
+
+def test_certificate_from_another_ca(stubs, pki, server):
+    expect_rejected(stubs, pki.foreign.creds(), server.port, server, "not correctly signed by the trusted CA")
+    unary_ok(stubs, pki.hosp1, server.port)
+
+
+def test_expired_certificate(stubs, pki, server):
+    expect_rejected(stubs, pki.expired.creds(), server.port, server, "certificate validity has expired")
+    unary_ok(stubs, pki.hosp1, server.port)
+
+
+def test_revoked_certificate(stubs, pki, server):
+    expect_rejected(stubs, pki.revoked.creds(), server.port, server, "has been revoked")
+    unary_ok(stubs, pki.hosp2, server.port)
+
+
+def test_revocation_reloaded_on_sighup_closes_the_revoked_peer(vflclip, stubs, tmp_path):
+    d = tmp_path / "fed"
+    run([vflclip, "provision", "--out", d, "--aggregator", "localhost", "--image-party", "a", "--image-party", "b"])
+    s = RpcServer(vflclip, Kit(d / "aggregator-localhost"))
+    try:
+        a, b = Kit(d / "image-party-a"), Kit(d / "image-party-b")
+        ch = channel(a, s.port)
+        st = stubs.pbg.RpcTestStub(ch)
+        assert st.Unary(stubs.pb.EchoRequest(text="before"), timeout=10).peer_name == "a"
+        run([vflclip, "cert", "revoke", "--ca", d / "ca", "--cert", a.cert])  # rewrites every kit's crl.pem
+        s.proc.send_signal(signal.SIGHUP)
+        assert s.wait_log("event=rpc_crl_reloaded"), s.log()[-2000:]
+        assert s.wait_log("is now revoked"), s.log()[-2000:]  # the open connection of `a` was cut
+        with pytest.raises(grpc.RpcError) as e:
+            st.Unary(stubs.pb.EchoRequest(text="after"), timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        ch.close()
+        unary_ok(stubs, b, s.port)
+    finally:
+        assert s.stop() == 0
+
+
+# ---- authorization -----------------------------------------------------------------
+
+
+def test_roles_decide_which_rpcs_a_peer_may_call(stubs, pki, server):
+    def denied(kit, call):
+        with channel(kit, server.port) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                call(ch)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED, e.value
+        return e.value.details()
+
+    status = lambda ch: stubs.admin_grpc.AdminStub(ch).Status(stubs.admin.StatusRequest(), timeout=10)  # noqa: E731
+    join = lambda ch: list(stubs.fed_grpc.FederationStub(ch).Join(  # noqa: E731
+        iter([stubs.fed.PartyMessage(hello=stubs.fed.Hello(name="x"))]), timeout=10))
+    admin_only = lambda ch: stubs.pbg.RpcTestStub(ch).AdminOnly(stubs.pb.EchoRequest(), timeout=10)  # noqa: E731
+    assert "role image-party (hosp1) may not call /vflclip.v1.Admin/Status" in denied(pki.hosp1, status)
+    assert "knowledge-party" in denied(pki.kp, status)
+    assert "role admin (ops) may not call /vflclip.v1.Federation/Join" in denied(pki.admin, join)
+    denied(pki.hosp1, admin_only)
+    with channel(pki.admin, server.port) as ch:  # the admin may
+        assert stubs.pbg.RpcTestStub(ch).AdminOnly(stubs.pb.EchoRequest(text="a"), timeout=10).peer_role == "admin"
+    unary_ok(stubs, pki.hosp1, server.port)
+
+
+# ---- not TLS, garbage ---------------------------------------------------------------
+
+
+def test_plaintext_http2_and_random_bytes(stubs, pki, server):
+    with grpc.insecure_channel(f"localhost:{server.port}", options=[("grpc.enable_http_proxy", 0)]) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            stubs.pbg.RpcTestStub(ch).Unary(stubs.pb.EchoRequest(), timeout=10)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    for i in range(6):
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" if i == 0 else os.urandom(4096))
+            assert closed_by_peer(s, 5), "the server kept a connection that sent garbage"
+    unary_ok(stubs, pki.hosp1, server.port)
+
+
+# ---- malformed gRPC over a good TLS connection (hand-made HTTP/2) -----------------
+
+
+class RawH2:
+    """A TLS connection with ALPN h2 and a client certificate, speaking HTTP/2
+    through the `h2` library (which knows nothing of gRPC)."""
+
+    def __init__(self, kit, port):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(kit.ca)
+        ctx.load_cert_chain(kit.cert, kit.key)
+        ctx.set_alpn_protocols(["h2"])
+        self.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+        assert self.sock.selected_alpn_protocol() == "h2"
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.h2.initiate_connection()
+        self.flush()
+
+    def flush(self):
+        self.sock.sendall(self.h2.data_to_send())
+
+    def request(self, path, content_type="application/grpc"):
+        sid = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(sid, [(":method", "POST"), (":scheme", "https"), (":path", path),
+                                   (":authority", "localhost"), ("content-type", content_type), ("te", "trailers")])
+        return sid
+
+    def response(self, sid, timeout=10):
+        """All header fields the server sent on stream sid until it ended."""
+        fields, t = {}, time.time() + timeout
+        self.sock.settimeout(timeout)
+        while time.time() < t:
+            data = self.sock.recv(65536)
+            if not data:
+                break
+            for ev in self.h2.receive_data(data):
+                if isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)) and ev.stream_id == sid:
+                    fields.update(dict(ev.headers))
+                if isinstance(ev, h2.events.DataReceived):
+                    self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                if isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)) and ev.stream_id == sid:
+                    self.flush()
+                    return fields
+            self.flush()
+        return fields
+
+    def close(self):
+        self.sock.close()
+
+
+def test_truncated_message_and_bad_requests(stubs, pki, server):
+    c = RawH2(pki.hosp1, server.port)
+    sid = c.request("/vflclip.v1.test.RpcTest/Unary")
+    c.h2.send_data(sid, b"\x00\x00\x00\x00\x64" + b"only 15 bytes!!", end_stream=True)  # says 100 bytes
+    c.flush()
+    r = c.response(sid)
+    assert r.get(":status") == "200" and r.get("grpc-status") == "13", r
+    print("truncated ->", r.get("grpc-message"))
+    sid = c.request("/vflclip.v1.test.RpcTest/Unary")
+    c.h2.send_data(sid, b"\x01\x00\x00\x00\x03abc", end_stream=True)  # compressed flag, no grpc-encoding
+    c.flush()
+    assert c.response(sid).get("grpc-status") == "13"
+    sid = c.request("/vflclip.v1.test.RpcTest/Unary", content_type="text/plain")
+    c.h2.end_stream(sid)
+    c.flush()
+    assert c.response(sid).get(":status") == "415"
+    c.close()
+    unary_ok(stubs, pki.hosp1, server.port)
+
+
+def test_oversized_message_is_refused_before_its_body(stubs, pki, server):
+    with channel(pki.hosp1, server.port) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            stubs.pbg.RpcTestStub(ch).Unary(stubs.pb.EchoRequest(payload=b"z" * (2 * MAX_MESSAGE)), timeout=20)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value
+    # Only the 5-byte prefix announcing 100 MiB: the status comes before any body is sent
+    c = RawH2(pki.hosp1, server.port)
+    sid = c.request("/vflclip.v1.test.RpcTest/Unary")
+    c.h2.send_data(sid, (100 << 20).to_bytes(5, "big"))
+    c.flush()
+    r = c.response(sid)
+    assert r.get("grpc-status") == "8", r
+    print("oversized ->", r.get("grpc-message"))
+    c.close()
+    unary_ok(stubs, pki.hosp1, server.port)
+
+
+# ---- stalled, idle and silent peers ----------------------------------------------------
+
+
+def test_stalled_handshake_is_timed_out(stubs, pki, server):
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(bytes.fromhex("160301020001"))  # the start of a ClientHello, then nothing
+        t = time.time()
+        assert closed_by_peer(s, 15)
+        waited = time.time() - t
+    print(f"stalled client closed after {waited:.2f} s (timeout {HANDSHAKE_MS} ms)")
+    assert waited > HANDSHAKE_MS / 1000 * 0.8
+    assert server.wait_log("TLS handshake not completed in time")
+    unary_ok(stubs, pki.hosp1, server.port)
+
+
+def test_many_idle_connections_are_bounded(stubs, pki, server):
+    socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3 * MAX_CONN)]
+    try:
+        refused = sum(closed_by_peer(s, 0.5 * HANDSHAKE_MS / 1000) for s in socks)
+        assert refused >= 2 * MAX_CONN - 1, f"only {refused} of {len(socks)} idle connections were refused at once"
+        assert server.wait_log(f"connection limit ({MAX_CONN}) reached")
+        assert all(closed_by_peer(s, 15) for s in socks)  # the rest by the handshake timeout
+    finally:
+        for s in socks:
+            s.close()
+    unary_ok(stubs, pki.hosp1, server.port)
+
+
+def test_keepalive_closes_a_peer_that_does_not_answer_pings(stubs, pki, server):
+    c = RawH2(pki.hosp2, server.port)
+    t = time.time()
+    assert closed_by_peer(c.sock, 15)  # never reads, so never acknowledges the PING
+    print(f"silent peer closed after {time.time() - t:.2f} s")
+    assert server.wait_log("keepalive ping not acknowledged")
+    c.close()
+    unary_ok(stubs, pki.hosp1, server.port)
+
+
+# ---- graceful shutdown -------------------------------------------------------------------
+
+
+def test_graceful_shutdown_lets_calls_finish(vflclip, stubs, pki):
+    s = RpcServer(vflclip, pki.server)
+    with channel(pki.hosp1, s.port) as ch:
+        it = stubs.pbg.RpcTestStub(ch).ServerStream(stubs.pb.StreamRequest(count=10, size=100, interval_ms=100),
+                                                     timeout=30)
+        first = next(it)
+        s.proc.send_signal(signal.SIGTERM)  # GOAWAY: no new calls, the stream goes on
+        rest = list(it)
+        assert [first.seq] + [m.seq for m in rest] == list(range(10)) and it.code() == grpc.StatusCode.OK
+    assert s.proc.wait(15) == 0
+    assert "event=rpc_shutdown" in s.log()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", s.port)).close()
+    s.stop()
