@@ -515,7 +515,10 @@ int vf_tokenize_words(const vf_tokenizer *t, const char *text, int32_t *ids, int
     *n_ids = n > INT32_MAX ? INT32_MAX : (int)n;
     if (n > (size_t)(max_ids < 0 ? 0 : max_ids)) {
         free(all);
-        return vf_fail(err, "tokenizer: \"%.60s\" is %zu tokens, more than the %d allowed", text, n, max_ids);
+        int shown = 0; /* up to ~60 bytes, cut at a character boundary */
+        while (text[shown] && (shown < 60 || ((unsigned char)text[shown] & 0xC0) == 0x80)) shown++;
+        return vf_fail(err, "tokenizer: \"%.*s%s\" is %zu tokens, more than the %d allowed", shown, text,
+                       text[shown] ? "..." : "", n, max_ids);
     }
     memcpy(ids, all, sizeof(int32_t) * n);
     free(all);

@@ -45,7 +45,7 @@ typedef struct png_source {
     const unsigned char *data;
     size_t len, pos;
     const char *name;
-    char msg[512];
+    char msg[512], warning[256]; /* libpng explains some errors in a warning just before */
 } png_source;
 
 static void png_read_mem(png_structp png, png_bytep out, size_t n) {
@@ -61,10 +61,13 @@ static void png_on_error(png_structp png, png_const_charp msg) {
     png_longjmp(png, 1);
 }
 
-static void png_on_warning(png_structp png, png_const_charp msg) { (void)png; (void)msg; }
+static void png_on_warning(png_structp png, png_const_charp msg) {
+    png_source *src = png_get_error_ptr(png);
+    snprintf(src->warning, sizeof src->warning, "%s", msg);
+}
 
 static int decode_png(const unsigned char *data, size_t len, const char *name, vf_image *img, vf_error *err) {
-    png_source src = {data, len, 0, name, "unknown libpng error"};
+    png_source src = {data, len, 0, name, "unknown libpng error", ""};
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, png_on_error, png_on_warning);
     if (!png) return vf_fail(err, "%s: cannot create PNG decoder", name);
     png_infop info = png_create_info_struct(png);
@@ -79,7 +82,8 @@ static int decode_png(const unsigned char *data, size_t len, const char *name, v
         free(pixels);
         free(rows);
         png_destroy_read_struct(&png, &info, NULL);
-        return vf_fail(err, "%s: corrupt PNG: %s", name, src.msg);
+        return vf_fail(err, "%s: corrupt PNG: %s%s%s%s", name, src.msg, src.warning[0] ? " (" : "", src.warning,
+                       src.warning[0] ? ")" : "");
     }
     png_set_read_fn(png, &src, png_read_mem);
     png_set_user_limits(png, VF_IMAGE_MAX_SIDE, VF_IMAGE_MAX_SIDE);
