@@ -227,6 +227,8 @@ int vf_trainer_run(const vf_train_config *cfg, vf_coop *c, float logit_scale, co
            cfg->epochs, batcher.steps_per_epoch, batcher.batch_size, vf_optim_kind_name(cfg->optim.kind),
            cfg->schedule.base_lr, cfg->seed);
 
+    char ctx_path[4400];
+    snprintf(ctx_path, sizeof ctx_path, "%s/context.safetensors", cfg->out_dir);
     double best_auc = NAN;
     int have_best = 0, stop = 0;
     for (int epoch = 0; epoch < cfg->epochs && !stop; epoch++) {
@@ -260,6 +262,11 @@ int vf_trainer_run(const vf_train_config *cfg, vf_coop *c, float logit_scale, co
             best_auc = v_auc;
             res->best_epoch = epoch + 1;
             memcpy(buf.best_ctx, vf_coop_ctx(c), (size_t)n_ctx_f * sizeof(float));
+            /* Saved as soon as it is the best, so an interrupted run keeps its best context. */
+            vf_context_info ci = *info;
+            ci.epoch = epoch + 1;
+            ci.val_auc = v_auc;
+            if (vf_context_save(ctx_path, c, &ci, err)) goto done;
         }
         progress_epoch(&pr, epoch, cfg->epochs, train_loss, has_val ? &m_val : NULL);
         vf_epoch_record rec = {.epoch = epoch + 1, .steps = steps, .lr = lr, .train_loss = train_loss,
@@ -271,12 +278,6 @@ int vf_trainer_run(const vf_train_config *cfg, vf_coop *c, float logit_scale, co
     /* The best-val-AUC context is the run's result. */
     if (vf_coop_set_ctx(c, buf.best_ctx, vf_coop_ctx_rows(c), vf_coop_width(c), "best context", err)) goto done;
     if (vf_coop_text_forward(c, buf.text, err)) goto done;
-    vf_context_info ci = *info;
-    ci.epoch = res->best_epoch;
-    ci.val_auc = best_auc;
-    char path[4400];
-    snprintf(path, sizeof path, "%s/context.safetensors", cfg->out_dir);
-    if (vf_context_save(path, c, &ci, err)) goto done;
     if (has_val) {
         if (vf_evaluate_split(&ls, val, buf.text, logit_scale, &m_val, NULL, err)) goto done;
         if (vf_run_log_confusion(&log, "val", &m_val, err)) goto done;

@@ -257,6 +257,9 @@ def test_kill_9_leaves_no_torn_files(vflclip, work):
             assert [e["epoch"] for e in lines] == list(range(1, len(lines) + 1))
         for png in [n for n in names if n.endswith(".png")]:
             Image.open(out / png).load()
+        if "context.safetensors" in names:   # saved whenever val AUC improves
+            with safe_open(out / "context.safetensors", "np") as f:
+                assert np.isfinite(f.get_tensor("ctx")).all()
         print(f"killed after {delay}s: {sorted(n for n in names if '.tmp.' not in n)}, "
               f"{sum('.tmp.' in n for n in names)} temp file(s) left beside them")
 
