@@ -94,6 +94,11 @@ def test_truncation_keeps_eot_and_says_so(vflclip, hf_dir, fast):
         assert "truncated" in stderr, stderr
     _, stderr = c_ids(vflclip, ["--model", hf_dir], ["a photo of a cat"])
     assert "truncated" not in stderr
+    lines = ["a photo of a cat", LONG, "Дерматологическое изображение"]
+    p = run([vflclip, "tokenize", "--model", hf_dir, "--stdin"], input="\n".join(lines) + "\n")
+    got = [json.loads(x) for x in p.stdout.splitlines()]
+    assert got == fast(lines, truncation=True, max_length=77)["input_ids"]
+    assert "text 1 was truncated" in p.stderr, p.stderr
 
 
 def test_words_are_the_ids_without_specials(vflclip, hf_dir, fast):
