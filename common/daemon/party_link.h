@@ -1,0 +1,52 @@
+/* party_link: a party's one connection to the aggregator.  Parties only dial
+ * out (hospital networks allow outbound connections): the link connects
+ * over mutual TLS, opens Federation.Join, sends the Hello the party fills in,
+ * hands every AggregatorMessage to the party, and when the stream or the
+ * connection goes away (aggregator restarted, network cut, refusal) it says
+ * so and dials again with exponential backoff (min..max, doubling, reset once
+ * a stream was up for a while).  Role-free: both party daemons use it. */
+#ifndef VF_DAEMON_PARTY_LINK_H
+#define VF_DAEMON_PARTY_LINK_H
+
+#include <uv.h>
+
+#include "proto/federation.pb-c.h"
+#include "rpc/rpc.h"
+#include "util/vf_error.h"
+
+typedef struct vf_party_link vf_party_link;
+
+typedef struct vf_party_link_config {
+    vf_rpc_client_config client;   /* host, port, server_name, tls */
+    int backoff_min_ms;            /* default 500 */
+    int backoff_max_ms;            /* default 30000 */
+} vf_party_link_config;
+
+typedef struct vf_party_link_handlers {
+    /* Fill the Hello of a new stream; role and name are set by the link from
+     * the party's certificate.  Pointers must stay valid until it returns. */
+    void (*fill_hello)(Vflclip__V1__Hello *hello, void *ud);
+    void (*on_message)(vf_party_link *l, const Vflclip__V1__AggregatorMessage *m, void *ud);
+    /* The stream is gone (why: the aggregator's status message or the
+     * connection's close reason); work in progress for it is void. */
+    void (*on_down)(vf_party_link *l, const char *why, void *ud);
+    void (*on_drain)(vf_party_link *l, void *ud);   /* optional: queued output fell */
+    void *ud;
+} vf_party_link_handlers;
+
+/* Reads the party's identity from its certificate and starts dialling. */
+int vf_party_link_start(uv_loop_t *loop, const vf_party_link_config *cfg, const vf_party_link_handlers *h,
+                        vf_party_link **out, vf_error *err);
+/* Sends one message on the stream; -1 when there is no stream. */
+int vf_party_link_send(vf_party_link *l, const Vflclip__V1__PartyMessage *m, vf_error *err);
+int vf_party_link_up(const vf_party_link *l);
+size_t vf_party_link_queued(const vf_party_link *l);
+const char *vf_party_link_name(const vf_party_link *l);
+/* Closes the stream and the connection, stops dialling; frees the link once
+ * its handles are closed. */
+void vf_party_link_stop(vf_party_link *l);
+
+/* A participant's own identity, from its certificate file. */
+int vf_identity_from_file(const char *cert_file, vf_peer_identity *id, vf_error *err);
+
+#endif

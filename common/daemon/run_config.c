@@ -1,0 +1,96 @@
+/* run_config: the [run] schema and its parser (see run_config.h). */
+#include "daemon/run_config.h"
+
+#include <string.h>
+
+const vf_ini_key vf_run_config_schema[] = {
+    {"run", "epochs", VF_INI_INT, 0, "10", "training epochs"},
+    {"run", "batch_size", VF_INI_INT, 0, "32", "images per step, drawn across all image parties"},
+    {"run", "max_steps", VF_INI_INT, 0, "0", "stop after this many optimizer steps in total (0: no limit)"},
+    {"run", "seed", VF_INI_INT, 0, "1", "seed of the batch order and the random context initialisation"},
+    {"run", "optimizer", VF_INI_STR, 0, "adam", "adam | sgd"},
+    {"run", "lr", VF_INI_FLOAT, 0, NULL, "base learning rate (default 1e-3 for adam, 2e-3 for sgd)"},
+    {"run", "momentum", VF_INI_FLOAT, 0, "0.9", "SGD momentum"},
+    {"run", "weight_decay", VF_INI_FLOAT, 0, "0", "L2 weight decay"},
+    {"run", "warmup_epochs", VF_INI_INT, 0, "0", "warm-up epochs"},
+    {"run", "warmup", VF_INI_STR, 0, "constant", "warm-up kind: constant | linear"},
+    {"run", "warmup_lr", VF_INI_FLOAT, 0, "1e-5", "warm-up learning rate"},
+    {"run", "n_ctx", VF_INI_INT, 0, "16", "learnable context vectors per prompt"},
+    {"run", "template", VF_INI_STR, 0, NULL, "prompt template with {ctx} and {class} (default: the knowledge party's)"},
+    {"run", "init_words", VF_INI_STR, 0, NULL, "initialise the context from these words (n_ctx = their token count)"},
+    {"run", "csc", VF_INI_BOOL, 0, "false", "class-specific contexts"},
+    {"run", "class_pos", VF_INI_STR, 0, "end", "class token position: end | middle | front"},
+    {"run", "image_parties", VF_INI_STR, 0, NULL,
+     "comma-separated image-party names, in the order their data is concatenated (default: all connected, by name)"},
+    {"run", "party_timeout_s", VF_INI_INT, 0, "300", "how long the run pauses for a missing party before it fails"},
+    {"run", "checkpoint_every", VF_INI_INT, 0, "10", "optimizer steps between durable checkpoints (and at every epoch end)"},
+    {"run", "chunk_size", VF_INI_INT, 0, "256", "embeddings per message from an image party"},
+    {NULL, NULL, 0, 0, NULL, NULL},
+};
+
+static int parse_parties(vf_run_config *rc, const char *list, const char *name, vf_error *err) {
+    char buf[8192];
+    snprintf(buf, sizeof buf, "%s", list);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ') tok++;
+        size_t n = strlen(tok);
+        while (n && tok[n - 1] == ' ') tok[--n] = 0;
+        if (!n) continue;
+        if (rc->n_parties == VF_RUN_MAX_PARTIES) return vf_fail(err, "%s: [run] image_parties: more than %d", name, VF_RUN_MAX_PARTIES);
+        if (n >= sizeof rc->parties[0]) return vf_fail(err, "%s: [run] image_parties: name '%s' too long", name, tok);
+        for (int i = 0; i < rc->n_parties; i++)
+            if (!strcmp(rc->parties[i], tok)) return vf_fail(err, "%s: [run] image_parties: '%s' listed twice", name, tok);
+        memcpy(rc->parties[rc->n_parties++], tok, n + 1);
+    }
+    return 0;
+}
+
+int vf_run_config_parse(const char *text, const char *name, vf_run_config *rc, vf_error *err) {
+    memset(rc, 0, sizeof *rc);
+    vf_ini ini;
+    if (vf_ini_load_string(&ini, text, name, NULL, vf_run_config_schema, err)) return -1;
+    long v;
+    double d;
+    int rc_ = -1;
+    const char *s;
+    vf_optim_kind kind;
+#define INT(key, lo, hi, dst) do { if (vf_ini_int(&ini, "run", key, lo, hi, &v, err)) goto out; dst = v; } while (0)
+#define DBL(key, lo, hi, dst) do { if (vf_ini_double(&ini, "run", key, lo, hi, &d, err)) goto out; dst = (float)d; } while (0)
+    INT("epochs", 1, 100000, rc->epochs);
+    INT("batch_size", 1, 1 << 20, rc->batch_size);
+    INT("max_steps", 0, 1L << 40, rc->max_steps);
+    INT("seed", 0, 1L << 62, rc->seed);
+    INT("n_ctx", 1, 72, rc->n_ctx);
+    INT("warmup_epochs", 0, 100000, rc->schedule.warmup_epochs);
+    INT("party_timeout_s", 1, 7 * 86400, rc->party_timeout_s);
+    INT("checkpoint_every", 1, 1 << 30, rc->checkpoint_every);
+    INT("chunk_size", 1, 8192, rc->chunk_size);
+    if (vf_optim_kind_parse(vf_ini_get(&ini, "run", "optimizer"), &kind, err)) { vf_error_prefix(err, "%s: [run] optimizer", name); goto out; }
+    rc->optim = vf_optim_defaults(kind);
+    DBL("momentum", 0, 1, rc->optim.momentum);
+    DBL("weight_decay", 0, 10, rc->optim.weight_decay);
+    rc->schedule.base_lr = kind == VF_OPT_SGD ? 2e-3f : 1e-3f;
+    if (vf_ini_given(&ini, "run", "lr")) DBL("lr", 0, 1e3, rc->schedule.base_lr);
+    DBL("warmup_lr", 0, 1e3, rc->schedule.warmup_lr);
+    rc->schedule.max_epochs = rc->epochs;
+    if (vf_warmup_kind_parse(vf_ini_get(&ini, "run", "warmup"), &rc->schedule.warmup, err)) { vf_error_prefix(err, "%s: [run] warmup", name); goto out; }
+    if (rc->schedule.warmup_epochs == 0) rc->schedule.warmup = VF_WARMUP_NONE;
+    if (vf_ini_bool(&ini, "run", "csc", &rc->csc, err)) goto out;
+    if (vf_class_pos_parse(vf_ini_get(&ini, "run", "class_pos"), &rc->class_pos, err)) { vf_error_prefix(err, "%s: [run] class_pos", name); goto out; }
+    if ((s = vf_ini_get(&ini, "run", "template"))) {
+        if (strlen(s) >= sizeof rc->template_) { vf_fail(err, "%s: [run] template is too long", name); goto out; }
+        snprintf(rc->template_, sizeof rc->template_, "%s", s);
+    }
+    if ((s = vf_ini_get(&ini, "run", "init_words"))) {
+        if (strlen(s) >= sizeof rc->init_words) { vf_fail(err, "%s: [run] init_words is too long", name); goto out; }
+        snprintf(rc->init_words, sizeof rc->init_words, "%s", s);
+    }
+    if ((s = vf_ini_get(&ini, "run", "image_parties")) && parse_parties(rc, s, name, err)) goto out;
+#undef INT
+#undef DBL
+    rc_ = 0;
+out:
+    vf_ini_free(&ini);
+    return rc_;
+}
