@@ -105,6 +105,28 @@ check-unit: all
 bench: all venv
 	tests/bench/run.sh $(BUILD)
 
+# ---- fuzzing and sanitizers (the gRPC transport; tests/fuzz) ---------------
+#   make fuzz   builds the libFuzzer target for the server's HTTP/2 + gRPC
+#               decoding with clang and runs it FUZZ_SECONDS (tests/fuzz/run.sh)
+#   make asan   rebuilds everything with ASan+UBSan in $(BUILD)/asan and runs
+#               the unit tests and the gRPC tests on it
+FUZZ_CC      ?= clang-14
+FUZZ_SECONDS ?= 30
+FUZZ_SRC     := $(wildcard common/rpc/*.c common/pki/*.c common/util/*.c)
+.PHONY: fuzz asan
+$(BUILD)/fuzz/fuzz_rpc_server: tests/fuzz/fuzz_rpc_server.c $(FUZZ_SRC) | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	  -Icommon -Ikernels -I$(BUILD)/gen $(PKG_CFLAGS) $< $(FUZZ_SRC) $(PKG_LIBS) -lm -lpthread -o $@
+
+fuzz: $(BUILD)/fuzz/fuzz_rpc_server venv
+	tests/fuzz/run.sh $(BUILD) $(FUZZ_SECONDS)
+
+asan:
+	$(MAKE) BUILD=$(BUILD)/asan OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer" all
+	tests/run-unit.sh $(BUILD)/asan
+	VF_BUILD=$(BUILD)/asan $(PYTHON) -m pytest -q tests/python/test_grpc_interop.py tests/python/test_grpc_negative.py
+
 clean:
 	rm -rf $(BUILD)
 
