@@ -173,7 +173,11 @@ static int inflate_member(const vf_zip *z, const vf_zip_member *m, const unsigne
         int at_end = s.avail_out == 0 && out_left == 0;
         if (at_end) { s.next_out = &overflow; s.avail_out = 1; }
         rc = inflate(&s, Z_NO_FLUSH);
-        if (at_end && s.avail_out == 0) { rc = Z_DATA_ERROR; }
+        if (at_end && s.avail_out == 0) {
+            inflateEnd(&s);
+            return vf_fail(err, "%s: member '%s' inflates to more than the %llu bytes the directory says", z->path, m->name,
+                           (unsigned long long)m->size);
+        }
         if (rc == Z_BUF_ERROR && s.avail_in == 0 && in_left == 0) {
             inflateEnd(&s);
             return vf_fail(err, "%s: member '%s' is truncated (deflate stream ends early)", z->path, m->name);
