@@ -209,12 +209,15 @@ int vf_plot_confusion(const char *path, const char *title, const int64_t *cm, in
     cairo_set_font_size(pc, 14);
     double name_w = 0;
     for (int k = 0; k < C; k++) name_w = fmax(name_w, text_width(pc, class_names[k]));
+    cairo_select_font_face(pc, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_BOLD);
+    cairo_set_font_size(pc, 20);
+    double title_w = text_width(pc, title);
     cairo_destroy(pc);
     cairo_surface_destroy(probe);
 
     const double cell = C <= 10 ? 70 : 700.0 / C;
     const double L = name_w + 60, T = 70, Bm = name_w * 0.75 + 70, R = 110;
-    const int W = (int)ceil(L + cell * C + R), H = (int)ceil(T + cell * C + Bm);
+    const int W = (int)ceil(fmax(L + cell * C + R, title_w + 40)), H = (int)ceil(T + cell * C + Bm);
 
     cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
     cairo_t *cr = cairo_create(surf);
