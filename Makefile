@@ -75,7 +75,7 @@ $(LIB): $(LIB_OBJ) $(CU_OBJ)
 $(BUILD)/vflclip: $(CLI_OBJ) $(LIB)
 	$(CC) $(CFLAGS) $(CLI_OBJ) $(LIB) $(LDLIBS) -o $@
 
-$(BUILD)/vflclip-%: $(LIB) $$(patsubst %.c,$(BUILD)/obj/%.o,$$(wildcard $$*/*.c))
+$(BUILD)/vflclip-%: $(LIB) $$(addprefix $(BUILD)/obj/,$$(subst .c,.o,$$(wildcard $$*/*.c)))
 	$(CC) $(CFLAGS) $(filter %.o,$^) $(LIB) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(TEST_HELPERS) $(LIB)

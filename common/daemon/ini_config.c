@@ -116,7 +116,7 @@ static int finish(vf_ini *ini, int rc, vf_error *err) {
     }
     for (int i = 0; i < ini->n_schema; i++) {
         const vf_ini_key *k = &ini->schema[i];
-        if (k->required && (!ini->value[i] || !ini->value[i][0])) {
+        if (k->required && !k->def && (!ini->value[i] || !ini->value[i][0])) {
             vf_fail(err, "%s: [%s] %s is REQUIRED and has no value (%s)", ini->name, k->section, k->key, k->doc);
             vf_ini_free(ini);
             return -1;

@@ -1,0 +1,368 @@
+/* vflclip-knowledge-party: the daemon of the dermatology centre that owns the
+ * class names, the prompt template, the frozen CLIP text tower and the
+ * learnable CoOp context.  It dials the aggregator (daemon/party_link.h) and
+ * answers its tasks with the trainer library's functions:
+ *   RunSetup      build the prompt learner + optimizer (or restore a
+ *                 checkpoint)      -> TextReady, TextFeatures
+ *   TextForward   vf_coop_text_forward                   -> TextFeatures
+ *   TextBackward  vf_text_update, then the next forward  -> TextFeatures
+ *   Checkpoint    save | mark-best | restore-best | export
+ * No weight and no context vector leaves except the final learned context
+ * (export), which is the run's result. */
+#include "daemon/daemon_setup.h"
+#include "daemon/notify.h"
+#include "kp.h"
+#include "util/fileio.h"
+#include "util/log.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PROGRAM "vflclip-knowledge-party"
+#define DEFAULT_TEMPLATE "{ctx} {class}."
+
+static const vf_ini_key schema[] = {
+    VF_INI_TLS_KEYS,
+    VF_INI_DIAL_KEYS,
+    {"model", "dir", VF_INI_PATH, 1, NULL, "CLIP checkpoint directory; the text tower and tokenizer are used"},
+    {"prompt", "classes", VF_INI_STR, 0, NULL, "class names in label order, comma-separated (default: the 7 DermaMNIST names)"},
+    {"prompt", "template", VF_INI_STR, 0, DEFAULT_TEMPLATE, "prompt template with {ctx} and {class} (a run may override it)"},
+    VF_INI_STATE_KEYS,
+    {NULL, NULL, 0, 0, NULL, NULL},
+};
+
+static kp_state g_kp;
+static vf_party_link *g_link;
+static uv_signal_t g_sigterm, g_sigint;
+
+/* ---- run set-up ------------------------------------------------------------ */
+void kp_free_run(kp_state *k) {
+    if (k->coop) vf_coop_free(k->coop);
+    if (k->optim_ok) vf_optim_free(&k->optim);
+    free(k->text); free(k->dtext); free(k->dctx); free(k->best_ctx);
+    k->coop = NULL;
+    k->optim_ok = 0;
+    k->text = k->dtext = k->dctx = k->best_ctx = NULL;
+    k->run_id[0] = 0;
+}
+
+int kp_setup_run(kp_state *k, const Vflclip__V1__RunSetup *rs, vf_error *err) {
+    kp_free_run(k);
+    if (!rs->run_id[0] || strchr(rs->run_id, '/') || rs->run_id[0] == '.')
+        return vf_fail(err, "run id '%s' is not a plain name", rs->run_id);
+    snprintf(k->run_id, sizeof k->run_id, "%s", rs->run_id);
+    snprintf(k->run_dir, sizeof k->run_dir, "%s/runs/%s", k->state_dir, rs->run_id);
+    if (vf_mkdirs(k->run_dir, 0700, err)) return -1;
+    snprintf(k->template_, sizeof k->template_, "%s", rs->template_[0] ? rs->template_ : k->default_template);
+    snprintf(k->init_words, sizeof k->init_words, "%s", rs->init_words);
+    vf_coop_config cc = vf_coop_config_default();
+    cc.n_ctx = (int)rs->n_ctx;
+    cc.csc = rs->csc;
+    if (vf_class_pos_parse(rs->class_pos[0] ? rs->class_pos : "end", &cc.class_pos, err)) return -1;
+    cc.template_ = k->template_;
+    cc.init_words = k->init_words[0] ? k->init_words : NULL;
+    cc.seed = rs->seed;
+    k->coop_cfg = cc;
+    k->seed = rs->seed;
+    if (vf_coop_create(&k->coop, &cc, &k->tower.w, k->tok, (const char *const *)k->class_names, k->n_classes, err))
+        return -1;
+    vf_optim_kind kind;
+    if (vf_optim_kind_parse(rs->optimizer[0] ? rs->optimizer : "adam", &kind, err)) return -1;
+    vf_optim_config oc = vf_optim_defaults(kind);
+    oc.momentum = rs->momentum;
+    oc.weight_decay = rs->weight_decay;
+    if (rs->beta1 > 0) oc.beta1 = rs->beta1;
+    if (rs->beta2 > 0) oc.beta2 = rs->beta2;
+    if (rs->eps > 0) oc.eps = rs->eps;
+    int n = vf_coop_ctx_count(k->coop), CD = k->n_classes * vf_coop_feature_dim(k->coop);
+    if (vf_optim_init(&k->optim, &oc, n, err)) return -1;
+    k->optim_ok = 1;
+    k->text = malloc((size_t)CD * sizeof(float));
+    k->dtext = malloc((size_t)CD * sizeof(float));
+    k->dctx = malloc((size_t)n * sizeof(float));
+    k->best_ctx = malloc((size_t)n * sizeof(float));
+    if (!k->text || !k->dtext || !k->dctx || !k->best_ctx) return vf_fail(err, "out of memory");
+    memcpy(k->best_ctx, vf_coop_ctx(k->coop), (size_t)n * sizeof(float));
+    k->best_epoch = 0;
+    k->best_auc = NAN;
+    if (rs->resume_step > 0 && kp_checkpoint_load(k, rs->resume_step, err)) return -1;
+    vf_log(VF_INFO, "event=run_setup run=%s step=%" PRIu64 " classes=%d ctx_rows=%d width=%d optimizer=%s template=\"%s\"",
+           k->run_id, rs->resume_step, k->n_classes, vf_coop_ctx_rows(k->coop), vf_coop_width(k->coop),
+           vf_optim_kind_name(kind), k->template_);
+    return 0;
+}
+
+/* ---- answers ---------------------------------------------------------------- */
+static void send_pm(Vflclip__V1__PartyMessage *pm) {
+    vf_error err;
+    if (vf_party_link_send(g_link, pm, &err)) vf_log(VF_WARN, "event=send_failed task=%" PRIu64 " error=\"%s\"", pm->task_id, err.msg);
+}
+
+static void send_error(uint64_t task, int code, const char *msg) {
+    vf_log(VF_WARN, "event=task_failed run=%s task=%" PRIu64 " error=\"%s\"", g_kp.run_id[0] ? g_kp.run_id : "-", task, msg);
+    Vflclip__V1__Error e = VFLCLIP__V1__ERROR__INIT;
+    e.code = code;
+    e.message = (char *)msg;
+    Vflclip__V1__PartyMessage pm = VFLCLIP__V1__PARTY_MESSAGE__INIT;
+    pm.task_id = task;
+    pm.body_case = VFLCLIP__V1__PARTY_MESSAGE__BODY_ERROR;
+    pm.error = &e;
+    send_pm(&pm);
+}
+
+static void send_ack(uint64_t task, const char *detail) {
+    Vflclip__V1__Ack a = VFLCLIP__V1__ACK__INIT;
+    a.detail = (char *)detail;
+    Vflclip__V1__PartyMessage pm = VFLCLIP__V1__PARTY_MESSAGE__INIT;
+    pm.task_id = task;
+    pm.body_case = VFLCLIP__V1__PARTY_MESSAGE__BODY_ACK;
+    pm.ack = &a;
+    send_pm(&pm);
+}
+
+/* Forward of the current context, answered as TextFeatures (C, D). */
+static int send_features(uint64_t task, uint64_t step, vf_error *err) {
+    if (vf_coop_text_forward(g_kp.coop, g_kp.text, err)) return -1;   // (C, D)
+    const int C = g_kp.n_classes, D = vf_coop_feature_dim(g_kp.coop);
+    uint32_t shape[2] = {(uint32_t)C, (uint32_t)D};
+    Vflclip__V1__Tensor t = VFLCLIP__V1__TENSOR__INIT;
+    t.n_shape = 2;
+    t.shape = shape;
+    t.n_data = (size_t)C * D;
+    t.data = g_kp.text;
+    Vflclip__V1__TextFeatures tf = VFLCLIP__V1__TEXT_FEATURES__INIT;
+    tf.step = step;
+    tf.features = &t;
+    tf.logit_scale = g_kp.tower.logit_scale;
+    Vflclip__V1__PartyMessage pm = VFLCLIP__V1__PARTY_MESSAGE__INIT;
+    pm.task_id = task;
+    pm.body_case = VFLCLIP__V1__PARTY_MESSAGE__BODY_TEXT_FEATURES;
+    pm.text_features = &tf;
+    send_pm(&pm);
+    return 0;
+}
+
+static void on_run_setup(uint64_t task, const Vflclip__V1__RunSetup *rs) {
+    vf_error err;
+    if (kp_setup_run(&g_kp, rs, &err)) {
+        send_error(task, 9 /* FAILED_PRECONDITION */, err.msg);
+        kp_free_run(&g_kp);
+        return;
+    }
+    Vflclip__V1__TextReady tr = VFLCLIP__V1__TEXT_READY__INIT;
+    tr.n_classes = (uint32_t)g_kp.n_classes;
+    tr.dim = (uint32_t)vf_coop_feature_dim(g_kp.coop);
+    tr.ctx_rows = (uint32_t)vf_coop_ctx_rows(g_kp.coop);
+    tr.ctx_width = (uint32_t)vf_coop_width(g_kp.coop);
+    tr.n_class_names = (size_t)g_kp.n_classes;
+    tr.class_names = g_kp.class_names;
+    tr.step = rs->resume_step;
+    tr.model_fingerprint = g_kp.fingerprint;
+    tr.template_ = g_kp.template_;
+    tr.n_ctx = (uint32_t)vf_coop_n_ctx(g_kp.coop);
+    Vflclip__V1__PartyMessage pm = VFLCLIP__V1__PARTY_MESSAGE__INIT;
+    pm.task_id = task;
+    pm.body_case = VFLCLIP__V1__PARTY_MESSAGE__BODY_TEXT_READY;
+    pm.text_ready = &tr;
+    send_pm(&pm);
+    if (send_features(task, rs->resume_step, &err)) send_error(task, 13, err.msg);
+}
+
+static void on_text_backward(uint64_t task, const Vflclip__V1__TextBackward *tb) {
+    vf_error err;
+    const int C = g_kp.n_classes, D = vf_coop_feature_dim(g_kp.coop);
+    const Vflclip__V1__Tensor *g = tb->grad_text_features;
+    if (!g || g->n_shape != 2 || g->shape[0] != (uint32_t)C || g->shape[1] != (uint32_t)D || g->n_data != (size_t)C * D) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "TextBackward step %" PRIu64 ": dL/dT must be (%d, %d)", tb->step, C, D);
+        send_error(task, 3, msg);
+        return;
+    }
+    if (!isfinite(tb->learning_rate) || tb->learning_rate < 0) {
+        send_error(task, 3, "TextBackward: learning rate is not a finite non-negative number");
+        return;
+    }
+    memcpy(g_kp.dtext, g->data, (size_t)C * D * sizeof(float));
+    if (vf_text_update(g_kp.coop, &g_kp.optim, g_kp.dtext, tb->learning_rate, g_kp.dctx, &err) ||
+        send_features(task, tb->step + 1, &err))
+        send_error(task, 13, err.msg);
+}
+
+static void on_checkpoint(uint64_t task, const Vflclip__V1__Checkpoint *ck) {
+    vf_error err;
+    const int n = vf_coop_ctx_count(g_kp.coop);
+    const char *a = ck->action;
+    if (!strcmp(a, "save")) {
+        if (kp_checkpoint_save(&g_kp, ck->step, &err)) send_error(task, 13, err.msg);
+        else send_ack(task, "saved");
+    } else if (!strcmp(a, "mark-best")) {
+        memcpy(g_kp.best_ctx, vf_coop_ctx(g_kp.coop), (size_t)n * sizeof(float));
+        g_kp.best_epoch = (int)ck->epoch;
+        g_kp.best_auc = ck->val_auc;
+        send_ack(task, "best");
+    } else if (!strcmp(a, "restore-best")) {
+        if (vf_coop_set_ctx(g_kp.coop, g_kp.best_ctx, vf_coop_ctx_rows(g_kp.coop), vf_coop_width(g_kp.coop), "best context", &err) ||
+            send_features(task, ck->step, &err))
+            send_error(task, 13, err.msg);
+    } else if (!strcmp(a, "export")) {
+        char path[4400];
+        snprintf(path, sizeof path, "%s/context.safetensors", g_kp.run_dir);
+        vf_context_info info = {.template_ = g_kp.template_, .init_words = g_kp.init_words[0] ? g_kp.init_words : NULL,
+                                .class_names = (const char *const *)g_kp.class_names, .n_classes = g_kp.n_classes,
+                                .n_ctx = vf_coop_n_ctx(g_kp.coop), .csc = g_kp.coop_cfg.csc,
+                                .class_pos = g_kp.coop_cfg.class_pos, .model_fingerprint = g_kp.fingerprint,
+                                .epoch = g_kp.best_epoch, .val_auc = g_kp.best_auc, .seed = g_kp.seed};
+        char *data = NULL;
+        size_t len = 0;
+        if (vf_coop_set_ctx(g_kp.coop, g_kp.best_ctx, vf_coop_ctx_rows(g_kp.coop), vf_coop_width(g_kp.coop), "best context", &err) ||
+            vf_context_save(path, g_kp.coop, &info, &err) || vf_read_file(path, &data, &len, &err)) {
+            send_error(task, 13, err.msg);
+            return;
+        }
+        Vflclip__V1__ContextFile cf = VFLCLIP__V1__CONTEXT_FILE__INIT;
+        cf.data.data = (uint8_t *)data;
+        cf.data.len = len;
+        Vflclip__V1__PartyMessage pm = VFLCLIP__V1__PARTY_MESSAGE__INIT;
+        pm.task_id = task;
+        pm.body_case = VFLCLIP__V1__PARTY_MESSAGE__BODY_CONTEXT_FILE;
+        pm.context_file = &cf;
+        send_pm(&pm);
+        free(data);
+        vf_log(VF_INFO, "event=context_exported run=%s best_epoch=%d bytes=%zu", g_kp.run_id, g_kp.best_epoch, len);
+    } else {
+        char msg[160];
+        snprintf(msg, sizeof msg, "unknown checkpoint action '%s'", a);
+        send_error(task, 3, msg);
+    }
+}
+
+static void on_message(vf_party_link *l, const Vflclip__V1__AggregatorMessage *m, void *ud) {
+    uint64_t task = m->task_id;
+    switch (m->body_case) {
+    case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_WELCOME: return;
+    case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_RUN_SETUP: on_run_setup(task, m->run_setup); return;
+    case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_SHUTDOWN:
+        vf_log(VF_INFO, "event=run_closed run=%s reason=\"%s\"", g_kp.run_id[0] ? g_kp.run_id : "-", m->shutdown->reason);
+        kp_free_run(&g_kp);
+        return;
+    default: break;
+    }
+    if (!g_kp.coop) {
+        send_error(task, 9, "no run is set up on this knowledge party (RunSetup first)");
+        return;
+    }
+    vf_error err;
+    switch (m->body_case) {
+    case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_TEXT_FORWARD:
+        if (send_features(task, m->text_forward->step, &err)) send_error(task, 13, err.msg);
+        break;
+    case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_TEXT_BACKWARD: on_text_backward(task, m->text_backward); break;
+    case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_CHECKPOINT: on_checkpoint(task, m->checkpoint); break;
+    default: send_error(task, 12, "task not for a knowledge party"); break;
+    }
+}
+
+static void fill_hello(Vflclip__V1__Hello *h, void *ud) {
+    h->model_fingerprint = g_kp.fingerprint;
+    h->software_version = "vflclip 0.1";
+    h->embed_dim = (uint32_t)g_kp.tower.cfg.projection_dim;
+}
+
+static void on_down(vf_party_link *l, const char *why, void *ud) {
+    /* The aggregator re-sends RunSetup (with its last committed step) when the
+     * link is back; nothing here survives a lost stream but the checkpoints. */
+    kp_free_run(&g_kp);
+}
+
+static void on_stop(uv_signal_t *h, int sig) {
+    vf_log(VF_INFO, "event=stopping signal=%d", sig);
+    vf_notify_stopping();
+    vf_watchdog_stop();
+    uv_close((uv_handle_t *)&g_sigterm, NULL);
+    uv_close((uv_handle_t *)&g_sigint, NULL);
+    vf_party_link_stop(g_link);
+}
+
+static int parse_classes(const char *csv, vf_error *err) {
+    static const char *const derma[7] = {"actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
+                                         "benign keratosis-like lesions", "dermatofibroma", "melanoma",
+                                         "melanocytic nevi", "vascular lesions"};
+    g_kp.class_names = calloc(64, sizeof *g_kp.class_names);
+    if (!csv) {
+        for (int i = 0; i < 7; i++) g_kp.class_names[i] = strdup(derma[i]);
+        g_kp.n_classes = 7;
+        return 0;
+    }
+    char *copy = strdup(csv), *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ') t++;
+        size_t n = strlen(t);
+        while (n && t[n - 1] == ' ') t[--n] = 0;
+        if (!n) continue;
+        if (g_kp.n_classes == 64) { free(copy); return vf_fail(err, "[prompt] classes: more than 64 classes"); }
+        g_kp.class_names[g_kp.n_classes++] = strdup(t);
+    }
+    free(copy);
+    if (g_kp.n_classes < 2) return vf_fail(err, "[prompt] classes: need at least 2 class names");
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    vf_log_set_program(PROGRAM);
+    const char *config;
+    int check_only;
+    int a = vf_daemon_args(argc, argv, PROGRAM,
+                           "The knowledge party: class names, prompt template, CLIP text tower and the learnable CoOp\n"
+                           "context; dials the aggregator and answers its text tasks.",
+                           schema, &config, &check_only);
+    if (a) return a == 1 ? 0 : 2;
+    vf_error err;
+    vf_ini ini;
+    vf_daemon_paths paths;
+    vf_party_link_config lc;
+    char host[256], sn[256], model[4096];
+    if (vf_ini_load(&ini, config, schema, &err) || vf_daemon_paths_load(&ini, &paths, &err) ||
+        vf_daemon_link_config(&ini, &paths, &lc, host, sizeof host, sn, sizeof sn, &err) ||
+        vf_ini_path(&ini, "model", "dir", 1, model, sizeof model, &err) ||
+        parse_classes(vf_ini_get(&ini, "prompt", "classes"), &err)) {
+        fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
+        return 1;
+    }
+    snprintf(g_kp.default_template, sizeof g_kp.default_template, "%s", vf_ini_get(&ini, "prompt", "template"));
+    snprintf(g_kp.state_dir, sizeof g_kp.state_dir, "%s", paths.state);
+    if (vf_clip_text_load(&g_kp.tower, model, &err) || vf_tokenizer_load_dir(&g_kp.tok, model, &err)) {
+        fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
+        return 1;
+    }
+    vf_fingerprint_hex(g_kp.tower.fingerprint, g_kp.fingerprint);
+    if (g_kp.tower.cfg.random_weights)
+        vf_log(VF_WARN, "event=random_weights model=%s detail=\"RANDOM weights: metrics mean nothing about dermatology\"", model);
+    if (check_only) {
+        printf("%s: configuration %s is valid (model %s, %d classes)\n", PROGRAM, config, g_kp.fingerprint, g_kp.n_classes);
+        return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_t *loop = uv_default_loop();
+    vf_party_link_handlers h = {fill_hello, on_message, on_down, NULL, NULL};
+    if (vf_party_link_start(loop, &lc, &h, &g_link, &err)) {
+        fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
+        return 1;
+    }
+    vf_log(VF_INFO, "event=started model=%s fingerprint=%.16s classes=%d aggregator=%s:%d", model, g_kp.fingerprint,
+           g_kp.n_classes, host, lc.client.port);
+    uv_signal_init(loop, &g_sigterm);
+    uv_signal_init(loop, &g_sigint);
+    uv_signal_start(&g_sigterm, on_stop, SIGTERM);
+    uv_signal_start(&g_sigint, on_stop, SIGINT);
+    vf_notify_ready("text tower loaded; dialling the aggregator");
+    vf_watchdog_start(loop);
+    uv_run(loop, UV_RUN_DEFAULT);
+    kp_free_run(&g_kp);
+    vf_tokenizer_free(g_kp.tok);
+    vf_clip_text_free(&g_kp.tower);
+    vf_ini_free(&ini);
+    return 0;
+}
