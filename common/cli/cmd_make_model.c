@@ -2,6 +2,7 @@
  * in the Hugging Face layout (see clip/make_model.h). */
 #include "cli/commands.h"
 #include "clip/make_model.h"
+#include "clip/open_clip_make.h" /* issue 5 */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 static void usage(FILE *out) {
     fprintf(out, "usage: vflclip make-model --like tiny|vit-b-32|vit-b-16|vit-l-14|vit-l-14-336 --seed N --out DIR\n"
+                 "       (OpenCLIP layout: --like rn50x4|rn50x16|rn50x64, --layout open_clip, --open-clip-config FILE)\n"
                  "                          [--dtype f32|f16|bf16]\n"
                  "Writes config.json, model.safetensors, preprocessor_config.json and a small byte-level\n"
                  "vocabulary (vocab.json, merges.txt) with seeded random weights.  Such a model is for tests\n"
@@ -16,6 +18,8 @@ static void usage(FILE *out) {
 }
 
 int vf_cmd_make_model(int argc, char **argv) {
+    /* issue 5: OpenCLIP checkpoints (--like rn50x*, --layout open_clip, --open-clip-config) */
+    if (vf_open_clip_make_wanted(argc, argv)) return vf_open_clip_make_main(argc, argv);
     const char *like = NULL, *out = NULL, *dtype_s = "f32";
     long long seed = -1;
     int config_only = 0;

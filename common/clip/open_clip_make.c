@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 // ---- seeded streams ------------------------------------------------------------
 
@@ -189,6 +190,20 @@ static int add_all(gen *g, const vf_open_clip_config *c, vf_error *err) {
     return vf_st_writer_add_f32(&g->w, "logit_scale", g->dtype, 0, NULL, ls, err);
 }
 
+// DIR/open_clip_config.json, marked as random weights
+static int write_config(const vf_open_clip_config *cfg_in, const char *out_dir, vf_error *err) {
+    vf_open_clip_config cfg = *cfg_in;
+    cfg.random_weights = 1;
+    if (vf_mkdirs(out_dir, 0755, err)) return -1;
+    char *json = vf_open_clip_config_to_json(&cfg);
+    if (!json) return vf_fail(err, "make-model: out of memory");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/open_clip_config.json", out_dir);
+    int rc = vf_write_atomic(path, json, strlen(json), err);
+    free(json);
+    return rc;
+}
+
 int vf_open_clip_make_model(const vf_open_clip_config *cfg_in, uint64_t seed, vf_dtype dtype, const char *out_dir,
                             vf_error *err) {
     vf_open_clip_config cfg = *cfg_in;
@@ -219,53 +234,68 @@ int vf_open_clip_make_model(const vf_open_clip_config *cfg_in, uint64_t seed, vf
     vf_st_writer_free(&g.w);
     free(g.buf);
     if (rc) return -1;
-    // the config last: its presence marks a complete checkpoint directory
-    char *json = vf_open_clip_config_to_json(&cfg);
-    if (!json) return vf_fail(err, "make-model: out of memory");
-    snprintf(path, sizeof path, "%s/open_clip_config.json", out_dir);
-    rc = vf_write_atomic(path, json, strlen(json), err);
-    free(json);
-    return rc;
+    return write_config(&cfg, out_dir, err);  // last: its presence marks a complete checkpoint
 }
 
-int vf_open_clip_make_handles(const char *like) {
-    return like && (strcmp(like, "rn50x4") == 0 || strcmp(like, "rn50x16") == 0 || strcmp(like, "rn50x64") == 0);
+int vf_open_clip_make_wanted(int argc, char **argv) {
+    for (int i = 1; i + 1 < argc; i++) {
+        const char *a = argv[i], *v = argv[i + 1];
+        if (strcmp(a, "--open-clip-config") == 0) return 1;
+        if (strcmp(a, "--layout") == 0 && strcmp(v, "open_clip") == 0) return 1;
+        if (strcmp(a, "--like") == 0 && strncmp(v, "rn50x", 5) == 0) return 1;
+    }
+    return 0;
 }
 
 // ---- the subcommand ----------------------------------------------------------------
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: vflclip make-model (--like rn50x4|rn50x16|rn50x64 | --open-clip-config FILE)\n"
-            "                          [--seed N] [--dtype F32|F16|BF16] --out DIR\n"
+            "usage: vflclip make-model --like rn50x4|rn50x16|rn50x64 --seed N --out DIR\n"
+            "       vflclip make-model --like vit-b-32|vit-b-16|vit-l-14|vit-l-14-336 --layout open_clip --seed N --out DIR\n"
+            "       vflclip make-model --open-clip-config FILE --seed N --out DIR\n"
+            "                          [--dtype f32|f16|bf16] [--config-only]\n"
             "Writes a random-weight OpenCLIP checkpoint (open_clip_config.json +\n"
-            "open_clip_model.safetensors + a small vocabulary). Its outputs are\n"
-            "meaningless for dermatology.\n");
+            "open_clip_model.safetensors + a small vocabulary). Such a model is for tests\n"
+            "and demos only: its outputs mean nothing for dermatology.\n");
+}
+
+static int parse_dtype(const char *s, vf_dtype *dt) {
+    if (strcasecmp(s, "f32") == 0) *dt = VF_DT_F32;
+    else if (strcasecmp(s, "f16") == 0) *dt = VF_DT_F16;
+    else if (strcasecmp(s, "bf16") == 0) *dt = VF_DT_BF16;
+    else return -1;
+    return 0;
 }
 
 int vf_open_clip_make_main(int argc, char **argv) {
-    const char *like = NULL, *config = NULL, *out = NULL, *dtype_s = "F32";
-    unsigned long long seed = 0;
+    const char *like = NULL, *config = NULL, *out = NULL, *dtype_s = "f32", *layout = "open_clip";
+    long long seed = -1;
+    int config_only = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             return 0;
         }
+        if (strcmp(a, "--config-only") == 0) {
+            config_only = 1;
+            continue;
+        }
         if (!v) {
             fprintf(stderr, "make-model: %s needs a value\n", a);
-            usage(stderr);
             return 2;
         }
         if (strcmp(a, "--like") == 0) like = v;
         else if (strcmp(a, "--open-clip-config") == 0) config = v;
         else if (strcmp(a, "--out") == 0) out = v;
         else if (strcmp(a, "--dtype") == 0) dtype_s = v;
+        else if (strcmp(a, "--layout") == 0) layout = v;
         else if (strcmp(a, "--seed") == 0) {
             char *end;
-            seed = strtoull(v, &end, 10);
-            if (!*v || *end) {
-                fprintf(stderr, "make-model: --seed \"%s\" is not a number\n", v);
+            seed = strtoll(v, &end, 10);
+            if (!*v || *end || seed < 0) {
+                fprintf(stderr, "make-model: --seed %s is not a non-negative integer\n", v);
                 return 2;
             }
         } else {
@@ -275,23 +305,28 @@ int vf_open_clip_make_main(int argc, char **argv) {
         }
         i++;
     }
-    if (!out || (!like == !config)) {
+    if (!out || seed < 0 || (!like == !config)) {
         usage(stderr);
+        return 2;
+    }
+    if (strcmp(layout, "open_clip") != 0) {
+        fprintf(stderr, "make-model: --layout %s: the ResNets exist only in the open_clip layout\n", layout);
+        return 2;
+    }
+    vf_dtype dtype;
+    if (parse_dtype(dtype_s, &dtype)) {
+        fprintf(stderr, "make-model: --dtype %s is not f32, f16 or bf16\n", dtype_s);
         return 2;
     }
     vf_error err = {{0}};
     vf_open_clip_config cfg;
-    vf_dtype dtype;
-    if (vf_dtype_parse(dtype_s, &dtype)) {
-        fprintf(stderr, "make-model: unknown --dtype %s\n", dtype_s);
-        return 2;
-    }
-    if ((like ? vf_open_clip_config_preset(like, &cfg, &err) : vf_open_clip_config_load(config, &cfg, &err)) ||
-        vf_open_clip_make_model(&cfg, seed, dtype, out, &err)) {
+    int rc = like ? vf_open_clip_config_preset(like, &cfg, &err) : vf_open_clip_config_load(config, &cfg, &err);
+    if (!rc) rc = config_only ? write_config(&cfg, out, &err) : vf_open_clip_make_model(&cfg, (uint64_t)seed, dtype, out, &err);
+    if (rc) {
         fprintf(stderr, "make-model: %s\n", err.msg);
         return 1;
     }
-    fprintf(stderr, "make-model: wrote a random-weight OpenCLIP %s checkpoint to %s; "
-                    "its outputs are meaningless for dermatology\n", cfg.is_resnet ? "ModifiedResNet" : "ViT", out);
+    fprintf(stderr, "make-model: wrote %s (OpenCLIP %s, %s, seed %lld) -- RANDOM weights: outputs are meaningless "
+                    "for dermatology\n", out, cfg.is_resnet ? "ModifiedResNet" : "ViT", dtype_s, seed);
     return 0;
 }

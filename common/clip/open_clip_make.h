@@ -27,16 +27,18 @@
 int vf_open_clip_make_model(const vf_open_clip_config *cfg, uint64_t seed, vf_dtype dtype, const char *out_dir,
                             vf_error *err);
 
-/* 1 when `like` names an OpenCLIP preset this writer serves: rn50x4, rn50x16,
- * rn50x64 (the ResNets exist only in OpenCLIP layout). */
-int vf_open_clip_make_handles(const char *like);
+/* 1 when a make-model command line asks for an OpenCLIP checkpoint:
+ * --like rn50x4|rn50x16|rn50x64 (the ResNets exist only in OpenCLIP layout),
+ * --layout open_clip, or --open-clip-config FILE. */
+int vf_open_clip_make_wanted(int argc, char **argv);
 
 /* The make-model subcommand for OpenCLIP layouts:
- *   --like rn50x4|rn50x16|rn50x64   a preset, or
+ *   --like rn50x4|rn50x16|rn50x64|vit-b-32|vit-b-16|vit-l-14|vit-l-14-336
+ *                                    a preset (the ViTs with --layout open_clip), or
  *   --open-clip-config FILE          any ViT/ModifiedResNet config (hub format or
  *                                    open_clip's bare model config; e.g. reduced
  *                                    widths for tests)
- *   --seed N --dtype F32|F16|BF16 --out DIR
+ *   --seed N --dtype f32|f16|bf16 --out DIR [--config-only]
  * argv starts at the subcommand name; returns the exit status. */
 int vf_open_clip_make_main(int argc, char **argv);
 
