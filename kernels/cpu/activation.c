@@ -1,13 +1,14 @@
 /* activation: GELU variants and residual add (see activation.h). */
 #include "cpu/activation.h"
+#include "cpu/fastmath.h"
 
 #include <math.h>
 
 void vf_quick_gelu_forward(float *out, const float *inp, long N) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (long i = 0; i < N; i++) {
         float x = inp[i];
-        out[i] = x / (1.0f + expf(-1.702f * x));
+        out[i] = x / (1.0f + vf_expf(-1.702f * x));
     }
 }
 

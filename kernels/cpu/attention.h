@@ -5,13 +5,20 @@
 #ifndef VF_CPU_ATTENTION_H
 #define VF_CPU_ATTENTION_H
 
+#include <stddef.h>
+
 /*   att[b,h,t,s] = softmax_s(scale * q[b,t,h,:] . k[b,s,h,:])   (B, NH, T, T)
  *                  over s <= t when causal (masked entries written as 0)
  *   out[b,t,h,:] = sum_s att[b,h,t,s] v[b,s,h,:]                (B, T, C)
  * q, k, v (B, T, C) have rows `ld` floats apart (C for separate buffers);
- * out is dense (B, T, C).  att may be NULL when nothing needs the
- * probabilities afterwards (inference): they then live on the stack. */
+ * out is dense (B, T, C); att (B, NH, T, T) is kept for the backward pass. */
 void vf_attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
                           int B, int T, int C, int NH, int ld, float scale, int causal);
+
+/* The same without keeping the probabilities (inference): each thread
+ * works in its own T*T slice of scratch. */
+size_t vf_attention_scratch_floats(int T);
+void vf_attention_forward_nosave(float *out, float *scratch, const float *q, const float *k, const float *v,
+                                 int B, int T, int C, int NH, int ld, float scale, int causal);
 
 #endif

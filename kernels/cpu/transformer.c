@@ -10,7 +10,7 @@
 size_t vf_tfm_acts_bytes(const vf_clip_encoder_config *cfg, int B, int T, int keep_att) {
     size_t BT = (size_t)B * T, C = (size_t)cfg->hidden_size, F = (size_t)cfg->intermediate_size;
     size_t n = 7 * vf_arena_round(BT * C * 4) + 4 * vf_arena_round(BT * 4) + 2 * vf_arena_round(BT * F * 4);
-    if (keep_att) n += vf_arena_round((size_t)B * cfg->num_heads * T * T * 4);
+    n += vf_arena_round((keep_att ? (size_t)B * cfg->num_heads * T * T : vf_attention_scratch_floats(T)) * 4);
     return n;
 }
 
@@ -23,6 +23,7 @@ int vf_tfm_acts_carve(vf_tfm_acts *a, vf_arena *arena, const vf_clip_encoder_con
     a->k = vf_arena_floats(arena, BT * C);
     a->v = vf_arena_floats(arena, BT * C);
     a->att = keep_att ? vf_arena_floats(arena, (size_t)B * cfg->num_heads * T * T) : NULL;
+    a->att_scratch = keep_att ? NULL : vf_arena_floats(arena, vf_attention_scratch_floats(T));
     a->atty = vf_arena_floats(arena, BT * C);
     a->res1 = vf_arena_floats(arena, BT * C);
     a->ln2 = vf_arena_floats(arena, BT * C);
@@ -30,7 +31,7 @@ int vf_tfm_acts_carve(vf_tfm_acts *a, vf_arena *arena, const vf_clip_encoder_con
     a->ln2_rstd = vf_arena_floats(arena, BT);
     a->fch = vf_arena_floats(arena, BT * F);
     a->fch_act = vf_arena_floats(arena, BT * F);
-    return a->ln1 && a->ln1_mean && a->ln1_rstd && a->q && a->k && a->v && (a->att || !keep_att) && a->atty &&
+    return a->ln1 && a->ln1_mean && a->ln1_rstd && a->q && a->k && a->v && (keep_att ? a->att != NULL : a->att_scratch != NULL) && a->atty &&
                    a->res1 && a->ln2 && a->ln2_mean && a->ln2_rstd && a->fch && a->fch_act
                ? 0
                : -1;
@@ -44,7 +45,8 @@ void vf_tfm_layer_forward(const vf_tfm_layer *w, const vf_clip_encoder_config *c
     vf_matmul_forward(a->q, a->ln1, w->q_w, w->q_b, BT, C, C);                                     // (B, T, C)
     vf_matmul_forward(a->k, a->ln1, w->k_w, w->k_b, BT, C, C);
     vf_matmul_forward(a->v, a->ln1, w->v_w, w->v_b, BT, C, C);
-    vf_attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, C, NH, C, scale, causal);        // (B, T, C)
+    if (a->att) vf_attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, C, NH, C, scale, causal); // (B, T, C)
+    else vf_attention_forward_nosave(a->atty, a->att_scratch, a->q, a->k, a->v, B, T, C, NH, C, scale, causal);
     vf_matmul_forward(x_out, a->atty, w->o_w, w->o_b, BT, C, C);                                   // (B, T, C) scratch
     vf_residual_forward(a->res1, x_in, x_out, (long)BT * C);
     vf_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res1, w->ln2_w, w->ln2_b, BT, C, eps);

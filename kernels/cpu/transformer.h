@@ -34,6 +34,7 @@ typedef struct vf_tfm_acts {
     float *ln1_mean, *ln1_rstd; // (B, T)
     float *q, *k, *v;          // (B, T, C)  projections (q not yet scaled)
     float *att;                // (B, NH, T, T) softmax probabilities; NULL when not kept
+    float *att_scratch;        // (threads, T, T) per-thread probabilities when att is not kept
     float *atty;               // (B, T, C)  attention output before out_proj
     float *res1;               // (B, T, C)  x + out_proj(atty)
     float *ln2;                // (B, T, C)  LayerNorm2 output

@@ -1,0 +1,89 @@
+"""CPU image-embedding throughput: vflclip's ViT (build/bench/bench_embed,
+model load excluded) against transformers' CLIPVisionModelWithProjection on
+the same random-weight model (made by `vflclip make-model`), the same pixels
+and the same thread count, in one run.  Prints images/s for both and the
+ratio, and checks that both computed the same embeddings."""
+import argparse
+import os
+import pathlib
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def cpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        return re.search(r"Model name:\s*(.*)", out).group(1).strip()
+    except Exception:
+        return platform.processor() or "unknown"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--like", default="vit-b-16")
+    ap.add_argument("--images", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    a = ap.parse_args()
+    build = pathlib.Path(a.build)
+    n = a.threads
+    env = dict(os.environ, OMP_NUM_THREADS=str(n), OPENBLAS_NUM_THREADS=str(n))
+
+    with tempfile.TemporaryDirectory(prefix="vf_bench_embed_") as tmp:
+        tmp = pathlib.Path(tmp)
+        model = tmp / "model"
+        subprocess.run([build / "vflclip", "make-model", "--like", a.like, "--seed", "0", "--out", model],
+                       check=True, capture_output=True)
+        import json
+        size = json.loads((model / "config.json").read_text())["vision_config"]["image_size"]
+        pixels = np.random.default_rng(0).standard_normal((a.images, 3, size, size)).astype(np.float32)
+        np.save(tmp / "pixels.npy", pixels)
+
+        p = subprocess.run([build / "bench" / "bench_embed", model, tmp / "pixels.npy", str(a.batch), str(a.repeats)],
+                           capture_output=True, text=True, env=dict(env, VF_BENCH_OUT=str(tmp / "ours.npy")))
+        if p.returncode != 0:
+            sys.exit(f"bench_embed failed:\n{p.stderr}")
+        ours_ips = float(re.search(r"images_per_s=([0-9.]+)", p.stdout).group(1))
+        core = re.search(r"blas_core=(\S+)", p.stdout).group(1)
+
+        # PyTorch gets the same OpenBLAS kernels and thread count.
+        os.environ.update(env)
+        os.environ["OPENBLAS_CORETYPE"] = core
+        import torch
+        from transformers import CLIPVisionModelWithProjection
+        torch.set_num_threads(n)
+        m = CLIPVisionModelWithProjection.from_pretrained(model).eval()
+        x = torch.from_numpy(pixels)
+        outs = []
+        with torch.no_grad():
+            m(pixel_values=x[: a.batch])  # warm-up, as bench_embed does
+            t0 = time.perf_counter()
+            for _ in range(a.repeats):
+                outs = [m(pixel_values=x[i:i + a.batch]).image_embeds for i in range(0, a.images, a.batch)]
+            dt = time.perf_counter() - t0
+        torch_ips = a.images * a.repeats / dt
+        ref = torch.cat(outs).numpy()
+        ours = np.load(tmp / "ours.npy")
+        diff = float(np.abs(ours - ref).max())
+
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; threads={n}; OpenBLAS kernels={core}; "
+          f"torch {torch.__version__}")
+    print(f"model: random {a.like}; {a.images} images x {a.repeats} repeats, batch {a.batch}")
+    print(f"vflclip: {ours_ips:.3f} images/s")
+    print(f"pytorch: {torch_ips:.3f} images/s")
+    print(f"ratio:   {ours_ips / torch_ips:.2f}x (goal >= 1.3x)")
+    print(f"max abs diff of the embeddings: {diff:.3g}")
+    if not diff <= 1e-3 * max(1.0, float(np.abs(ref).max())):
+        sys.exit("embeddings differ: the benchmark compared different computations")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+#!/bin/sh
+# Benchmarks (`make bench` calls this with the build directory as $1).
+# Independent sections, one per benchmark: each prints its own figures and a
+# failing section does not stop the others.  Add a section by appending one
+# `section` line and its command.
+set -u
+BUILD=${1:-build}
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-.venv/bin/python}
+status=0
+section() {
+    echo
+    echo "== $1"
+}
+run() {
+    "$@" || { echo "FAILED: $*"; status=1; }
+}
+
+section "CPU image embedding: ViT-B/16, vflclip vs transformers' CLIPVisionModelWithProjection"
+run "$PY" tests/bench/bench_embed_vs_torch.py --build "$BUILD"
+
+section "CoOp training step: ViT-B/16 text tower, 7 classes, 16 ctx, batch 32, Adam; vflclip vs PyTorch autograd (transformers)"
+run "$PY" tests/bench/coop_step_torch.py --build "$BUILD"
+
+exit $status
