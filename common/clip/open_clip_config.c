@@ -379,5 +379,6 @@ int vf_open_clip_preprocess_config(const char *dir, vf_preprocess_cfg *cfg, vf_e
     if (vf_open_clip_config_load(dir, &oc, err)) return -1;
     vf_preprocess_defaults(cfg, oc.image_size);  // bicubic, shortest side, centre crop, 1/255
     for (int i = 0; i < 3; i++) cfg->mean[i] = (float)oc.mean[i], cfg->std[i] = (float)oc.std[i];
+    cfg->torchvision_crop = 1;  // open_clip's CenterCrop rounds the offset half to even
     return 0;
 }

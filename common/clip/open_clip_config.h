@@ -58,7 +58,8 @@ void vf_open_clip_to_clip_config(const vf_open_clip_config *oc, vf_clip_config *
 
 /* open_clip's image transform for the checkpoint in DIR as the project's
  * preprocessing: bicubic resize of the shortest side to image_size, centre
- * crop to image_size, x/255, (x - mean) / std with preprocess_cfg's mean/std. */
+ * crop to image_size (offset rounded as torchvision's CenterCrop), x/255,
+ * (x - mean) / std with preprocess_cfg's mean/std. */
 struct vf_preprocess_cfg;
 int vf_open_clip_preprocess_config(const char *dir, struct vf_preprocess_cfg *cfg, vf_error *err);
 

@@ -306,6 +306,10 @@ done:
 
 /* Floor division, as Python's //. */
 static int floordiv2(int a) { return a >= 0 ? a / 2 : -((-a + 1) / 2); }
+/* issue 5: torchvision's center_crop offset, int(round(a / 2.0)) with Python's
+ * half-to-even rounding; an image smaller than the crop is padded by
+ * (crop - size) // 2 on the top/left. */
+static int torchvision_offset(int a) { return a >= 0 ? (a % 4 == 3 ? a / 2 + 1 : a / 2) : -((-a) / 2); }
 
 int vf_preprocess(const vf_preprocess_cfg *cfg, const vf_image *img, float *out, vf_error *err) {
     if (!img || !img->rgb || img->w <= 0 || img->h <= 0) return vf_fail(err, "preprocess: empty image");
@@ -329,6 +333,7 @@ int vf_preprocess(const vf_preprocess_cfg *cfg, const vf_image *img, float *out,
     /* center_crop: window [top, top + crop_h) of the resized image, zeros outside */
     int oh = cfg->do_center_crop ? cfg->crop_h : rh, ow = cfg->do_center_crop ? cfg->crop_w : rw;
     int top = cfg->do_center_crop ? floordiv2(rh - oh) : 0, left = cfg->do_center_crop ? floordiv2(rw - ow) : 0;
+    if (cfg->do_center_crop && cfg->torchvision_crop) top = torchvision_offset(rh - oh), left = torchvision_offset(rw - ow); /* issue 5 */
     int y0 = top < 0 ? 0 : top, y1 = top + oh > rh ? rh : top + oh;
     int x0 = left < 0 ? 0 : left, x1 = left + ow > rw ? rw : left + ow;
     unsigned char *win = malloc((size_t)(y1 - y0) * (x1 - x0) * 3);

@@ -16,7 +16,10 @@
 #include "util/vf_error.h"
 
 typedef struct vf_preprocess_cfg { int shortest_edge, crop_h, crop_w, do_resize, do_center_crop, do_normalize;
-                                   float rescale, mean[3], std[3]; } vf_preprocess_cfg;
+                                   float rescale, mean[3], std[3];
+                                   /* issue 5: OpenCLIP checkpoints crop as torchvision's CenterCrop,
+                                    * top = int(round((h - crop_h) / 2)), not (h - crop_h) // 2 */
+                                   int torchvision_crop; } vf_preprocess_cfg;
 
 /* model_dir/preprocessor_config.json (transformers 4.x: "size": 224 or
  * {"shortest_edge": 224}, "crop_size": 224 or {"height","width"}), or, when
