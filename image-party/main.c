@@ -1,0 +1,293 @@
+/* vflclip-image-party: the daemon of one hospital.  At start it opens its
+ * data set (npz, or image folder + labels CSV), encodes every split once with
+ * the frozen CLIP vision tower (through the embedding cache in its state
+ * directory) and frees the tower.  Then it dials the aggregator and answers
+ * EncodeSplit tasks by streaming EmbeddingsChunks: embeddings, labels and
+ * party-local ids, nothing else.  Pixels never leave this process, and the
+ * only tasks it accepts carry no tensor (EncodeSplit, Shutdown): anything
+ * else is refused. */
+#include "clip/clip_model.h"
+#include "daemon/daemon_setup.h"
+#include "daemon/notify.h"
+#include "data/dataset.h"
+#include "data/embed_cache.h"
+#include "image/preprocess.h"
+#include "util/log.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PROGRAM "vflclip-image-party"
+
+static const vf_ini_key schema[] = {
+    VF_INI_TLS_KEYS,
+    VF_INI_DIAL_KEYS,
+    {"model", "dir", VF_INI_PATH, 1, NULL, "CLIP checkpoint directory (Hugging Face or OpenCLIP); the vision tower is used"},
+    {"data", "path", VF_INI_PATH, 1, NULL, "dermamnist*.npz, a labels CSV (image_id, dx[, split]) or a folder holding labels.csv"},
+    {"data", "class_codes", VF_INI_STR, 0, NULL, "CSV dx codes in label order (default akiec,bcc,bkl,df,mel,nv,vasc)"},
+    {"data", "image_dir", VF_INI_PATH, 0, NULL, "where the CSV's images are (default: beside the CSV)"},
+    {"data", "split_seed", VF_INI_INT, 0, "0", "seed of the 7:1:2 split of a CSV without a split column"},
+    {"encode", "batch", VF_INI_INT, 0, "32", "images per vision-tower batch"},
+    {"encode", "cache", VF_INI_BOOL, 0, "true", "keep embeddings in <state>/embeddings so a restart does not re-encode"},
+    VF_INI_STATE_KEYS,
+    {NULL, NULL, 0, 0, NULL, NULL},
+};
+
+typedef struct party {
+    vf_dataset ds;
+    int D;
+    float *emb[VF_SPLIT_COUNT];    /* (n, D) per split */
+    char fingerprint[65];
+    /* the EncodeSplit being streamed */
+    int streaming;
+    uint64_t task;
+    vf_split split;
+    uint32_t view, chunk;
+    int next;
+    int32_t *labels_buf;
+    char **ids_buf;
+    char *ids_storage;
+} party;
+
+static party g_p;
+static vf_party_link *g_link;
+static uv_signal_t g_sigterm, g_sigint;
+
+static void send_error(uint64_t task, int code, const char *msg) {
+    vf_log(VF_WARN, "event=task_refused task=%" PRIu64 " error=\"%s\"", task, msg);
+    Vflclip__V1__Error e = VFLCLIP__V1__ERROR__INIT;
+    e.code = code;
+    e.message = (char *)msg;
+    Vflclip__V1__PartyMessage pm = VFLCLIP__V1__PARTY_MESSAGE__INIT;
+    pm.task_id = task;
+    pm.body_case = VFLCLIP__V1__PARTY_MESSAGE__BODY_ERROR;
+    pm.error = &e;
+    vf_error err;
+    vf_party_link_send(g_link, &pm, &err);
+}
+
+/* Sends chunks while less than 1 MiB is queued; the link's drain resumes. */
+static void pump(void) {
+    if (!g_p.streaming) return;
+    const vf_split_data *sd = &g_p.ds.split[g_p.split];
+    const int n = sd->n, D = g_p.D;
+    vf_error err;
+    while (g_p.streaming && vf_party_link_queued(g_link) < (1u << 20)) {
+        int first = g_p.next, count = n - first < (int)g_p.chunk ? n - first : (int)g_p.chunk;
+        size_t used = 0;
+        for (int i = 0; i < count; i++) {
+            g_p.labels_buf[i] = sd->labels[first + i];
+            g_p.ids_buf[i] = g_p.ids_storage + used;
+            if (sd->ids) used += (size_t)snprintf(g_p.ids_buf[i], 128, "%.120s", sd->ids[first + i]) + 1;
+            else used += (size_t)snprintf(g_p.ids_buf[i], 128, "%s-%d", vf_split_name(g_p.split), first + i) + 1;
+        }
+        Vflclip__V1__EmbeddingsChunk ch = VFLCLIP__V1__EMBEDDINGS_CHUNK__INIT;
+        ch.split = (char *)vf_split_name(g_p.split);
+        ch.view = g_p.view;
+        ch.offset = (uint64_t)first;
+        ch.count = (uint32_t)count;
+        ch.dim = (uint32_t)D;
+        ch.n_data = (size_t)count * D;
+        ch.data = n ? g_p.emb[g_p.split] + (size_t)first * D : NULL;
+        ch.n_labels = (size_t)count;
+        ch.labels = g_p.labels_buf;
+        ch.n_ids = (size_t)count;
+        ch.ids = g_p.ids_buf;
+        ch.total = (uint64_t)n;
+        ch.last = first + count >= n;
+        Vflclip__V1__PartyMessage pm = VFLCLIP__V1__PARTY_MESSAGE__INIT;
+        pm.task_id = g_p.task;
+        pm.body_case = VFLCLIP__V1__PARTY_MESSAGE__BODY_EMBEDDINGS;
+        pm.embeddings = &ch;
+        if (vf_party_link_send(g_link, &pm, &err)) {
+            vf_log(VF_WARN, "event=send_failed task=%" PRIu64 " error=\"%s\"", g_p.task, err.msg);
+            g_p.streaming = 0;
+            return;
+        }
+        g_p.next = first + count;
+        if (ch.last) {
+            g_p.streaming = 0;
+            vf_log(VF_INFO, "event=split_sent task=%" PRIu64 " split=%s images=%d dim=%d", g_p.task, ch.split, n, D);
+        }
+    }
+}
+
+static void on_encode(uint64_t task, const Vflclip__V1__EncodeSplit *es) {
+    vf_split s;
+    if (vf_split_parse(es->split, &s)) { send_error(task, 3, "EncodeSplit: split must be train, val or test"); return; }
+    if (es->view != 0) { send_error(task, 3, "augmentation views are not supported by this image party (view 0 only)"); return; }
+    if (g_p.streaming) { send_error(task, 10, "another split is being sent"); return; }
+    uint32_t chunk = es->chunk_size ? es->chunk_size : 256;
+    if (chunk > 8192) chunk = 8192;
+    free(g_p.labels_buf); free(g_p.ids_buf); free(g_p.ids_storage);
+    g_p.labels_buf = malloc(chunk * sizeof *g_p.labels_buf);
+    g_p.ids_buf = malloc(chunk * sizeof *g_p.ids_buf);
+    g_p.ids_storage = malloc((size_t)chunk * 128);
+    if (!g_p.labels_buf || !g_p.ids_buf || !g_p.ids_storage) { send_error(task, 8, "out of memory"); return; }
+    g_p.streaming = 1;
+    g_p.task = task;
+    g_p.split = s;
+    g_p.view = es->view;
+    g_p.chunk = chunk;
+    g_p.next = 0;
+    pump();
+}
+
+static void on_message(vf_party_link *l, const Vflclip__V1__AggregatorMessage *m, void *ud) {
+    switch (m->body_case) {
+    case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_WELCOME: break;
+    case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_ENCODE_SPLIT: on_encode(m->task_id, m->encode_split); break;
+    case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_SHUTDOWN: g_p.streaming = 0; break;
+    default: send_error(m->task_id, 12, "an image party accepts only EncodeSplit tasks"); break;
+    }
+}
+
+static void on_drain(vf_party_link *l, void *ud) { pump(); }
+static void on_down(vf_party_link *l, const char *why, void *ud) { g_p.streaming = 0; }
+
+static void fill_hello(Vflclip__V1__Hello *h, void *ud) {
+    static Vflclip__V1__SplitSize sizes[VF_SPLIT_COUNT];
+    static Vflclip__V1__SplitSize *ptrs[VF_SPLIT_COUNT];
+    for (int k = 0; k < VF_SPLIT_COUNT; k++) {
+        vflclip__v1__split_size__init(&sizes[k]);
+        sizes[k].split = (char *)vf_split_name((vf_split)k);
+        sizes[k].count = (uint64_t)g_p.ds.split[k].n;
+        ptrs[k] = &sizes[k];
+    }
+    h->model_fingerprint = g_p.fingerprint;
+    h->software_version = "vflclip 0.1";
+    h->n_splits = VF_SPLIT_COUNT;
+    h->splits = ptrs;
+    h->embed_dim = (uint32_t)g_p.D;
+}
+
+static void on_stop(uv_signal_t *h, int sig) {
+    vf_log(VF_INFO, "event=stopping signal=%d", sig);
+    vf_notify_stopping();
+    vf_watchdog_stop();
+    uv_close((uv_handle_t *)&g_sigterm, NULL);
+    uv_close((uv_handle_t *)&g_sigint, NULL);
+    g_p.streaming = 0;
+    vf_party_link_stop(g_link);
+}
+
+static int parse_codes(const char *csv, char ***codes, int *n, vf_error *err) {
+    *codes = NULL;
+    *n = 0;
+    if (!csv) return 0;
+    *codes = calloc(VF_DATASET_MAX_CLASSES, sizeof **codes);
+    char *copy = strdup(csv), *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ') t++;
+        size_t len = strlen(t);
+        while (len && t[len - 1] == ' ') t[--len] = 0;
+        if (!len) continue;
+        if (*n == VF_DATASET_MAX_CLASSES) { free(copy); return vf_fail(err, "[data] class_codes: too many codes"); }
+        (*codes)[(*n)++] = strdup(t);
+    }
+    free(copy);
+    if (*n < 2) return vf_fail(err, "[data] class_codes: need at least 2 codes");
+    return 0;
+}
+
+/* Opens the data set and embeds every non-empty split. */
+static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) {
+    char model[4096], data[4096], image_dir[4096];
+    long split_seed, batch;
+    int cache;
+    char **codes;
+    int n_codes;
+    if (vf_ini_path(ini, "model", "dir", 1, model, sizeof model, err) ||
+        vf_ini_path(ini, "data", "path", 1, data, sizeof data, err) ||
+        vf_ini_path(ini, "data", "image_dir", 0, image_dir, sizeof image_dir, err) ||
+        vf_ini_int(ini, "data", "split_seed", 0, 1L << 62, &split_seed, err) ||
+        vf_ini_int(ini, "encode", "batch", 1, 4096, &batch, err) || vf_ini_bool(ini, "encode", "cache", &cache, err) ||
+        parse_codes(vf_ini_get(ini, "data", "class_codes"), &codes, &n_codes, err))
+        return -1;
+    vf_dataset_options o = {.class_codes = (const char *const *)codes, .n_classes = n_codes,
+                            .image_dir = image_dir[0] ? image_dir : NULL, .split_seed = (unsigned long long)split_seed};
+    if (vf_dataset_open(&g_p.ds, data, &o, err)) return -1;
+    vf_preprocess_cfg pp;
+    vf_vision_tower vt;
+    if (vf_preprocess_config_load(model, &pp, err) || vf_vision_load(&vt, model, (int)batch, err)) return -1;
+    if (vt.random_weights)
+        vf_log(VF_WARN, "event=random_weights model=%s detail=\"RANDOM weights: metrics mean nothing about dermatology\"", model);
+    vf_fingerprint_hex(vt.fingerprint, g_p.fingerprint);
+    g_p.D = vt.embed_dim;
+    char cache_dir[4200];
+    snprintf(cache_dir, sizeof cache_dir, "%s/embeddings", state);
+    int rc = 0;
+    for (int k = 0; k < VF_SPLIT_COUNT && rc == 0; k++) {
+        int n = g_p.ds.split[k].n;
+        if (n == 0) continue;
+        g_p.emb[k] = malloc((size_t)n * g_p.D * sizeof(float));
+        if (!g_p.emb[k]) { rc = vf_fail(err, "out of memory for %d embeddings", n); break; }
+        vf_embed_stats st;
+        rc = vf_embed_split(&g_p.ds, (vf_split)k, &vt, &pp, cache ? cache_dir : NULL, g_p.emb[k], &st, NULL, NULL, err);
+        if (!rc) vf_log(VF_INFO, "event=split_encoded split=%s images=%d cache_hit=%d encoded=%d", vf_split_name((vf_split)k),
+                        n, st.cache_hit, st.encoded);
+    }
+    vf_vision_free(&vt);
+    for (int i = 0; i < n_codes; i++) free(codes[i]);
+    free(codes);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    vf_log_set_program(PROGRAM);
+    const char *config;
+    int check_only;
+    int a = vf_daemon_args(argc, argv, PROGRAM,
+                           "An image party (one per hospital): encodes its images with the frozen CLIP vision tower\n"
+                           "and sends the aggregator embeddings and labels, never pixels.",
+                           schema, &config, &check_only);
+    if (a) return a == 1 ? 0 : 2;
+    vf_error err;
+    vf_ini ini;
+    vf_daemon_paths paths;
+    vf_party_link_config lc;
+    char host[256], sn[256];
+    if (vf_ini_load(&ini, config, schema, &err) || vf_daemon_paths_load(&ini, &paths, &err) ||
+        vf_daemon_link_config(&ini, &paths, &lc, host, sizeof host, sn, sizeof sn, &err)) {
+        fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
+        return 1;
+    }
+    if (check_only) {
+        char p[4096];
+        if (vf_ini_path(&ini, "model", "dir", 1, p, sizeof p, &err) || vf_ini_path(&ini, "data", "path", 1, p, sizeof p, &err)) {
+            fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
+            return 1;
+        }
+        printf("%s: configuration %s is valid\n", PROGRAM, config);
+        return 0;
+    }
+    vf_notify_status("encoding the data set");
+    if (load_embeddings(&ini, paths.state, &err)) {
+        fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_t *loop = uv_default_loop();
+    vf_party_link_handlers h = {fill_hello, on_message, on_down, on_drain, NULL};
+    if (vf_party_link_start(loop, &lc, &h, &g_link, &err)) {
+        fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
+        return 1;
+    }
+    vf_log(VF_INFO, "event=started data=%s train=%d val=%d test=%d dim=%d fingerprint=%.16s aggregator=%s:%d",
+           g_p.ds.source, g_p.ds.split[0].n, g_p.ds.split[1].n, g_p.ds.split[2].n, g_p.D, g_p.fingerprint, host,
+           lc.client.port);
+    uv_signal_init(loop, &g_sigterm);
+    uv_signal_init(loop, &g_sigint);
+    uv_signal_start(&g_sigterm, on_stop, SIGTERM);
+    uv_signal_start(&g_sigint, on_stop, SIGINT);
+    vf_notify_ready("embeddings ready; dialling the aggregator");
+    vf_watchdog_start(loop);
+    uv_run(loop, UV_RUN_DEFAULT);
+    for (int k = 0; k < VF_SPLIT_COUNT; k++) free(g_p.emb[k]);
+    free(g_p.labels_buf); free(g_p.ids_buf); free(g_p.ids_storage);
+    vf_dataset_close(&g_p.ds);
+    vf_ini_free(&ini);
+    return 0;
+}
