@@ -1,0 +1,138 @@
+// cuda_internal: what the kernels/cuda/*.cu files share — the context, error
+// macros, the dlopen'ed cuBLASLt / cuDNN entry points, bf16/fp32 load-store
+// helpers and the internal (typed, fusing) op entry points the towers use.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <library_types.h>
+#include <cublasLt.h>
+#include <cudnn.h>
+#include <stdint.h>
+
+#ifndef VF_HAVE_CUDA  // the Makefile passes it to cc, not to nvcc
+#define VF_HAVE_CUDA 1
+#endif
+extern "C" {
+#include "cuda/cuda_backend.h"
+}
+
+typedef __nv_bfloat16 bf16;
+
+// ---- errors ------------------------------------------------------------------
+#define CU(call)                                                                                            \
+    do {                                                                                                    \
+        cudaError_t e_ = (call);                                                                            \
+        if (e_ != cudaSuccess) return vf_fail(err, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+    } while (0)
+// After a kernel launch: launch-configuration errors surface here.
+#define CU_LAUNCHED() CU(cudaGetLastError())
+#define TRY(call)                                                                                           \
+    do {                                                                                                    \
+        if ((call) != 0) return -1;                                                                         \
+    } while (0)
+
+// ---- dlopen'ed libraries -----------------------------------------------------
+// Function pointers with the exact types of the headers' declarations.
+#define VF_LT_FUNCS(X)                                                                                      \
+    X(cublasLtCreate) X(cublasLtDestroy) X(cublasLtMatmulDescCreate) X(cublasLtMatmulDescDestroy)           \
+    X(cublasLtMatmulDescSetAttribute) X(cublasLtMatrixLayoutCreate) X(cublasLtMatrixLayoutDestroy)          \
+    X(cublasLtMatmulPreferenceCreate) X(cublasLtMatmulPreferenceDestroy)                                    \
+    X(cublasLtMatmulPreferenceSetAttribute) X(cublasLtMatmulAlgoGetHeuristic) X(cublasLtMatmul)
+#define VF_DNN_FUNCS(X)                                                                                     \
+    X(cudnnCreate) X(cudnnDestroy) X(cudnnSetStream) X(cudnnGetErrorString) X(cudnnCreateTensorDescriptor)  \
+    X(cudnnSetTensor4dDescriptor) X(cudnnDestroyTensorDescriptor) X(cudnnCreateFilterDescriptor)            \
+    X(cudnnSetFilter4dDescriptor) X(cudnnDestroyFilterDescriptor) X(cudnnCreateConvolutionDescriptor)       \
+    X(cudnnSetConvolution2dDescriptor) X(cudnnSetConvolutionMathType) X(cudnnDestroyConvolutionDescriptor)  \
+    X(cudnnCreateActivationDescriptor) X(cudnnSetActivationDescriptor) X(cudnnDestroyActivationDescriptor)  \
+    X(cudnnGetConvolutionForwardAlgorithm_v7) X(cudnnGetConvolutionForwardWorkspaceSize)                    \
+    X(cudnnConvolutionBiasActivationForward)
+#define VF_DECLARE_PTR(f) decltype(&::f) f;
+struct vf_lt_api { VF_LT_FUNCS(VF_DECLARE_PTR) };
+struct vf_dnn_api { VF_DNN_FUNCS(VF_DECLARE_PTR) };
+// Open once per process; NULL (and err filled) when the library is missing.
+const vf_lt_api *vf_cuda_lt_api(vf_error *err);
+const vf_dnn_api *vf_cuda_dnn_api(vf_error *err);
+
+// ---- context -----------------------------------------------------------------
+#define VF_LT_CACHE 96
+struct vf_lt_algo_entry {
+    uint64_t key[4];
+    cublasLtMatmulAlgo_t algo;
+};
+struct vf_cuda_ctx {
+    int device;
+    vf_cuda_precision prec;
+    cudaStream_t stream, copy_stream;
+    int sm_count;
+    const vf_lt_api *lt;
+    cublasLtHandle_t lt_handle;
+    void *lt_workspace;
+    size_t lt_workspace_bytes;
+    vf_lt_algo_entry lt_cache[VF_LT_CACHE];
+    int lt_cached;
+    const vf_dnn_api *dnn;      // NULL until a ResNet needs it
+    cudnnHandle_t dnn_handle;
+};
+int vf_cuda_ctx_dnn(vf_cuda_ctx *ctx, vf_error *err);
+
+// ---- device arena: one cudaMalloc, carved 256-byte aligned ---------------------
+struct vf_dev_arena {
+    char *base;
+    size_t size, used;
+};
+static inline size_t vf_dev_round(size_t b) { return (b + 255) & ~(size_t)255; }
+int vf_dev_arena_init(vf_dev_arena *a, size_t bytes, vf_error *err);
+void *vf_dev_arena_take(vf_dev_arena *a, size_t bytes);
+void vf_dev_arena_free(vf_dev_arena *a);
+
+// ---- typed load/store: fp32 arithmetic on fp32 or bf16 storage ---------------
+__device__ __forceinline__ float vf_ld(const float *p) { return *p; }
+__device__ __forceinline__ float vf_ld(const bf16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void vf_st(float *p, float v) { *p = v; }
+__device__ __forceinline__ void vf_st(bf16 *p, float v) { *p = __float2bfloat16(v); }
+template <typename T> struct vf_cuda_type;
+template <> struct vf_cuda_type<float> { static constexpr cudaDataType_t id = CUDA_R_32F; };
+template <> struct vf_cuda_type<bf16> { static constexpr cudaDataType_t id = CUDA_R_16BF; };
+
+// ---- matmul (cuda_matmul.cu) ---------------------------------------------------
+// Row-major D (N, OC) [ld ldd] = A (N, K) [ld lda] @ W^T (W (OC, K) [ld K]) + bias (OC) + beta * Cin
+// (Cin same shape and type as D, may equal D; NULL with beta 0).  types: A and
+// W share at, D/Cin/bias share dt.  trans_w = 0 instead computes A @ W with
+// W (K, OC) row-major — the input-gradient product.  compute: the context's
+// precision decides fp32 / TF32; bf16 inputs always accumulate in fp32.
+struct vf_gemm {
+    const void *A, *W, *bias, *Cin;
+    void *D;
+    cudaDataType_t at, dt;
+    int N, K, OC, lda, ldd, trans_w;
+    float beta;
+};
+int vf_cuda_gemm(vf_cuda_ctx *ctx, const vf_gemm *g, vf_error *err);
+
+// ---- typed ops (cuda_ops.cu), used by the towers --------------------------------
+// LayerNorm rows of inp (row stride ld_in) -> out (row stride ld_out).
+template <typename TI, typename TO>
+int vf_cu_layernorm(vf_cuda_ctx *ctx, TO *out, int ld_out, float *mean, float *rstd, const TI *inp, int ld_in,
+                    const float *w, const float *b, int N, int C, float eps, vf_error *err);
+// In place act(x) over N elements.
+template <typename T> int vf_cu_activation(vf_cuda_ctx *ctx, vf_activation act, T *out, const T *inp, long N, vf_error *err);
+// Fused attention: q/k/v rows ldq/ldk apart (k and v share ldk), out rows ldo
+// apart; Tq queries attend to Tk keys (Tq == Tk when causal).
+template <typename T>
+int vf_cu_attention(vf_cuda_ctx *ctx, T *out, int ldo, const T *q, int ldq, const T *k, const T *v, int ldk, int B,
+                    int Tq, int Tk, int NH, int hs, float scale, int causal, vf_error *err);
+template <typename T> int vf_cu_im2col(vf_cuda_ctx *ctx, T *patches, const float *pixels, int B, int H, int P, vf_error *err);
+// x (B, T, C) = [class_emb, pe (B, T-1, C)] + pos (T, C)
+int vf_cu_vit_embed(vf_cuda_ctx *ctx, float *x, const float *pe, const float *class_emb, const float *pos, int B, int T,
+                    int C, vf_error *err);
+// x (B, T, C) = emb + pos[0:T]
+int vf_cu_add_positions(vf_cuda_ctx *ctx, float *x, const float *emb, const float *pos, int B, int T, int C, vf_error *err);
+// rows (B, C) <-> x (B, T, C) at idx (B, device)
+int vf_cu_gather_rows(vf_cuda_ctx *ctx, float *rows, const float *x, const int *idx, int B, int T, int C, vf_error *err);
+int vf_cu_scatter_rows(vf_cuda_ctx *ctx, float *x, const float *rows, const int *idx, int B, int T, int C, vf_error *err);
+int vf_cu_f32_to_bf16(vf_cuda_ctx *ctx, bf16 *out, const float *inp, long N, vf_error *err);
+// ResNet attention pool front: tokens (B, T, C), T = HW + 1, from x (B, C, HW):
+// token 0 is the spatial mean; + pos (T, C).
+int vf_cu_attnpool_tokens(vf_cuda_ctx *ctx, float *tokens, const float *x, const float *pos, int B, int C, int HW,
+                          vf_error *err);
