@@ -16,6 +16,7 @@ struct vf_coop {
     int32_t *ids;        // (C, T) prompt token ids
     int *ctx_pos;        // (C, n_ctx) where each context vector sits
     int *eot;            // (C) EOT position of each prompt
+    int *first_ctx;      // (C) first context position: the backward needs no row before it
     float *emb;          // (C, T, W) input embeddings; only the context rows change
     float *demb;         // (C, T, W) gradient of the input embeddings
     float *ctx;          // (rows, W) the learnable context
@@ -196,17 +197,18 @@ int vf_coop_create(vf_coop **out, const vf_coop_config *cfg, const vf_clip_text_
         c->T = T;
         size_t CT = (size_t)n_classes * T;
         size_t bytes = vf_arena_round(CT * sizeof(int32_t)) + vf_arena_round((size_t)n_classes * n_ctx * sizeof(int)) +
-                       vf_arena_round((size_t)n_classes * sizeof(int)) + 2 * vf_arena_round(CT * W * sizeof(float)) +
+                       2 * vf_arena_round((size_t)n_classes * sizeof(int)) + 2 * vf_arena_round(CT * W * sizeof(float)) +
                        vf_arena_round((size_t)c->rows * W * sizeof(float));
         rc = vf_arena_init(&c->arena, bytes, err);
         if (rc == 0) {
             c->ids = vf_arena_alloc(&c->arena, CT * sizeof(int32_t));
             c->ctx_pos = vf_arena_alloc(&c->arena, (size_t)n_classes * n_ctx * sizeof(int));
             c->eot = vf_arena_alloc(&c->arena, (size_t)n_classes * sizeof(int));
+            c->first_ctx = vf_arena_alloc(&c->arena, (size_t)n_classes * sizeof(int));
             c->emb = vf_arena_floats(&c->arena, CT * W);
             c->demb = vf_arena_floats(&c->arena, CT * W);
             c->ctx = vf_arena_floats(&c->arena, (size_t)c->rows * W);
-            if (!c->ids || !c->ctx_pos || !c->eot || !c->emb || !c->demb || !c->ctx) rc = vf_fail(err, "CoOp: arena sizing bug");
+            if (!c->ids || !c->ctx_pos || !c->eot || !c->first_ctx || !c->emb || !c->demb || !c->ctx) rc = vf_fail(err, "CoOp: arena sizing bug");
         }
     }
     if (rc == 0) {
@@ -214,6 +216,7 @@ int vf_coop_create(vf_coop **out, const vf_coop_config *cfg, const vf_clip_text_
             for (int t = 0; t < T; t++) c->ids[(size_t)k * T + t] = t < len[k] ? all_ids[k][t] : eot;
             memcpy(c->ctx_pos + (size_t)k * n_ctx, all_pos[k], (size_t)n_ctx * sizeof(int));
             c->eot[k] = len[k] - 1;
+            c->first_ctx[k] = all_pos[k][0];   // positions are assembled in increasing order
         }
         rc = vf_clip_text_embed_tokens(tower, c->ids, n_classes, T, c->emb, err);
     }
@@ -270,7 +273,7 @@ int vf_coop_text_forward(vf_coop *c, float *text_features, vf_error *err) {
 
 int vf_coop_text_backward(vf_coop *c, const float *dtext, float *dctx, vf_error *err) {
     const int W = c->W;
-    if (vf_clip_text_backward(c->tower, &c->acts, &c->grads, dtext, c->demb, err) != 0) return -1;
+    if (vf_clip_text_backward(c->tower, &c->acts, &c->grads, dtext, c->first_ctx, c->demb, err) != 0) return -1;
     memset(dctx, 0, (size_t)c->rows * W * sizeof(float));
     for (int k = 0; k < c->n_classes; k++) {
         float *dctx_k = dctx + (c->cfg.csc ? (size_t)k * c->n_ctx * W : 0);   // (n_ctx, W)

@@ -104,14 +104,19 @@ static void attention_probs(float *att, const float *q, const float *k, int T, i
 
 void vf_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                            const float *q, const float *k, const float *v, const float *att,
-                           int B, int T, int C, int NH, int ld, float scale) {
+                           int B, int T, int C, int NH, int ld, float scale, const vf_row_ranges *rows) {
     int hs = C / NH;
+    /* Gradient rows: full layout (row b*T + t, stride ld; dout stride C), or
+     * packed (row off[b] + t - lo[b], stride C) for t in [lo[b], hi[b]). */
+    const int gld = rows ? C : ld;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
+            const int lo = rows ? rows->lo[b] : 0, hi = rows ? rows->hi[b] : T;
+            const long g0 = rows ? (long)rows->off[b] - lo : (long)b * T;   // gradient row of t is g0 + t (t >= lo)
             size_t off = (size_t)b * T * ld + (size_t)h * hs;
             const float *qb = q + off, *kb = k + off, *vb = v + off;
-            float *dqb = dq + off, *dkb = dk + off, *dvb = dv + off;
+#define GROW(buf, t, stride) ((buf) + (size_t)(g0 + (t)) * (stride) + (size_t)h * hs)
             const float *a;   // (T, T) probabilities of this (b, h)
             if (att) a = att + ((size_t)b * NH + h) * T * T;
             else {
@@ -119,29 +124,36 @@ void vf_attention_backward(float *dq, float *dk, float *dv, float *scratch, cons
                 attention_probs(recomputed, qb, kb, T, hs, ld, scale);
                 a = recomputed;
             }
-            for (int t = 0; t < T; t++) {
-                const float *dot_ = dout + ((size_t)b * T + t) * C + (size_t)h * hs;
+            for (int t = lo; t < hi; t++) {
+                const float *dot_ = GROW(dout, t, C);
                 const float *arow = a + (size_t)t * T;
-                /* datt[t,s] = dout[t] . v[s]; dv[s] += att[t,s] dout[t] */
+                /* datt[t,s] = dout[t] . v[s]; dv[s] += att[t,s] dout[t] (rows below lo are not wanted) */
                 float dpre[T];   // d(att[t, :]), T <= max positions (77)
                 float row_dot = 0;
                 for (int s = 0; s <= t; s++) {
                     const float *vs = vb + (size_t)s * ld;
-                    float *dvs = dvb + (size_t)s * ld;
                     float d = 0, w = arow[s];
-                    for (int i = 0; i < hs; i++) { d += dot_[i] * vs[i]; dvs[i] += w * dot_[i]; }
+                    for (int i = 0; i < hs; i++) d += dot_[i] * vs[i];
+                    if (s >= lo) {
+                        float *dvs = GROW(dv, s, gld);
+                        for (int i = 0; i < hs; i++) dvs[i] += w * dot_[i];
+                    }
                     dpre[s] = d;
                     row_dot += w * d;
                 }
                 /* softmax backward, then the scaled dot product */
                 const float *qt = qb + (size_t)t * ld;
-                float *dqt = dqb + (size_t)t * ld;
+                float *dqt = GROW(dq, t, gld);
                 for (int s = 0; s <= t; s++) {
                     float g = arow[s] * (dpre[s] - row_dot) * scale;
                     const float *ks = kb + (size_t)s * ld;
-                    float *dks = dkb + (size_t)s * ld;
-                    for (int i = 0; i < hs; i++) { dqt[i] += g * ks[i]; dks[i] += g * qt[i]; }
+                    for (int i = 0; i < hs; i++) dqt[i] += g * ks[i];
+                    if (s >= lo) {
+                        float *dks = GROW(dk, s, gld);
+                        for (int i = 0; i < hs; i++) dks[i] += g * qt[i];
+                    }
                 }
             }
+#undef GROW
         }
 }

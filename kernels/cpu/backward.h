@@ -29,17 +29,31 @@ void vf_gelu_tanh_backward(float *dinp, const float *inp, const float *dout, lon
 /* out = a + b: da += dout, db += dout (either may be NULL). */
 void vf_residual_backward(float *da, float *db, const float *dout, long N);
 
+/* Rows of a batch of sequences whose gradients are wanted: t in [lo[b], hi[b])
+ * of sequence b, stored packed at row off[b] + t - lo[b] of an (R, ...)
+ * buffer, off[b] = sum of the earlier sequences' counts.  With causal
+ * attention the gradient at row t depends only on rows >= t, so rows below
+ * lo can be dropped when their input gradient is not needed, and rows past
+ * a sequence's pooled (EOT) row carry no gradient at all. */
+typedef struct vf_row_ranges {
+    const int *lo, *hi, *off;   // (B) each
+} vf_row_ranges;
+
 /* Causal multi-head self-attention core, after the q/k/v projections and
  * before the output projection:
  *   att[b,h,t,s] = softmax_s<=t(scale * q[b,t,h,:] . k[b,s,h,:])   (B, NH, T, T)
  *   out[b,t,h,:] = sum_s att[b,h,t,s] v[b,s,h,:]                    (B, T, C)
  * q, k, v are (B, T, C) with rows `ld` floats apart (C for separate
- * buffers, 3C for a fused qkv buffer); dq, dk, dv use the same layout.
+ * buffers, 3C for a fused qkv buffer).
+ * rows == NULL: dout is (B, T, C) and dq, dk, dv use q's layout (stride ld).
+ * rows != NULL: only the rows in `rows` are computed; dout, dq, dk, dv are
+ * packed (R, C) as vf_row_ranges describes (contributions to rows below lo
+ * are dropped; dout rows outside the ranges are taken as zero).
  * att is the forward's saved probabilities (B, NH, T, T), or NULL to
  * recompute them from q and k into `scratch` (B*NH*T*T floats; unused and
  * may be NULL when att is given).  Masked entries (s > t) are never read. */
 void vf_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                            const float *q, const float *k, const float *v, const float *att,
-                           int B, int T, int C, int NH, int ld, float scale);
+                           int B, int T, int C, int NH, int ld, float scale, const vf_row_ranges *rows);
 
 #endif

@@ -132,8 +132,8 @@ static void test_attention_backward(void **state) {
     float dqkv[AB * AT * ALD] = {0}, dqkv2[AB * AT * ALD] = {0};
     fill(qkv, AB * AT * ALD, 1.0f); fill(dout, AB * AT * AC, 1.0f);
     vf_attention_forward(out, att, qkv, qkv + AC, qkv + 2 * AC, AB, AT, AC, ANH, ALD, 0.5f, 1);
-    vf_attention_backward(dqkv, dqkv + AC, dqkv + 2 * AC, NULL, dout, qkv, qkv + AC, qkv + 2 * AC, att, AB, AT, AC, ANH, ALD, 0.5f);
-    vf_attention_backward(dqkv2, dqkv2 + AC, dqkv2 + 2 * AC, scratch, dout, qkv, qkv + AC, qkv + 2 * AC, NULL, AB, AT, AC, ANH, ALD, 0.5f);
+    vf_attention_backward(dqkv, dqkv + AC, dqkv + 2 * AC, NULL, dout, qkv, qkv + AC, qkv + 2 * AC, att, AB, AT, AC, ANH, ALD, 0.5f, NULL);
+    vf_attention_backward(dqkv2, dqkv2 + AC, dqkv2 + 2 * AC, scratch, dout, qkv, qkv + AC, qkv + 2 * AC, NULL, AB, AT, AC, ANH, ALD, 0.5f, NULL);
     for (int i = 0; i < AB * AT * ALD; i++) assert_true(fabsf(dqkv[i] - dqkv2[i]) <= 1e-5f * (1 + fabsf(dqkv[i])));
     const char *names[3] = {"attention dq", "attention dk", "attention dv"};
     for (int which = 0; which < 3; which++) {
@@ -146,6 +146,28 @@ static void test_attention_backward(void **state) {
         att_ctx c = {dout, out, att, which, work};
         check_fd(names[which], att_fn, &c, x, g, AB * AT * AC, 1e-2f, 2e-3);
     }
+    /* Row ranges: with dout zero outside [lo, hi), the packed gradients equal
+     * the full ones on the rows inside. */
+    int lo[AB] = {1, 2}, hi[AB] = {4, 5}, off[AB] = {0, 3};
+    vf_row_ranges rows = {lo, hi, off};
+    float dout_full[AB * AT * AC] = {0}, dout_packed[6 * AC], dp[3][6 * AC];
+    memset(dp, 0, sizeof dp);
+    memset(dqkv, 0, sizeof dqkv);
+    for (int b = 0; b < AB; b++)
+        for (int t = lo[b]; t < hi[b]; t++) {
+            memcpy(dout_full + (b * AT + t) * AC, dout + (b * AT + t) * AC, AC * sizeof(float));
+            memcpy(dout_packed + (off[b] + t - lo[b]) * AC, dout + (b * AT + t) * AC, AC * sizeof(float));
+        }
+    vf_attention_backward(dqkv, dqkv + AC, dqkv + 2 * AC, NULL, dout_full, qkv, qkv + AC, qkv + 2 * AC, att, AB, AT, AC, ANH, ALD, 0.5f, NULL);
+    vf_attention_backward(dp[0], dp[1], dp[2], NULL, dout_packed, qkv, qkv + AC, qkv + 2 * AC, att, AB, AT, AC, ANH, ALD, 0.5f, &rows);
+    double max_diff = 0;
+    for (int which = 0; which < 3; which++)
+        for (int b = 0; b < AB; b++)
+            for (int t = lo[b]; t < hi[b]; t++)
+                for (int i = 0; i < AC; i++)
+                    max_diff = fmax(max_diff, fabs(dp[which][(off[b] + t - lo[b]) * AC + i] - dqkv[(b * AT + t) * ALD + which * AC + i]));
+    printf("attention row ranges: max |packed - full| = %.3g\n", max_diff);
+    assert_true(max_diff < 1e-6);
 }
 
 /* ---- CoOp loss ---------------------------------------------------------------- */

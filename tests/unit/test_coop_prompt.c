@@ -171,8 +171,9 @@ static void test_bad_configs(void **state) {
     cfg.class_pos = VF_CLASS_MIDDLE;
     expect_create_error(f, cfg, "adjacent");
     cfg = vf_coop_config_default();
-    cfg.n_ctx = 70;   // + SOT, class tokens, '.', EOT > 77
-    expect_create_error(f, cfg, "basal cell carcinoma");
+    cfg.n_ctx = 75;   // + SOT, class tokens, '.', EOT > 77
+    expect_create_error(f, cfg, "class 'melanoma': the prompt");
+    expect_create_error(f, cfg, "longer than the model's 77 positions");
     cfg.n_ctx = 0;
     expect_create_error(f, cfg, "n_ctx");
 
