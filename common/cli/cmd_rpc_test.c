@@ -128,9 +128,10 @@ static void stream_more(serve_state *st) {
     vf_error err;
     vf_rpc_call *call = st->call;
     while (call && st->sent < st->count && vf_rpc_call_send_queued(call) < (1u << 20)) {
-        fill_pattern(st->payload, st->size, st->seq);
+        /* fill_pattern(seq) is the seq-0 pattern shifted by k, 7k = 31 seq (mod 256); 183 = 1/7 mod 256 */
+        size_t k = (size_t)((st->seq * 31u * 183u) & 0xff);
         Vflclip__V1__Test__EchoReply rep = VFLCLIP__V1__TEST__ECHO_REPLY__INIT;
-        rep.payload.data = st->payload;
+        rep.payload.data = st->payload + k;
         rep.payload.len = st->size;
         rep.seq = st->seq++;
         if (vf_rpc_call_send_pb(call, &rep.base, &err) < 0) {
@@ -163,13 +164,14 @@ static void on_stream_message(vf_rpc_call *call, const uint8_t *data, size_t len
         return;
     }
     serve_state *st = state_new(call);
-    if (!st || !(st->payload = malloc(req->size ? req->size : 1))) {
+    if (!st || !(st->payload = malloc((size_t)req->size + 256))) {
         vflclip__v1__test__stream_request__free_unpacked(req, NULL);
         vf_rpc_call_finish(call, VF_GRPC_RESOURCE_EXHAUSTED, "out of memory", &err);
         return;
     }
     st->count = req->count;
     st->size = req->size;
+    fill_pattern(st->payload, (size_t)st->size + 256, 0);
     st->interval_ms = req->interval_ms;
     vflclip__v1__test__stream_request__free_unpacked(req, NULL);
     stream_more(st);

@@ -180,21 +180,17 @@ int vf_rpc_call_on_remote_close(vf_rpc_call *k) {
 
 /* ---- sending --------------------------------------------------------------- */
 
+/* Says how much of the queue the next DATA frame carries and whether the
+ * stream's data ends there; the bytes themselves go out without a copy in
+ * vf_rpc_call_take_frame (NGHTTP2_DATA_FLAG_NO_COPY). */
 static ssize_t read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *flags,
                        nghttp2_data_source *src, void *ud) {
     vf_rpc_call *k = nghttp2_session_get_stream_user_data(s, stream_id);
     if (!k) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the call is gone; its stream is being reset */
     size_t have = vf_rpc_buf_size(&k->sendq);
     size_t n = have < length ? have : length;
-    if (n) {
-        memcpy(buf, k->sendq.p + k->sendq.off, n);
-        k->sendq.off += n;
-    }
-    if (k->drain_wanted && vf_rpc_buf_size(&k->sendq) < SEND_LOW_WATER) {
-        k->drain_wanted = 0;
-        k->drain_due = 1;
-    }
-    if (vf_rpc_buf_size(&k->sendq) == 0) {
+    *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (have - n == 0) {
         if (k->is_server && k->status_set) {
             *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
             char st[16], msg[1024];
@@ -213,6 +209,16 @@ static ssize_t read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size
         }
     }
     return (ssize_t)n;
+}
+
+const uint8_t *vf_rpc_call_take_frame(vf_rpc_call *k, size_t length) {
+    const uint8_t *p = k->sendq.p + k->sendq.off;
+    k->sendq.off += length;
+    if (k->drain_wanted && vf_rpc_buf_size(&k->sendq) < SEND_LOW_WATER) {
+        k->drain_wanted = 0;
+        k->drain_due = 1;
+    }
+    return p;
 }
 
 const nghttp2_data_source_read_callback vf_rpc_call_read_cb = read_cb;

@@ -120,6 +120,7 @@ static void conn_free(vf_rpc_conn *c) {
     if (c->h2) nghttp2_session_del(c->h2);
     c->h2 = NULL;
     mbedtls_ssl_free(&c->ssl);
+    vf_tls_records_free(c);
     free(c->rbuf);
     free(c->plain);
     vf_rpc_buf_free(&c->out_fill);
@@ -162,7 +163,12 @@ void vf_rpc_conn_close(vf_rpc_conn *c, const char *fmt, ...) {
     if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
     /* flush what is pending (GOAWAY, TLS alert), bounded by a short timer */
-    if (c->ssl_ready && was_open) mbedtls_ssl_close_notify(&c->ssl);
+    if (c->rec.active) {
+        static const uint8_t close_notify[2] = {1, 0};
+        vf_tls_records_write(c, 21, close_notify, 2);
+    } else if (c->ssl_ready && was_open) {
+        mbedtls_ssl_close_notify(&c->ssl);
+    }
     if (c->writing || vf_rpc_buf_size(&c->out_fill) > 0) {
         conn_write_start(c);
         uv_timer_start(&c->timer, on_timer, CLOSE_FLUSH_MS, 0);
@@ -223,6 +229,11 @@ static void on_write(uv_write_t *req, int status) {
 
 static int tls_write_all(vf_rpc_conn *c, const uint8_t *p, size_t n) {
     if (c->fuzz) return 0;
+    if (c->rec.active) {
+        if (vf_tls_records_write(c, 23, p, n) == 0) return 0;
+        vf_rpc_conn_close(c, "TLS write failed (out of memory or cipher error)");
+        return -1;
+    }
     while (n > 0) {
         int ret = mbedtls_ssl_write(&c->ssl, p, n);
         if (ret == MBEDTLS_ERR_SSL_WANT_WRITE || ret == MBEDTLS_ERR_SSL_WANT_READ) continue;
@@ -268,6 +279,41 @@ static int stage_flush(vf_rpc_conn *c) {
     return n ? tls_write_all(c, c->plain, n) : 0;
 }
 
+static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t length, int flags, void *ud) {
+    vf_rpc_conn *c = ud;
+    if (c->state == CONN_CLOSED) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (vf_rpc_buf_size(&c->out_fill) >= OUT_HIGH) return NGHTTP2_ERR_WOULDBLOCK;
+    return stage(c, data, length) < 0 ? NGHTTP2_ERR_CALLBACK_FAILURE : (ssize_t)length;
+}
+
+/* A DATA frame: header and payload are sealed as one TLS record straight
+ * from the call's send queue (the frame size is capped so they fit). */
+static int on_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
+                        nghttp2_data_source *src, void *ud) {
+    vf_rpc_conn *c = ud;
+    if (c->state == CONN_CLOSED || frame->data.padlen > 0) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (vf_rpc_buf_size(&c->out_fill) >= OUT_HIGH) return NGHTTP2_ERR_WOULDBLOCK;
+    vf_rpc_call *k = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
+    if (!k) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    const uint8_t *data = vf_rpc_call_take_frame(k, length);
+    if (c->rec.active) {
+        if (stage_flush(c) < 0) return NGHTTP2_ERR_CALLBACK_FAILURE;
+        if (vf_tls_records_write2(c, framehd, 9, data, length) < 0) {
+            vf_rpc_conn_close(c, "TLS write failed (out of memory or cipher error)");
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        return 0;
+    }
+    return stage(c, framehd, 9) < 0 || stage(c, data, length) < 0 ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
+}
+
+static ssize_t data_length(nghttp2_session *s, uint8_t frame_type, int32_t stream_id, int32_t session_window,
+                           int32_t stream_window, uint32_t remote_max_frame, void *ud) {
+    ssize_t n = TLS_RECORD - 9; /* frame header + payload = one full record */
+    if ((ssize_t)remote_max_frame < n) n = remote_max_frame;
+    return n;
+}
+
 static int conn_is_idle_after_goaway(vf_rpc_conn *c) {
     return c->goaway && c->n_calls == 0 &&
            !nghttp2_session_want_write(c->h2);
@@ -279,16 +325,8 @@ void vf_rpc_conn_pump(vf_rpc_conn *c) {
     c->in_pump = 1;
     if (c->state == CONN_OPEN && c->h2) {
         for (int round = 0; round < 8 && c->state == CONN_OPEN; round++) {
-            while (c->state == CONN_OPEN && vf_rpc_buf_size(&c->out_fill) < OUT_HIGH) {
-                const uint8_t *data;
-                ssize_t n = nghttp2_session_mem_send(c->h2, &data);
-                if (n < 0) {
-                    vf_rpc_conn_close(c, "HTTP/2 send failed: %s", nghttp2_strerror((int)n));
-                    break;
-                }
-                if (n == 0) break;
-                if (stage(c, data, (size_t)n) < 0) break;
-            }
+            int rv = nghttp2_session_send(c->h2); /* stops itself at OUT_HIGH (WOULDBLOCK) */
+            if (rv != 0 && c->state == CONN_OPEN) vf_rpc_conn_close(c, "HTTP/2 send failed: %s", nghttp2_strerror(rv));
             if (c->state != CONN_OPEN || stage_flush(c) < 0) break;
             /* drains may queue more output */
             int had = 0;
@@ -324,6 +362,7 @@ void vf_rpc_conn_start_reading(vf_rpc_conn *c) {
 }
 
 static int handshake_step(vf_rpc_conn *c) {
+    vf_tls_records_handshaking(c);
     int ret = mbedtls_ssl_handshake(&c->ssl);
     if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) return 0;
     if (ret != 0) {
@@ -348,6 +387,7 @@ static int handshake_step(vf_rpc_conn *c) {
         vf_rpc_conn_close(c, "peer certificate rejected: %s", err.msg);
         return -1;
     }
+    vf_tls_records_start(c);
     c->state = CONN_OPEN;
     if (c->is_server)
         vf_rpc_server_on_conn_ready(c);
@@ -364,7 +404,40 @@ void vf_rpc_conn_handshake(vf_rpc_conn *c) {
         conn_write_start(c);
 }
 
+static void feed_h2(vf_rpc_conn *c, const uint8_t *p, size_t n) {
+    ssize_t rv = nghttp2_session_mem_recv(c->h2, p, n);
+    if (rv < 0 && c->state != CONN_CLOSED) {
+        /* nghttp2 queued a GOAWAY where the protocol allows; send it */
+        c->goaway = 1;
+        c->in_pump = 0;
+        vf_rpc_conn_pump(c);
+        vf_rpc_conn_close(c, "HTTP/2 protocol error: %s", nghttp2_strerror((int)rv));
+    }
+}
+
+static void read_records(vf_rpc_conn *c) {
+    char e[200];
+    while (c->state == CONN_OPEN && c->h2) {
+        size_t n;
+        int r = vf_tls_records_read(c, g_dbuf, &n, e, sizeof e);
+        if (r == 0) break;
+        if (r == 2) {
+            vf_rpc_conn_close(c, "peer closed the connection (close_notify)");
+            break;
+        }
+        if (r < 0) {
+            vf_rpc_conn_close(c, "TLS read failed: %s", e);
+            break;
+        }
+        feed_h2(c, g_dbuf, n);
+    }
+}
+
 static void read_tls(vf_rpc_conn *c) {
+    if (c->rec.active) {
+        read_records(c);
+        return;
+    }
     while (c->state == CONN_OPEN) {
         int ret = mbedtls_ssl_read(&c->ssl, g_dbuf, TLS_RECORD);
         if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) break;
@@ -379,15 +452,7 @@ static void read_tls(vf_rpc_conn *c) {
             break;
         }
         if (!c->h2) break;
-        ssize_t rv = nghttp2_session_mem_recv(c->h2, g_dbuf, (size_t)ret);
-        if (rv < 0 && c->state != CONN_CLOSED) {
-            /* nghttp2 queued a GOAWAY where the protocol allows; send it */
-            c->goaway = 1;
-            c->in_pump = 0;
-            vf_rpc_conn_pump(c);
-            vf_rpc_conn_close(c, "HTTP/2 protocol error: %s", nghttp2_strerror((int)rv));
-            break;
-        }
+        feed_h2(c, g_dbuf, (size_t)ret);
     }
 }
 
@@ -541,6 +606,9 @@ static int on_error(nghttp2_session *s, int code, const char *msg, size_t len, v
 }
 
 void vf_rpc_conn_set_common_callbacks(nghttp2_session_callbacks *cbs) {
+    nghttp2_session_callbacks_set_send_callback(cbs, on_send);
+    nghttp2_session_callbacks_set_send_data_callback(cbs, on_send_data);
+    nghttp2_session_callbacks_set_data_source_read_length_callback(cbs, data_length);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
     nghttp2_session_callbacks_set_error_callback2(cbs, on_error);
 }
