@@ -5,7 +5,7 @@ set -eu
 PKGS="build-essential pkg-config git ca-certificates
  libopenblas-dev libuv1-dev libnghttp2-dev libmbedtls-dev libprotobuf-c-dev protobuf-c-compiler
  libcjson-dev libpng-dev libjpeg62-turbo-dev libcairo2-dev libinih-dev libsystemd-dev zlib1g-dev
- libicu-dev libcmocka-dev clang libclang-rt-14-dev openssl systemd
+ libicu-dev libcmocka-dev clang libclang-rt-14-dev openssl libssl-dev systemd
  python3 python3-venv python3-dev python3-numpy python3-torch python3-torchvision"
 missing=""
 for p in $PKGS; do
