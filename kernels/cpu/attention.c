@@ -22,6 +22,7 @@ static void attend_head(float *out, float *P, const float *q, const float *k, co
         float *p = P + (long)t * T;
         const int n = causal ? t + 1 : T;
         float maxv = -INFINITY;
+#pragma omp simd reduction(max : maxv)
         for (int s = 0; s < n; s++) maxv = p[s] > maxv ? p[s] : maxv;
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
