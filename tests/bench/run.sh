@@ -22,4 +22,7 @@ run "$PY" tests/bench/bench_embed_vs_torch.py --build "$BUILD"
 section "CoOp training step: ViT-B/16 text tower, 7 classes, 16 ctx, batch 32, Adam; vflclip vs PyTorch autograd (transformers)"
 run "$PY" tests/bench/coop_step_torch.py --build "$BUILD"
 
+section "gRPC transport: unary round trip and 1 MiB server-stream throughput, mTLS on loopback; vflclip (C) vs grpcio's own pair"
+run "$PY" tests/bench/bench_rpc.py --build "$BUILD"
+
 exit $status
