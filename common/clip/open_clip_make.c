@@ -196,7 +196,7 @@ static int write_config(const vf_open_clip_config *cfg_in, const char *out_dir, 
     cfg.random_weights = 1;
     if (vf_mkdirs(out_dir, 0755, err)) return -1;
     char *json = vf_open_clip_config_to_json(&cfg);
-    if (!json) return vf_fail(err, "make-model: out of memory");
+    if (!json) return vf_fail(err, "out of memory");
     char path[4200];
     snprintf(path, sizeof path, "%s/open_clip_config.json", out_dir);
     int rc = vf_write_atomic(path, json, strlen(json), err);
@@ -208,22 +208,22 @@ int vf_open_clip_make_model(const vf_open_clip_config *cfg_in, uint64_t seed, vf
                             vf_error *err) {
     vf_open_clip_config cfg = *cfg_in;
     cfg.random_weights = 1;
-    if (vf_open_clip_config_validate(&cfg, "make-model", err)) return -1;
+    if (vf_open_clip_config_validate(&cfg, out_dir, err)) return -1;
     if (dtype != VF_DT_F32 && dtype != VF_DT_F16 && dtype != VF_DT_BF16)
-        return vf_fail(err, "make-model: dtype %s is not one of F32, F16, BF16", vf_dtype_name(dtype));
+        return vf_fail(err, "dtype %s is not one of F32, F16, BF16", vf_dtype_name(dtype));
     if (vf_mkdirs(out_dir, 0755, err)) return -1;
     int vocab = 0, eot = 0;
     if (vf_tokenizer_write_tiny(out_dir, &vocab, NULL, &eot, err)) return -1;
     if (vocab > cfg.vocab_size)
-        return vf_fail(err, "make-model: the project's vocabulary of %d exceeds text_cfg.vocab_size %d", vocab, cfg.vocab_size);
+        return vf_fail(err, "the project's vocabulary of %d exceeds text_cfg.vocab_size %d", vocab, cfg.vocab_size);
     if (eot != vocab - 1)  // open_clip pools at the largest id, which must be the EOT
-        return vf_fail(err, "make-model: EOT id %d is not the largest id of the vocabulary", eot);
+        return vf_fail(err, "EOT id %d is not the largest id of the vocabulary", eot);
 
     gen g = {.dtype = dtype, .seed = seed, .sizing = 1};
     vf_st_writer_init(&g.w);
     int rc = add_all(&g, &cfg, err);
     if (!rc && !(g.buf = malloc(sizeof(float) * g.cap)))
-        rc = vf_fail(err, "make-model: out of memory for %zu parameters", g.cap);
+        rc = vf_fail(err, "out of memory for %zu parameters", g.cap);
     g.sizing = 0;
     char path[4200];
     snprintf(path, sizeof path, "%s/" VF_OPEN_CLIP_WEIGHTS, out_dir);

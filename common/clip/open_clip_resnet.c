@@ -78,10 +78,12 @@ static int load_all(vf_resnet *r, const vf_safetensors *st, float *scratch, vf_e
                                         "(config and weights disagree)", st->path, conv);
             }
         }
-    snprintf(conv, sizeof conv, "visual.layer4.%d.conv1.weight", r->cfg.layers[3]);
-    if (vf_st_find(st, conv))
-        return vf_fail(err, "%s: tensor %s is present but the config has %d blocks in layer4 "
-                            "(config and weights disagree)", st->path, conv, r->cfg.layers[3]);
+    for (int s = 0; s < 4; s++) {  // one block too many in the file: config and weights disagree
+        snprintf(conv, sizeof conv, "visual.layer%d.%d.conv1.weight", s + 1, r->cfg.layers[s]);
+        if (vf_st_find(st, conv))
+            return vf_fail(err, "%s: tensor %s is present but the config has %d blocks in layer%d "
+                                "(config and weights disagree)", st->path, conv, r->cfg.layers[s], s + 1);
+    }
     vf_attnpool *p = &r->attnpool;
     int64_t pos_shape[2] = {(int64_t)p->grid * p->grid + 1, p->embed_dim};
     if (vf_st_read_f32(st, "visual.attnpool.positional_embedding", 2, pos_shape, p->pos, err) ||
