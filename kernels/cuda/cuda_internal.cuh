@@ -27,9 +27,9 @@ typedef __nv_bfloat16 bf16;
     } while (0)
 // After a kernel launch: launch-configuration errors surface here.
 #define CU_LAUNCHED() CU(cudaGetLastError())
-#define TRY(call)                                                                                           \
+#define TRY(...)                                                                                            \
     do {                                                                                                    \
-        if ((call) != 0) return -1;                                                                         \
+        if ((__VA_ARGS__) != 0) return -1;                                                                  \
     } while (0)
 
 // ---- dlopen'ed libraries -----------------------------------------------------
@@ -136,3 +136,40 @@ int vf_cu_f32_to_bf16(vf_cuda_ctx *ctx, bf16 *out, const float *inp, long N, vf_
 // token 0 is the spatial mean; + pos (T, C).
 int vf_cu_attnpool_tokens(vf_cuda_ctx *ctx, float *tokens, const float *x, const float *pos, int B, int C, int HW,
                           vf_error *err);
+
+// ---- image towers (cuda_vision.cu: the shared encode pipeline) -------------------
+// A tower fills forward/destroy/impl, the parameter and activation arenas;
+// vf_cuda_vision_init_staging adds the pinned/device double buffers encode uses.
+struct vf_cuda_vision {
+    vf_cuda_ctx *ctx;
+    int max_batch, image_size, out_dim;
+    int (*forward)(vf_cuda_vision *m, const float *dev_pixels, int B, float *dev_out, vf_error *err);
+    void (*destroy)(vf_cuda_vision *m);
+    void *impl;
+    vf_dev_arena params, acts;
+    float *d_pixels[2], *d_out[2];  // in the acts arena
+    float *h_pixels[2], *h_out[2];  // pinned host memory
+    cudaEvent_t uploaded[2], done[2];
+};
+// Carves the device double buffers from m->acts (sized with vf_cuda_vision_staging_bytes)
+// and allocates the pinned ones.
+size_t vf_cuda_vision_staging_bytes(int max_batch, int image_size, int out_dim);
+int vf_cuda_vision_init_staging(vf_cuda_vision *m, vf_error *err);
+
+// Uploads host fp32 n floats to dst as T (bf16 through a device staging buffer
+// of at least n floats).
+template <typename T> int vf_cu_put(vf_cuda_ctx *ctx, T *dst, const float *host, size_t n, float *staging, vf_error *err);
+
+// Two-pass arena carving: count (arena NULL) then take, same calls.
+struct vf_carver {
+    vf_dev_arena *arena;  // NULL while counting
+    size_t bytes;
+    int failed;
+    template <typename T> T *take(size_t n) {
+        bytes += vf_dev_round(n * sizeof(T));
+        if (!arena) return NULL;
+        T *p = (T *)vf_dev_arena_take(arena, n * sizeof(T));
+        if (!p) failed = 1;
+        return p;
+    }
+};
