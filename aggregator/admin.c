@@ -1,0 +1,284 @@
+/* admin: the Admin service on the aggregator, callable only with an admin
+ * certificate: Status, ListParties, StartRun, AbortRun, WatchRun (a stream
+ * of RunEvents until the run ends) and GetResults (the run directory's
+ * files).  Start and abort are written to the audit log with the
+ * certificate that asked. */
+#include "agg.h"
+#include "daemon/audit.h"
+#include "util/fileio.h"
+#include "util/log.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+
+#define MAX_WATCHERS 32
+static vf_rpc_call *g_watchers[MAX_WATCHERS];
+
+static void reply(vf_rpc_call *call, const ProtobufCMessage *m) {
+    vf_error err;
+    if (vf_rpc_call_send_pb(call, m, &err) || vf_rpc_call_finish(call, VF_GRPC_OK, NULL, &err))
+        vf_log(VF_WARN, "event=admin_reply_failed method=%s error=\"%s\"", vf_rpc_call_path(call), err.msg);
+}
+
+static void fail(vf_rpc_call *call, int status, const char *msg) {
+    vf_error err;
+    vf_rpc_call_finish(call, status, msg, &err);
+}
+
+/* ---- Status / ListParties ------------------------------------------------------ */
+static void on_status(vf_rpc_call *call, const uint8_t *data, size_t len, void *ud) {
+    const agg_run *r = &g_agg.run;
+    Vflclip__V1__StatusReply s = VFLCLIP__V1__STATUS_REPLY__INIT;
+    char state[64];
+    snprintf(state, sizeof state, "%s%s", agg_run_state_name(r->state), r->paused ? "-paused" : "");
+    s.state = state;
+    s.run_id = (char *)r->id;
+    s.step = (uint64_t)r->global_step;
+    s.total_steps = (uint64_t)r->total_steps;
+    s.last_loss = r->last_loss;
+    s.parties_connected = (uint32_t)agg_parties_connected();
+    s.started_unix = r->started_unix;
+    s.aggregator_name = g_agg.name;
+    s.software_version = AGG_VERSION;
+    s.epoch = (uint32_t)(r->epoch + (r->state == RUN_TRAINING ? 1 : 0));
+    s.total_epochs = (uint32_t)r->cfg.epochs;
+    s.best_val_auc = r->best_auc;
+    s.message = (char *)r->message;
+    s.cert_not_after_unix = g_agg.me.not_after_unix;
+    reply(call, &s.base);
+}
+
+static void on_list_parties(vf_rpc_call *call, const uint8_t *data, size_t len, void *ud) {
+    Vflclip__V1__PartyInfo infos[AGG_MAX_PARTIES], *ptrs[AGG_MAX_PARTIES];
+    int n = 0;
+    for (int i = 0; i < AGG_MAX_PARTIES; i++) {
+        agg_party *p = &g_agg.parties[i];
+        if (!p->used || !p->hello_ok) continue;
+        Vflclip__V1__PartyInfo *x = &infos[n];
+        vflclip__v1__party_info__init(x);
+        x->role = (Vflclip__V1__Role)p->id.role;
+        x->name = p->id.name;
+        x->cert_serial = p->id.serial_hex;
+        x->model_fingerprint = p->fingerprint;
+        x->connected_unix = p->connected_unix;
+        x->state = p->state;
+        x->cert_not_after_unix = p->id.not_after_unix;
+        ptrs[n++] = x;
+    }
+    Vflclip__V1__ListPartiesReply rep = VFLCLIP__V1__LIST_PARTIES_REPLY__INIT;
+    rep.n_parties = (size_t)n;
+    rep.parties = ptrs;
+    reply(call, &rep.base);
+}
+
+/* ---- StartRun / AbortRun --------------------------------------------------------- */
+static void on_start_run(vf_rpc_call *call, const uint8_t *data, size_t len, void *ud) {
+    Vflclip__V1__StartRunRequest *q = vflclip__v1__start_run_request__unpack(NULL, len, data);
+    if (!q) return fail(call, VF_GRPC_INVALID_ARGUMENT, "cannot decode StartRunRequest");
+    char *text = NULL;
+    vf_error err;
+    if (q->config[0]) text = strdup(q->config);
+    else if (g_agg.default_config[0] && vf_read_file(g_agg.default_config, &text, &len, &err)) {
+        vflclip__v1__start_run_request__free_unpacked(q, NULL);
+        return fail(call, VF_GRPC_FAILED_PRECONDITION, err.msg);
+    }
+    if (!text) text = strdup("");
+    char id[64];
+    int status;
+    const vf_peer_identity *who = vf_rpc_call_peer(call);
+    if (agg_run_start(text, q->run_id, who, id, sizeof id, &status, &err)) {
+        char details[1200];
+        snprintf(details, sizeof details, "refused=\"%s\"", err.msg);
+        vf_error aerr;
+        vf_audit(g_agg.audit_path, "run_start_refused", who, details, &aerr);
+        vf_log(VF_WARN, "event=run_refused peer=%s reason=\"%s\"", who->name, err.msg);
+        fail(call, status, err.msg);
+    } else {
+        Vflclip__V1__StartRunReply rep = VFLCLIP__V1__START_RUN_REPLY__INIT;
+        rep.run_id = id;
+        reply(call, &rep.base);
+    }
+    free(text);
+    vflclip__v1__start_run_request__free_unpacked(q, NULL);
+}
+
+static void on_abort_run(vf_rpc_call *call, const uint8_t *data, size_t len, void *ud) {
+    Vflclip__V1__AbortRunRequest *q = vflclip__v1__abort_run_request__unpack(NULL, len, data);
+    if (!q) return fail(call, VF_GRPC_INVALID_ARGUMENT, "cannot decode AbortRunRequest");
+    vf_error err;
+    if (q->run_id[0] && strcmp(q->run_id, g_agg.run.id)) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "run '%s' is not the current run ('%s')", q->run_id, g_agg.run.id);
+        fail(call, VF_GRPC_NOT_FOUND, msg);
+    } else if (agg_run_abort(q->reason, vf_rpc_call_peer(call), &err)) {
+        fail(call, VF_GRPC_FAILED_PRECONDITION, err.msg);
+    } else {
+        Vflclip__V1__AbortRunReply rep = VFLCLIP__V1__ABORT_RUN_REPLY__INIT;
+        rep.state = (char *)agg_run_state_name(g_agg.run.state);
+        reply(call, &rep.base);
+    }
+    vflclip__v1__abort_run_request__free_unpacked(q, NULL);
+}
+
+/* ---- WatchRun --------------------------------------------------------------------- */
+static void send_event(vf_rpc_call *call, const char *kind, const char *message) {
+    const agg_run *r = &g_agg.run;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    Vflclip__V1__RunEvent e = VFLCLIP__V1__RUN_EVENT__INIT;
+    char state[64];
+    snprintf(state, sizeof state, "%s%s", agg_run_state_name(r->state), r->paused ? "-paused" : "");
+    e.time_unix_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    e.run_id = (char *)r->id;
+    e.kind = (char *)kind;
+    e.state = state;
+    e.step = (uint64_t)r->global_step;
+    e.loss = r->last_loss;
+    e.message = (char *)(message ? message : r->message);
+    Vflclip__V1__Metric m[8], *mp[8];
+    int n = 0;
+    const char *names[8] = {"epoch", "total_epochs", "total_steps", "val_auc", "val_acc", "train_loss", "best_val_auc", "test_auc"};
+    double vals[8] = {r->epoch + (r->state == RUN_TRAINING), r->cfg.epochs, (double)r->total_steps,
+                      r->trainer_ready && r->log.n ? r->log.val_auc[r->log.n - 1] : NAN,
+                      r->trainer_ready && r->log.n ? r->log.val_acc[r->log.n - 1] : NAN,
+                      r->trainer_ready && r->log.n ? r->log.train_loss[r->log.n - 1] : NAN, r->best_auc,
+                      r->state == RUN_DONE && r->n[2] ? r->m_test.auc : NAN};
+    for (int i = 0; i < 8; i++) {
+        if (!isfinite(vals[i])) continue;
+        vflclip__v1__metric__init(&m[n]);
+        m[n].name = (char *)names[i];
+        m[n].value = vals[i];
+        mp[n] = &m[n];
+        n++;
+    }
+    if (r->state == RUN_DONE && r->n[2]) {
+        vflclip__v1__metric__init(&m[n]);
+        m[n].name = "test_acc";
+        m[n].value = r->m_test.acc;
+        mp[n] = &m[n];
+        n++;
+    }
+    e.n_metrics = (size_t)n;
+    e.metrics = mp;
+    vf_error err;
+    vf_rpc_call_send_pb(call, &e.base, &err);
+}
+
+void agg_admin_event(const char *kind, const char *message) {
+    for (int i = 0; i < MAX_WATCHERS; i++)
+        if (g_watchers[i]) send_event(g_watchers[i], kind, message);
+}
+
+void agg_admin_run_over(void) {
+    vf_error err;
+    for (int i = 0; i < MAX_WATCHERS; i++) {
+        vf_rpc_call *c = g_watchers[i];
+        if (!c) continue;
+        g_watchers[i] = NULL;
+        vf_rpc_call_set_user(c, NULL);
+        send_event(c, "done", NULL);
+        vf_rpc_call_finish(c, VF_GRPC_OK, NULL, &err);
+    }
+}
+
+static void on_watch(vf_rpc_call *call, const uint8_t *data, size_t len, void *ud) {
+    if (vf_rpc_call_user(call)) return;
+    const agg_run *r = &g_agg.run;
+    Vflclip__V1__WatchRunRequest *q = vflclip__v1__watch_run_request__unpack(NULL, len, data);
+    if (!q) return fail(call, VF_GRPC_INVALID_ARGUMENT, "cannot decode WatchRunRequest");
+    int mismatch = q->run_id[0] && strcmp(q->run_id, r->id);
+    vflclip__v1__watch_run_request__free_unpacked(q, NULL);
+    if (mismatch) return fail(call, VF_GRPC_NOT_FOUND, "that run is not the current run");
+    send_event(call, "state", NULL);
+    if (r->state == RUN_IDLE || agg_run_terminal()) {
+        send_event(call, "done", NULL);
+        vf_error err;
+        vf_rpc_call_finish(call, VF_GRPC_OK, NULL, &err);
+        return;
+    }
+    for (int i = 0; i < MAX_WATCHERS; i++)
+        if (!g_watchers[i]) {
+            g_watchers[i] = call;
+            vf_rpc_call_set_user(call, call);
+            return;
+        }
+    fail(call, VF_GRPC_RESOURCE_EXHAUSTED, "too many watchers");
+}
+
+static void on_watch_done(vf_rpc_call *call, int status, void *ud) {
+    for (int i = 0; i < MAX_WATCHERS; i++)
+        if (g_watchers[i] == call) g_watchers[i] = NULL;
+}
+
+/* ---- GetResults -------------------------------------------------------------------- */
+static void on_results(vf_rpc_call *call, const uint8_t *data, size_t len, void *ud) {
+    const agg_run *r = &g_agg.run;
+    Vflclip__V1__GetResultsRequest *q = vflclip__v1__get_results_request__unpack(NULL, len, data);
+    if (!q) return fail(call, VF_GRPC_INVALID_ARGUMENT, "cannot decode GetResultsRequest");
+    char dir[4500];
+    if (q->run_id[0]) {
+        int ok = strlen(q->run_id) < 64 && !strchr(q->run_id, '/') && q->run_id[0] != '.';
+        snprintf(dir, sizeof dir, "%s/runs/%s", g_agg.state_dir, ok ? q->run_id : "");
+        if (!ok) {
+            vflclip__v1__get_results_request__free_unpacked(q, NULL);
+            return fail(call, VF_GRPC_INVALID_ARGUMENT, "bad run id");
+        }
+    } else if (r->id[0]) {
+        snprintf(dir, sizeof dir, "%s", r->dir);
+    } else {
+        vflclip__v1__get_results_request__free_unpacked(q, NULL);
+        return fail(call, VF_GRPC_NOT_FOUND, "no run yet");
+    }
+    vflclip__v1__get_results_request__free_unpacked(q, NULL);
+    DIR *d = opendir(dir);
+    if (!d) return fail(call, VF_GRPC_NOT_FOUND, "no such run");
+    struct dirent *e;
+    vf_error err;
+    int files = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || strstr(e->d_name, ".tmp.")) continue;
+        char path[4800];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(path, &st) || !S_ISREG(st.st_mode)) continue;
+        char *buf;
+        size_t n;
+        if (vf_read_file(path, &buf, &n, &err)) continue;
+        const size_t piece = 1u << 20;
+        size_t off = 0;
+        do {
+            size_t m = n - off < piece ? n - off : piece;
+            Vflclip__V1__ResultFile f = VFLCLIP__V1__RESULT_FILE__INIT;
+            f.name = e->d_name;
+            f.offset = off;
+            f.data.data = (uint8_t *)buf + off;
+            f.data.len = m;
+            f.last = off + m >= n;
+            vf_rpc_call_send_pb(call, &f.base, &err);
+            off += m;
+        } while (off < n);
+        free(buf);
+        files++;
+    }
+    closedir(d);
+    char details[600];
+    snprintf(details, sizeof details, "run_dir=%s files=%d", dir, files);
+    vf_audit(g_agg.audit_path, "results_fetched", vf_rpc_call_peer(call), details, &err);
+    vf_rpc_call_finish(call, VF_GRPC_OK, NULL, &err);
+}
+
+#define ADMIN VF_ROLE_BIT(VF_ROLE_ADMIN)
+const vf_rpc_method agg_admin_methods[] = {
+    {"/vflclip.v1.Admin/Status", ADMIN, NULL, on_status, NULL, NULL, NULL, NULL},
+    {"/vflclip.v1.Admin/ListParties", ADMIN, NULL, on_list_parties, NULL, NULL, NULL, NULL},
+    {"/vflclip.v1.Admin/StartRun", ADMIN, NULL, on_start_run, NULL, NULL, NULL, NULL},
+    {"/vflclip.v1.Admin/AbortRun", ADMIN, NULL, on_abort_run, NULL, NULL, NULL, NULL},
+    {"/vflclip.v1.Admin/WatchRun", ADMIN, NULL, on_watch, NULL, on_watch_done, NULL, NULL},
+    {"/vflclip.v1.Admin/GetResults", ADMIN, NULL, on_results, NULL, NULL, NULL, NULL},
+};
+const int agg_admin_n_methods = (int)(sizeof agg_admin_methods / sizeof agg_admin_methods[0]);

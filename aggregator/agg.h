@@ -1,0 +1,132 @@
+/* agg: the aggregator's state, shared by its files:
+ *   main.c      config, the gRPC server, signals, systemd notify
+ *   parties.c   Federation.Join: the party table, Hello checks, task sending
+ *   run.c       the run: set-up checks, encoding, the training loop with the
+ *               trainer library (same functions as `vflclip train`), pauses
+ *   progress.c  the run's durable progress (atomic JSON checkpoint)
+ *   admin.c     the Admin service (status, parties, start/abort/watch/results)
+ * One libuv loop, no threads: every callback runs to completion. */
+#ifndef VF_AGG_H
+#define VF_AGG_H
+
+#include <stdint.h>
+
+#include "coop/trainer.h"
+#include "coop/trainer_io.h"
+#include "daemon/run_config.h"
+#include "proto/admin.pb-c.h"
+#include "proto/federation.pb-c.h"
+#include "rpc/rpc.h"
+
+#define AGG_MAX_PARTIES 64
+#define AGG_VERSION "vflclip 0.1"
+
+typedef struct agg_party {
+    int used, hello_ok;
+    vf_rpc_call *call;
+    vf_peer_identity id;
+    char fingerprint[80];
+    uint32_t embed_dim;
+    uint64_t split_n[3];
+    int64_t connected_unix;
+    char state[32];
+} agg_party;
+
+typedef enum {
+    RUN_IDLE = 0, RUN_SETUP, RUN_ENCODING, RUN_TRAINING, RUN_FINISHING, RUN_DONE, RUN_ABORTED, RUN_FAILED
+} agg_run_state;
+
+/* What the run waits for from the knowledge party. */
+typedef enum {
+    WAIT_NONE = 0, WAIT_SETUP, WAIT_STEP, WAIT_SAVE, WAIT_BEST, WAIT_RESTORE_BEST, WAIT_EXPORT
+} agg_wait;
+
+typedef struct agg_img {
+    char name[128];
+    uint64_t n[3], base[3], received[3];
+    int split;                       /* split being received; 3 = all done */
+    uint64_t task;
+} agg_img;
+
+typedef struct agg_run {
+    agg_run_state state;
+    int paused;                      /* waiting for a party to come back */
+    char id[64], dir[4400], message[768], kp_name[128];
+    char *config_text;
+    vf_run_config cfg;
+    int64_t started_unix;
+    uv_timer_t pause_timer;
+    /* text side, from the knowledge party */
+    int C, D, have_text;
+    char **class_names;
+    float logit_scale;
+    float *T, *dT;                   /* (C, D) current text features, dL/dT */
+    /* image side */
+    int n_img;
+    agg_img img[AGG_MAX_PARTIES];
+    float *emb[3];
+    int *labels[3];
+    uint64_t n[3];
+    vf_embedded_split split[3];
+    /* training */
+    int trainer_ready;
+    vf_batcher batcher;
+    vf_loss_step ls;
+    vf_metrics m_train, m_val, m_test;
+    vf_run_log log;
+    int epoch, step_in_epoch, stop;
+    long global_step, committed_step, total_steps;
+    double loss_sum, last_loss, best_auc, first_loss;
+    int best_epoch, have_best;
+    double t0;
+    /* the task in flight */
+    agg_wait wait;
+    uint64_t task;
+    float pending_loss;
+    uint64_t bytes_out, bytes_in;    /* protobuf bytes of training-step messages */
+} agg_run;
+
+typedef struct agg {
+    uv_loop_t *loop;
+    vf_rpc_server *server;
+    char name[128], state_dir[4096], audit_path[4400], default_config[4096];
+    vf_peer_identity me;
+    agg_party parties[AGG_MAX_PARTIES];
+    agg_run run;
+    uint64_t next_task;
+    int shutting_down;
+} agg;
+
+extern agg g_agg;
+
+/* parties.c */
+extern const vf_rpc_method agg_join_method;
+agg_party *agg_party_find(vf_role role, const char *name);
+int agg_parties_connected(void);
+int agg_send(agg_party *p, Vflclip__V1__AggregatorMessage *m, vf_error *err);
+uint64_t agg_new_task(void);
+
+/* run.c */
+int agg_run_start(const char *config_text, const char *run_id, const vf_peer_identity *who, char *out_id, size_t out_size,
+                  int *grpc_status, vf_error *err);
+int agg_run_abort(const char *reason, const vf_peer_identity *who, vf_error *err);
+void agg_run_on_joined(agg_party *p);
+void agg_run_on_left(agg_party *p, const char *why);
+void agg_run_on_message(agg_party *p, const Vflclip__V1__PartyMessage *m, size_t wire_bytes);
+void agg_run_resume_at_start(void);
+const char *agg_run_state_name(agg_run_state s);
+int agg_run_terminal(void);
+
+/* progress.c */
+int agg_progress_save(const agg_run *r, vf_error *err);
+int agg_progress_load(agg_run *r, const char *run_dir, vf_error *err);
+int agg_current_run_set(const char *run_id, vf_error *err);
+int agg_current_run_get(char *run_id, size_t size);
+
+/* admin.c */
+extern const vf_rpc_method agg_admin_methods[];
+extern const int agg_admin_n_methods;
+void agg_admin_event(const char *kind, const char *message);
+void agg_admin_run_over(void);
+
+#endif
