@@ -108,8 +108,9 @@ bench: all venv
 # ---- fuzzing and sanitizers (the gRPC transport; tests/fuzz) ---------------
 #   make fuzz   builds the libFuzzer target for the server's HTTP/2 + gRPC
 #               decoding with clang and runs it FUZZ_SECONDS (tests/fuzz/run.sh)
-#   make asan   rebuilds everything with ASan+UBSan in $(BUILD)/asan and runs
-#               the unit tests and the gRPC tests on it
+#   make asan   rebuilds the library, `vflclip` and the unit tests with ASan+UBSan
+#               (CPU code only) in $(BUILD)/asan and runs the unit tests and the
+#               gRPC tests on them
 FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 30
 FUZZ_SRC     := $(wildcard common/rpc/*.c common/pki/*.c common/util/*.c)
@@ -123,7 +124,8 @@ fuzz: $(BUILD)/fuzz/fuzz_rpc_server venv
 	tests/fuzz/run.sh $(BUILD) $(FUZZ_SECONDS)
 
 asan:
-	$(MAKE) BUILD=$(BUILD)/asan OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer" all
+	$(MAKE) BUILD=$(BUILD)/asan NVCC= OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer" \
+	  $(BUILD)/asan/vflclip $(patsubst $(BUILD)/%,$(BUILD)/asan/%,$(TEST_BIN))
 	tests/run-unit.sh $(BUILD)/asan
 	VF_BUILD=$(BUILD)/asan $(PYTHON) -m pytest -q tests/python/test_grpc_interop.py tests/python/test_grpc_negative.py
 

@@ -307,7 +307,7 @@ static int serve(int argc, char **argv) {
 
 typedef struct call_opts {
     const char *method, *text, *fail_message;
-    int count, size, timeout_ms, fail_code, delay_ms, repeat, interval_ms, quiet, max_message;
+    int count, size, timeout_ms, fail_code, delay_ms, repeat, interval_ms, quiet, max_message, pause_ms;
 } call_opts;
 
 static call_opts g_co;
@@ -344,7 +344,36 @@ static void print_reply(const uint8_t *data, size_t len) {
     vflclip__v1__test__echo_reply__free_unpacked(r, NULL);
 }
 
-static void on_reply(vf_rpc_call *call, const uint8_t *data, size_t len, void *ud) { print_reply(data, len); }
+/* --pause-ms: after the first reply the call stops taking messages for a
+ * while; the held bytes are sampled to show flow control bounding them. */
+static uv_timer_t g_sample_timer;
+static vf_rpc_call *g_paused_call;
+static size_t g_max_held;
+static int g_pause_ticks, g_sample_inited;
+
+static void on_sample(uv_timer_t *t) {
+    if (!g_paused_call) return;
+    size_t h = vf_rpc_call_recv_held(g_paused_call);
+    if (h > g_max_held) g_max_held = h;
+    if (--g_pause_ticks > 0) return;
+    uv_timer_stop(t);
+    vf_rpc_call *call = g_paused_call;
+    g_paused_call = NULL;
+    printf("{\"paused_ms\":%d,\"max_held\":%zu}\n", g_co.pause_ms, g_max_held);
+    vf_rpc_call_pause_recv(call, 0);
+}
+
+static void on_reply(vf_rpc_call *call, const uint8_t *data, size_t len, void *ud) {
+    print_reply(data, len);
+    if (g_co.pause_ms > 0 && g_received == 1) {
+        vf_rpc_call_pause_recv(call, 1);
+        g_paused_call = call;
+        g_pause_ticks = g_co.pause_ms / 20;
+        uv_timer_init(uv_default_loop(), &g_sample_timer);
+        g_sample_inited = 1;
+        uv_timer_start(&g_sample_timer, on_sample, 20, 20);
+    }
+}
 
 static int start_call(void);
 
@@ -386,6 +415,9 @@ static void on_call_done(vf_rpc_call *call, int status, const char *message, voi
         }
     }
     print_status_json(status, message);
+    if (g_sample_inited) uv_close((uv_handle_t *)&g_sample_timer, NULL);
+    g_sample_inited = 0;
+    g_paused_call = NULL;
     vf_rpc_client_close(g_client);
 }
 
@@ -469,7 +501,7 @@ static int call(int argc, char **argv) {
         {"server-name", 1, 0, 'n'}, {"method", 1, 0, 'm'},     {"count", 1, 0, 'N'},      {"size", 1, 0, 's'},
         {"text", 1, 0, 'x'},       {"timeout-ms", 1, 0, 'o'},  {"fail-code", 1, 0, 'f'},  {"fail-message", 1, 0, 'F'},
         {"delay-ms", 1, 0, 'd'},   {"repeat", 1, 0, 'R'},      {"interval-ms", 1, 0, 'i'}, {"quiet", 0, 0, 'q'},
-        {"max-message", 1, 0, 'M'}, {0, 0, 0, 0}};
+        {"max-message", 1, 0, 'M'}, {"pause-ms", 1, 0, 'P'}, {0, 0, 0, 0}};
     int o;
     char host[256] = "";
     optind = 1;
@@ -505,6 +537,7 @@ static int call(int argc, char **argv) {
         case 'i': g_co.interval_ms = atoi(optarg); break;
         case 'q': g_co.quiet = 1; break;
         case 'M': cfg.max_recv_message = (size_t)atoll(optarg); break;
+        case 'P': g_co.pause_ms = atoi(optarg); break;
         default: return 2;
         }
     }
@@ -540,6 +573,7 @@ int vf_cmd_rpc_test(int argc, char **argv) {
             "                              [--method unary|server-stream|bidi|admin-only|status|join|/raw/Path]\n"
             "                              [--count N] [--size BYTES] [--text S] [--timeout-ms N] [--fail-code N]\n"
             "                              [--fail-message S] [--delay-ms N] [--repeat N] [--interval-ms N]\n"
+            "                              [--pause-ms N (stop taking messages after the first)] [--quiet]\n"
             "(debug) drives the gRPC transport for the interop tests and the benchmark\n");
     return argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) ? 0 : 2;
 }

@@ -295,6 +295,7 @@ int vf_rpc_call_send_pb(vf_rpc_call *k, const ProtobufCMessage *msg, vf_error *e
 }
 
 size_t vf_rpc_call_send_queued(const vf_rpc_call *k) { return vf_rpc_buf_size(&k->sendq); }
+size_t vf_rpc_call_recv_held(const vf_rpc_call *k) { return vf_rpc_buf_size(&k->recv_held); }
 
 /* ---- accessors ----------------------------------------------------------- */
 

@@ -190,6 +190,10 @@ size_t vf_rpc_call_send_queued(const vf_rpc_call *call);
 /* Stop/resume delivering messages; while paused, received data is held
  * unacknowledged, so the peer stops after one flow-control window. */
 void vf_rpc_call_pause_recv(vf_rpc_call *call, int paused);
+/* Bytes received for this call and held (not yet delivered, not yet
+ * acknowledged to the peer) while it is paused: never more than the stream's
+ * flow-control window. */
+size_t vf_rpc_call_recv_held(const vf_rpc_call *call);
 /* Server: send the status (after any queued messages) and end the call.
  * message may be NULL. */
 int vf_rpc_call_finish(vf_rpc_call *call, int status, const char *message, vf_error *err);

@@ -195,3 +195,18 @@ def test_our_client_rejects_a_server_of_the_wrong_name(vflclip, pki, grpcio_serv
     p, lines = c_call(vflclip, pki.hosp1, grpcio_server, "--server-name", "aggregator.example.org")
     assert p.returncode == 3 and "connect_error" in lines[0], p.stdout + p.stderr
     print("refused:", lines[0]["connect_error"])
+
+
+def test_our_client_flow_control_bounds_what_a_paused_call_holds(vflclip, pki, grpcio_server):
+    """grpcio streams 40 MiB while our call stops taking messages for 1.5 s:
+    what we hold stays within the 4 MiB stream window (grpcio stops sending
+    because we do not acknowledge), then everything arrives intact."""
+    n, size, window = 40, 1 << 20, 4 << 20
+    p, lines = c_call(vflclip, pki.hosp1, grpcio_server, "--method", "server-stream", "--count", str(n), "--size",
+                      str(size), "--pause-ms", "1500")
+    assert lines[-1]["status"] == 0, p.stderr
+    (pause,) = [m for m in lines if "max_held" in m]
+    replies = [m for m in lines if "seq" in m]
+    assert [(m["seq"], m["crc32"]) for m in replies] == [(i, zlib.crc32(pattern(i, size))) for i in range(n)]
+    print(f"held at most {pause['max_held']} bytes while paused (window {window}, stream {n * size})")
+    assert 0 < pause["max_held"] <= window

@@ -13,6 +13,7 @@ import tempfile
 import time
 
 import grpc
+import numpy as np
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,8 +27,8 @@ GRPC_OPTS = [("grpc.enable_http_proxy", 0), ("grpc.max_receive_message_length", 
 
 
 def pattern(seq, n):
-    """The payload rpc-test sends for message `seq` (cmd_rpc_test.c fill_pattern)."""
-    return bytes(((seq * 31 + i * 7) & 0xFF) for i in range(n))
+    """The payload rpc-test sends for message `seq`: byte i = (31 seq + 7 i) mod 256."""
+    return ((seq * 31 + np.arange(n, dtype=np.int64) * 7) & 0xFF).astype(np.uint8).tobytes()
 
 
 @pytest.fixture(scope="session")
