@@ -19,6 +19,8 @@ int vf_cmd_coop_optim(int argc, char **argv);
 int vf_cmd_rpc_test(int argc, char **argv);
 int vf_cmd_embed(int argc, char **argv);
 int vf_cmd_make_model(int argc, char **argv);
+int vf_cmd_run(int argc, char **argv);
+int vf_cmd_status(int argc, char **argv);
 
 const vf_command vf_commands[] = {
     {"embed", "projected CLIP embeddings of images or texts (.npy)", vf_cmd_embed},
@@ -34,6 +36,8 @@ const vf_command vf_commands[] = {
     {"tokenize", "print the CLIP token ids of texts (as HF's fast CLIPTokenizer)", vf_cmd_tokenize},
     {"preprocess", "decode and preprocess images as CLIPImageProcessor, to .npy", vf_cmd_preprocess},
     {"rpc-test", "(debug) serve or call the gRPC transport's test service (interop tests, benchmark)", vf_cmd_rpc_test},
+    {"run", "start, watch, abort a federated run, fetch its results (Admin API of the aggregator)", vf_cmd_run},
+    {"status", "the aggregator, its current run and the connected parties", vf_cmd_status},
     {NULL, NULL, NULL},
 };
 

@@ -1,0 +1,305 @@
+/* cmd_run: `vflclip run start|watch|abort|results`, the operator's control of
+ * a federated training run through the aggregator's Admin API (mutual TLS
+ * with an admin certificate).  `start` takes the run configuration as an INI
+ * file (--config RUN.ini, keys in daemon/run_config.h) or as flags, checks
+ * it here against the same schema the aggregator uses, and sends it. */
+#include "cli/admin_client.h"
+#include "cli/commands.h"
+#include "daemon/run_config.h"
+#include "proto/admin.pb-c.h"
+#include "util/fileio.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *o) {
+    fprintf(o,
+        "usage: vflclip run start (--config RUN.ini | [run flags]) [--run-id ID] [--watch]\n"
+        "       vflclip run watch [--run-id ID]\n"
+        "       vflclip run abort [--reason TEXT]\n"
+        "       vflclip run results --out DIR [--run-id ID]\n"
+        "common: --admin admin.ini (default $VFLCLIP_ADMIN_CONFIG or ./admin.ini), --timeout-ms N\n"
+        "run flags (each is the [run] key of the same name, see `vflclip run keys`):\n"
+        "  --epochs N --batch-size N --lr X --optimizer adam|sgd --momentum X --weight-decay X --n-ctx N\n"
+        "  --template T --init-words W --csc --class-pos end|middle|front --seed N --max-steps N\n"
+        "  --image-parties a,b,c --party-timeout-s N --checkpoint-every N --warmup-epochs N --warmup K --warmup-lr X\n");
+}
+
+/* ---- start ------------------------------------------------------------------ */
+static int build_config(int argc, char **argv, char **text, const char **run_id, int *watch) {
+    static const char *const flags[][2] = {
+        {"--epochs", "epochs"}, {"--batch-size", "batch_size"}, {"--lr", "lr"}, {"--optimizer", "optimizer"},
+        {"--momentum", "momentum"}, {"--weight-decay", "weight_decay"}, {"--n-ctx", "n_ctx"}, {"--template", "template"},
+        {"--init-words", "init_words"}, {"--class-pos", "class_pos"}, {"--seed", "seed"}, {"--max-steps", "max_steps"},
+        {"--image-parties", "image_parties"}, {"--party-timeout-s", "party_timeout_s"},
+        {"--checkpoint-every", "checkpoint_every"}, {"--warmup-epochs", "warmup_epochs"}, {"--warmup", "warmup"},
+        {"--warmup-lr", "warmup_lr"}, {"--chunk-size", "chunk_size"}};
+    const char *config = NULL;
+    size_t cap = 8192, used = 0;
+    char *t = malloc(cap);
+    used += (size_t)snprintf(t, cap, "[run]\n");
+    int n_flags = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "--watch")) { *watch = 1; continue; }
+        if (!strcmp(o, "--csc")) { used += (size_t)snprintf(t + used, cap - used, "csc = true\n"); n_flags++; continue; }
+        if (i + 1 >= argc) { fprintf(stderr, "vflclip run start: %s needs a value (or is unknown)\n", o); free(t); return 2; }
+        const char *v = argv[++i];
+        if (!strcmp(o, "--config")) { config = v; continue; }
+        if (!strcmp(o, "--run-id")) { *run_id = v; continue; }
+        const char *key = NULL;
+        for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++)
+            if (!strcmp(o, flags[k][0])) key = flags[k][1];
+        if (!key) { fprintf(stderr, "vflclip run start: unknown option %s\n", o); usage(stderr); free(t); return 2; }
+        if (strchr(v, '\n')) { fprintf(stderr, "vflclip run start: %s: value has a line break\n", o); free(t); return 2; }
+        if (used + strlen(key) + strlen(v) + 8 > cap) { fprintf(stderr, "vflclip run start: options too long\n"); free(t); return 2; }
+        used += (size_t)snprintf(t + used, cap - used, "%s = %s\n", key, v);
+        n_flags++;
+    }
+    if (config) {
+        if (n_flags) {
+            fprintf(stderr, "vflclip run start: give the run either as --config %s or as flags, not both\n", config);
+            free(t);
+            return 2;
+        }
+        free(t);
+        size_t len;
+        vf_error err;
+        if (vf_read_file(config, &t, &len, &err)) { fprintf(stderr, "vflclip run start: --config %s\n", err.msg); return 2; }
+    }
+    vf_run_config rc;
+    vf_error err;
+    if (vf_run_config_parse(t, config ? config : "run flags", &rc, &err)) {
+        fprintf(stderr, "vflclip run start: %s\n", err.msg);
+        free(t);
+        return 2;
+    }
+    *text = t;
+    return 0;
+}
+
+static void print_start(const uint8_t *d, size_t n, void *ud) {
+    Vflclip__V1__StartRunReply *r = vflclip__v1__start_run_reply__unpack(NULL, n, d);
+    if (!r) return;
+    snprintf(ud, 64, "%s", r->run_id);
+    vflclip__v1__start_run_reply__free_unpacked(r, NULL);
+}
+
+static int run_watch(const vf_admin *a, const char *run_id);
+
+static int run_start(const vf_admin *a, int argc, char **argv) {
+    char *text;
+    const char *run_id = NULL;
+    int watch = 0;
+    int rc = build_config(argc, argv, &text, &run_id, &watch);
+    if (rc) return rc;
+    Vflclip__V1__StartRunRequest q = VFLCLIP__V1__START_RUN_REQUEST__INIT;
+    q.config = text;
+    q.run_id = (char *)(run_id ? run_id : "");
+    char id[64] = "";
+    vf_error err;
+    int st = vf_admin_call(a, "/vflclip.v1.Admin/StartRun", &q.base, print_start, id, &err);
+    free(text);
+    if (st != 0) {
+        fprintf(stderr, "vflclip run start: %s\n", err.msg);
+        return 1;
+    }
+    printf("run_id=%s\n", id);
+    fflush(stdout);
+    return watch ? run_watch(a, id) : 0;
+}
+
+/* ---- watch ------------------------------------------------------------------ */
+typedef struct watch_state {
+    int tty, line_open;
+    char final_state[64], message[512];
+    int have_final;
+} watch_state;
+
+static double metric(const Vflclip__V1__RunEvent *e, const char *name) {
+    for (size_t i = 0; i < e->n_metrics; i++)
+        if (!strcmp(e->metrics[i]->name, name)) return e->metrics[i]->value;
+    return NAN;
+}
+
+static void on_event(const uint8_t *d, size_t n, void *ud) {
+    watch_state *w = ud;
+    Vflclip__V1__RunEvent *e = vflclip__v1__run_event__unpack(NULL, n, d);
+    if (!e) return;
+    double ep = metric(e, "epoch"), eps = metric(e, "total_epochs"), tot = metric(e, "total_steps"),
+           vauc = metric(e, "val_auc");
+    char line[512];
+    int len = snprintf(line, sizeof line, "[%s] %s", e->run_id[0] ? e->run_id : "-", e->state);
+    if (isfinite(ep) && isfinite(eps) && eps > 0) len += snprintf(line + len, sizeof line - len, "  epoch %.0f/%.0f", ep, eps);
+    if (isfinite(tot) && tot > 0) {
+        int width = 20, fill = (int)(width * (double)e->step / tot + 0.5);
+        if (fill > width) fill = width;
+        len += snprintf(line + len, sizeof line - len, "  [%.*s%*s] step %llu/%.0f", fill, "####################",
+                        width - fill, "", (unsigned long long)e->step, tot);
+    }
+    if (e->step > 0 && isfinite(e->loss)) len += snprintf(line + len, sizeof line - len, "  loss %.4f", e->loss);
+    if (isfinite(vauc)) len += snprintf(line + len, sizeof line - len, "  val AUC %.4f", vauc);
+    if (e->message[0]) len += snprintf(line + len, sizeof line - len, "  (%s)", e->message);
+    int final = !strcmp(e->kind, "done");
+    if (w->tty && !final && !strcmp(e->kind, "step")) {
+        fprintf(stderr, "\r\033[K%s", line);
+        w->line_open = 1;
+    } else if (strcmp(e->kind, "step") || !w->tty) {
+        if (w->line_open) fputc('\n', stderr);
+        w->line_open = 0;
+        if (strcmp(e->kind, "step") || e->step % 10 == 0) fprintf(stderr, "%s\n", line);
+    }
+    fflush(stderr);
+    if (final) {
+        w->have_final = 1;
+        snprintf(w->final_state, sizeof w->final_state, "%s", e->state);
+        snprintf(w->message, sizeof w->message, "%s", e->message);
+        double tauc = metric(e, "test_auc"), tacc = metric(e, "test_acc"), best = metric(e, "best_val_auc");
+        printf("{\"run_id\":\"%s\",\"state\":\"%s\",\"step\":%llu", e->run_id, e->state, (unsigned long long)e->step);
+        if (isfinite(best)) printf(",\"best_val_auc\":%.6f", best);
+        if (isfinite(tauc)) printf(",\"test_auc\":%.6f", tauc);
+        if (isfinite(tacc)) printf(",\"test_acc\":%.6f", tacc);
+        printf("}\n");
+        fflush(stdout);
+    }
+    vflclip__v1__run_event__free_unpacked(e, NULL);
+}
+
+static int run_watch(const vf_admin *a, const char *run_id) {
+    Vflclip__V1__WatchRunRequest q = VFLCLIP__V1__WATCH_RUN_REQUEST__INIT;
+    q.run_id = (char *)(run_id ? run_id : "");
+    watch_state w = {.tty = isatty(2)};
+    vf_error err;
+    int st = vf_admin_call(a, "/vflclip.v1.Admin/WatchRun", &q.base, on_event, &w, &err);
+    if (w.line_open) fputc('\n', stderr);
+    if (st != 0) {
+        fprintf(stderr, "vflclip run watch: %s\n", err.msg);
+        return 1;
+    }
+    if (!w.have_final) return 1;
+    if (!strcmp(w.final_state, "done")) return 0;
+    fprintf(stderr, "vflclip run watch: the run ended %s%s%s\n", w.final_state, w.message[0] ? ": " : "", w.message);
+    return 1;
+}
+
+/* ---- abort ------------------------------------------------------------------ */
+static void print_abort(const uint8_t *d, size_t n, void *ud) {
+    Vflclip__V1__AbortRunReply *r = vflclip__v1__abort_run_reply__unpack(NULL, n, d);
+    if (r) printf("state=%s\n", r->state);
+    if (r) vflclip__v1__abort_run_reply__free_unpacked(r, NULL);
+}
+
+/* ---- results ---------------------------------------------------------------- */
+typedef struct results_state {
+    const char *out;
+    int files, failed;
+    vf_atomic_file f;
+    int open;
+    char name[256];
+} results_state;
+
+static void on_piece(const uint8_t *d, size_t n, void *ud) {
+    results_state *s = ud;
+    Vflclip__V1__ResultFile *r = vflclip__v1__result_file__unpack(NULL, n, d);
+    vf_error err;
+    if (!r || s->failed) goto out;
+    if (!r->name[0] || strchr(r->name, '/') || r->name[0] == '.') {
+        fprintf(stderr, "vflclip run results: the aggregator sent a bad file name '%s'\n", r->name);
+        s->failed = 1;
+        goto out;
+    }
+    if (r->offset == 0) {
+        char path[4500];
+        snprintf(path, sizeof path, "%s/%s", s->out, r->name);
+        if (vf_atomic_open(&s->f, path, &err)) { fprintf(stderr, "vflclip run results: %s\n", err.msg); s->failed = 1; goto out; }
+        s->open = 1;
+        snprintf(s->name, sizeof s->name, "%s", r->name);
+    }
+    if (!s->open || strcmp(s->name, r->name) || vf_atomic_write(&s->f, r->data.data, r->data.len, &err)) {
+        fprintf(stderr, "vflclip run results: %s: pieces out of order or write failed\n", r->name);
+        if (s->open) vf_atomic_abort(&s->f);
+        s->open = 0;
+        s->failed = 1;
+        goto out;
+    }
+    if (r->last) {
+        if (vf_atomic_commit(&s->f, &err)) { fprintf(stderr, "vflclip run results: %s\n", err.msg); s->failed = 1; }
+        else { printf("%s/%s\n", s->out, r->name); s->files++; }
+        s->open = 0;
+    }
+out:
+    if (r) vflclip__v1__result_file__free_unpacked(r, NULL);
+}
+
+static int run_results(const vf_admin *a, int argc, char **argv) {
+    const char *out = NULL, *run_id = "";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(argv[i], "--run-id") && i + 1 < argc) run_id = argv[++i];
+        else { fprintf(stderr, "vflclip run results: unknown option %s\n", argv[i]); return 2; }
+    }
+    if (!out) { fprintf(stderr, "vflclip run results: --out DIR is required\n"); return 2; }
+    vf_error err;
+    if (vf_mkdirs(out, 0755, &err)) { fprintf(stderr, "vflclip run results: %s\n", err.msg); return 1; }
+    Vflclip__V1__GetResultsRequest q = VFLCLIP__V1__GET_RESULTS_REQUEST__INIT;
+    q.run_id = (char *)run_id;
+    results_state s = {.out = out};
+    int st = vf_admin_call(a, "/vflclip.v1.Admin/GetResults", &q.base, on_piece, &s, &err);
+    if (s.open) vf_atomic_abort(&s.f);
+    if (st != 0) { fprintf(stderr, "vflclip run results: %s\n", err.msg); return 1; }
+    if (s.failed) return 1;
+    fprintf(stderr, "vflclip run results: %d files in %s\n", s.files, out);
+    return 0;
+}
+
+int vf_cmd_run(int argc, char **argv) {
+    const char *admin_path = NULL;
+    int timeout_ms = 0;
+    argc = vf_admin_take_options(argc, argv, &admin_path, &timeout_ms);
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "keys")) {
+        vf_ini_print_schema(stdout, vf_run_config_schema);
+        return 0;
+    }
+    vf_admin a;
+    vf_error err;
+    if (vf_admin_load(&a, admin_path, &err)) {
+        fprintf(stderr, "vflclip run: %s\n", err.msg);
+        return 2;
+    }
+    a.timeout_ms = timeout_ms;
+    const char *sub = argv[1];
+    if (!strcmp(sub, "start")) return run_start(&a, argc - 1, argv + 1);
+    if (!strcmp(sub, "watch")) {
+        const char *id = NULL;
+        for (int i = 2; i < argc; i++) {
+            if (!strcmp(argv[i], "--run-id") && i + 1 < argc) id = argv[++i];
+            else { fprintf(stderr, "vflclip run watch: unknown option %s\n", argv[i]); return 2; }
+        }
+        return run_watch(&a, id);
+    }
+    if (!strcmp(sub, "abort")) {
+        Vflclip__V1__AbortRunRequest q = VFLCLIP__V1__ABORT_RUN_REQUEST__INIT;
+        q.reason = "";
+        for (int i = 2; i < argc; i++) {
+            if (!strcmp(argv[i], "--reason") && i + 1 < argc) q.reason = argv[++i];
+            else if (!strcmp(argv[i], "--run-id") && i + 1 < argc) q.run_id = argv[++i];
+            else { fprintf(stderr, "vflclip run abort: unknown option %s\n", argv[i]); return 2; }
+        }
+        if (vf_admin_call(&a, "/vflclip.v1.Admin/AbortRun", &q.base, print_abort, NULL, &err)) {
+            fprintf(stderr, "vflclip run abort: %s\n", err.msg);
+            return 1;
+        }
+        return 0;
+    }
+    if (!strcmp(sub, "results")) return run_results(&a, argc - 1, argv + 1);
+    fprintf(stderr, "vflclip run: unknown subcommand '%s'\n", sub);
+    usage(stderr);
+    return 2;
+}
