@@ -17,7 +17,7 @@
 static void usage(FILE *o) {
     fprintf(o,
         "usage: vflclip evaluate --model DIR --context FILE --data PATH [--split test] [--out FILE.json]\n"
-        "                        [--confusion-png FILE] [--class-codes a,b,..] [--image-dir DIR] [--split-seed N]\n"
+        "                        [--confusion-png FILE] [--class-codes a,b,..] [--image-dir DIR] [--split-seed N (default: the context's)]\n"
         "                        [--cache-dir DIR | --no-cache] [--embed-batch N]\n"
         "       vflclip evaluate --scores SCORES.npy --labels LABELS.npy [--out FILE.json]\n"
         "  The first form rebuilds the prompts from the context file's metadata (template, class names, n_ctx,\n"
@@ -67,7 +67,7 @@ int vf_cmd_evaluate(int argc, char **argv) {
     const char *model = NULL, *context = NULL, *data = NULL, *split_name = "test", *out = NULL, *png = NULL;
     const char *codes_csv = NULL, *image_dir = NULL, *cache_dir = NULL, *scores = NULL, *labels = NULL;
     unsigned long long split_seed = 0;
-    int no_cache = 0, embed_batch = 0;
+    int no_cache = 0, embed_batch = 0, split_seed_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) { usage(stdout); return 0; }
@@ -85,7 +85,7 @@ int vf_cmd_evaluate(int argc, char **argv) {
         else if (!strcmp(o, "--cache-dir")) cache_dir = v;
         else if (!strcmp(o, "--scores")) scores = v;
         else if (!strcmp(o, "--labels")) labels = v;
-        else if (!strcmp(o, "--split-seed")) { if (vf_cli_parse_u64(o, v, &split_seed)) return 2; }
+        else if (!strcmp(o, "--split-seed")) { if (vf_cli_parse_u64(o, v, &split_seed)) return 2; split_seed_given = 1; }
         else if (!strcmp(o, "--embed-batch")) { if (vf_cli_parse_int(o, v, 1, 4096, &embed_batch)) return 2; }
         else { fprintf(stderr, "vflclip evaluate: unknown option %s\n", o); usage(stderr); return 2; }
     }
@@ -100,6 +100,7 @@ int vf_cmd_evaluate(int argc, char **argv) {
     vf_error err = {{0}};
     vf_context_file cf;
     if (vf_context_load(context, &cf, &err)) { fprintf(stderr, "vflclip evaluate: %s\n", err.msg); return 1; }
+    if (!split_seed_given) split_seed = cf.split_seed;   /* the split the context was trained on */
     vf_class_list codes;
     if (vf_class_list_parse(&codes, codes_csv, &err)) { fprintf(stderr, "vflclip evaluate: %s\n", err.msg); vf_context_file_free(&cf); return 2; }
     int rc = 1;

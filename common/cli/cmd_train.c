@@ -200,7 +200,8 @@ int vf_cmd_train(int argc, char **argv) {
                                    .warmup_epochs = a.warmup_epochs, .warmup_lr = a.warmup_lr};
     vf_context_info info = {.template_ = cc.template_, .init_words = a.init_words, .class_names = class_names,
                             .n_classes = C, .n_ctx = vf_coop_n_ctx(coop), .csc = a.csc, .class_pos = a.class_pos,
-                            .model_fingerprint = s.fingerprint, .seed = a.seed};
+                            .model_fingerprint = s.fingerprint, .seed = a.seed,
+                            .split_seed = a.split_seed};
     vf_train_result res;
     if (vf_trainer_run(&tc, coop, s.text.logit_scale, &s.split[VF_SPLIT_TRAIN], &s.split[VF_SPLIT_VAL],
                        &s.split[VF_SPLIT_TEST], &info, &res, &err)) {

@@ -8,18 +8,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-typedef struct embed_progress { int tty, last_decile; } embed_progress;
+typedef struct embed_progress {
+    int tty, last_decile, split;
+    struct timespec t0;   /* start of the current split */
+} embed_progress;
 
 static void on_embed_progress(void *ctx, vf_split s, int done, int total) {
     embed_progress *p = ctx;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if ((int)s != p->split) { p->split = (int)s; p->t0 = now; p->last_decile = -1; }
+    double el = (double)(now.tv_sec - p->t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - p->t0.tv_nsec);
+    double rate = el > 0 ? done / el : 0;   /* the first batch's time includes the split's start, a fair estimate */
+    long eta = rate > 0 ? (long)((total - done) / rate + 0.5) : 0;
     if (p->tty) {
-        fprintf(stderr, "\r\033[Kencoding %s images %d/%d", vf_split_name(s), done, total);
+        fprintf(stderr, "\r\033[Kencoding %s images %d/%d  %.1f img/s  ETA %02ld:%02ld", vf_split_name(s), done, total,
+                rate, eta / 60, eta % 60);
         if (done == total) fputc('\n', stderr);
     } else {
         int decile = (int)(10LL * done / total);
-        if (decile != p->last_decile || done == total) fprintf(stderr, "encoding %s images %d/%d\n", vf_split_name(s), done, total);
-        p->last_decile = done == total ? -1 : decile;
+        if (decile != p->last_decile || done == total)
+            fprintf(stderr, "encoding %s images %d/%d %.1f img/s eta %02ld:%02ld\n", vf_split_name(s), done, total, rate,
+                    eta / 60, eta % 60);
+        p->last_decile = decile;
     }
     fflush(stderr);
 }
@@ -59,7 +72,9 @@ int vf_coop_setup_open(vf_coop_setup *s, const vf_coop_setup_options *o, vf_erro
     char cache_dir[4096];
     if (o->cache_dir) snprintf(cache_dir, sizeof cache_dir, "%s", o->cache_dir);
     else vf_embed_cache_default_dir(cache_dir, sizeof cache_dir);
-    embed_progress prog = {.tty = o->tty, .last_decile = -1};
+    vf_image_encoder enc = vf_image_encoder_cpu(&vt);
+    embed_progress prog = {.tty = o->tty, .last_decile = -1, .split = -1};
+    clock_gettime(CLOCK_MONOTONIC, &prog.t0);
     int rc = 0;
     for (int k = 0; k < VF_SPLIT_COUNT && rc == 0; k++) {
         vf_split_data *d = &s->ds.split[k];
@@ -68,7 +83,7 @@ int vf_coop_setup_open(vf_coop_setup *s, const vf_coop_setup_options *o, vf_erro
         s->emb[k] = malloc((size_t)d->n * vt.embed_dim * sizeof(float));
         if (!s->emb[k]) { rc = vf_fail(err, "out of memory for %d embeddings", d->n); break; }
         vf_embed_stats st;
-        rc = vf_embed_split(&s->ds, (vf_split)k, &vt, &pp, o->no_cache ? NULL : cache_dir, s->emb[k], &st,
+        rc = vf_embed_split(&s->ds, (vf_split)k, &enc, &pp, o->no_cache ? NULL : cache_dir, s->emb[k], &st,
                             on_embed_progress, &prog, err);
         s->cache_hits += st.cache_hit;
         s->encoded += st.encoded;

@@ -20,7 +20,8 @@
  *   test_metrics.json   test metrics of the best-val-AUC context
  *   context.safetensors "ctx" (n_ctx, W) or (C, n_ctx, W) for CSC; metadata:
  *                       template, class_names (JSON), n_ctx, csc, class_pos,
- *                       init_words, model_fingerprint, epoch, val_auc, seed
+ *                       init_words, model_fingerprint, epoch, val_auc, seed,
+ *                       split_seed
  *   auc_acc.png, loss.png, confusion_test.png (and confusion_val.png) */
 #ifndef VF_COOP_TRAINER_H
 #define VF_COOP_TRAINER_H
@@ -95,6 +96,7 @@ typedef struct vf_context_info {
     int epoch;                       /* epoch the context comes from (1-based; 0 = initial) */
     double val_auc;                  /* NaN when unknown */
     unsigned long long seed;
+    unsigned long long split_seed;   /* of a CSV data set split by seed */
 } vf_context_info;
 
 /* Writes ctx and its description atomically. */
@@ -106,6 +108,7 @@ typedef struct vf_context_file {
     char **class_names;
     int n_classes, n_ctx, csc, rows, width;
     vf_class_pos class_pos;
+    unsigned long long split_seed;   /* 0 when absent */
     float *ctx;                      /* (rows, width) */
 } vf_context_file;
 

@@ -143,13 +143,14 @@ int vf_context_save(const char *path, const vf_coop *c_, const vf_context_info *
     for (int k = 0; k < info->n_classes; k++) cJSON_AddItemToArray(names, cJSON_CreateString(info->class_names[k]));
     char *names_json = cJSON_PrintUnformatted(names);
     cJSON_Delete(names);
-    char n_ctx_s[16], csc_s[4], epoch_s[16], auc_s[32], seed_s[32], n_classes_s[16];
+    char n_ctx_s[16], csc_s[4], epoch_s[16], auc_s[32], seed_s[32], split_seed_s[32], n_classes_s[16];
     snprintf(n_ctx_s, sizeof n_ctx_s, "%d", n_ctx);
     snprintf(n_classes_s, sizeof n_classes_s, "%d", info->n_classes);
     snprintf(csc_s, sizeof csc_s, "%d", info->csc ? 1 : 0);
     snprintf(epoch_s, sizeof epoch_s, "%d", info->epoch);
     snprintf(auc_s, sizeof auc_s, isnan(info->val_auc) ? "null" : "%.17g", info->val_auc);
     snprintf(seed_s, sizeof seed_s, "%llu", info->seed);
+    snprintf(split_seed_s, sizeof split_seed_s, "%llu", info->split_seed);
     vf_st_writer w;
     vf_st_writer_init(&w);
     int rc = names_json ? 0 : vf_fail(err, "%s: out of memory", path);
@@ -167,6 +168,7 @@ int vf_context_save(const char *path, const vf_coop *c_, const vf_context_info *
         {"epoch", epoch_s},
         {"val_auc", auc_s},
         {"seed", seed_s},
+        {"split_seed", split_seed_s},
     };
     for (size_t i = 0; i < sizeof meta / sizeof *meta && !rc; i++) rc = vf_st_writer_meta(&w, meta[i][0], meta[i][1], err);
     if (!rc) rc = vf_st_writer_save(&w, path, err);
@@ -229,6 +231,8 @@ int vf_context_load(const char *path, vf_context_file *f, vf_error *err) {
     cJSON_Delete(arr);
     for (int k = 0; k < f->n_classes; k++)
         if (!f->class_names || !f->class_names[k]) { vf_fail(err, "%s: class_names entry %d is not a string", path, k); goto done; }
+    const char *ss = vf_st_meta(&st, "split_seed");
+    f->split_seed = ss ? strtoull(ss, NULL, 10) : 0;
     f->template_ = strdup(tmpl);
     f->init_words = words && *words ? strdup(words) : NULL;
     f->fingerprint = strdup(fp ? fp : "");

@@ -21,16 +21,28 @@ static void hex(const unsigned char *b, int n, char *out) {
     for (int i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", b[i]);
 }
 
-int vf_embed_cache_key(const vf_dataset *ds, vf_split s, const unsigned char fingerprint[32],
-                       const vf_preprocess_cfg *pp, int image_size, char key[65], vf_error *err) {
+static int encode_cpu(void *ctx, const float *pixels, int B, float *out, vf_error *err) {
+    return vf_vision_encode(ctx, pixels, B, out, err);
+}
+
+vf_image_encoder vf_image_encoder_cpu(vf_vision_tower *tower) {
+    vf_image_encoder e = {.encode = encode_cpu, .ctx = tower, .image_size = tower->image_size,
+                          .embed_dim = tower->embed_dim, .max_batch = tower->max_batch};
+    memcpy(e.fingerprint, tower->fingerprint, sizeof e.fingerprint);
+    snprintf(e.compute, sizeof e.compute, "cpu-fp32");
+    return e;
+}
+
+int vf_embed_cache_key(const vf_dataset *ds, vf_split s, const vf_image_encoder *enc, const vf_preprocess_cfg *pp,
+                       char key[65], vf_error *err) {
     char head[1024];
     char fp[65];
-    hex(fingerprint, 32, fp);
+    hex(enc->fingerprint, 32, fp);
     /* %a prints floats exactly, so any change of mean/std/rescale changes the key. */
     int len = snprintf(head, sizeof head,
-                       "vflclip-embeddings-v1\nmodel=%s\nimage_size=%d\nshortest_edge=%d crop=%dx%d resize=%d crop=%d "
+                       "vflclip-embeddings-v1\nmodel=%s\ncompute=%s\nimage_size=%d\nshortest_edge=%d crop=%dx%d resize=%d crop=%d "
                        "normalize=%d rescale=%a mean=%a,%a,%a std=%a,%a,%a\nn=%d\n",
-                       fp, image_size, pp->shortest_edge, pp->crop_h, pp->crop_w, pp->do_resize, pp->do_center_crop,
+                       fp, enc->compute, enc->image_size, pp->shortest_edge, pp->crop_h, pp->crop_w, pp->do_resize, pp->do_center_crop,
                        pp->do_normalize, pp->rescale, pp->mean[0], pp->mean[1], pp->mean[2], pp->std[0], pp->std[1],
                        pp->std[2], ds->split[s].n);
     mbedtls_sha256_context c;
@@ -65,16 +77,17 @@ static int cache_load(const char *path, const char *key, int N, int D, float *ou
 }
 
 static int cache_store(const char *dir, const char *path, const char *key, const vf_dataset *ds, vf_split s,
-                       const unsigned char fingerprint[32], int N, int D, const float *emb, vf_error *err) {
+                       const vf_image_encoder *enc, int N, int D, const float *emb, vf_error *err) {
     if (vf_mkdirs(dir, 0755, err)) return -1;
     char fp[65];
-    hex(fingerprint, 32, fp);
+    hex(enc->fingerprint, 32, fp);
     vf_st_writer w;
     vf_st_writer_init(&w);
     int64_t shape[2] = {N, D};
     int rc = vf_st_writer_add_f32(&w, "embeddings", VF_DT_F32, 2, shape, emb, err);
     if (!rc) rc = vf_st_writer_meta(&w, "key", key, err);
     if (!rc) rc = vf_st_writer_meta(&w, "model_fingerprint", fp, err);
+    if (!rc) rc = vf_st_writer_meta(&w, "compute", enc->compute, err);
     if (!rc) rc = vf_st_writer_meta(&w, "split", vf_split_name(s), err);
     if (!rc) rc = vf_st_writer_meta(&w, "source", ds->source, err);
     if (!rc) rc = vf_st_writer_save(&w, path, err);
@@ -118,18 +131,18 @@ static int prepare_batch(const vf_dataset *ds, vf_split s, int first, int B, con
     return 0;
 }
 
-int vf_embed_split(const vf_dataset *ds, vf_split s, vf_vision_tower *tower, const vf_preprocess_cfg *pp,
+int vf_embed_split(const vf_dataset *ds, vf_split s, const vf_image_encoder *enc, const vf_preprocess_cfg *pp,
                    const char *cache_dir, float *out, vf_embed_stats *stats, vf_embed_progress progress,
                    void *progress_ctx, vf_error *err) {
     memset(stats, 0, sizeof *stats);
-    const int N = ds->split[s].n, D = tower->embed_dim;
+    const int N = ds->split[s].n, D = enc->embed_dim;
     if (N == 0) return 0;
-    if (pp->crop_h != tower->image_size || pp->crop_w != tower->image_size)
+    if (pp->crop_h != enc->image_size || pp->crop_w != enc->image_size)
         return vf_fail(err, "preprocessing crops %dx%d but the vision tower takes %dx%d images", pp->crop_h, pp->crop_w,
-                       tower->image_size, tower->image_size);
+                       enc->image_size, enc->image_size);
     char path[4400] = "";
     if (cache_dir) {
-        if (vf_embed_cache_key(ds, s, tower->fingerprint, pp, tower->image_size, stats->key, err)) return -1;
+        if (vf_embed_cache_key(ds, s, enc, pp, stats->key, err)) return -1;
         snprintf(path, sizeof path, "%s/%s.safetensors", cache_dir, stats->key);
         if (cache_load(path, stats->key, N, D, out)) {
             stats->cache_hit = 1;
@@ -137,14 +150,14 @@ int vf_embed_split(const vf_dataset *ds, vf_split s, vf_vision_tower *tower, con
             return 0;
         }
     }
-    const int B_max = tower->max_batch > 0 ? tower->max_batch : 1;
+    const int B_max = enc->max_batch > 0 ? enc->max_batch : 1;
     float *pixels = malloc((size_t)B_max * 3 * pp->crop_h * pp->crop_w * sizeof *pixels);
     if (!pixels) return vf_fail(err, "out of memory for a batch of %d images", B_max);
     int rc = 0;
     for (int first = 0; first < N && rc == 0; first += B_max) {
         int B = N - first < B_max ? N - first : B_max;
         rc = prepare_batch(ds, s, first, B, pp, pixels, err);
-        if (rc == 0) rc = vf_vision_encode(tower, pixels, B, out + (size_t)first * D, err);
+        if (rc == 0) rc = enc->encode(enc->ctx, pixels, B, out + (size_t)first * D, err);
         if (rc == 0) {
             stats->encoded += B;
             if (progress) progress(progress_ctx, s, first + B, N);
@@ -152,11 +165,11 @@ int vf_embed_split(const vf_dataset *ds, vf_split s, vf_vision_tower *tower, con
     }
     free(pixels);
     if (rc) return -1;
-    vf_log(VF_INFO, "event=embed_encoded split=%s images=%d encoded=%d cache=%s", vf_split_name(s), N, stats->encoded,
-           cache_dir ? path : "off");
+    vf_log(VF_INFO, "event=embed_encoded split=%s images=%d encoded=%d compute=%s cache=%s", vf_split_name(s), N,
+           stats->encoded, enc->compute, cache_dir ? path : "off");
     if (cache_dir) {
         vf_error e;
-        if (cache_store(cache_dir, path, stats->key, ds, s, tower->fingerprint, N, D, out, &e))
+        if (cache_store(cache_dir, path, stats->key, ds, s, enc, N, D, out, &e))
             vf_log(VF_WARN, "event=embed_cache_write_failed reason=\"%s\"", e.msg);
     }
     return 0;
