@@ -186,6 +186,12 @@ void vf_rpc_client_on_conn_ready(vf_rpc_conn *c) {
         vf_rpc_conn_close(c, "TLS handshake failed: the server certificate has no SAN for %s", cl->server_name);
         return;
     }
+    vf_role want = cl->cfg.server_role != VF_ROLE_NONE ? cl->cfg.server_role : VF_ROLE_AGGREGATOR;
+    if (c->peer.role != want) {
+        vf_rpc_conn_close(c, "the server's certificate is for %s '%s', not for the %s", vf_role_name(c->peer.role),
+                          c->peer.name, vf_role_name(want));
+        return;
+    }
     nghttp2_session_callbacks *cbs = client_callbacks();
     vf_error err;
     int rc = cbs ? vf_rpc_conn_start_h2(c, cbs, &err) : vf_fail(&err, "out of memory");

@@ -136,6 +136,8 @@ typedef struct vf_rpc_client_config {
     int port;
     vf_rpc_tls_files tls;
     const char *server_name;     /* name to verify instead of host (NULL: host) */
+    vf_role server_role;         /* role the server's certificate must carry; VF_ROLE_NONE means
+                                    VF_ROLE_AGGREGATOR, the only listener of the federation */
     size_t max_recv_message;     /* default 4 MiB */
     int connect_timeout_ms;      /* default 10000 (TCP + TLS) */
     int keepalive_ms;            /* default 0 = off (servers often limit client pings) */

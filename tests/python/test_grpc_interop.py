@@ -204,9 +204,39 @@ def test_our_client_flow_control_bounds_what_a_paused_call_holds(vflclip, pki, g
     n, size, window = 40, 1 << 20, 4 << 20
     p, lines = c_call(vflclip, pki.hosp1, grpcio_server, "--method", "server-stream", "--count", str(n), "--size",
                       str(size), "--pause-ms", "1500")
-    assert lines[-1]["status"] == 0, p.stderr
+    assert lines and lines[-1]["status"] == 0, p.stdout[-3000:] + p.stderr[-3000:]
     (pause,) = [m for m in lines if "max_held" in m]
     replies = [m for m in lines if "seq" in m]
     assert [(m["seq"], m["crc32"]) for m in replies] == [(i, zlib.crc32(pattern(i, size))) for i in range(n)]
     print(f"held at most {pause['max_held']} bytes while paused (window {window}, stream {n * size})")
     assert 0 < pause["max_held"] <= window
+
+
+def test_our_client_refuses_a_server_that_is_not_the_aggregator(vflclip, stubs, pki, tmp_path):
+    """Only the aggregator may serve.  A certificate from the federation CA for
+    an image party, even one usable by a server (made here: serverAuth, CN
+    localhost), is refused on its role."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from test_grpc_support import _issue, _write_kit
+
+    ca_key = serialization.load_pem_private_key((pki.dir / "ca" / "ca.key").read_bytes(), None)
+    ca = x509.load_pem_x509_certificate(pki.server.ca.read_bytes())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert, key = _issue(ca.subject, ca_key, "localhost", "image-party", now - datetime.timedelta(days=1),
+                       now + datetime.timedelta(days=1))
+    kit = _write_kit(tmp_path / "party-as-server", pki.server.ca.read_bytes(), cert, key)
+    srv = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2), options=GRPC_OPTS)
+    stubs.pbg.add_RpcTestServicer_to_server(stubs.pbg.RpcTestServicer(), srv)
+    creds = grpc.ssl_server_credentials([(kit.key.read_bytes(), kit.cert.read_bytes())],
+                                        root_certificates=kit.ca.read_bytes(), require_client_auth=True)
+    port = srv.add_secure_port("127.0.0.1:0", creds)
+    srv.start()
+    try:
+        p, lines = c_call(vflclip, pki.hosp1, port)
+    finally:
+        srv.stop(grace=0).wait()
+    assert p.returncode == 3 and "not for the aggregator" in lines[0].get("connect_error", ""), p.stdout + p.stderr
+    print("refused:", lines[0]["connect_error"])
