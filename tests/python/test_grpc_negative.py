@@ -99,6 +99,37 @@ def test_revocation_reloaded_on_sighup_closes_the_revoked_peer(vflclip, stubs, t
         assert s.stop() == 0
 
 
+def test_only_tls12_ecdhe_ecdsa_aes_gcm_with_alpn_h2(stubs, pki, server):
+    """What OpenSSL (Python's ssl) gets from the server: TLS 1.2, ECDHE-ECDSA
+    with AES-GCM, ALPN h2; other versions, suites or no ALPN are refused."""
+    def connect(**kw):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(pki.hosp1.ca)
+        ctx.load_cert_chain(pki.hosp1.cert, pki.hosp1.key)
+        ctx.set_alpn_protocols(kw.get("alpn", ["h2"]))
+        if "ciphers" in kw:
+            ctx.set_ciphers(kw["ciphers"])
+        if "tls" in kw:
+            ctx.minimum_version = ctx.maximum_version = kw["tls"]
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", server.port)), server_hostname="localhost")
+        return s
+
+    with connect() as s:
+        name, version, bits = s.cipher()
+        assert (version, s.selected_alpn_protocol()) == ("TLSv1.2", "h2") and name in (
+            "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384"), s.cipher()
+    with connect(ciphers="ECDHE-ECDSA-AES256-GCM-SHA384") as s:
+        assert s.cipher()[0] == "ECDHE-ECDSA-AES256-GCM-SHA384"
+    for bad in ({"tls": ssl.TLSVersion.TLSv1_3}, {"ciphers": "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-SHA256"},
+                {"alpn": ["http/1.1"]}):
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            connect(**bad).close()
+    with connect(alpn=[]) as s:  # no ALPN at all: the handshake ends, then the server hangs up
+        assert closed_by_peer(s, 5)
+    assert server.wait_log('did not negotiate ALPN')
+    unary_ok(stubs, pki.hosp1, server.port)
+
+
 # ---- authorization -----------------------------------------------------------------
 
 
