@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void vf_embed_cache_default_dir(char *dir, size_t size) {
     const char *v = getenv("VFLCLIP_CACHE"), *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
@@ -66,7 +67,11 @@ int vf_embed_cache_key(const vf_dataset *ds, vf_split s, const vf_image_encoder 
 static int cache_load(const char *path, const char *key, int N, int D, float *out) {
     vf_safetensors st;
     vf_error e;
-    if (vf_st_open(&st, path, &e)) return 0;
+    if (access(path, F_OK) != 0) return 0;   /* a plain miss */
+    if (vf_st_open(&st, path, &e)) {
+        vf_log(VF_WARN, "event=embed_cache_invalid file=%s reason=\"%s\"", path, e.msg);
+        return 0;
+    }
     int ok = 0;
     const char *k = vf_st_meta(&st, "key");
     int64_t shape[2] = {N, D};

@@ -157,6 +157,23 @@ def test_second_run_uses_the_embedding_cache(vflclip, work, first_run):
              work["root"] / "run3", "--classes", CLASSES, "--cache-dir", work["cache"], "--epochs", "1"], env=ENV)
     s = json.loads(p.stdout)
     assert s["images_encoded"] == 60 and s["cache_hits"] == 2
+    # Other preprocessing (same weights): every split is encoded again.
+    model2 = work["root"] / "tiny_other_mean"
+    shutil.copytree(work["model"], model2)
+    pp = json.loads((model2 / "preprocessor_config.json").read_text())
+    pp["image_mean"][0] += 0.01
+    (model2 / "preprocessor_config.json").write_text(json.dumps(pp))
+    p = run([vflclip, "train", "--model", model2, "--data", work["data"], "--out", work["root"] / "run4",
+             "--classes", CLASSES, "--cache-dir", work["cache"], "--epochs", "1"], env=ENV)
+    s = json.loads(p.stdout)
+    assert s["images_encoded"] == 420 and s["cache_hits"] == 0
+    # A damaged cache file is recomputed with a warning, not an error.
+    victim = max(work["cache"].glob("*.safetensors"), key=os.path.getmtime)
+    victim.write_bytes(victim.read_bytes()[:100])
+    p = run([vflclip, "train", "--model", model2, "--data", work["data"], "--out", work["root"] / "run5",
+             "--classes", CLASSES, "--cache-dir", work["cache"], "--epochs", "1"], env=ENV)
+    s = json.loads(p.stdout)
+    assert s["cache_hits"] == 2 and s["images_encoded"] in (60, 120, 240) and "event=embed_cache_invalid" in p.stderr
 
 
 def test_evaluate_reproduces_test_metrics(vflclip, work, first_run):
