@@ -5,7 +5,7 @@
  * MODEL_DIR without config.json gets a random-weight ViT-B/16 written into
  * it first (make_model, seed 7).  7 DermaMNIST classes, template
  * "a dermatoscopic image of {ctx} {class}.", Adam lr 1e-3.  Prints
- *   coop_step_ms median=<x> mean=<y> steps=<n> T=<T> ... blas=<OpenBLAS kernel set>
+ *   coop_step_ms min=<x> median=<y> mean=<z> steps=<n> T=<T> ... blas=<OpenBLAS kernel set>
  * (tests/bench/coop_step_torch.py runs the same step in PyTorch.) */
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,8 +87,8 @@ int main(int argc, char **argv) {
         if (it >= 0) { ms[it] = t; mean += t / steps; }
     }
     qsort(ms, steps, sizeof *ms, cmp_double);
-    printf("coop_step_ms median=%.3f mean=%.3f steps=%d T=%d batch=%d n_ctx=%d loss0=%.6f lossN=%.6f blas=%s\n", ms[steps / 2],
-           mean, steps, vf_coop_seq_len(coop), N, n_ctx, loss0, loss, vf_blas_core_name());
+    printf("coop_step_ms min=%.3f median=%.3f mean=%.3f steps=%d T=%d batch=%d n_ctx=%d loss0=%.6f lossN=%.6f blas=%s\n", ms[0],
+           ms[steps / 2], mean, steps, vf_coop_seq_len(coop), N, n_ctx, loss0, loss, vf_blas_core_name());
     free(ms); free(image); free(text); free(dtext); free(dctx); free(scratch); free(labels);
     vf_optim_free(&opt);
     vf_coop_free(coop);
