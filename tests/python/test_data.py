@@ -199,3 +199,21 @@ def test_csv_split_column_lesions_and_errors(vflclip, shared_data, tmp_path):
               [(rows[0]["image_id"], rows[0]["dx"], "train"), (rows[1]["image_id"], rows[1]["dx"], "test")])
     info = json.loads(dataset(vflclip, tmp_path / "mini").stdout)
     assert info["train"]["ids"] == [rows[0]["image_id"]] and info["test"]["ids"] == [rows[1]["image_id"]]
+
+
+def test_full_ham10000_metadata_layout(vflclip, shared_data, tmp_path):
+    """The full metadata CSV's layout (lesion_id,image_id,dx,dx_type,age,sex,localization): the rows of the sample's
+    images, images found through --image-dir; labels agree with the sample's labels.csv."""
+    sample = {r["image_id"]: r["dx"] for r in read_labels_csv(shared_data / "ham10000-sample" / "labels.csv")}
+    with open(shared_data / "ham10000-metadata" / "HAM10000_metadata.csv", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = [r for r in reader if r[header.index("image_id")] in sample]
+    assert len(rows) == len(sample)
+    write_csv(tmp_path / "meta.csv", header, rows)
+    info = json.loads(dataset(vflclip, tmp_path / "meta.csv", "--image-dir", shared_data / "ham10000-sample").stdout)
+    got = {i: lab for s in SPLITS for i, lab in zip(info[s]["ids"], info[s]["labels"])}
+    assert got == {i: CODES.index(dx) for i, dx in sample.items()}
+    # The whole metadata file names 10,015 images that are not here: the first missing one is reported by line.
+    expect_error(vflclip, shared_data / "ham10000-metadata" / "HAM10000_metadata.csv", "HAM10000_metadata.csv line 2",
+                 "not found")
