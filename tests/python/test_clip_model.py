@@ -69,7 +69,7 @@ def check_against_transformers(vflclip, model, tmp_path, n_images=5, text_length
     return hf
 
 
-@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
 def test_tiny_matches_transformers(vflclip, tmp_path, dtype):
     model = make_model(vflclip, tmp_path / f"tiny-{dtype}", dtype=dtype)
     check_against_transformers(vflclip, model, tmp_path)
@@ -111,6 +111,36 @@ def test_images_and_texts_end_to_end(vflclip, tmp_path):
     with torch.no_grad():
         ref = hf.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).numpy()
     compare("texts", ours, ref)
+
+
+def test_misaligned_f32_file(vflclip, tmp_path):
+    """A header length that is not a multiple of 4 leaves F32 data unaligned in
+    the mapping; the loader must copy it rather than read it in place."""
+    model = make_model(vflclip, tmp_path / "tiny")
+    f = model / "model.safetensors"
+    data = f.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    f.write_bytes((n + 1).to_bytes(8, "little") + data[8:8 + n] + b" " + data[8 + n:])
+    check_against_transformers(vflclip, model, tmp_path, n_images=2, text_lengths=(4,))
+
+
+def test_legacy_eos_token_id_pools_at_the_largest_id(vflclip, tmp_path):
+    """Configs saved before transformers PR #24773 (e.g. openai/clip-vit-base-patch16)
+    have eos_token_id 2, and transformers then pools at the largest id, not at
+    the first id 2.  A sequence containing id 2 before the real EOT tells the
+    two rules apart."""
+    model = make_model(vflclip, tmp_path / "tiny")
+    cfg = json.loads((model / "config.json").read_text())
+    sot, eot = cfg["text_config"]["bos_token_id"], cfg["text_config"]["eos_token_id"]
+    cfg["text_config"]["eos_token_id"] = 2
+    (model / "config.json").write_text(json.dumps(cfg))
+    hf = CLIPModel.from_pretrained(model).eval()
+    seqs = [[sot, 2, 40, 41, eot], [sot, 7, eot]]
+    ours = embed(vflclip, model, tmp_path / "t.npy", "--token-ids", *[",".join(map(str, s)) for s in seqs])
+    ids = torch.tensor([seqs[0], seqs[1] + [eot, eot]])
+    with torch.no_grad():
+        ref = hf.get_text_features(input_ids=ids).numpy()
+    compare("legacy eos_token_id 2", ours, ref)
 
 
 def test_batch_size_does_not_change_results(vflclip, tmp_path):
