@@ -12,6 +12,7 @@ import concurrent.futures
 import json
 import os
 import pathlib
+import resource
 import select
 import signal
 import statistics
@@ -79,6 +80,22 @@ def start(cmd):
     return p, int(line.split("=")[1])
 
 
+def cpu_s(pid):
+    """User+system CPU seconds of a process so far (/proc/PID/stat)."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def self_cpu_s():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def stop(p):
     p.send_signal(signal.SIGTERM)
     try:
@@ -93,18 +110,20 @@ def ours(vflclip, kits, calls, mib, runs):
                        kits["agg"] / "cert.pem", "--key", kits["agg"] / "key.pem", "--max-message", str(8 * MIB)])
     base = [vflclip, "rpc-test", "call", "--target", f"localhost:{port}", "--ca", kits["party"] / "ca.crt", "--cert",
             kits["party"] / "cert.pem", "--key", kits["party"] / "key.pem", "--max-message", str(8 * MIB), "--quiet"]
-    lat, thr = [], []
+    lat, thr, cpu = [], [], []
     try:
         for _ in range(runs):
             out = subprocess.run([*base, "--method", "unary", "--repeat", str(calls), "--size", "16"],
                                  capture_output=True, text=True, check=True).stdout
             lat.append(json.loads(out.splitlines()[0])["mean_us"])
+            s0, c0 = cpu_s(srv.pid), children_cpu_s()
             out = subprocess.run([*base, "--method", "server-stream", "--count", str(mib), "--size", str(MIB),
                                   "--repeat", "1"], capture_output=True, text=True, check=True).stdout
             thr.append(json.loads(out.splitlines()[0])["MBps"])
+            cpu.append((cpu_s(srv.pid) - s0, children_cpu_s() - c0))
     finally:
         stop(srv)
-    return statistics.median(lat), statistics.median(thr)
+    return statistics.median(lat), statistics.median(thr), min(cpu)
 
 
 def grpcio_pair(kits, stubdir, calls, mib, runs):
@@ -114,7 +133,7 @@ def grpcio_pair(kits, stubdir, calls, mib, runs):
     srv, port = start([sys.executable, __file__, "--grpcio-server", str(kits["agg"]), "--stubs", str(stubdir)])
     ca, key, cert = creds_files(kits["party"])
     opts = [("grpc.enable_http_proxy", 0), ("grpc.max_receive_message_length", 64 << 20)]
-    lat, thr = [], []
+    lat, thr, cpu = [], [], []
     try:
         with grpc.secure_channel(f"localhost:{port}", grpc.ssl_channel_credentials(ca, key, cert), opts) as ch:
             st = pbg.RpcTestStub(ch)
@@ -124,12 +143,13 @@ def grpcio_pair(kits, stubdir, calls, mib, runs):
                 for _ in range(calls):
                     st.Unary(pb.EchoRequest(payload=b"x" * 16), timeout=30)
                 lat.append((time.perf_counter() - t) / calls * 1e6)
-                t = time.perf_counter()
+                s0, c0, t = cpu_s(srv.pid), self_cpu_s(), time.perf_counter()
                 n = sum(len(m.payload) for m in st.ServerStream(pb.StreamRequest(count=mib, size=MIB), timeout=600))
                 thr.append(n / (time.perf_counter() - t) / 1e6)
+                cpu.append((cpu_s(srv.pid) - s0, self_cpu_s() - c0))
     finally:
         stop(srv)
-    return statistics.median(lat), statistics.median(thr)
+    return statistics.median(lat), statistics.median(thr), min(cpu)
 
 
 def main():
@@ -151,14 +171,17 @@ def main():
                         "--image-party", "bench"], check=True, capture_output=True)
         kits = {"agg": tmp / "pki" / "aggregator-localhost", "party": tmp / "pki" / "image-party-bench"}
         (tmp / "stubs").mkdir()
-        ol, ot = ours(vflclip, kits, a.calls, a.mib, a.runs)
-        gl, gt = grpcio_pair(kits, tmp / "stubs", a.calls, a.mib, a.runs)
+        ol, ot, oc = ours(vflclip, kits, a.calls, a.mib, a.runs)
+        gl, gt, gc = grpcio_pair(kits, tmp / "stubs", a.calls, a.mib, a.runs)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"machine: {cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the end")
     print(f"mTLS 1.2 ECDHE-ECDSA AES-128-GCM, loopback, median of {a.runs} runs")
     print(f"{'':28s} {'vflclip (C)':>14s} {'grpcio pair':>14s} {'ratio':>8s}")
     print(f"{'unary round trip (us)':28s} {ol:14.1f} {gl:14.1f} {gl / ol:7.1f}x  ({a.calls} calls, 16-byte payload)")
     print(f"{'server stream (MB/s)':28s} {ot:14.1f} {gt:14.1f} {ot / gt:7.1f}x  ({a.mib} x 1 MiB messages)")
+    gb = a.mib * MIB / 1e9
+    print(f"{'stream CPU s/GB server':28s} {oc[0] / gb:14.2f} {gc[0] / gb:14.2f} {gc[0] / oc[0]:7.1f}x  (user+sys)")
+    print(f"{'stream CPU s/GB client':28s} {oc[1] / gb:14.2f} {gc[1] / gb:14.2f} {gc[1] / oc[1]:7.1f}x  (user+sys)")
     print(f"goals: unary < 100 us: {'met' if ol < 100 else 'NOT met'}; streaming > 1000 MB/s: "
           f"{'met' if ot > 1000 else 'NOT met'}")
 
