@@ -100,7 +100,7 @@ int agg_progress_load(agg_run *r, const char *run_dir, vf_error *err) {
     if (!r->trainer_ready) {
         /* After a restart: who the run is, how far it got. */
         snprintf(r->id, sizeof r->id, "%s", id->valuestring);
-        snprintf(r->dir, sizeof r->dir, "%s", run_dir);
+        if (run_dir != r->dir) snprintf(r->dir, sizeof r->dir, "%s", run_dir);
         snprintf(r->kp_name, sizeof r->kp_name, "%s", kp->valuestring);
         if (cJSON_IsString(msg)) snprintf(r->message, sizeof r->message, "%s", msg->valuestring);
         r->n_img = 0;

@@ -216,6 +216,7 @@ static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) 
         vf_log(VF_WARN, "event=random_weights model=%s detail=\"RANDOM weights: metrics mean nothing about dermatology\"", model);
     vf_fingerprint_hex(vt.fingerprint, g_p.fingerprint);
     g_p.D = vt.embed_dim;
+    vf_image_encoder enc = vf_image_encoder_cpu(&vt);
     char cache_dir[4200];
     snprintf(cache_dir, sizeof cache_dir, "%s/embeddings", state);
     int rc = 0;
@@ -225,7 +226,7 @@ static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) 
         g_p.emb[k] = malloc((size_t)n * g_p.D * sizeof(float));
         if (!g_p.emb[k]) { rc = vf_fail(err, "out of memory for %d embeddings", n); break; }
         vf_embed_stats st;
-        rc = vf_embed_split(&g_p.ds, (vf_split)k, &vt, &pp, cache ? cache_dir : NULL, g_p.emb[k], &st, NULL, NULL, err);
+        rc = vf_embed_split(&g_p.ds, (vf_split)k, &enc, &pp, cache ? cache_dir : NULL, g_p.emb[k], &st, NULL, NULL, err);
         if (!rc) vf_log(VF_INFO, "event=split_encoded split=%s images=%d cache_hit=%d encoded=%d", vf_split_name((vf_split)k),
                         n, st.cache_hit, st.encoded);
     }
