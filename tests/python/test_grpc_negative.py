@@ -311,3 +311,23 @@ def test_graceful_shutdown_lets_calls_finish(vflclip, stubs, pki):
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", s.port)).close()
     s.stop()
+
+
+def test_shutdown_grace_period_cuts_calls_that_run_too_long(vflclip, stubs, pki):
+    s = RpcServer(vflclip, pki.server, "--grace-ms", "500")
+    with channel(pki.hosp1, s.port) as ch:
+        it = stubs.pbg.RpcTestStub(ch).ServerStream(stubs.pb.StreamRequest(count=1000, size=10, interval_ms=50),
+                                                     timeout=60)
+        next(it)
+        t = time.time()
+        s.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(grpc.RpcError) as e:
+            for _ in it:
+                pass
+        waited = time.time() - t
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value
+    print(f"cut after {waited:.2f} s (grace 0.5 s)")
+    assert 0.3 < waited < 10
+    assert s.proc.wait(15) == 0
+    assert "shutdown grace period over" in s.log()
+    s.stop()
