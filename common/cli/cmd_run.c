@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "daemon/run_config.h"
 #include "proto/admin.pb-c.h"
+#include "util/log.h"
 #include "util/fileio.h"
 
 #include <math.h>
@@ -256,6 +257,7 @@ static int run_results(const vf_admin *a, int argc, char **argv) {
 }
 
 int vf_cmd_run(int argc, char **argv) {
+    vf_log_set_level(VF_WARN);   /* connection chatter is for the daemons' logs */
     const char *admin_path = NULL;
     int timeout_ms = 0;
     argc = vf_admin_take_options(argc, argv, &admin_path, &timeout_ms);

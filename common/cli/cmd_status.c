@@ -5,6 +5,7 @@
 #include "cli/admin_client.h"
 #include "cli/commands.h"
 #include "proto/admin.pb-c.h"
+#include "util/log.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@ static const char *role_name(int r) {
 }
 
 int vf_cmd_status(int argc, char **argv) {
+    vf_log_set_level(VF_WARN);   /* connection chatter is for the daemons' logs */
     const char *admin_path = NULL;
     int timeout_ms = 10000, json = 0;
     argc = vf_admin_take_options(argc, argv, &admin_path, &timeout_ms);

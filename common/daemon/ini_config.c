@@ -221,6 +221,29 @@ int vf_ini_path(const vf_ini *ini, const char *section, const char *key, int mus
         if (must_exist) return vf_fail(err, "%s: [%s] %s has no value", ini->name, section, key);
         return 0;
     }
+    /* ${VAR} expands from the environment: systemd passes LoadCredential=
+     * files in ${CREDENTIALS_DIRECTORY} and StateDirectory= in ${STATE_DIRECTORY}. */
+    char expanded[4096];
+    size_t used = 0;
+    for (const char *p = v; *p && used + 1 < sizeof expanded;) {
+        if (p[0] == '$' && p[1] == '{') {
+            const char *end = strchr(p, '}');
+            char name[128];
+            if (!end || end - p - 2 >= (long)sizeof name)
+                return vf_fail(err, "%s: [%s] %s = '%s': unterminated ${...}", ini->name, section, key, v);
+            snprintf(name, sizeof name, "%.*s", (int)(end - p - 2), p + 2);
+            const char *val = getenv(name);
+            if (!val || !*val)
+                return vf_fail(err, "%s: [%s] %s = '%s': environment variable %s is not set", ini->name, section, key, v, name);
+            used += (size_t)snprintf(expanded + used, sizeof expanded - used, "%s", val);
+            p = end + 1;
+        } else {
+            expanded[used++] = *p++;
+        }
+    }
+    if (used >= sizeof expanded) return vf_fail(err, "%s: [%s] %s: path too long", ini->name, section, key);
+    expanded[used] = 0;
+    v = expanded;
     int n = v[0] == '/' ? snprintf(out, size, "%s", v) : snprintf(out, size, "%s/%s", ini->dir, v);
     if (n < 0 || (size_t)n >= size) return vf_fail(err, "%s: [%s] %s: path too long", ini->name, section, key);
     struct stat st;

@@ -54,7 +54,8 @@ int vf_ini_double(const vf_ini *ini, const char *section, const char *key, doubl
                   vf_error *err);
 int vf_ini_bool(const vf_ini *ini, const char *section, const char *key, int *out, vf_error *err);
 /* A path value resolved against the file's directory into out ("" when
- * unset).  must_exist: the file or directory must exist, else an error naming
+ * unset); ${VAR} in it is replaced by the environment variable (an error
+ * when unset).  must_exist: the file or directory must exist, else an error naming
  * the key and the resolved path. */
 int vf_ini_path(const vf_ini *ini, const char *section, const char *key, int must_exist, char *out, size_t size,
                 vf_error *err);
