@@ -77,57 +77,32 @@ def test_revoked_certificate(stubs, pki, server):
     unary_ok(stubs, pki.hosp2, server.port)
 
 
-def test_revocation_reloaded_on_sighup_closes_the_revoked_peer(vflclip, stubs, tmp_path):
+def test_revocation_list_reloaded_on_change_and_on_sighup(vflclip, stubs, tmp_path):
     d = tmp_path / "fed"
-    run([vflclip, "provision", "--out", d, "--aggregator", "localhost", "--image-party", "a", "--image-party", "b"])
+    run([vflclip, "provision", "--out", d, "--aggregator", "localhost", "--image-party", "a", "--image-party", "b",
+         "--image-party", "c"])
     s = RpcServer(vflclip, Kit(d / "aggregator-localhost"))
     try:
-        a, b = Kit(d / "image-party-a"), Kit(d / "image-party-b")
-        ch = channel(a, s.port)
-        st = stubs.pbg.RpcTestStub(ch)
-        assert st.Unary(stubs.pb.EchoRequest(text="before"), timeout=10).peer_name == "a"
-        run([vflclip, "cert", "revoke", "--ca", d / "ca", "--cert", a.cert])  # rewrites every kit's crl.pem
+        a, b, c = Kit(d / "image-party-a"), Kit(d / "image-party-b"), Kit(d / "image-party-c")
+        ch_b = channel(b, s.port)
+        st_b = stubs.pbg.RpcTestStub(ch_b)
+        assert st_b.Unary(stubs.pb.EchoRequest(text="before"), timeout=10).peer_name == "b"
+        unary_ok(stubs, a, s.port)
+        # 1. the list file changes (every kit's crl.pem is rewritten): the next connection sees it
+        run([vflclip, "cert", "revoke", "--ca", d / "ca", "--cert", a.cert])
+        expect_rejected(stubs, a.creds(), s.port, s, "has been revoked")
+        assert "event=rpc_crl_reloaded" in s.log() and "reason=changed" in s.log()
+        # 2. SIGHUP reloads at once and cuts the open connection of a newly revoked peer
+        run([vflclip, "cert", "revoke", "--ca", d / "ca", "--cert", b.cert])
         s.proc.send_signal(signal.SIGHUP)
-        assert s.wait_log("event=rpc_crl_reloaded"), s.log()[-2000:]
-        assert s.wait_log("is now revoked"), s.log()[-2000:]  # the open connection of `a` was cut
+        assert s.wait_log("is now revoked"), s.log()[-2000:]
         with pytest.raises(grpc.RpcError) as e:
-            st.Unary(stubs.pb.EchoRequest(text="after"), timeout=10)
+            st_b.Unary(stubs.pb.EchoRequest(text="after"), timeout=10)
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE
-        ch.close()
-        unary_ok(stubs, b, s.port)
+        ch_b.close()
+        unary_ok(stubs, c, s.port)
     finally:
         assert s.stop() == 0
-
-
-def test_only_tls12_ecdhe_ecdsa_aes_gcm_with_alpn_h2(stubs, pki, server):
-    """What OpenSSL (Python's ssl) gets from the server: TLS 1.2, ECDHE-ECDSA
-    with AES-GCM, ALPN h2; other versions, suites or no ALPN are refused."""
-    def connect(**kw):
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(pki.hosp1.ca)
-        ctx.load_cert_chain(pki.hosp1.cert, pki.hosp1.key)
-        ctx.set_alpn_protocols(kw.get("alpn", ["h2"]))
-        if "ciphers" in kw:
-            ctx.set_ciphers(kw["ciphers"])
-        if "tls" in kw:
-            ctx.minimum_version = ctx.maximum_version = kw["tls"]
-        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", server.port)), server_hostname="localhost")
-        return s
-
-    with connect() as s:
-        name, version, bits = s.cipher()
-        assert (version, s.selected_alpn_protocol()) == ("TLSv1.2", "h2") and name in (
-            "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384"), s.cipher()
-    with connect(ciphers="ECDHE-ECDSA-AES256-GCM-SHA384") as s:
-        assert s.cipher()[0] == "ECDHE-ECDSA-AES256-GCM-SHA384"
-    for bad in ({"tls": ssl.TLSVersion.TLSv1_3}, {"ciphers": "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-SHA256"},
-                {"alpn": ["http/1.1"]}):
-        with pytest.raises((ssl.SSLError, ConnectionResetError)):
-            connect(**bad).close()
-    with connect(alpn=[]) as s:  # no ALPN at all: the handshake ends, then the server hangs up
-        assert closed_by_peer(s, 5)
-    assert server.wait_log('did not negotiate ALPN')
-    unary_ok(stubs, pki.hosp1, server.port)
 
 
 # ---- authorization -----------------------------------------------------------------
