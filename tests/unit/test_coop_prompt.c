@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <cblas.h>
+#include <omp.h>
 
 #include "clip/clip_model.h"
 #include "clip/make_model.h"
@@ -27,6 +29,10 @@ typedef struct fixture {
 } fixture;
 
 static int setup(void **state) {
+    /* A tiny model: thread start-up and spinning would cost more than the
+     * maths, and the finite differences run hundreds of forwards. */
+    omp_set_num_threads(1);
+    openblas_set_num_threads(1);
     fixture *f = calloc(1, sizeof *f);
     vf_error err = {{0}};
     snprintf(f->dir, sizeof f->dir, "/tmp/test_coop_prompt.XXXXXX");
@@ -192,11 +198,58 @@ static void test_bad_configs(void **state) {
     vf_coop_free(coop);
 }
 
+/* Random init: N(0, 0.02), deterministic per seed; CSC has C * n_ctx rows. */
+static void test_random_init(void **state) {
+    fixture *f = *state;
+    vf_coop_config cfg = vf_coop_config_default();
+    cfg.csc = 1;
+    cfg.seed = 123;
+    vf_coop *a, *b, *c;
+    vf_error err = {{0}};
+    assert_int_equal(vf_coop_create(&a, &cfg, &f->tower.w, f->tok, CLASSES, 3, &err), 0);
+    assert_int_equal(vf_coop_create(&b, &cfg, &f->tower.w, f->tok, CLASSES, 3, &err), 0);
+    cfg.seed = 124;
+    assert_int_equal(vf_coop_create(&c, &cfg, &f->tower.w, f->tok, CLASSES, 3, &err), 0);
+    int n = vf_coop_ctx_count(a);
+    assert_int_equal(vf_coop_ctx_rows(a), 3 * 16);
+    assert_memory_equal(vf_coop_ctx(a), vf_coop_ctx(b), (size_t)n * sizeof(float));
+    assert_memory_not_equal(vf_coop_ctx(a), vf_coop_ctx(c), (size_t)n * sizeof(float));
+    double s1 = 0, s2 = 0;
+    for (int i = 0; i < n; i++) { s1 += vf_coop_ctx(a)[i]; s2 += (double)vf_coop_ctx(a)[i] * vf_coop_ctx(a)[i]; }
+    double mean = s1 / n, sd = sqrt(s2 / n - mean * mean);
+    printf("random ctx: n=%d mean=%.5f sd=%.5f (want 0, 0.02)\n", n, mean, sd);
+    assert_true(fabs(mean) < 4 * 0.02 / sqrt(n));   // 4 standard errors
+    assert_true(fabs(sd - 0.02) < 0.02 * 4 / sqrt(2.0 * n));
+    vf_coop_free(a); vf_coop_free(b); vf_coop_free(c);
+}
+
+/* Word init: every context row is the token embedding of its word piece. */
+static void test_word_init(void **state) {
+    fixture *f = *state;
+    vf_coop_config cfg = vf_coop_config_default();
+    cfg.init_words = "a photo of a";
+    cfg.csc = 1;
+    vf_coop *c;
+    vf_error err = {{0}};
+    if (vf_coop_create(&c, &cfg, &f->tower.w, f->tok, CLASSES, 3, &err) != 0) fail_msg("%s", err.msg);
+    int32_t ids[16];
+    int n_ids, W = vf_coop_width(c);
+    assert_int_equal(vf_tokenize_words(f->tok, "a photo of a", ids, 16, &n_ids, &err), 0);
+    assert_int_equal(vf_coop_n_ctx(c), n_ids);
+    assert_int_equal(vf_coop_ctx_rows(c), 3 * n_ids);
+    for (int r = 0; r < 3 * n_ids; r++)
+        assert_memory_equal(vf_coop_ctx(c) + (size_t)r * W, f->tower.w.token_embedding + (size_t)ids[r % n_ids] * W,
+                            (size_t)W * sizeof(float));
+    vf_coop_free(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grad_matches_finite_differences),
         cmocka_unit_test(test_prompt_layout),
         cmocka_unit_test(test_bad_configs),
+        cmocka_unit_test(test_random_init),
+        cmocka_unit_test(test_word_init),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
