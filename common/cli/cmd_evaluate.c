@@ -18,7 +18,8 @@ static void usage(FILE *o) {
     fprintf(o,
         "usage: vflclip evaluate --model DIR --context FILE --data PATH [--split test] [--out FILE.json]\n"
         "                        [--confusion-png FILE] [--class-codes a,b,..] [--image-dir DIR] [--split-seed N (default: the context's)]\n"
-        "                        [--cache-dir DIR | --no-cache] [--embed-batch N]\n"
+        "                        [--cache-dir DIR | --no-cache] [--embed-batch N] [--device auto|cpu|cuda]\n"
+        "                        [--precision bf16|tf32|fp32]\n"
         "       vflclip evaluate --scores SCORES.npy --labels LABELS.npy [--out FILE.json]\n"
         "  The first form rebuilds the prompts from the context file's metadata (template, class names, n_ctx,\n"
         "  csc, class position), checks the model fingerprint and prints the split's metrics as JSON.\n"
@@ -68,6 +69,9 @@ int vf_cmd_evaluate(int argc, char **argv) {
     const char *codes_csv = NULL, *image_dir = NULL, *cache_dir = NULL, *scores = NULL, *labels = NULL;
     unsigned long long split_seed = 0;
     int no_cache = 0, embed_batch = 0, split_seed_given = 0;
+    vf_device_kind device = VF_DEVICE_AUTO;
+    vf_device_precision precision = VF_PREC_BF16;
+    vf_error perr;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) { usage(stdout); return 0; }
@@ -87,6 +91,11 @@ int vf_cmd_evaluate(int argc, char **argv) {
         else if (!strcmp(o, "--labels")) labels = v;
         else if (!strcmp(o, "--split-seed")) { if (vf_cli_parse_u64(o, v, &split_seed)) return 2; split_seed_given = 1; }
         else if (!strcmp(o, "--embed-batch")) { if (vf_cli_parse_int(o, v, 1, 4096, &embed_batch)) return 2; }
+        else if (!strcmp(o, "--device")) {
+            if (vf_device_kind_parse(v, o, &device, &perr)) { fprintf(stderr, "vflclip evaluate: %s\n", perr.msg); return 2; }
+        } else if (!strcmp(o, "--precision")) {
+            if (vf_device_precision_parse(v, o, &precision, &perr)) { fprintf(stderr, "vflclip evaluate: %s\n", perr.msg); return 2; }
+        }
         else { fprintf(stderr, "vflclip evaluate: unknown option %s\n", o); usage(stderr); return 2; }
     }
     if (scores || labels) {
@@ -113,7 +122,8 @@ int vf_cmd_evaluate(int argc, char **argv) {
     vf_coop_setup_options so = {.model_dir = model, .data = data,
                                 .class_codes = codes.n ? (const char *const *)codes.names : NULL, .n_classes = cf.n_classes,
                                 .image_dir = image_dir, .split_seed = split_seed, .cache_dir = cache_dir,
-                                .no_cache = no_cache, .embed_batch = embed_batch, .tty = isatty(2)};
+                                .no_cache = no_cache, .embed_batch = embed_batch, .tty = isatty(2),
+                                .device = device, .precision = precision};
     so.want[split] = 1;
     if (vf_coop_setup_open(&s, &so, &err)) { fprintf(stderr, "vflclip evaluate: %s\n", err.msg); goto out_noset; }
     if (cf.fingerprint[0] && strcmp(cf.fingerprint, s.fingerprint) != 0) {

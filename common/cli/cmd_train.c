@@ -45,7 +45,9 @@ static void usage(FILE *o) {
         "  --split-seed N         seed of the 7:1:2 split when the CSV has no split column (default 0)\n"
         "  --cache-dir DIR        embedding cache (default $VFLCLIP_CACHE or ~/.cache/vflclip/embeddings); --no-cache\n"
         "  --embed-batch N        images per vision-tower batch (default 32)\n"
-        "  --device cpu           (the CPU is the only device of this command so far)\n"
+        "  --device D             where images are encoded: auto (a GPU when there is one) | cpu | cuda\n"
+        "  --precision P          image encoding on CUDA: bf16 (default) | tf32 | fp32; the CPU computes in fp32\n"
+        "                         (the CoOp text forward/backward runs on the CPU)\n"
         "  --quiet                no progress lines\n");
 }
 
@@ -59,11 +61,14 @@ typedef struct train_args {
     vf_optim_kind optimizer;
     vf_warmup_kind warmup;
     unsigned long long seed, split_seed;
+    vf_device_kind device;
+    vf_device_precision precision;
 } train_args;
 
 static int parse_args(train_args *a, int argc, char **argv) {
     *a = (train_args){.n_ctx = 16, .batch_size = 32, .epochs = 10, .seed = 1, .warmup = VF_WARMUP_CONSTANT,
-                      .warmup_lr = 1e-5f, .class_pos = VF_CLASS_END, .optimizer = VF_OPT_ADAM};
+                      .warmup_lr = 1e-5f, .class_pos = VF_CLASS_END, .optimizer = VF_OPT_ADAM,
+                      .device = VF_DEVICE_AUTO, .precision = VF_PREC_BF16};
     vf_error err;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
@@ -99,11 +104,13 @@ static int parse_args(train_args *a, int argc, char **argv) {
         else if (!strcmp(o, "--class-pos")) bad = vf_class_pos_parse(v, &a->class_pos, &err);
         else if (!strcmp(o, "--optimizer")) bad = vf_optim_kind_parse(v, &a->optimizer, &err);
         else if (!strcmp(o, "--warmup")) bad = vf_warmup_kind_parse(v, &a->warmup, &err);
-        else if (!strcmp(o, "--device")) {
-            if (strcmp(v, "cpu") != 0) { fprintf(stderr, "vflclip train: --device %s: only cpu is available to this command\n", v); return 2; }
-        } else { fprintf(stderr, "vflclip train: unknown option %s\n", o); usage(stderr); return 2; }
+        else if (!strcmp(o, "--device")) bad = vf_device_kind_parse(v, o, &a->device, &err);
+        else if (!strcmp(o, "--precision")) bad = vf_device_precision_parse(v, o, &a->precision, &err);
+        else { fprintf(stderr, "vflclip train: unknown option %s\n", o); usage(stderr); return 2; }
         if (bad) {
-            if (!strcmp(o, "--class-pos") || !strcmp(o, "--optimizer") || !strcmp(o, "--warmup"))
+            if (!strcmp(o, "--device") || !strcmp(o, "--precision"))
+                fprintf(stderr, "vflclip train: %s\n", err.msg);
+            else if (!strcmp(o, "--class-pos") || !strcmp(o, "--optimizer") || !strcmp(o, "--warmup"))
                 fprintf(stderr, "vflclip train: %s: %s\n", o, err.msg);
             return 2;
         }
@@ -173,7 +180,7 @@ int vf_cmd_train(int argc, char **argv) {
                                 .class_codes = codes.n ? (const char *const *)codes.names : NULL, .n_classes = C,
                                 .image_dir = a.image_dir, .split_seed = a.split_seed, .cache_dir = a.cache_dir,
                                 .no_cache = a.no_cache, .embed_batch = a.embed_batch, .want = {1, 1, 1},
-                                .tty = isatty(2)};
+                                .tty = isatty(2), .device = a.device, .precision = a.precision};
     if (vf_coop_setup_open(&s, &so, &err)) { fprintf(stderr, "vflclip train: %s\n", err.msg); goto out_noset; }
     if (s.split[VF_SPLIT_TRAIN].n == 0) { fprintf(stderr, "vflclip train: %s: the train split is empty\n", a.data); goto out; }
 

@@ -37,6 +37,10 @@ static void on_embed_progress(void *ctx, vf_split s, int done, int total) {
     fflush(stderr);
 }
 
+static int encode_on_device(void *ctx, const float *pixels, int B, float *out, vf_error *err) {
+    return vf_device_vision_encode(ctx, pixels, B, out, err);
+}
+
 static void warn_random(const char *model_dir) {
     fprintf(stderr,
             "vflclip: WARNING: %s holds RANDOM weights (made by make-model): its embeddings and every metric\n"
@@ -72,7 +76,17 @@ int vf_coop_setup_open(vf_coop_setup *s, const vf_coop_setup_options *o, vf_erro
     char cache_dir[4096];
     if (o->cache_dir) snprintf(cache_dir, sizeof cache_dir, "%s", o->cache_dir);
     else vf_embed_cache_default_dir(cache_dir, sizeof cache_dir);
+    vf_device dev;
+    vf_device_vision dv;
+    if (vf_device_open(&dev, o->device, o->precision, err)) { vf_vision_free(&vt); goto fail; }
+    if (vf_device_vision_open(&dv, &dev, &vt, err)) { vf_device_close(&dev); vf_vision_free(&vt); goto fail; }
     vf_image_encoder enc = vf_image_encoder_cpu(&vt);
+    if (dev.kind != VF_DEVICE_CPU) {
+        enc.encode = encode_on_device;
+        enc.ctx = &dv;
+        snprintf(enc.compute, sizeof enc.compute, "%s-%s", vf_device_kind_name(dev.kind),
+                 vf_device_precision_name(dev.precision));
+    }
     embed_progress prog = {.tty = o->tty, .last_decile = -1, .split = -1};
     clock_gettime(CLOCK_MONOTONIC, &prog.t0);
     int rc = 0;
@@ -90,6 +104,8 @@ int vf_coop_setup_open(vf_coop_setup *s, const vf_coop_setup_options *o, vf_erro
         s->split[k].n = d->n;
         s->split[k].emb = s->emb[k];
     }
+    vf_device_vision_close(&dv);
+    vf_device_close(&dev);
     vf_vision_free(&vt);
     if (rc) goto fail;
     vf_log(VF_INFO, "event=embeddings_ready cache_hits=%d images_encoded=%d cache_dir=%s", s->cache_hits, s->encoded,

@@ -1,7 +1,8 @@
 /* coop_setup: what `vflclip train` and `vflclip evaluate` both do before
  * the CoOp work starts: load the text tower and tokenizer, open the data
- * set, and embed the wanted splits with the frozen vision tower (through the
- * embedding cache), then release the vision tower. */
+ * set, and embed the wanted splits with the frozen vision tower on the chosen
+ * device (through the embedding cache), then release the vision tower.  The
+ * CoOp text forward/backward itself runs on the CPU. */
 #ifndef VF_CLI_COOP_SETUP_H
 #define VF_CLI_COOP_SETUP_H
 
@@ -9,6 +10,7 @@
 #include "clip/tokenizer.h"
 #include "coop/trainer.h"
 #include "data/dataset.h"
+#include "device/device.h"
 #include "util/vf_error.h"
 
 typedef struct vf_coop_setup_options {
@@ -22,6 +24,8 @@ typedef struct vf_coop_setup_options {
     int embed_batch;                  /* vision batch; 0 = 32 */
     int want[VF_SPLIT_COUNT];         /* splits to embed */
     int tty;                          /* progress as one updating line */
+    vf_device_kind device;            /* where the image tower runs (auto: a GPU when there is one) */
+    vf_device_precision precision;    /* on CUDA; the CPU computes in fp32 */
 } vf_coop_setup_options;
 
 typedef struct vf_coop_setup {

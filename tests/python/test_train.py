@@ -91,7 +91,7 @@ def work(vflclip, tmp_path_factory):
 
 def train(vflclip, work, out, *extra, check=True):
     p = run([vflclip, "train", "--model", work["model"], "--data", work["data"], "--out", out, "--classes", CLASSES,
-             "--cache-dir", work["cache"], *extra], check=check, env=ENV)
+             "--cache-dir", work["cache"], "--device", "cpu", *extra], check=check, env=ENV)
     return p, (json.loads(p.stdout) if p.returncode == 0 else None)
 
 
@@ -231,6 +231,8 @@ def test_max_steps_init_ctx_and_bad_options(vflclip, work, first_run):
     assert p.returncode == 2 and "left" in p.stderr
     p, _ = train(vflclip, work, work["root"] / "bad", "--epochs", "0", check=False)
     assert p.returncode == 2 and "--epochs" in p.stderr
+    p, _ = train(vflclip, work, work["root"] / "bad", "--device", "tpu", check=False)
+    assert p.returncode == 2 and "'tpu' is not a device" in p.stderr
 
 
 def test_progress_on_a_terminal_is_one_updating_line(vflclip, work):
