@@ -177,7 +177,8 @@ vf_rpc_call *vf_rpc_client_call(vf_rpc_client *c, const char *path, int timeout_
                                 vf_error *err);
 /* Half-close: no more messages from this side. */
 int vf_rpc_call_close_send(vf_rpc_call *call, vf_error *err);
-/* Client: cancel (RST_STREAM CANCEL); on_done(CANCELLED) follows at once. */
+/* Either side: reset the stream (RST_STREAM CANCEL); on_done(CANCELLED) is
+ * called before this returns. */
 void vf_rpc_call_cancel(vf_rpc_call *call);
 
 /* ---- both sides ---------------------------------------------------------- */
