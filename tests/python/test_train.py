@@ -261,7 +261,7 @@ def test_kill_9_leaves_no_torn_files(vflclip, work):
     """Killed at arbitrary moments while it rewrites metrics.jsonl and the plots every epoch, a run directory
     holds only complete files (each written to a temp name, fsynced and renamed)."""
     out = work["root"] / "killed"
-    for delay in (0.4, 0.7, 1.0):
+    for delay in (0.4, 0.7, 1.0, 1.3, 1.6):
         shutil.rmtree(out, ignore_errors=True)
         p = subprocess.Popen([str(vflclip), "train", "--model", work["model"], "--data", work["data"], "--out", out,
                               "--classes", CLASSES, "--cache-dir", work["cache"], "--epochs", "100000",
