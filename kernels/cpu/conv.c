@@ -4,100 +4,155 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
-// im2col chunks stop growing past this many floats (32 MB): beyond it the
-// product is already large enough to keep every core busy.
-#define VF_COL_CAP_FLOATS ((size_t)8 << 20)
+// Tiles: a tile is a range of output columns (positions across the batch)
+// that one thread turns into im2col columns, multiplies single-threaded and
+// finishes (bias, residual, ReLU) while they are still in cache.  One OpenMP
+// pool does all the work, so OpenBLAS's and OpenMP's threads never wait on
+// each other.  A tile's im2col scratch stays under ~4 MB.
+#define VF_TILE_COL_FLOATS ((size_t)1 << 20)
+#define VF_TILE_MAX 2048
+#define VF_TILE_MIN 64
 
 static int conv_is_pointwise(const vf_conv2d *c) {
     return c->kh == 1 && c->kw == 1 && c->stride == 1 && c->pad == 0;
 }
 
-size_t vf_conv2d_col_floats(const vf_conv2d *c, int B, int H, int W) {
-    if (conv_is_pointwise(c)) return 0;
-    int Ho = vf_conv_out_size(H, c->kh, c->stride, c->pad);
-    int Wo = vf_conv_out_size(W, c->kw, c->stride, c->pad);
-    size_t per_image = (size_t)c->cin * c->kh * c->kw * Ho * Wo;
-    size_t images = VF_COL_CAP_FLOATS / per_image;
-    if (images < 1) images = 1;
-    if (images > (size_t)B) images = B;
-    return per_image * images;
+static size_t conv_out_cols(const vf_conv2d *c, int B, int H, int W) {
+    return (size_t)B * vf_conv_out_size(H, c->kh, c->stride, c->pad) * vf_conv_out_size(W, c->kw, c->stride, c->pad);
 }
 
-// col (cin*kh*kw, nb*Ho*Wo) from images b0..b0+nb-1 of x (cin, B, H, W)
-static void im2col_chunk(const vf_conv2d *c, const float *x, int B, int H, int W, int b0, int nb,
-                         int Ho, int Wo, float *col) {
+// Columns per tile for Ntot output columns; 0 = too few columns to share out,
+// use one tile and let OpenBLAS thread the product.
+static int tile_cols(const vf_conv2d *c, size_t Ntot, int threads) {
+    if (Ntot < (size_t)VF_TILE_MIN * threads) return 0;
+    size_t K = (size_t)c->cin * c->kh * c->kw, tile = (Ntot + threads - 1) / threads;
+    size_t cap = conv_is_pointwise(c) ? VF_TILE_MAX : VF_TILE_COL_FLOATS / K;
+    if (cap > VF_TILE_MAX) cap = VF_TILE_MAX;
+    if (cap < VF_TILE_MIN) cap = VF_TILE_MIN;
+    return (int)(tile < cap ? tile : cap);
+}
+
+static size_t col_floats_for(const vf_conv2d *c, size_t Ntot, int tile, int threads) {
+    if (conv_is_pointwise(c)) return 0;
+    size_t K = (size_t)c->cin * c->kh * c->kw;
+    return tile ? K * tile * threads : K * Ntot;
+}
+
+size_t vf_conv2d_col_floats(const vf_conv2d *c, int B, int H, int W) {
+    size_t Ntot = conv_out_cols(c, B, H, W);
+    int threads = omp_get_max_threads();
+    return col_floats_for(c, Ntot, tile_cols(c, Ntot, threads), threads);
+}
+
+// col (K, len) = columns n0 .. n0+len-1 of the (K, B*Ho*Wo) im2col matrix of x (cin, B, H, W)
+static void im2col_cols(const vf_conv2d *c, const float *x, int B, int H, int W, int Ho, int Wo, size_t n0, int len,
+                        float *col) {
     const int K = c->cin * c->kh * c->kw;
-    const size_t HWo = (size_t)Ho * Wo, N = (size_t)nb * HWo;
-#pragma omp parallel for schedule(static)
+    const size_t HWo = (size_t)Ho * Wo;
     for (int r = 0; r < K; r++) {
-        int ci = r / (c->kh * c->kw), i = (r / c->kw) % c->kh, j = r % c->kw;
-        float *dst = col + (size_t)r * N;
-        for (int bl = 0; bl < nb; bl++) {
-            const float *plane = x + ((size_t)ci * B + b0 + bl) * H * W;
-            for (int oy = 0; oy < Ho; oy++) {
-                int iy = oy * c->stride - c->pad + i;
-                float *d = dst + bl * HWo + (size_t)oy * Wo;
-                if (iy < 0 || iy >= H) {
-                    for (int ox = 0; ox < Wo; ox++) d[ox] = 0.0f;
-                    continue;
-                }
-                const float *row = plane + (size_t)iy * W;
-                // valid outputs [lo, hi): 0 <= ox*stride - pad + j < W
-                int off = j - c->pad, lo = 0, hi = Wo;
-                while (lo < Wo && lo * c->stride + off < 0) lo++;
-                while (hi > lo && (hi - 1) * c->stride + off >= W) hi--;
-                for (int ox = 0; ox < lo; ox++) d[ox] = 0.0f;
-                if (c->stride == 1) {
-                    memcpy(d + lo, row + lo + off, (size_t)(hi - lo) * sizeof(float));
-                } else {
-                    for (int ox = lo; ox < hi; ox++) d[ox] = row[ox * c->stride + off];
-                }
-                for (int ox = hi; ox < Wo; ox++) d[ox] = 0.0f;
+        const int ci = r / (c->kh * c->kw), i = (r / c->kw) % c->kh, off = r % c->kw - c->pad;
+        int lo = 0, hi = Wo;  // outputs whose input column is inside: 0 <= ox*stride + off < W
+        while (lo < Wo && lo * c->stride + off < 0) lo++;
+        while (hi > lo && (hi - 1) * c->stride + off >= W) hi--;
+        float *dst = col + (size_t)r * len;
+        for (int pos = 0; pos < len;) {
+            size_t n = n0 + pos, rem = n % HWo;
+            int b = (int)(n / HWo), oy = (int)(rem / Wo), ox0 = (int)(rem % Wo);
+            int run = Wo - ox0 < len - pos ? Wo - ox0 : len - pos;
+            float *d = dst + pos - ox0;  // d[ox] for ox in [ox0, ox0 + run)
+            int iy = oy * c->stride - c->pad + i, a = ox0, e = ox0;
+            if (iy >= 0 && iy < H) {
+                a = lo > ox0 ? lo : ox0;
+                e = hi < ox0 + run ? hi : ox0 + run;
+                if (e < a) e = a;
+                const float *row = x + ((size_t)ci * B + b) * H * W + (size_t)iy * W;
+                if (c->stride == 1) memcpy(d + a, row + a + off, (size_t)(e - a) * sizeof(float));
+                else for (int ox = a; ox < e; ox++) d[ox] = row[ox * c->stride + off];
+            } else {
+                a = e = ox0 + run;
             }
+            for (int ox = ox0; ox < a; ox++) d[ox] = 0.0f;
+            for (int ox = e; ox < ox0 + run; ox++) d[ox] = 0.0f;
+            pos += run;
         }
     }
+}
+
+// The product accumulates onto the bias (beta = 1), which spares OpenBLAS
+// its separate pass zeroing C.
+static void fill_bias(const vf_conv2d *c, float *out, size_t Ntot, size_t n0, int len) {
+    for (int co = 0; co < c->cout; co++) {
+        float *o = out + (size_t)co * Ntot + n0;
+        const float b = c->bias[co];
+        for (int n = 0; n < len; n++) o[n] = b;
+    }
+}
+
+// out[:, n0 : n0+len] += residual, then ReLU; rows of Ntot columns
+static void epilogue(const vf_conv2d *c, float *out, const float *residual, int relu, size_t Ntot, size_t n0, int len) {
+    if (!residual && !relu) return;
+    for (int co = 0; co < c->cout; co++) {
+        float *o = out + (size_t)co * Ntot + n0;
+        if (residual) {
+            const float *r = residual + (size_t)co * Ntot + n0;
+            for (int n = 0; n < len; n++) o[n] += r[n];
+        }
+        if (relu)
+            for (int n = 0; n < len; n++) o[n] = o[n] > 0.0f ? o[n] : 0.0f;
+    }
+}
+
+// im2col (unless pointwise) + product + epilogue of columns [n0, n0+len).
+// col holds (K, len) floats.
+static void conv_tile(const vf_conv2d *c, const float *x, int B, int H, int W, int Ho, int Wo, const float *residual,
+                      int relu, float *out, float *col, size_t n0, int len) {
+    const int K = c->cin * c->kh * c->kw;
+    const size_t Ntot = (size_t)B * Ho * Wo;
+    const float *cols = x + n0;
+    int ldb = (int)Ntot;
+    if (!conv_is_pointwise(c)) {
+        im2col_cols(c, x, B, H, W, Ho, Wo, n0, len, col);
+        cols = col, ldb = len;
+    }
+    // out (cout, len) = bias + W (cout, K) @ cols (K, len), rows Ntot apart
+    fill_bias(c, out, Ntot, n0, len);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, len, K, 1.0f, c->weight, K, cols, ldb, 1.0f,
+                out + n0, (int)Ntot);
+    epilogue(c, out, residual, relu, Ntot, n0, len);
+}
+
+void vf_conv2d_forward_tiled(const vf_conv2d *c, const float *x, int B, int H, int W, const float *residual, int relu,
+                             float *out, float *col, size_t col_floats, int tile) {
+    const int Ho = vf_conv_out_size(H, c->kh, c->stride, c->pad), Wo = vf_conv_out_size(W, c->kw, c->stride, c->pad);
+    const size_t Ntot = (size_t)B * Ho * Wo, K = (size_t)c->cin * c->kh * c->kw;
+    if (tile <= 0) {  // one tile, OpenBLAS threads the product
+        conv_tile(c, x, B, H, W, Ho, Wo, residual, relu, out, col, 0, (int)Ntot);
+        return;
+    }
+    // as many threads as the scratch has tiles for
+    int threads = omp_get_max_threads();
+    if (!conv_is_pointwise(c) && col_floats / (K * tile) < (size_t)threads) threads = (int)(col_floats / (K * tile));
+    if (threads < 1) threads = 1;
+    const long ntiles = (long)((Ntot + tile - 1) / tile);
+    const int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (long t = 0; t < ntiles; t++) {
+        size_t n0 = (size_t)t * tile;
+        int len = (int)(Ntot - n0 < (size_t)tile ? Ntot - n0 : (size_t)tile);
+        float *mine = conv_is_pointwise(c) ? NULL : col + (size_t)omp_get_thread_num() * K * tile;
+        conv_tile(c, x, B, H, W, Ho, Wo, residual, relu, out, mine, n0, len);
+    }
+    openblas_set_num_threads(blas_threads);
 }
 
 void vf_conv2d_forward(const vf_conv2d *c, const float *x, int B, int H, int W,
                        const float *residual, int relu, float *out, float *col, size_t col_floats) {
-    const int Ho = vf_conv_out_size(H, c->kh, c->stride, c->pad);
-    const int Wo = vf_conv_out_size(W, c->kw, c->stride, c->pad);
-    const int K = c->cin * c->kh * c->kw;
-    const size_t HWo = (size_t)Ho * Wo, Ntot = (size_t)B * HWo;
-
-    if (conv_is_pointwise(c)) {
-        // out (cout, B*HW) = W (cout, cin) @ x (cin, B*HW)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, (int)Ntot, K, 1.0f,
-                    c->weight, K, x, (int)Ntot, 0.0f, out, (int)Ntot);
-    } else {
-        size_t per_image = (size_t)K * HWo;
-        int chunk = (int)(col_floats / per_image);
-        if (chunk < 1) chunk = 1;  // caller's sizing bug; col must hold one image
-        for (int b0 = 0; b0 < B; b0 += chunk) {
-            int nb = B - b0 < chunk ? B - b0 : chunk;
-            im2col_chunk(c, x, B, H, W, b0, nb, Ho, Wo, col);
-            // out[:, b0*HWo : (b0+nb)*HWo] = W (cout, K) @ col (K, nb*HWo)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, (int)(nb * HWo), K, 1.0f,
-                        c->weight, K, col, (int)(nb * HWo), 0.0f, out + (size_t)b0 * HWo, (int)Ntot);
-        }
-    }
-
-    // epilogue: + bias (+ residual), ReLU
-#pragma omp parallel for schedule(static)
-    for (int co = 0; co < c->cout; co++) {
-        float *o = out + (size_t)co * Ntot;
-        const float *r = residual ? residual + (size_t)co * Ntot : NULL;
-        const float b = c->bias[co];
-        if (r) {
-            for (size_t n = 0; n < Ntot; n++) o[n] += b + r[n];
-        } else {
-            for (size_t n = 0; n < Ntot; n++) o[n] += b;
-        }
-        if (relu)
-            for (size_t n = 0; n < Ntot; n++) o[n] = o[n] > 0.0f ? o[n] : 0.0f;
-    }
+    int tile = tile_cols(c, conv_out_cols(c, B, H, W), omp_get_max_threads());
+    vf_conv2d_forward_tiled(c, x, B, H, W, residual, relu, out, col, col_floats, tile);
 }
 
 void vf_conv2d_fold_bn(float *weight, float *bias, int cout, int k, const float *gamma,

@@ -6,8 +6,7 @@
  * Activations are channel-major across the batch, "CNHW": x[c][b][h][w].
  * A convolution is then one matrix product for the whole batch,
  *   out (Cout, B*Ho*Wo) = W (Cout, Cin*kh*kw) @ col (Cin*kh*kw, B*Ho*Wo),
- * and a 1x1 stride-1 convolution needs no im2col at all (col is x itself).
- * im2col is done in chunks of whole images so its scratch stays bounded. */
+ * and a 1x1 stride-1 convolution needs no im2col at all (col is x itself). */
 #ifndef VF_CPU_CONV_H
 #define VF_CPU_CONV_H
 
@@ -24,19 +23,26 @@ static inline int vf_conv_out_size(int in, int k, int stride, int pad) {
 }
 
 /* Floats of im2col scratch vf_conv2d_forward wants for B images of HxW
- * (0 for a 1x1 stride-1 convolution): whole images, at most ~32 MB unless a
- * single image needs more. */
+ * (0 for a 1x1 stride-1 convolution): a few MB per OpenMP thread. */
 size_t vf_conv2d_col_floats(const vf_conv2d *c, int B, int H, int W);
 
 /* out = relu?(conv(x) + bias [+ residual])
  *   x        (cin,  B, H,  W)
  *   residual (cout, B, Ho, Wo) or NULL; may not alias out
  *   out      (cout, B, Ho, Wo); may not alias x
- *   col      scratch of col_floats floats, at least one image's worth
- *            (cin*kh*kw*Ho*Wo) unless the conv is 1x1 stride 1.
- * Uses all cores (OpenBLAS threads for the product, OpenMP elsewhere). */
+ *   col      scratch of col_floats floats (vf_conv2d_col_floats)
+ * The B*Ho*Wo output columns are cut into tiles; each OpenMP thread builds
+ * its tile's im2col columns, multiplies them by single-threaded sgemm and
+ * applies the epilogue while they are in cache.  Too few columns for that:
+ * one tile, with OpenBLAS threading the product. */
 void vf_conv2d_forward(const vf_conv2d *c, const float *x, int B, int H, int W,
                        const float *residual, int relu, float *out, float *col, size_t col_floats);
+
+/* The same with an explicit tile width (columns; <= 0: one tile with
+ * OpenBLAS threads); col needs cin*kh*kw*tile floats per OpenMP thread, or
+ * cin*kh*kw*B*Ho*Wo for one tile.  For tests of the tiling. */
+void vf_conv2d_forward_tiled(const vf_conv2d *c, const float *x, int B, int H, int W, const float *residual, int relu,
+                             float *out, float *col, size_t col_floats, int tile);
 
 /* Folds eval-mode BatchNorm, y = (conv(x) - mean) / sqrt(var + eps) * gamma + beta,
  * into the convolution: weight (cout, k) and bias (cout) are rewritten in place

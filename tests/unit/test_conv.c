@@ -1,12 +1,14 @@
 /* test_conv: kernels/cpu/conv against direct double-precision loops on random
  * inputs: strides, padding, 1x1/3x3/5x5 kernels, non-square images, residual
- * and ReLU epilogue, chunked im2col, BatchNorm folding and average pooling. */
+ * and ReLU epilogue, tiled and untiled im2col, BatchNorm folding and average
+ * pooling. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -65,12 +67,17 @@ static void check_conv_case(const conv_case *t) {
     vf_nchw_to_cnhw(res_nchw, t->B, t->cout, Ho * Wo, res);
     vf_conv2d c = {.cin = t->cin, .cout = t->cout, .kh = t->k, .kw = t->k, .stride = t->stride, .pad = t->pad,
                    .weight = w, .bias = bias};
-    size_t per_image = (size_t)t->cin * t->k * t->k * Ho * Wo;
-    size_t col_sizes[2] = {vf_conv2d_col_floats(&c, t->B, t->H, t->W), per_image};
-    for (int pass = 0; pass < 2; pass++) {
-        size_t ncol = col_sizes[pass];
+    // the default tiling, one tile with threaded BLAS, and odd 7-column tiles that
+    // cross output rows and images
+    const size_t K = (size_t)t->cin * t->k * t->k, Ntot = (size_t)t->B * Ho * Wo;
+    const int tiles[3] = {-1, 0, 7};
+    for (int pass = 0; pass < 3; pass++) {
+        size_t ncol = pass == 0 ? vf_conv2d_col_floats(&c, t->B, t->H, t->W)
+                                : pass == 1 ? K * Ntot : K * 7 * (size_t)omp_get_max_threads();
         float *col = malloc((ncol ? ncol : 1) * sizeof(float));
-        vf_conv2d_forward(&c, x_cnhw, t->B, t->H, t->W, t->use_residual ? res : NULL, t->relu, out, col, ncol);
+        if (pass == 0) vf_conv2d_forward(&c, x_cnhw, t->B, t->H, t->W, t->use_residual ? res : NULL, t->relu, out, col, ncol);
+        else vf_conv2d_forward_tiled(&c, x_cnhw, t->B, t->H, t->W, t->use_residual ? res : NULL, t->relu, out, col, ncol,
+                                     tiles[pass]);
         double max_abs = 0, max_ref = 0;
         for (int b = 0; b < t->B; b++)
             for (int co = 0; co < t->cout; co++)
@@ -80,8 +87,8 @@ static void check_conv_case(const conv_case *t) {
                     if (fabs(got - r) > max_abs) max_abs = fabs(got - r);
                     if (fabs(r) > max_ref) max_ref = fabs(r);
                 }
-        printf("conv B=%d cin=%d cout=%d k=%d s=%d p=%d %dx%d res=%d relu=%d col=%zu: max abs diff %.3g (max |ref| %.3g)\n",
-               t->B, t->cin, t->cout, t->k, t->stride, t->pad, t->H, t->W, t->use_residual, t->relu, ncol, max_abs,
+        printf("conv B=%d cin=%d cout=%d k=%d s=%d p=%d %dx%d res=%d relu=%d tile=%d: max abs diff %.3g (max |ref| %.3g)\n",
+               t->B, t->cin, t->cout, t->k, t->stride, t->pad, t->H, t->W, t->use_residual, t->relu, tiles[pass], max_abs,
                max_ref);
         assert_true(max_abs <= 1e-5 * (1.0 + max_ref));
         free(col);
