@@ -44,10 +44,22 @@ def make_model(vflclip, tmp_path_factory, like):
     return _MODELS[like]
 
 
-def load_reference(model_dir):
-    from transformers import CLIPModel, CLIPTokenizer
-    model = CLIPModel.from_pretrained(str(model_dir)).double().eval()
-    tok = CLIPTokenizer.from_pretrained(str(model_dir))
+def load_reference(model_dir, text_only=False):
+    """transformers' CLIP in float64.  text_only: CLIPTextModelWithProjection
+    (the same text_model + text_projection weights, without the vision tower's
+    memory) with logit_scale read from the checkpoint."""
+    from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizerFast
+    tok = CLIPTokenizerFast.from_pretrained(str(model_dir))
+    if not text_only:
+        model = CLIPModel.from_pretrained(str(model_dir)).double().eval()
+        model.logit_scale_value = float(model.logit_scale)
+        model.projection_dim = model.config.projection_dim
+        return model, tok
+    from safetensors import safe_open
+    model = CLIPTextModelWithProjection.from_pretrained(str(model_dir)).double().eval()
+    with safe_open(str(pathlib.Path(model_dir) / "model.safetensors"), framework="pt") as f:
+        model.logit_scale_value = float(f.get_tensor("logit_scale"))
+    model.projection_dim = model.config.projection_dim
     return model, tok
 
 
@@ -91,7 +103,7 @@ def coop_reference_grad(model, tok, classes, template, ctx, csc, class_pos, imag
     pooled = h[torch.arange(len(classes)), ids.argmax(dim=-1)]        # EOT has the largest id
     text = model.text_projection(pooled)                               # (C, D)
     img = torch.tensor(image, dtype=torch.float64)
-    logits = model.logit_scale.exp() * F.normalize(img, dim=-1) @ F.normalize(text, dim=-1).t()
+    logits = math.exp(model.logit_scale_value) * F.normalize(img, dim=-1) @ F.normalize(text, dim=-1).t()
     loss = F.cross_entropy(logits, torch.tensor(labels, dtype=torch.long))
     loss.backward()
     return float(loss), ctx_t.grad.numpy(), text.detach().numpy()
@@ -100,8 +112,8 @@ def coop_reference_grad(model, tok, classes, template, ctx, csc, class_pos, imag
 def check_coop_grad(vflclip, tmp_path, model_dir, model, tok, classes, template, class_pos="end", csc=False,
                     n_ctx=4, n_images=12, seed=0, init_words=None):
     rng = np.random.default_rng(seed)
-    W = model.config.text_config.hidden_size
-    D = model.config.projection_dim
+    W = model.text_model.config.hidden_size
+    D = model.projection_dim
     if init_words:   # C init from word embeddings; the reference starts from the same vectors
         ids = tok(init_words, add_special_tokens=False)["input_ids"]
         n_ctx = len(ids)
@@ -169,7 +181,7 @@ def test_coop_grad_init_words_tiny(vflclip, tmp_path, tiny):
 def test_coop_grad_matches_autograd_vit_b16_text_shapes(vflclip, tmp_path, tmp_path_factory):
     """Full ViT-B/16 text tower (12 layers, width 512, 8 heads, D 512), CoOp's 16 context vectors, 7 classes."""
     d = make_model(vflclip, tmp_path_factory, "vit-b-16")
-    model, tok = load_reference(d)
+    model, tok = load_reference(d, text_only=True)
     check_coop_grad(vflclip, tmp_path, d, model, tok, CLASSES, "a dermatoscopic image of {ctx} {class}.",
                     n_ctx=16, n_images=32, seed=3)
 
@@ -288,7 +300,7 @@ def test_train_one_sgd_step_moves_context_by_minus_lr_grad(vflclip, tmp_path, ti
         arrays[f"{name}_images"] = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
         arrays[f"{name}_labels"] = rng.integers(0, 7, size=(n, 1)).astype(np.uint8)
     np.savez(tmp_path / "data.npz", **arrays)
-    W = model.config.text_config.hidden_size
+    W = model.text_model.config.hidden_size
     ctx0 = rng.normal(0, 0.5, size=(16, W)).astype(np.float32)
     np.save(tmp_path / "ctx0.npy", ctx0)
     lr = 10.0   # a large step keeps float32 rounding of the context small against it
