@@ -1,4 +1,4 @@
-/* cuda_backend: the C-callable face of the CUDA kernels (kernels/cuda/*.cu).
+/* cuda_backend: the C-callable face of the CUDA kernels (kernels/cuda/ *.cu files).
  *
  * Everything here exists only when the build found nvcc (VF_HAVE_CUDA); C
  * code calls it inside #ifdef VF_HAVE_CUDA and otherwise stays on the CPU.
@@ -62,7 +62,7 @@ int vf_cuda_memset0(vf_cuda_ctx *ctx, void *dev, size_t bytes, vf_error *err);
 /* Events for timing: milliseconds the compute stream spends in fn(arg). */
 int vf_cuda_time_ms(vf_cuda_ctx *ctx, int (*fn)(void *arg, vf_error *err), void *arg, float *ms, vf_error *err);
 
-/* ---- fp32 ops (cpu/*.h namesakes; shapes as there) ------------------------ */
+/* ---- fp32 ops (namesakes in kernels/cpu; shapes as there) ------------------------ */
 int vf_cuda_layernorm_forward(vf_cuda_ctx *ctx, float *out, float *mean, float *rstd, const float *inp, const float *weight,
                               const float *bias, int N, int C, float eps, vf_error *err);
 /* dinp += (like vf_layernorm_backward; mean/rstd required). */

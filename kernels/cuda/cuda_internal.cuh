@@ -122,7 +122,9 @@ template <typename T> int vf_cu_activation(vf_cuda_ctx *ctx, vf_activation act, 
 template <typename T>
 int vf_cu_attention(vf_cuda_ctx *ctx, T *out, int ldo, const T *q, int ldq, const T *k, const T *v, int ldk, int B,
                     int Tq, int Tk, int NH, int hs, float scale, int causal, vf_error *err);
-template <typename T> int vf_cu_im2col(vf_cuda_ctx *ctx, T *patches, const float *pixels, int B, int H, int P, vf_error *err);
+// patches (B, NP, ld): 3*P*P values per row, zero-padded up to ld
+template <typename T>
+int vf_cu_im2col(vf_cuda_ctx *ctx, T *patches, int ld, const float *pixels, int B, int H, int P, vf_error *err);
 // x (B, T, C) = [class_emb, pe (B, T-1, C)] + pos (T, C)
 int vf_cu_vit_embed(vf_cuda_ctx *ctx, float *x, const float *pe, const float *class_emb, const float *pos, int B, int T,
                     int C, vf_error *err);

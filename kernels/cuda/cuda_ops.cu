@@ -413,29 +413,35 @@ extern "C" int vf_cuda_attention_backward(vf_cuda_ctx *ctx, float *dq, float *dk
 }
 
 // ---- ViT embeddings ----------------------------------------------------------------------
-// patches (B, NP, 3*P*P), each row in the conv weight's (c, ky, kx) order
-template <typename T> __global__ void im2col_k(T *patches, const float *pixels, int B, int H, int P) {
+// patches (B, NP, ld), each row 3*P*P values in the conv weight's (c, ky, kx)
+// order, then zeros up to ld (bf16 rows padded to 16 bytes for the tensor cores)
+template <typename T> __global__ void im2col_k(T *patches, int ld, const float *pixels, int B, int H, int P) {
     const int G = H / P, NP = G * G, K = 3 * P * P;
-    const long n = (long)B * NP * K;
+    const long n = (long)B * NP * ld;
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
-        int col = i % K, p = (i / K) % NP, b = i / ((long)K * NP);
+        int col = i % ld, p = (i / ld) % NP, b = i / ((long)ld * NP);
+        if (col >= K) {
+            vf_st(patches + i, 0.0f);
+            continue;
+        }
         int c = col / (P * P), ky = (col / P) % P, kx = col % P, py = p / G, px = p % G;
         vf_st(patches + i, pixels[(((size_t)b * 3 + c) * H + py * P + ky) * H + px * P + kx]);
     }
 }
 
-template <typename T> int vf_cu_im2col(vf_cuda_ctx *ctx, T *patches, const float *pixels, int B, int H, int P, vf_error *err) {
-    long n = (long)B * (H / P) * (H / P) * 3 * P * P;
-    im2col_k<T><<<blocks_for(n, 256), 256, 0, ctx->stream>>>(patches, pixels, B, H, P);
+template <typename T>
+int vf_cu_im2col(vf_cuda_ctx *ctx, T *patches, int ld, const float *pixels, int B, int H, int P, vf_error *err) {
+    long n = (long)B * (H / P) * (H / P) * ld;
+    im2col_k<T><<<blocks_for(n, 256), 256, 0, ctx->stream>>>(patches, ld, pixels, B, H, P);
     CU_LAUNCHED();
     return 0;
 }
-template int vf_cu_im2col<float>(vf_cuda_ctx *, float *, const float *, int, int, int, vf_error *);
-template int vf_cu_im2col<bf16>(vf_cuda_ctx *, bf16 *, const float *, int, int, int, vf_error *);
+template int vf_cu_im2col<float>(vf_cuda_ctx *, float *, int, const float *, int, int, int, vf_error *);
+template int vf_cu_im2col<bf16>(vf_cuda_ctx *, bf16 *, int, const float *, int, int, int, vf_error *);
 
 extern "C" int vf_cuda_patch_im2col(vf_cuda_ctx *ctx, float *patches, const float *pixels, int B, int H, int P,
                                     vf_error *err) {
-    return vf_cu_im2col<float>(ctx, patches, pixels, B, H, P, err);
+    return vf_cu_im2col<float>(ctx, patches, 3 * P * P, pixels, B, H, P, err);
 }
 
 __global__ void vit_embed_k(float *x, const float *pe, const float *cls, const float *pos, int B, int T, int C) {

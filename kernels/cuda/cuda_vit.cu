@@ -5,7 +5,7 @@
 // q/k/v, attention outputs and the MLP hidden layer are T.  The q, k and v
 // projections are one (3C, C) product; biases and residual adds ride in the
 // cuBLASLt epilogue:
-//   patches (B*NP, 3PP) T   = im2col(pixels)
+//   patches (B*NP, Kp) T    = im2col(pixels), rows zero-padded to Kp = 3PP rounded up to 8
 //   pe      (B*NP, C) f32   = patches @ patch_w^T
 //   x       (B, T, C) f32   = pre_ln([class, pe] + pos)
 //   per layer: ln = LN1(x) T;  qkv (B, T, 3C) T = ln @ Wqkv^T + bqkv
@@ -27,7 +27,7 @@ template <typename T> struct vit_layer {
 
 template <typename T> struct vit_dev {
     vf_clip_vision_config cfg;
-    int D, T_, NP, K;
+    int D, T_, NP, K, Kp;  // Kp: patch row length K padded to 8 (16-byte bf16 rows)
     T *patch_w, *proj;
     float *class_emb, *pos, *pre_w, *pre_b, *post_w, *post_b;
     vit_layer<T> *layers;  // host array of device pointers
@@ -38,7 +38,7 @@ template <typename T> struct vit_dev {
 
 template <typename T> static void carve_params(vit_dev<T> *v, vf_carver *c) {
     const size_t C = v->cfg.enc.hidden_size, F = v->cfg.enc.intermediate_size;
-    v->patch_w = c->take<T>(C * v->K);
+    v->patch_w = c->take<T>(C * v->Kp);
     v->class_emb = c->take<float>(C);
     v->pos = c->take<float>((size_t)v->T_ * C);
     v->pre_w = c->take<float>(C), v->pre_b = c->take<float>(C);
@@ -57,7 +57,7 @@ template <typename T> static void carve_params(vit_dev<T> *v, vf_carver *c) {
 
 template <typename T> static void carve_acts(vit_dev<T> *v, vf_carver *c, int B) {
     const size_t C = v->cfg.enc.hidden_size, F = v->cfg.enc.intermediate_size, BT = (size_t)B * v->T_;
-    v->patches = c->take<T>((size_t)B * v->NP * v->K);
+    v->patches = c->take<T>((size_t)B * v->NP * v->Kp);
     v->ln = c->take<T>(BT * C);
     v->qkv = c->take<T>(BT * 3 * C);
     v->atty = c->take<T>(BT * C);
@@ -71,7 +71,12 @@ template <typename T> static void carve_acts(vit_dev<T> *v, vf_carver *c, int B)
 template <typename T>
 static int upload(vit_dev<T> *v, const vf_vit_weights *w, vf_cuda_ctx *ctx, float *staging, float *host_qkv, vf_error *err) {
     const size_t C = v->cfg.enc.hidden_size, F = v->cfg.enc.intermediate_size;
-    TRY(vf_cu_put<T>(ctx, v->patch_w, w->patch_w, C * v->K, staging, err));
+    float *padded = (float *)calloc(C * v->Kp, sizeof(float));  // (C, Kp), zero past K
+    if (!padded) return vf_fail(err, "CUDA ViT: out of memory");
+    for (size_t c = 0; c < C; c++) memcpy(padded + c * v->Kp, w->patch_w + c * v->K, v->K * sizeof(float));
+    int rc = vf_cu_put<T>(ctx, v->patch_w, padded, C * v->Kp, staging, err);
+    free(padded);
+    TRY(rc);
     TRY(vf_cu_put<float>(ctx, v->class_emb, w->class_emb, C, staging, err));
     TRY(vf_cu_put<float>(ctx, v->pos, w->pos_emb, (size_t)v->T_ * C, staging, err));
     TRY(vf_cu_put<float>(ctx, v->pre_w, w->pre_ln_w, C, staging, err));
@@ -112,8 +117,8 @@ template <typename T> static int vit_forward(vf_cuda_vision *m, const float *pix
     const int C = e->hidden_size, F = e->intermediate_size, NH = e->num_heads, Tn = v->T_, BT = B * Tn;
     const float eps = e->layer_norm_eps, scale = 1.0f / sqrtf((float)(C / NH));
     const cudaDataType_t t = vf_cuda_type<T>::id, f32 = CUDA_R_32F;
-    TRY(vf_cu_im2col<T>(ctx, v->patches, pixels, B, v->cfg.image_size, v->cfg.patch_size, err));  // (B, NP, 3PP)
-    vf_gemm pe = {v->patches, v->patch_w, NULL, NULL, v->res1, t, f32, B * v->NP, v->K, C, v->K, C, 1, 0.0f};
+    TRY(vf_cu_im2col<T>(ctx, v->patches, v->Kp, pixels, B, v->cfg.image_size, v->cfg.patch_size, err));  // (B, NP, Kp)
+    vf_gemm pe = {v->patches, v->patch_w, NULL, NULL, v->res1, t, f32, B * v->NP, v->Kp, C, v->Kp, C, 1, 0.0f};
     TRY(vf_cuda_gemm(ctx, &pe, err));                                                               // (B, NP, C)
     TRY(vf_cu_vit_embed(ctx, v->x_embed, v->res1, v->class_emb, v->pos, B, Tn, C, err));            // (B, T, C)
     TRY(vf_cu_layernorm<float, float>(ctx, v->x, C, NULL, NULL, v->x_embed, C, v->pre_w, v->pre_b, BT, C, eps, err));
@@ -155,7 +160,7 @@ static int vit_create(vf_cuda_vision *m, const vf_vit_weights *w, vf_error *err)
     v->cfg = w->cfg;
     v->D = w->projection_dim;
     const int G = w->cfg.image_size / w->cfg.patch_size, L = w->cfg.enc.num_layers;
-    v->NP = G * G, v->T_ = G * G + 1, v->K = 3 * w->cfg.patch_size * w->cfg.patch_size;
+    v->NP = G * G, v->T_ = G * G + 1, v->K = 3 * w->cfg.patch_size * w->cfg.patch_size, v->Kp = (v->K + 7) & ~7;
     const size_t C = w->cfg.enc.hidden_size, F = w->cfg.enc.intermediate_size;
     if (!(v->layers = (vit_layer<T> *)calloc(L ? L : 1, sizeof *v->layers))) return vf_fail(err, "CUDA ViT: out of memory");
     vf_carver count = {NULL, 0, 0};
@@ -172,7 +177,7 @@ static int vit_create(vf_cuda_vision *m, const vf_vit_weights *w, vf_error *err)
     TRY(vf_cuda_vision_init_staging(m, err));
     // Staging for the bf16 conversion: the largest tensor uploaded.
     size_t big = 3 * C * C;
-    const size_t sizes[] = {F * C, C * v->K, (size_t)v->T_ * C, (size_t)v->D * C};
+    const size_t sizes[] = {F * C, C * v->Kp, (size_t)v->T_ * C, (size_t)v->D * C};
     for (size_t s : sizes) big = s > big ? s : big;
     float *staging = NULL, *host_qkv = (float *)malloc(3 * C * C * sizeof(float));
     if (!host_qkv) return vf_fail(err, "CUDA ViT: out of memory");
