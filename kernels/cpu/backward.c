@@ -2,6 +2,8 @@
  * GELU variants, residual adds and causal attention (see backward.h). */
 #include "cpu/backward.h"
 
+#include "cpu/fastmath.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -44,10 +46,10 @@ void vf_matmul_backward_input(float *dinp, const float *dout, const float *weigh
 }
 
 void vf_quick_gelu_backward(float *dinp, const float *inp, const float *dout, long N) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (long i = 0; i < N; i++) {
         float x = inp[i];
-        float s = 1.0f / (1.0f + expf(-1.702f * x));
+        float s = 1.0f / (1.0f + vf_expf(-1.702f * x));
         dinp[i] += dout[i] * (s + x * 1.702f * s * (1.0f - s));
     }
 }
@@ -102,58 +104,60 @@ static void attention_probs(float *att, const float *q, const float *k, int T, i
     }
 }
 
+/* One (b, h) slice, query rows t in [lo, hi) (keys s < hi):
+ *   dP (n, hi) = dO @ V^T;  dV[lo:hi] += P[:, lo:hi]^T @ dO
+ *   dS = P * (dP - rowsum(P * dP)) * scale
+ *   dQ += dS @ K;           dK[lo:hi] += dS[:, lo:hi]^T @ Q[lo:hi]
+ * P is (T, T) with masked entries 0, so the masked part of dP drops out.
+ * dO, dQ, dK, dV point at row lo of their layouts (strides dld, gld). */
+static void attention_backward_head(float *dQ, float *dK, float *dV, const float *dO, const float *P, const float *Q,
+                                    const float *K, const float *V, int lo, int hi, int T, int hs, int ld, int dld,
+                                    int gld, float scale) {
+    const int n = hi - lo;
+    float dP[n * hi];   // (n, hi), at most 77 x 77
+    const float *Pr = P + (size_t)lo * T;   // rows lo.. of P, stride T
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, hi, hs, 1.0f, dO, dld, V, ld, 0.0f, dP, hi);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, hs, n, 1.0f, Pr + lo, T, dO, dld, 1.0f, dV, gld);
+    for (int r = 0; r < n; r++) {
+        const float *p = Pr + (size_t)r * T;
+        float *d = dP + (size_t)r * hi;
+        float row_dot = 0.0f;
+#pragma omp simd reduction(+ : row_dot)
+        for (int s = 0; s < hi; s++) row_dot += p[s] * d[s];
+#pragma omp simd
+        for (int s = 0; s < hi; s++) d[s] = p[s] * (d[s] - row_dot) * scale;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hs, hi, 1.0f, dP, hi, K, ld, 1.0f, dQ, gld);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, hs, n, 1.0f, dP + lo, hi, Q + (size_t)lo * ld, ld, 1.0f, dK, gld);
+}
+
 void vf_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                            const float *q, const float *k, const float *v, const float *att,
                            int B, int T, int C, int NH, int ld, float scale, const vf_row_ranges *rows) {
-    int hs = C / NH;
+    const int hs = C / NH;
     /* Gradient rows: full layout (row b*T + t, stride ld; dout stride C), or
      * packed (row off[b] + t - lo[b], stride C) for t in [lo[b], hi[b]). */
     const int gld = rows ? C : ld;
-#pragma omp parallel for collapse(2) schedule(static)
+    /* Many small products in parallel: OpenBLAS single-threaded inside. */
+    const int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+#pragma omp parallel for collapse(2) schedule(dynamic)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             const int lo = rows ? rows->lo[b] : 0, hi = rows ? rows->hi[b] : T;
-            const long g0 = rows ? (long)rows->off[b] - lo : (long)b * T;   // gradient row of t is g0 + t (t >= lo)
-            size_t off = (size_t)b * T * ld + (size_t)h * hs;
-            const float *qb = q + off, *kb = k + off, *vb = v + off;
-#define GROW(buf, t, stride) ((buf) + (size_t)(g0 + (t)) * (stride) + (size_t)h * hs)
+            if (hi <= lo) continue;
+            const size_t g_lo = rows ? (size_t)rows->off[b] : (size_t)b * T;   // gradient row of t = lo
+            const size_t off = (size_t)b * T * ld + (size_t)h * hs;
             const float *a;   // (T, T) probabilities of this (b, h)
             if (att) a = att + ((size_t)b * NH + h) * T * T;
             else {
                 float *recomputed = scratch + ((size_t)b * NH + h) * T * T;
-                attention_probs(recomputed, qb, kb, T, hs, ld, scale);
+                attention_probs(recomputed, q + off, k + off, T, hs, ld, scale);
                 a = recomputed;
             }
-            for (int t = lo; t < hi; t++) {
-                const float *dot_ = GROW(dout, t, C);
-                const float *arow = a + (size_t)t * T;
-                /* datt[t,s] = dout[t] . v[s]; dv[s] += att[t,s] dout[t] (rows below lo are not wanted) */
-                float dpre[T];   // d(att[t, :]), T <= max positions (77)
-                float row_dot = 0;
-                for (int s = 0; s <= t; s++) {
-                    const float *vs = vb + (size_t)s * ld;
-                    float d = 0, w = arow[s];
-                    for (int i = 0; i < hs; i++) d += dot_[i] * vs[i];
-                    if (s >= lo) {
-                        float *dvs = GROW(dv, s, gld);
-                        for (int i = 0; i < hs; i++) dvs[i] += w * dot_[i];
-                    }
-                    dpre[s] = d;
-                    row_dot += w * d;
-                }
-                /* softmax backward, then the scaled dot product */
-                const float *qt = qb + (size_t)t * ld;
-                float *dqt = GROW(dq, t, gld);
-                for (int s = 0; s <= t; s++) {
-                    float g = arow[s] * (dpre[s] - row_dot) * scale;
-                    const float *ks = kb + (size_t)s * ld;
-                    for (int i = 0; i < hs; i++) dqt[i] += g * ks[i];
-                    if (s >= lo) {
-                        float *dks = GROW(dk, s, gld);
-                        for (int i = 0; i < hs; i++) dks[i] += g * qt[i];
-                    }
-                }
-            }
-#undef GROW
+            attention_backward_head(dq + g_lo * gld + (size_t)h * hs, dk + g_lo * gld + (size_t)h * hs,
+                                    dv + g_lo * gld + (size_t)h * hs, dout + g_lo * C + (size_t)h * hs, a, q + off,
+                                    k + off, v + off, lo, hi, T, hs, ld, C, gld, scale);
         }
+    openblas_set_num_threads(blas_threads);
 }
