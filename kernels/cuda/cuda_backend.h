@@ -81,6 +81,10 @@ int vf_cuda_softmax_forward(vf_cuda_ctx *ctx, float *out, const float *inp, int 
  * floats apart, out dense (B, T, C). */
 int vf_cuda_attention_forward(vf_cuda_ctx *ctx, float *out, const float *q, const float *k, const float *v, int B, int T,
                               int C, int NH, int ld, float scale, int causal, vf_error *err);
+/* Test hook for the bf16 path (tensor cores where it fits): qkv fused
+ * (B, T, 3C) fp32 in, out (B, T, C) fp32, bf16 inside; allocates. */
+int vf_cuda_attention_forward_bf16(vf_cuda_ctx *ctx, float *out, const float *qkv, int B, int T, int C, int NH,
+                                   float scale, int causal, vf_error *err);
 /* Attention backward (dq, dk, dv += ...), causal or not, probabilities
  * recomputed; scratch holds vf_cuda_attention_backward_scratch(B,T,NH) floats. */
 size_t vf_cuda_attention_backward_scratch(int B, int T, int NH);

@@ -134,6 +134,12 @@ int vf_cu_add_positions(vf_cuda_ctx *ctx, float *x, const float *emb, const floa
 int vf_cu_gather_rows(vf_cuda_ctx *ctx, float *rows, const float *x, const int *idx, int B, int T, int C, vf_error *err);
 int vf_cu_scatter_rows(vf_cuda_ctx *ctx, float *x, const float *rows, const int *idx, int B, int T, int C, vf_error *err);
 int vf_cu_f32_to_bf16(vf_cuda_ctx *ctx, bf16 *out, const float *inp, long N, vf_error *err);
+int vf_cu_bf16_to_f32(vf_cuda_ctx *ctx, float *out, const bf16 *inp, long N, vf_error *err);
+// Tensor-core attention (cuda_attention_tc.cu): bf16, head size 64, no mask;
+// vf_cu_attention<bf16> uses it whenever it fits.
+bool vf_cu_attention_tc_fits(int hs, int causal, int ldq, int ldk, int ldo);
+int vf_cu_attention_tc(vf_cuda_ctx *ctx, bf16 *out, int ldo, const bf16 *q, int ldq, const bf16 *k, const bf16 *v, int ldk,
+                       int B, int Tq, int Tk, int NH, float scale, vf_error *err);
 // ResNet attention pool front: tokens (B, T, C), T = HW + 1, from x (B, C, HW):
 // token 0 is the spatial mean; + pos (T, C).
 int vf_cu_attnpool_tokens(vf_cuda_ctx *ctx, float *tokens, const float *x, const float *pos, int B, int C, int HW,

@@ -295,6 +295,10 @@ int vf_cu_attention(vf_cuda_ctx *ctx, T *out, int ldo, const T *q, int ldq, cons
                     int Tq, int Tk, int NH, int hs, float scale, int causal, vf_error *err) {
     if (causal && Tq != Tk) return vf_fail(err, "attention: causal needs as many queries as keys (%d vs %d)", Tq, Tk);
     if (NH > 65535 || B > 65535) return vf_fail(err, "attention: %d heads x batch %d exceeds the grid", NH, B);
+    if constexpr (sizeof(T) == 2) {
+        if (vf_cu_attention_tc_fits(hs, causal, ldq, ldk, ldo))
+            return vf_cu_attention_tc(ctx, out, ldo, q, ldq, k, v, ldk, B, Tq, Tk, NH, scale, err);
+    }
     switch (hs) {
     case 32: return launch_attention<T, 32>(ctx, out, ldo, q, ldq, k, v, ldk, B, Tq, Tk, NH, scale, causal, err);
     case 64: return launch_attention<T, 64>(ctx, out, ldo, q, ldq, k, v, ldk, B, Tq, Tk, NH, scale, causal, err);
@@ -502,6 +506,17 @@ __global__ void f32_to_bf16_k(bf16 *out, const float *inp, long n) {
 
 int vf_cu_f32_to_bf16(vf_cuda_ctx *ctx, bf16 *out, const float *inp, long N, vf_error *err) {
     f32_to_bf16_k<<<blocks_for(N, 256), 256, 0, ctx->stream>>>(out, inp, N);
+    CU_LAUNCHED();
+    return 0;
+}
+
+__global__ void bf16_to_f32_k(float *out, const bf16 *inp, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        out[i] = __bfloat162float(inp[i]);
+}
+
+int vf_cu_bf16_to_f32(vf_cuda_ctx *ctx, float *out, const bf16 *inp, long N, vf_error *err) {
+    bf16_to_f32_k<<<blocks_for(N, 256), 256, 0, ctx->stream>>>(out, inp, N);
     CU_LAUNCHED();
     return 0;
 }

@@ -305,6 +305,27 @@ cuda_failed:
     env_release(e);
 }
 
+/* bf16 path (tensor cores for head size 64 without a mask, the simple kernel
+ * otherwise) against the fp32 C op: bf16 inputs, so 2e-2 relative. */
+static void check_attention_bf16(op_env *e, int B, int T, int C, int NH, int causal) {
+    char name[128];
+    const size_t n3 = (size_t)B * T * 3 * C, n = (size_t)B * T * C;
+    const float scale = 1.0f / sqrtf((float)(C / NH));
+    float *qkv = h_rand(e, n3, -2, 2), *y_ref = h_rand(e, n, 0, 0), *y = h_rand(e, n, 0, 0);
+    vf_attention_forward(y_ref, NULL, qkv, qkv + C, qkv + 2 * C, B, T, C, NH, 3 * C, scale, causal);
+    float *dqkv, *dy;
+    NEED(dqkv = d_make(e, qkv, n3));
+    NEED(dy = d_make(e, NULL, n));
+    NEED(!vf_cuda_attention_forward_bf16(e->ctx, dy, dqkv, B, T, C, NH, scale, causal, &e->err) && !d_get(e, y, dy, n));
+    snprintf(name, sizeof name, "attention_forward bf16 B=%d T=%d C=%d NH=%d%s", B, T, C, NH, causal ? " causal" : "");
+    vf_check_close(name, y, y_ref, n, 2e-2);
+    env_release(e);
+    return;
+cuda_failed:
+    fail_error(e, "attention bf16");
+    env_release(e);
+}
+
 /* ---- matmul ---------------------------------------------------------------------------------- */
 static void check_matmul(op_env *e, int N, int IC, int OC, int with_bias) {
     char name[96];
@@ -431,6 +452,9 @@ int vf_gpu_check_ops(vf_cuda_ctx *ctx, uint64_t seed) {
         check_attention(&e, 1, 33, 192, 2, causal);   /* 96 */
     }
     check_attention(&e, 2, 257, 128, 2, 0);           /* ViT-L/14 token count */
+    check_attention_bf16(&e, 2, 257, 256, 4, 0);      /* tensor cores: 5 key tiles, last one partial */
+    check_attention_bf16(&e, 3, 50, 128, 2, 0);       /* tensor cores: one partial tile */
+    check_attention_bf16(&e, 2, 77, 128, 2, 1);       /* causal: the warp-per-query kernel in bf16 */
     check_matmul(&e, 100, 96, 130, 1);
     check_matmul(&e, 77, 512, 2048, 0);
     check_patch_embed(&e, 2, 32, 8, 64);
