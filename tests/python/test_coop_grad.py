@@ -186,6 +186,23 @@ def test_coop_grad_matches_autograd_vit_b16_text_shapes(vflclip, tmp_path, tmp_p
                     n_ctx=16, n_images=32, seed=3)
 
 
+def test_coop_grad_real_vocabulary_vit_b16(vflclip, tmp_path, tmp_path_factory, shared_data):
+    """The random ViT-B/16 with OpenAI's real 49,408-token vocabulary (Hugging
+    Face's files for clip-vit-base-patch16): real BPE pieces, EOT 49407, the
+    seed paper's Russian template, class in the middle, class-specific contexts."""
+    src = make_model(vflclip, tmp_path_factory, "vit-b-16")
+    d = tmp_path / "model"
+    d.mkdir()
+    for f in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        (d / f).symlink_to(src / f)
+    for f in (shared_data / "clip-tokenizer" / "hf-clip-vit-base-patch16").iterdir():
+        (d / f.name).symlink_to(f)
+    model, tok = load_reference(d, text_only=True)
+    assert tok.vocab_size == 49408 and tok.eos_token_id == 49407
+    check_coop_grad(vflclip, tmp_path, d, model, tok, CLASSES, "Дерматологическое изображение {ctx} {class}.",
+                    class_pos="middle", csc=True, n_ctx=16, n_images=32, seed=5)
+
+
 def test_coop_grad_rejects_bad_inputs(vflclip, tmp_path, tiny):
     d = tiny[0]
     np.save(tmp_path / "emb.npy", np.ones((4, 3), np.float32))
