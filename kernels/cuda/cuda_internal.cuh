@@ -56,8 +56,9 @@ const vf_dnn_api *vf_cuda_dnn_api(vf_error *err);
 
 // ---- context -----------------------------------------------------------------
 #define VF_LT_CACHE 96
+#define VF_LT_KEY 6  // m, n, k, lda|ldd, types|flags, alignments
 struct vf_lt_algo_entry {
-    uint64_t key[4];
+    uint64_t key[VF_LT_KEY];
     cublasLtMatmulAlgo_t algo;
 };
 struct vf_cuda_ctx {

@@ -39,12 +39,11 @@ int vf_cuda_gemm(vf_cuda_ctx *ctx, const vf_gemm *g, vf_error *err) {
     cublasOperation_t ta = g->trans_w ? CUBLAS_OP_T : CUBLAS_OP_N, tb = CUBLAS_OP_N;
     cublasLtEpilogue_t epi = g->bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
     uint32_t al[4] = {alignment(g->W), alignment(g->A), alignment(Cp), alignment(g->D)};
-    uint64_t key[4] = {((uint64_t)m << 40) ^ ((uint64_t)n << 16) ^ (uint64_t)k,
-                       ((uint64_t)g->lda << 32) | (uint64_t)g->ldd,
-                       ((uint64_t)g->at << 48) | ((uint64_t)g->dt << 40) | ((uint64_t)compute << 32) |
-                           ((uint64_t)g->trans_w << 8) | ((uint64_t)epi << 12) | (uint64_t)(beta != 0.0f) |
-                           ((uint64_t)(Cp == g->D) << 1),
-                       ((uint64_t)al[0] << 48) | ((uint64_t)al[1] << 32) | ((uint64_t)al[2] << 16) | al[3]};
+    const uint64_t key[VF_LT_KEY] = {(uint64_t)m, (uint64_t)n, (uint64_t)k, ((uint64_t)g->lda << 32) | (uint64_t)g->ldd,
+                                     ((uint64_t)g->at << 48) | ((uint64_t)g->dt << 40) | ((uint64_t)compute << 32) |
+                                         ((uint64_t)epi << 12) | ((uint64_t)g->trans_w << 8) |
+                                         ((uint64_t)(Cp == g->D) << 1) | (uint64_t)(beta != 0.0f),
+                                     ((uint64_t)al[0] << 48) | ((uint64_t)al[1] << 32) | ((uint64_t)al[2] << 16) | al[3]};
     int rc = 0;
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t Ad = NULL, Bd = NULL, Cd = NULL;

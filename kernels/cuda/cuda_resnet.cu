@@ -77,11 +77,17 @@ static int dconv_plan(vf_cuda_ctx *ctx, dconv *c, int B, int H, size_t ws_bytes,
     int n = 0;
     DNN(dnn->cudnnGetConvolutionForwardAlgorithm_v7(ctx->dnn_handle, c->xd, c->wd, c->cd, c->yd, 8, &n, perf));
     c->algo_relu = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        // fp32 mode promises the C result to 1e-4: no Winograd / FFT transforms, direct GEMM-type sums only
+        const cudnnConvolutionFwdAlgo_t a = perf[i].algo;
+        if (ctx->prec == VF_CUDA_FP32 && a != CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM &&
+            a != CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM && a != CUDNN_CONVOLUTION_FWD_ALGO_GEMM)
+            continue;
         if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= ws_bytes) {
-            c->algo_relu = perf[i].algo;
+            c->algo_relu = a;
             break;
         }
+    }
     c->algo_id = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
     size_t need = 0;
     DNN(dnn->cudnnGetConvolutionForwardWorkspaceSize(ctx->dnn_handle, c->xd, c->wd, c->cd, c->yd, c->algo_relu, &need));
