@@ -13,6 +13,7 @@ ratio torch / C."""
 import argparse
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,7 @@ import time
 CLASSES = ["actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma", "benign keratosis-like lesions",
            "dermatofibroma", "melanoma", "melanocytic nevi", "vascular lesions"]
 TEMPLATE = "a dermatoscopic image of {ctx} {class}."
+REAL_VOCAB = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data" / "clip-tokenizer" / "hf-clip-vit-base-patch16"
 
 
 def make_torch_step(model_dir, threads, batch=32, n_ctx=16):
@@ -79,10 +81,20 @@ def main():
     ap.add_argument("--steps", type=int, default=4, help="timed steps per round")
     ap.add_argument("--rounds", type=int, default=3, help="C and PyTorch rounds, interleaved")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--model", help="ViT-B/16 directory (default: a random-weight one made in a temp dir)")
+    ap.add_argument("--model", help="ViT-B/16 directory (default: a random-weight one made in a temp dir, with the real "
+                    "CLIP vocabulary from ../shared/data when present)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = pathlib.Path(a.model or pathlib.Path(tmp) / "vit-b-16")
+        vocab = "as in --model"
+        if not a.model:
+            subprocess.run([str(pathlib.Path(a.build) / "vflclip"), "make-model", "--like", "vit-b-16", "--seed", "7",
+                            "--out", str(model_dir)], check=True, capture_output=True)
+            vocab = "make-model's byte-level vocabulary"
+            if REAL_VOCAB.is_dir():   # prompts as long as with the real CLIP tokenizer
+                for f in REAL_VOCAB.iterdir():
+                    shutil.copy(f, model_dir / f.name)
+                vocab = f"OpenAI's 49,408-token vocabulary ({REAL_VOCAB})"
         env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads))
         c_times, t_times, step, line = [], [], None, ""
         for r in range(a.rounds):
@@ -102,6 +114,7 @@ def main():
     c_min, t_min = min(c_times), min(t_times)
     t_med = sorted(t_times)[len(t_times) // 2]
     print(line)
+    print(f"vocabulary: {vocab}")
     print(f"torch_coop_step_ms min={t_min:.3f} median={t_med:.3f} steps={a.steps}x{a.rounds} T={T} threads={a.threads}")
     print(f"coop_step ratio torch/C = {t_min / c_min:.2f} (best of {a.rounds} interleaved rounds: C {c_min:.1f} ms, "
           f"PyTorch {t_min:.1f} ms; {a.threads} threads, OpenBLAS {os.environ['OPENBLAS_CORETYPE']}, "
