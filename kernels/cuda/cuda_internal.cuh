@@ -110,6 +110,8 @@ struct vf_gemm {
     float beta;
 };
 int vf_cuda_gemm(vf_cuda_ctx *ctx, const vf_gemm *g, vf_error *err);
+// D (N, OC) rows ldd apart += bias (OC) of D's type (the fallback when cuBLASLt has no bias epilogue).
+int vf_cu_add_bias(vf_cuda_ctx *ctx, void *D, cudaDataType_t dt, int ldd, const void *bias, int N, int OC, vf_error *err);
 
 // ---- typed ops (cuda_ops.cu), used by the towers --------------------------------
 // LayerNorm rows of inp (row stride ld_in) -> out (row stride ld_out).

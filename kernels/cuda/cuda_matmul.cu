@@ -71,6 +71,14 @@ int vf_cuda_gemm(vf_cuda_ctx *ctx, const vf_gemm *g, vf_error *err) {
             CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
         for (int i = 0; i < 4; i++) LT(lt->cublasLtMatmulPreferenceSetAttribute(pref, which[i], &al[i], sizeof al[i]));
         LT(lt->cublasLtMatmulAlgoGetHeuristic(ctx->lt_handle, op, Ad, Bd, Cd, Cd, pref, 1, &heur, &found));
+        if (found < 1 && g->bias) {
+            // no bias epilogue for this type combination: plain product, then the bias on its own
+            vf_gemm plain = *g;
+            plain.bias = NULL;
+            rc = vf_cuda_gemm(ctx, &plain, err);
+            if (rc == 0) rc = vf_cu_add_bias(ctx, g->D, g->dt, g->ldd, g->bias, g->N, g->OC, err);
+            goto done;
+        }
         if (found < 1) {
             rc = vf_fail(err, "cuBLASLt has no algorithm for (%d x %d) = (%d x %d) @ (%d x %d)^%s, types %d->%d", n, m, n, k,
                          m, k, g->trans_w ? "T" : "1", (int)g->at, (int)g->dt);

@@ -476,6 +476,22 @@ int vf_cu_add_positions(vf_cuda_ctx *ctx, float *x, const float *emb, const floa
     return 0;
 }
 
+// D (N, OC) rows ldd apart += bias (OC): for cuBLASLt type combinations that have no bias epilogue
+template <typename T> __global__ void add_bias_k(T *D, int ldd, const T *bias, int N, int OC) {
+    const long n = (long)N * OC;
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        T *d = D + (i / OC) * (long)ldd + i % OC;
+        vf_st(d, vf_ld(d) + vf_ld(bias + i % OC));
+    }
+}
+
+int vf_cu_add_bias(vf_cuda_ctx *ctx, void *D, cudaDataType_t dt, int ldd, const void *bias, int N, int OC, vf_error *err) {
+    if (dt == CUDA_R_16BF) add_bias_k<bf16><<<blocks_for((long)N * OC, 256), 256, 0, ctx->stream>>>((bf16 *)D, ldd, (const bf16 *)bias, N, OC);
+    else add_bias_k<float><<<blocks_for((long)N * OC, 256), 256, 0, ctx->stream>>>((float *)D, ldd, (const float *)bias, N, OC);
+    CU_LAUNCHED();
+    return 0;
+}
+
 // ---- rows, conversions, pooling ---------------------------------------------------------------
 __global__ void gather_rows_k(float *rows, const float *x, const int *idx, int B, int T, int C, int scatter) {
     const long n = (long)B * C;
