@@ -14,6 +14,7 @@
 #
 # Environment: MODEL_DIR, DATA_NPZ, DEMO_DIR (work directory, default a new
 # /tmp/vflclip-demo.*), DEMO_PORT (default: a free port), DEMO_EPOCHS (8),
+# DEMO_BATCH (16), DEMO_LR (0.01), DEMO_NCTX (4),
 # SKIP_DEPS=1 / SKIP_BUILD=1 (skip steps 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -137,9 +138,9 @@ fi
 cat > "$WORK/run.ini" <<EOF
 [run]
 epochs = $EPOCHS
-batch_size = 16
-lr = 0.01
-n_ctx = 4
+batch_size = ${DEMO_BATCH:-16}
+lr = ${DEMO_LR:-0.01}
+n_ctx = ${DEMO_NCTX:-4}
 seed = 1
 EOF
 echo "kits in $FED; run configuration $WORK/run.ini"
