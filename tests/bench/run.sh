@@ -25,6 +25,9 @@ run "$PY" tests/bench/coop_step_torch.py --build "$BUILD"
 section "gRPC transport: unary round trip and 1 MiB server-stream throughput, mTLS on loopback; vflclip (C) vs grpcio's own pair"
 run "$PY" tests/bench/bench_rpc.py --build "$BUILD"
 
+section "CPU image embedding: RN50x4 (OpenCLIP ModifiedResNet, 288 px), vflclip vs open_clip's own model"
+run "$PY" tests/bench/bench_rn50x4_vs_torch.py --build "$BUILD"
+
 section "Federated step: aggregator + knowledge party + 3 image parties over gRPC/mTLS on loopback vs vflclip train in one process (ViT-B text tower, 7 classes, 16 ctx, batch 32)"
 run "$PY" tests/bench/bench_federated_step.py --build "$BUILD"
 
