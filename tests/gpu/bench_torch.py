@@ -35,7 +35,7 @@ def build(a, dtype):
                            hidden_act=a.act, projection_dim=a.proj, layer_norm_eps=1e-5)
     try:
         model = CLIPVisionModelWithProjection._from_config(cfg, attn_implementation="sdpa")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, ImportError):  # ImportError: torch < 2.1 has no SDPA (CPU check-only runs)
         model = CLIPVisionModelWithProjection(cfg)
         if hasattr(model, "set_attn_implementation"):
             model.set_attn_implementation("sdpa")
@@ -44,7 +44,7 @@ def build(a, dtype):
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         sys.exit(f"bench_torch: weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model.to(device="cuda", dtype=dtype).eval(), getattr(model.config, "_attn_implementation", "?")
+    return model.to(device=a.device, dtype=dtype).eval(), getattr(model.config, "_attn_implementation", "?")
 
 
 def emit(results, obj, line):
@@ -62,6 +62,8 @@ def main():
     p.add_argument("--dir", required=True)
     p.add_argument("--results", required=True)
     p.add_argument("--peak", type=float, default=790.0)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--check-only", action="store_true", help="cross-check only, no benchmark (works on the CPU)")
     a = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -73,7 +75,7 @@ def main():
     ours16 = np.fromfile(os.path.join(a.dir, "ours_bf16.f32"), dtype=np.float32).reshape(-1, D)
     model, attn = build(a, torch.float32)
     with torch.inference_mode():
-        ref = model(pixel_values=torch.from_numpy(pix).cuda()).image_embeds.double().cpu().numpy()
+        ref = model(pixel_values=torch.from_numpy(pix).to(a.device)).image_embeds.double().cpu().numpy()
     rel = float(np.linalg.norm(ours32 - ref) / np.linalg.norm(ref))
     cos = float(np.min(np.sum(ours16 * ref, 1) / (np.linalg.norm(ours16, axis=1) * np.linalg.norm(ref, axis=1))))
     ok32, ok16 = rel <= 1e-4, cos >= 0.999
@@ -84,6 +86,8 @@ def main():
     emit(a.results, {"check": name, "pass": ok16, "min_cos": cos, "tol": 0.999},
          f"CHECK {name:44s} {'PASS' if ok16 else 'FAIL'} cos={cos:.7f} min_cos=0.999")
     del model
+    if a.check_only:
+        sys.exit(0 if ok32 and ok16 else 1)
     torch.cuda.empty_cache()
 
     # 2. bf16 SDPA benchmark on device-resident random images

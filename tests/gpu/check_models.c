@@ -360,3 +360,33 @@ out:
     vf_rand_vit_free(&v);
     free(pixels), free(emb);
 }
+
+/* ---- export without a GPU ----------------------------------------------------------------------
+ * The files bench-vit writes, with the C tower's embeddings standing in for
+ * ours (both files): bench_torch.py --check-only --device cpu then checks the
+ * weight export and the C ViT against transformers on any machine. */
+int vf_gpu_export_vit(const vf_clip_vision_config *cfg, int proj_dim, int B, const char *dir, uint64_t seed) {
+    vf_rand_vit v;
+    vf_vit_acts acts;
+    vf_error err = {{0}};
+    const int S = cfg->image_size;
+    float *pixels = random_pixels(B, S, seed + 1), *emb = malloc((size_t)B * proj_dim * 4);
+    char path[1024];
+    int rc = -1;
+    snprintf(path, sizeof path, "%s/weights.safetensors", dir);
+    if (pixels && emb && vf_rand_vit_make(&v, cfg, proj_dim, seed) == 0) {
+        if (vf_vit_acts_init(&acts, &v.w, B, &err) == 0) {
+            vf_vit_forward(&v.w, &acts, pixels, B, emb);
+            vf_vit_acts_free(&acts);
+            rc = vf_rand_vit_save(&v, path) || write_raw(dir, "pixels.f32", pixels, (size_t)B * 3 * S * S) ||
+                         write_raw(dir, "ours_fp32.f32", emb, (size_t)B * proj_dim) ||
+                         write_raw(dir, "ours_bf16.f32", emb, (size_t)B * proj_dim)
+                     ? -1
+                     : 0;
+        }
+        vf_rand_vit_free(&v);
+    }
+    free(pixels), free(emb);
+    if (rc) fprintf(stderr, "export-vit: cannot write the files under %s %s\n", dir, err.msg);
+    return rc;
+}

@@ -16,4 +16,7 @@ void vf_gpu_check_coop(const char *label, const vf_clip_text_config *cfg, int pr
 void vf_gpu_bench_vit(const char *label, const vf_clip_vision_config *cfg, int proj_dim, int B, double peak_tflops,
                       const char *dir, uint64_t seed);
 
+/* Without a GPU: the bench-vit files with the C tower's embeddings (see check_models.c). */
+int vf_gpu_export_vit(const vf_clip_vision_config *cfg, int proj_dim, int B, const char *dir, uint64_t seed);
+
 #endif

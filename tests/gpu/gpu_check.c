@@ -8,6 +8,8 @@
  *   resnet --label L --rn-layers a,b,c,d --width W --image S --heads H --proj D [--batch B]
  *   coop   --label L --width C --layers L --heads H --mlp F --proj D [--act A]
  *   bench-vit (vit's options) --batch B --peak TFLOPS [--dir DIR]
+ *   export-vit (vit's options) --dir DIR   no GPU needed: weights, pixels and the C tower's
+ *                              embeddings, for bench_torch.py --check-only
  *
  * Without a GPU it prints one SKIP line and exits 0.  Exit 1 when a check
  * failed, 2 on bad usage. */
@@ -79,14 +81,21 @@ int main(int argc, char **argv) {
     }
     if (i >= argc) return usage("no command");
     const char *cmd = argv[i++];
+    opts o = {.label = "model", .batch = 2, .peak = 790};
+    if (parse(argc, argv, i, &o)) return 2;
+    if (!strcmp(cmd, "export-vit")) {
+        vf_clip_vision_config c = {0};
+        if (encoder_config(&o, &c.enc)) return 2;
+        c.image_size = o.image, c.patch_size = o.patch, c.num_channels = 3;
+        if (o.patch < 1 || o.image % o.patch || o.proj < 1 || o.batch < 1 || !o.dir) return usage("export-vit needs --image/--patch/--proj/--dir");
+        return vf_gpu_export_vit(&c, o.proj, o.batch, o.dir, seed) ? 1 : 0;
+    }
     int n = vf_cuda_device_count();
     if (n < 1) {
         printf("SKIP gpu_check %s: no CUDA GPU or driver on this machine\n", cmd);
         return 0;
     }
     if (results && !(vf_check_results = fopen(results, "a"))) return usage("cannot open the --results file");
-    opts o = {.label = "model", .batch = 2, .peak = 790};
-    if (parse(argc, argv, i, &o)) return 2;
     vf_error err = {{0}};
     char desc[256];
     if (!strcmp(cmd, "info")) {
