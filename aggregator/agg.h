@@ -25,7 +25,7 @@ typedef struct agg_party {
     int used, hello_ok;
     vf_rpc_call *call;
     vf_peer_identity id;
-    char fingerprint[80];
+    char fingerprint[80], pp_fingerprint[80], tok_fingerprint[80];
     uint32_t embed_dim;
     uint64_t split_n[3];
     int64_t connected_unix;

@@ -81,6 +81,8 @@ static void on_hello(agg_party *p, const Vflclip__V1__Hello *h) {
         vf_rpc_call_finish(oc, VF_GRPC_ABORTED, "replaced by a new connection from the same party", &err);
     }
     snprintf(p->fingerprint, sizeof p->fingerprint, "%s", h->model_fingerprint);
+    snprintf(p->pp_fingerprint, sizeof p->pp_fingerprint, "%s", h->preprocessing_fingerprint);
+    snprintf(p->tok_fingerprint, sizeof p->tok_fingerprint, "%s", h->tokenizer_fingerprint);
     p->embed_dim = h->embed_dim;
     for (size_t i = 0; i < h->n_splits; i++) {
         const char *s = h->splits[i]->split;
@@ -98,8 +100,10 @@ static void on_hello(agg_party *p, const Vflclip__V1__Hello *h) {
     am.welcome = &w;
     vf_error err;
     agg_send(p, &am, &err);
-    vf_log(VF_INFO, "event=party_joined peer=%s role=%s serial=%s fingerprint=%.16s dim=%u train=%" PRIu64 " val=%" PRIu64
-           " test=%" PRIu64, p->id.name, vf_role_name(p->id.role), p->id.serial_hex, p->fingerprint, p->embed_dim,
+    vf_log(VF_INFO, "event=party_joined peer=%s role=%s serial=%s fingerprint=%.16s preprocessing=%.16s tokenizer=%.16s "
+           "dim=%u train=%" PRIu64 " val=%" PRIu64
+           " test=%" PRIu64, p->id.name, vf_role_name(p->id.role), p->id.serial_hex, p->fingerprint,
+           p->pp_fingerprint[0] ? p->pp_fingerprint : "-", p->tok_fingerprint[0] ? p->tok_fingerprint : "-", p->embed_dim,
            p->split_n[0], p->split_n[1], p->split_n[2]);
     agg_admin_event("party", p->id.name);
     agg_run_on_joined(p);

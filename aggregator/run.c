@@ -701,6 +701,11 @@ int agg_run_start(const char *config_text, const char *run_id, const vf_peer_ide
             return vf_fail(err, "image party '%s' runs model %.16s but knowledge party '%s' runs %.16s: the vision and "
                            "text towers must come from the same checkpoint", p->id.name, p->fingerprint, kp->id.name,
                            kp->fingerprint);
+        agg_party *first = agg_party_find(VF_ROLE_IMAGE_PARTY, cfg.parties[0]);
+        if (strcmp(p->pp_fingerprint, first->pp_fingerprint))
+            return vf_fail(err, "image party '%s' preprocesses its images differently from image party '%s' "
+                           "(preprocessing fingerprints %.16s and %.16s): their embeddings cannot be trained on together",
+                           p->id.name, first->id.name, p->pp_fingerprint, first->pp_fingerprint);
         if (p->embed_dim != kp->embed_dim)
             return vf_fail(err, "image party '%s' produces %u-dim embeddings but the text tower of knowledge party '%s' "
                            "projects to %u", p->id.name, p->embed_dim, kp->id.name, kp->embed_dim);

@@ -12,6 +12,8 @@
 #include "data/dataset.h"
 #include "data/embed_cache.h"
 #include "image/preprocess.h"
+#include "util/fileio.h"
+#include <mbedtls/sha256.h>
 #include "util/log.h"
 
 #include <inttypes.h>
@@ -39,7 +41,7 @@ typedef struct party {
     vf_dataset ds;
     int D;
     float *emb[VF_SPLIT_COUNT];    /* (n, D) per split */
-    char fingerprint[65];
+    char fingerprint[65], pp_fingerprint[65];
     /* the EncodeSplit being streamed */
     int streaming;
     uint64_t task;
@@ -161,6 +163,21 @@ static void fill_hello(Vflclip__V1__Hello *h, void *ud) {
     h->n_splits = VF_SPLIT_COUNT;
     h->splits = ptrs;
     h->embed_dim = (uint32_t)g_p.D;
+    h->preprocessing_fingerprint = g_p.pp_fingerprint;
+}
+
+/* SHA-256 of every preprocessing parameter and the compute label: two image
+ * parties with the same model but another resize/crop/normalisation would
+ * give embeddings that do not belong in one training set. */
+static void preprocessing_fingerprint(const vf_preprocess_cfg *pp, const char *compute, char hex[65]) {
+    char text[512];
+    int n = snprintf(text, sizeof text, "edge=%d crop=%dx%d resize=%d center=%d normalize=%d rescale=%.9g "
+                     "mean=%.9g,%.9g,%.9g std=%.9g,%.9g,%.9g tvcrop=%d compute=%s", pp->shortest_edge, pp->crop_h,
+                     pp->crop_w, pp->do_resize, pp->do_center_crop, pp->do_normalize, pp->rescale, pp->mean[0],
+                     pp->mean[1], pp->mean[2], pp->std[0], pp->std[1], pp->std[2], pp->torchvision_crop, compute);
+    unsigned char d[32];
+    mbedtls_sha256_ret((const unsigned char *)text, (size_t)n, d, 0);
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
 }
 
 static void on_stop(uv_signal_t *h, int sig) {
@@ -217,6 +234,7 @@ static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) 
     vf_fingerprint_hex(vt.fingerprint, g_p.fingerprint);
     g_p.D = vt.embed_dim;
     vf_image_encoder enc = vf_image_encoder_cpu(&vt);
+    preprocessing_fingerprint(&pp, enc.compute, g_p.pp_fingerprint);
     char cache_dir[4200];
     snprintf(cache_dir, sizeof cache_dir, "%s/embeddings", state);
     int rc = 0;

@@ -13,6 +13,7 @@
 #include "daemon/notify.h"
 #include "kp.h"
 #include "util/fileio.h"
+#include <mbedtls/sha256.h>
 #include "util/log.h"
 
 #include <inttypes.h>
@@ -265,8 +266,33 @@ static void on_message(vf_party_link *l, const Vflclip__V1__AggregatorMessage *m
     }
 }
 
+static char g_tok_fingerprint[65];
+
+/* SHA-256 over the tokenizer files the model directory holds. */
+static void tokenizer_fingerprint(const char *model_dir) {
+    static const char *const files[] = {"vocab.json", "merges.txt", "tokenizer.json", "bpe_simple_vocab_16e6.txt.gz"};
+    mbedtls_sha256_context c;
+    mbedtls_sha256_init(&c);
+    mbedtls_sha256_starts_ret(&c, 0);
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[4200], *data;
+        size_t len;
+        vf_error err;
+        snprintf(path, sizeof path, "%s/%s", model_dir, files[i]);
+        if (vf_read_file(path, &data, &len, &err)) continue;
+        mbedtls_sha256_update_ret(&c, (const unsigned char *)files[i], strlen(files[i]) + 1);
+        mbedtls_sha256_update_ret(&c, (const unsigned char *)data, len);
+        free(data);
+    }
+    unsigned char d[32];
+    mbedtls_sha256_finish_ret(&c, d);
+    mbedtls_sha256_free(&c);
+    for (int i = 0; i < 32; i++) snprintf(g_tok_fingerprint + 2 * i, 3, "%02x", d[i]);
+}
+
 static void fill_hello(Vflclip__V1__Hello *h, void *ud) {
     h->model_fingerprint = g_kp.fingerprint;
+    h->tokenizer_fingerprint = g_tok_fingerprint;
     h->software_version = "vflclip 0.1";
     h->embed_dim = (uint32_t)g_kp.tower.cfg.projection_dim;
 }
@@ -338,6 +364,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     vf_fingerprint_hex(g_kp.tower.fingerprint, g_kp.fingerprint);
+    tokenizer_fingerprint(model);
     if (g_kp.tower.cfg.random_weights)
         vf_log(VF_WARN, "event=random_weights model=%s detail=\"RANDOM weights: metrics mean nothing about dermatology\"", model);
     if (check_only) {

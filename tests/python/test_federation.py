@@ -5,7 +5,8 @@ train` in one process on the same data (the three hospitals' npz files
 concatenated in name order) with the same seed: the federated run must give
 the same context (max abs diff <= 1e-5), the same per-epoch metrics and the
 same test metrics.  Also: the run refuses a party whose model differs and
-names it; `vflclip status` reports roles and certificate expiry (checked
+names it (a party with the same weights but other preprocessing too);
+`vflclip status` reports roles and certificate expiry (checked
 against Python `cryptography`); the audit log names the admin certificate
 that started and aborted runs; configuration mistakes are clear start-up
 errors."""
@@ -79,6 +80,21 @@ def test_party_with_another_model_is_refused_by_name(fed, tmp_path):
         p = fed.cli("run", "start", "--epochs", "1", "--n-ctx", "2", "--image-parties", ",".join(HOSPITALS),
                     "--run-id", "without-x", "--watch")
         assert json.loads(p.stdout.splitlines()[-1])["state"] == "done"
+    finally:
+        x.stop()
+    fed.wait_state(lambda s: s["parties_connected"] == 4, what="hosp-x to leave")
+    # Same weights, other normalisation: the embeddings would not be comparable.
+    same = tmp_path / "same-weights"
+    shutil.copytree(fed.model, same)
+    pp = json.loads((same / "preprocessor_config.json").read_text())
+    pp["image_mean"] = [0.5, 0.5, 0.5]
+    (same / "preprocessor_config.json").write_text(json.dumps(pp))
+    x = fed.image_party("hosp-x", fed.root / "hosp-a.npz", same).start()
+    try:
+        fed.wait_parties(5)
+        p = fed.cli("run", "start", "--epochs", "1", "--run-id", "mismatch-pp", check=False)
+        print(p.stderr.strip())
+        assert p.returncode != 0 and "image party 'hosp-x' preprocesses its images differently" in p.stderr
     finally:
         x.stop()
     fed.wait_state(lambda s: s["parties_connected"] == 4, what="hosp-x to leave")

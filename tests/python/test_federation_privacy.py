@@ -20,7 +20,8 @@ from test_federation_support import Federation, set_key
 from test_grpc_support import stubs  # noqa: F401  (fixture)
 
 CHUNK = 7
-HELLO_FIELDS = {"role", "name", "model_fingerprint", "protocol_version", "software_version", "splits", "embed_dim"}
+HELLO_FIELDS = {"role", "name", "model_fingerprint", "protocol_version", "software_version", "splits", "embed_dim",
+                "preprocessing_fingerprint"}
 CHUNK_FIELDS = {"split", "view", "offset", "count", "dim", "data", "labels", "ids", "last", "total"}
 
 
