@@ -143,10 +143,14 @@ class Federation:
         return [self.aggregator, self.kp, *self.images.values()]
 
     def start(self):
-        self.aggregator.start()
-        for d in [self.kp, *self.images.values()]:
-            d.start()
-        self.wait_parties(1 + len(self.images))
+        try:
+            self.aggregator.start()
+            for d in [self.kp, *self.images.values()]:
+                d.start()
+            self.wait_parties(1 + len(self.images))
+        except BaseException:
+            self.stop()   # a fixture whose set-up fails gets no teardown
+            raise
         return self
 
     def stop(self):
