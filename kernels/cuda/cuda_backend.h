@@ -118,6 +118,12 @@ int vf_cuda_vit_create(vf_cuda_vision **m, vf_cuda_ctx *ctx, const vf_vit_weight
 int vf_cuda_resnet_create(vf_cuda_vision **m, vf_cuda_ctx *ctx, const vf_resnet *r, int max_batch, vf_error *err);
 int vf_cuda_vision_encode(vf_cuda_vision *m, const float *pixels, int B, float *out, vf_error *err);
 int vf_cuda_vision_forward_device(vf_cuda_vision *m, const float *dev_pixels, int B, float *dev_out, vf_error *err);
+/* Diagnostics: one forward_device split by kind of op (CUDA events between
+ * ops, so slightly slower than a plain forward): ms[k] for the kinds below. */
+enum { VF_PROF_EMBED, VF_PROF_LAYERNORM, VF_PROF_MATMUL, VF_PROF_ATTENTION, VF_PROF_ACTIVATION, VF_PROF_CONV, VF_PROF_KINDS };
+const char *vf_cuda_prof_kind_name(int kind);
+int vf_cuda_vision_profile(vf_cuda_vision *m, const float *dev_pixels, int B, float *dev_out, double ms[VF_PROF_KINDS],
+                           vf_error *err);
 int vf_cuda_vision_max_batch(const vf_cuda_vision *m);
 int vf_cuda_vision_out_dim(const vf_cuda_vision *m);
 void vf_cuda_vision_free(vf_cuda_vision *m);

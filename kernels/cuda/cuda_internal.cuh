@@ -161,7 +161,20 @@ struct vf_cuda_vision {
     float *d_pixels[2], *d_out[2];  // in the acts arena
     float *h_pixels[2], *h_out[2];  // pinned host memory
     cudaEvent_t uploaded[2], done[2];
+    struct vf_cuda_prof *prof;      // set only during vf_cuda_vision_profile
 };
+// Profiling marks: an event after each op, tagged with the op's kind.
+#define VF_PROF_MAX 1024
+struct vf_cuda_prof {
+    cudaEvent_t ev[VF_PROF_MAX];
+    int kind[VF_PROF_MAX], n;
+};
+static inline void vf_prof_mark(vf_cuda_vision *m, int kind) {
+    vf_cuda_prof *p = m->prof;
+    if (!p || p->n >= VF_PROF_MAX) return;
+    cudaEventRecord(p->ev[p->n], m->ctx->stream);
+    p->kind[p->n++] = kind;
+}
 // Carves the device double buffers from m->acts (sized with vf_cuda_vision_staging_bytes)
 // and allocates the pinned ones.
 size_t vf_cuda_vision_staging_bytes(int max_batch, int image_size, int out_dim);

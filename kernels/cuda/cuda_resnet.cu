@@ -262,17 +262,23 @@ static int resnet_forward(vf_cuda_vision *m, const float *pixels, int B, float *
         x = y, y = t;
         H = Ho;
     }
+    vf_prof_mark(m, VF_PROF_CONV);
     // attention pool: tokens (B, T, C); k, v for every token, q for the mean token only
     const int C = d->C, HW = d->grid * d->grid, T = HW + 1, hd = C / d->heads;
     TRY(vf_cu_attnpool_tokens(ctx, d->tokens, x, d->pos, B, C, HW, err));
+    vf_prof_mark(m, VF_PROF_EMBED);
     vf_gemm kv = {d->tokens, d->kv_w, d->kv_b, NULL, d->kv, CUDA_R_32F, CUDA_R_32F, B * T, C, 2 * C, C, 2 * C, 1, 0.0f};
     TRY(vf_cuda_gemm(ctx, &kv, err));                                                     // (B, T, 2C)
     vf_gemm q = {d->tokens, d->q_w, d->q_b, NULL, d->q, CUDA_R_32F, CUDA_R_32F, B, C, C, T * C, C, 1, 0.0f};
     TRY(vf_cuda_gemm(ctx, &q, err));                                                      // (B, C)
+    vf_prof_mark(m, VF_PROF_MATMUL);
     TRY(vf_cu_attention<float>(ctx, d->attended, C, d->q, C, d->kv, d->kv + C, 2 * C, B, 1, T, d->heads, hd,
                                1.0f / sqrtf((float)hd), 0, err));                         // (B, C)
+    vf_prof_mark(m, VF_PROF_ATTENTION);
     vf_gemm cp = {d->attended, d->c_w, d->c_b, NULL, out, CUDA_R_32F, CUDA_R_32F, B, C, d->out_dim, C, d->out_dim, 1, 0.0f};
-    return vf_cuda_gemm(ctx, &cp, err);                                                   // (B, out_dim)
+    TRY(vf_cuda_gemm(ctx, &cp, err));                                                     // (B, out_dim)
+    vf_prof_mark(m, VF_PROF_MATMUL);
+    return 0;
 }
 
 static void resnet_destroy(vf_cuda_vision *m) {

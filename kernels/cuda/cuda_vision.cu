@@ -79,6 +79,36 @@ extern "C" int vf_cuda_vision_encode(vf_cuda_vision *m, const float *pixels, int
     return 0;
 }
 
+extern "C" const char *vf_cuda_prof_kind_name(int k) {
+    static const char *const names[VF_PROF_KINDS] = {"embed", "layernorm", "matmul", "attention", "activation", "conv_pool"};
+    return k >= 0 && k < VF_PROF_KINDS ? names[k] : "?";
+}
+
+extern "C" int vf_cuda_vision_profile(vf_cuda_vision *m, const float *dev_pixels, int B, float *dev_out,
+                                      double ms[VF_PROF_KINDS], vf_error *err) {
+    vf_cuda_prof *p = (vf_cuda_prof *)calloc(1, sizeof *p);
+    if (!p) return vf_fail(err, "profile: out of memory");
+    int made = 0, rc = 0;
+    for (; made < VF_PROF_MAX && rc == 0; made++)
+        if (cudaEventCreate(&p->ev[made]) != cudaSuccess) rc = vf_fail(err, "profile: cudaEventCreate failed");
+    if (rc == 0) {
+        m->prof = p;
+        vf_prof_mark(m, -1);
+        rc = vf_cuda_vision_forward_device(m, dev_pixels, B, dev_out, err);
+        m->prof = NULL;
+    }
+    if (rc == 0 && cudaStreamSynchronize(m->ctx->stream) != cudaSuccess)
+        rc = vf_fail(err, "profile: %s", cudaGetErrorString(cudaGetLastError()));
+    for (int k = 0; k < VF_PROF_KINDS; k++) ms[k] = 0;
+    for (int i = 1; rc == 0 && i < p->n; i++) {
+        float t = 0;
+        if (cudaEventElapsedTime(&t, p->ev[i - 1], p->ev[i]) == cudaSuccess && p->kind[i] >= 0) ms[p->kind[i]] += t;
+    }
+    for (int i = 0; i < made; i++) if (p->ev[i]) cudaEventDestroy(p->ev[i]);
+    free(p);
+    return rc;
+}
+
 extern "C" int vf_cuda_vision_max_batch(const vf_cuda_vision *m) { return m->max_batch; }
 extern "C" int vf_cuda_vision_out_dim(const vf_cuda_vision *m) { return m->out_dim; }
 

@@ -121,26 +121,39 @@ template <typename T> static int vit_forward(vf_cuda_vision *m, const float *pix
     vf_gemm pe = {v->patches, v->patch_w, NULL, NULL, v->res1, t, f32, B * v->NP, v->Kp, C, v->Kp, C, 1, 0.0f};
     TRY(vf_cuda_gemm(ctx, &pe, err));                                                               // (B, NP, C)
     TRY(vf_cu_vit_embed(ctx, v->x_embed, v->res1, v->class_emb, v->pos, B, Tn, C, err));            // (B, T, C)
+    vf_prof_mark(m, VF_PROF_EMBED);
     TRY(vf_cu_layernorm<float, float>(ctx, v->x, C, NULL, NULL, v->x_embed, C, v->pre_w, v->pre_b, BT, C, eps, err));
+    vf_prof_mark(m, VF_PROF_LAYERNORM);
     for (int l = 0; l < e->num_layers; l++) {
         const vit_layer<T> *L = &v->layers[l];
         TRY(vf_cu_layernorm<float, T>(ctx, v->ln, C, NULL, NULL, v->x, C, L->ln1_w, L->ln1_b, BT, C, eps, err));
+        vf_prof_mark(m, VF_PROF_LAYERNORM);
         vf_gemm qkv = {v->ln, L->qkv_w, L->qkv_b, NULL, v->qkv, t, t, BT, C, 3 * C, C, 3 * C, 1, 0.0f};
         TRY(vf_cuda_gemm(ctx, &qkv, err));                                                          // (B, T, 3C)
+        vf_prof_mark(m, VF_PROF_MATMUL);
         TRY(vf_cu_attention<T>(ctx, v->atty, C, v->qkv, 3 * C, v->qkv + C, v->qkv + 2 * C, 3 * C, B, Tn, Tn, NH, C / NH,
                                scale, 0, err));                                                     // (B, T, C)
+        vf_prof_mark(m, VF_PROF_ATTENTION);
         vf_gemm o = {v->atty, L->o_w, L->o_b, v->x, v->res1, t, f32, BT, C, C, C, C, 1, 1.0f};
         TRY(vf_cuda_gemm(ctx, &o, err));                                                            // res1 = x + o
+        vf_prof_mark(m, VF_PROF_MATMUL);
         TRY(vf_cu_layernorm<float, T>(ctx, v->ln, C, NULL, NULL, v->res1, C, L->ln2_w, L->ln2_b, BT, C, eps, err));
+        vf_prof_mark(m, VF_PROF_LAYERNORM);
         vf_gemm fc1 = {v->ln, L->fc1_w, L->fc1_b, NULL, v->fch, t, t, BT, C, F, C, F, 1, 0.0f};
         TRY(vf_cuda_gemm(ctx, &fc1, err));                                                          // (B, T, F)
+        vf_prof_mark(m, VF_PROF_MATMUL);
         TRY(vf_cu_activation<T>(ctx, e->act, v->fch, v->fch, (long)BT * F, err));
+        vf_prof_mark(m, VF_PROF_ACTIVATION);
         vf_gemm fc2 = {v->fch, L->fc2_w, L->fc2_b, v->res1, v->x, t, f32, BT, F, C, F, C, 1, 1.0f};
         TRY(vf_cuda_gemm(ctx, &fc2, err));                                                          // x = res1 + mlp
+        vf_prof_mark(m, VF_PROF_MATMUL);
     }
     TRY(vf_cu_layernorm<float, T>(ctx, v->cls_ln, C, NULL, NULL, v->x, Tn * C, v->post_w, v->post_b, B, C, eps, err));
+    vf_prof_mark(m, VF_PROF_LAYERNORM);
     vf_gemm proj = {v->cls_ln, v->proj, NULL, NULL, out, t, f32, B, C, v->D, C, v->D, 1, 0.0f};
-    return vf_cuda_gemm(ctx, &proj, err);                                                           // (B, D)
+    TRY(vf_cuda_gemm(ctx, &proj, err));                                                             // (B, D)
+    vf_prof_mark(m, VF_PROF_MATMUL);
+    return 0;
 }
 
 template <typename T> static void vit_destroy(vf_cuda_vision *m) {

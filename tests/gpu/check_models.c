@@ -340,13 +340,18 @@ void vf_gpu_bench_vit(const char *label, const vf_clip_vision_config *cfg, int p
             snprintf(err.msg, sizeof err.msg, "cannot write %s/ours_bf16.f32", dir);
             goto fail;
         }
+        double prof[VF_PROF_KINDS];
+        char pf[256] = "";
+        if (vf_cuda_vision_profile(m, dx, B, dy, prof, &err)) goto fail;
+        for (int k = 0, len = 0; k < VF_PROF_KINDS; k++)
+            len += snprintf(pf + len, sizeof pf - len, "%s\"%s\":%.3f", k ? "," : "", vf_cuda_prof_kind_name(k), prof[k]);
         const double g = vit_gflop(cfg, D), sec = ms[5] / 1e3, tflops = g * B / sec / 1e3;
-        char f[512];
+        char f[1024];
         snprintf(f, sizeof f,
                  "\"precision\":\"bf16\",\"batch\":%d,\"image_size\":%d,\"gflop_per_image\":%.2f,\"median_ms\":%.3f,"
                  "\"min_ms\":%.3f,\"max_ms\":%.3f,\"images_per_s\":%.1f,\"tflops\":%.1f,\"peak_tflops\":%.0f,"
-                 "\"fraction_of_peak\":%.3f,\"encode_from_host_images_per_s\":%.1f",
-                 B, S, g, ms[5], ms[0], ms[9], B / sec, tflops, peak_tflops, tflops / peak_tflops, B / e2e);
+                 "\"fraction_of_peak\":%.3f,\"encode_from_host_images_per_s\":%.1f,\"profile_ms\":{%s}",
+                 B, S, g, ms[5], ms[0], ms[9], B / sec, tflops, peak_tflops, tflops / peak_tflops, B / e2e, pf);
         snprintf(name, sizeof name, "vit_forward %s", label);
         vf_check_result(name, f);
         goto out;

@@ -27,6 +27,9 @@ def main():
         out.append(f"| {label} ({r['batch']}, {r['image_size']}) | {r['images_per_s']} | {t.get('images_per_s', 'n/a')} | {ratio} "
                    f"| {r['tflops']} ({100 * r['fraction_of_peak']:.0f}% of {r['peak_tflops']:.0f}) | {t.get('tflops', 'n/a')} "
                    f"| {r['encode_from_host_images_per_s']} |")
+    for name, r in res.items():
+        if name.startswith("vit_forward ") and r.get("profile_ms"):
+            out.append(f"{name} one forward by kind of op (ms): " + ", ".join(f"{k} {v}" for k, v in r["profile_ms"].items()))
     out.append("")
     for name, r in res.items():
         if name.startswith("coop_step "):
