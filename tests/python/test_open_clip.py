@@ -264,6 +264,10 @@ def test_open_clip_vit_equals_its_hugging_face_renaming(vflclip, tmp_path):
     with torch.no_grad():
         ref = hf.get_text_features(input_ids=ids, attention_mask=(ids != 0).long()).numpy()
     report("HF CLIPModel on the renamed weights, text", np.load(tmp_path / "oc_text.npy"), ref)
+    _, transform = open_clip_reference(oc_dir)
+    with torch.no_grad():
+        ref = hf.get_image_features(pixel_values=torch.stack([transform(Image.open(p)) for p in paths])).numpy()
+    report("HF CLIPModel on the renamed weights, image", np.load(tmp_path / "oc_image.npy"), ref)
 
 
 # ------------------------------------------------------------------ damage ----
