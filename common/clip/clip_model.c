@@ -199,6 +199,7 @@ void vf_vision_free(vf_vision_tower *t) {
 
 int vf_vision_encode(vf_vision_tower *t, const float *pixels, int B, float *out, vf_error *err) {
     const long per_image = 3L * t->image_size * t->image_size;
+    if (B < 0) return vf_fail(err, "image batch of %d", B);
     for (long i = 0; i < B * per_image; i++)
         if (!isfinite(pixels[i]))
             return vf_fail(err, "image %ld: pixel value %g at element %ld is not finite", i / per_image, pixels[i], i % per_image);
