@@ -28,7 +28,8 @@ LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 PROTO    := $(wildcard proto/*.proto)
 PROTO_C  := $(patsubst proto/%.proto,$(BUILD)/gen/proto/%.pb-c.c,$(PROTO))
 PROTO_H  := $(PROTO_C:.c=.h)
-LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
+PROTO_O  := $(patsubst $(BUILD)/gen/%.c,$(BUILD)/obj/gen/%.o,$(PROTO_C))
+LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(PROTO_O)
 CLI_SRC  := $(wildcard common/cli/*.c)
 CLI_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
 ROLES    := aggregator image-party knowledge-party
@@ -59,6 +60,12 @@ all: $(LIB) $(BUILD)/vflclip $(ROLE_BIN) $(TEST_BIN) $(BENCH_BIN)
 $(BUILD)/gen/proto/%.pb-c.c $(BUILD)/gen/proto/%.pb-c.h: proto/%.proto
 	@mkdir -p $(BUILD)/gen/proto
 	protoc-c --proto_path=proto --c_out=$(BUILD)/gen/proto $<
+
+# Generated protobuf-c sources compile under obj/gen so the generic rule
+# below never sees them and make's built-in rule is never used.
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/obj/%.o: %.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
