@@ -7,7 +7,6 @@
 #include <cuda_runtime.h>
 #include <library_types.h>
 #include <cublasLt.h>
-#include <cudnn.h>
 #include <stdint.h>
 
 #ifndef VF_HAVE_CUDA  // the Makefile passes it to cc, not to nvcc
@@ -39,20 +38,12 @@ typedef __nv_bfloat16 bf16;
     X(cublasLtMatmulDescSetAttribute) X(cublasLtMatrixLayoutCreate) X(cublasLtMatrixLayoutDestroy)          \
     X(cublasLtMatmulPreferenceCreate) X(cublasLtMatmulPreferenceDestroy)                                    \
     X(cublasLtMatmulPreferenceSetAttribute) X(cublasLtMatmulAlgoGetHeuristic) X(cublasLtMatmul)
-#define VF_DNN_FUNCS(X)                                                                                     \
-    X(cudnnCreate) X(cudnnDestroy) X(cudnnSetStream) X(cudnnGetErrorString) X(cudnnCreateTensorDescriptor)  \
-    X(cudnnSetTensor4dDescriptor) X(cudnnDestroyTensorDescriptor) X(cudnnCreateFilterDescriptor)            \
-    X(cudnnSetFilter4dDescriptor) X(cudnnDestroyFilterDescriptor) X(cudnnCreateConvolutionDescriptor)       \
-    X(cudnnSetConvolution2dDescriptor) X(cudnnSetConvolutionMathType) X(cudnnDestroyConvolutionDescriptor)  \
-    X(cudnnCreateActivationDescriptor) X(cudnnSetActivationDescriptor) X(cudnnDestroyActivationDescriptor)  \
-    X(cudnnGetConvolutionForwardAlgorithm_v7) X(cudnnGetConvolutionForwardWorkspaceSize)                    \
-    X(cudnnConvolutionBiasActivationForward)
 #define VF_DECLARE_PTR(f) decltype(&::f) f;
 struct vf_lt_api { VF_LT_FUNCS(VF_DECLARE_PTR) };
-struct vf_dnn_api { VF_DNN_FUNCS(VF_DECLARE_PTR) };
 // Open once per process; NULL (and err filled) when the library is missing.
 const vf_lt_api *vf_cuda_lt_api(vf_error *err);
-const vf_dnn_api *vf_cuda_dnn_api(vf_error *err);
+// dlopen of the first of names that loads (RTLD_NOW | RTLD_GLOBAL); NULL if none.
+void *vf_cuda_dlopen_first(const char *const *names);
 
 // ---- context -----------------------------------------------------------------
 #define VF_LT_CACHE 96
@@ -72,10 +63,11 @@ struct vf_cuda_ctx {
     size_t lt_workspace_bytes;
     vf_lt_algo_entry lt_cache[VF_LT_CACHE];
     int lt_cached;
-    const vf_dnn_api *dnn;      // NULL until a ResNet needs it
-    cudnnHandle_t dnn_handle;
+    // cuDNN state, owned by cuda_resnet.cu (the only user, and the only file that
+    // needs cudnn.h): NULL until a ResNet needs it.
+    void *dnn;
+    void (*dnn_free)(void *dnn);
 };
-int vf_cuda_ctx_dnn(vf_cuda_ctx *ctx, vf_error *err);
 
 // ---- device arena: one cudaMalloc, carved 256-byte aligned ---------------------
 struct vf_dev_arena {

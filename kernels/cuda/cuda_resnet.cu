@@ -11,6 +11,74 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if __has_include(<cudnn.h>)
+#include <cudnn.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+
+// ---- cuDNN, opened with dlopen on first use ------------------------------------------
+#define VF_DNN_FUNCS(X)                                                                                     \
+    X(cudnnCreate) X(cudnnDestroy) X(cudnnSetStream) X(cudnnGetErrorString) X(cudnnCreateTensorDescriptor)  \
+    X(cudnnSetTensor4dDescriptor) X(cudnnDestroyTensorDescriptor) X(cudnnCreateFilterDescriptor)            \
+    X(cudnnSetFilter4dDescriptor) X(cudnnDestroyFilterDescriptor) X(cudnnCreateConvolutionDescriptor)       \
+    X(cudnnSetConvolution2dDescriptor) X(cudnnSetConvolutionMathType) X(cudnnDestroyConvolutionDescriptor)  \
+    X(cudnnCreateActivationDescriptor) X(cudnnSetActivationDescriptor) X(cudnnDestroyActivationDescriptor)  \
+    X(cudnnGetConvolutionForwardAlgorithm_v7) X(cudnnGetConvolutionForwardWorkspaceSize)                    \
+    X(cudnnConvolutionBiasActivationForward)
+struct vf_dnn_api { VF_DNN_FUNCS(VF_DECLARE_PTR) };
+struct dnn_state {  // per context (vf_cuda_ctx.dnn)
+    const vf_dnn_api *api;
+    cudnnHandle_t handle;
+};
+
+static pthread_mutex_t g_dnn_lock = PTHREAD_MUTEX_INITIALIZER;
+static vf_dnn_api g_dnn;
+static int g_dnn_state;  // 0 untried, 1 ok, -1 failed
+static char g_dnn_msg[512];
+
+static int load_dnn(void) {
+    static const char *const names[] = {"libcudnn.so.9", "libcudnn.so", NULL};
+    void *h = vf_cuda_dlopen_first(names);
+    if (!h) return snprintf(g_dnn_msg, sizeof g_dnn_msg, "cannot load libcudnn.so.9 (the ResNet towers need cuDNN): %s", dlerror()), -1;
+#define VF_DNN_RESOLVE(f)                                                                                   \
+    if (!(g_dnn.f = (decltype(g_dnn.f))dlsym(h, #f)))                                                       \
+        return snprintf(g_dnn_msg, sizeof g_dnn_msg, "libcudnn has no symbol %s", #f), -1;
+    VF_DNN_FUNCS(VF_DNN_RESOLVE)
+#undef VF_DNN_RESOLVE
+    return 0;
+}
+
+static void dnn_free(void *p) {
+    dnn_state *d = (dnn_state *)p;
+    d->api->cudnnDestroy(d->handle);
+    free(d);
+}
+
+// The context's cuDNN handle on its compute stream, made on first use.
+static const vf_dnn_api *ctx_dnn(vf_cuda_ctx *ctx, vf_error *err) {
+    if (ctx->dnn) return ((dnn_state *)ctx->dnn)->api;
+    pthread_mutex_lock(&g_dnn_lock);
+    if (!g_dnn_state) g_dnn_state = load_dnn() == 0 ? 1 : -1;
+    int st = g_dnn_state;
+    pthread_mutex_unlock(&g_dnn_lock);
+    if (st < 0) return vf_fail(err, "%s", g_dnn_msg), nullptr;
+    dnn_state *d = (dnn_state *)calloc(1, sizeof *d);
+    if (!d) return vf_fail(err, "cuDNN: out of memory"), nullptr;
+    d->api = &g_dnn;
+    cudnnStatus_t s = g_dnn.cudnnCreate(&d->handle);
+    if (s == CUDNN_STATUS_SUCCESS) s = g_dnn.cudnnSetStream(d->handle, ctx->stream);
+    if (s != CUDNN_STATUS_SUCCESS) {
+        vf_fail(err, "cudnnCreate/cudnnSetStream: %s", g_dnn.cudnnGetErrorString(s));
+        free(d);
+        return nullptr;
+    }
+    ctx->dnn = d;
+    ctx->dnn_free = dnn_free;
+    return d->api;
+}
+static cudnnHandle_t ctx_handle(vf_cuda_ctx *ctx) { return ((dnn_state *)ctx->dnn)->handle; }
+
 #define DNN(call)                                                                                           \
     do {                                                                                                    \
         cudnnStatus_t s_ = (call);                                                                          \
@@ -31,8 +99,8 @@ struct dconv {
 };
 
 static int dconv_init(vf_cuda_ctx *ctx, dconv *c, const vf_conv2d *src, float *w, float *b, vf_error *err) {
-    TRY(vf_cuda_ctx_dnn(ctx, err));
-    const vf_dnn_api *dnn = ctx->dnn;
+    const vf_dnn_api *dnn = ctx_dnn(ctx, err);
+    if (!dnn) return -1;
     if (src->kh != src->kw) return vf_fail(err, "CUDA conv: %dx%d kernels are not square", src->kh, src->kw);
     c->cin = src->cin, c->cout = src->cout, c->k = src->kh, c->stride = src->stride, c->pad = src->pad;
     c->w = w, c->b = b, c->planned_B = c->planned_H = -1;
@@ -68,14 +136,14 @@ static void dconv_destroy(const vf_dnn_api *dnn, dconv *c) {
 // heuristic) whose workspace fits ws_bytes; the identity activation is only
 // supported by IMPLICIT_PRECOMP_GEMM.  *ws_need gets the largest workspace seen.
 static int dconv_plan(vf_cuda_ctx *ctx, dconv *c, int B, int H, size_t ws_bytes, size_t *ws_need, vf_error *err) {
-    const vf_dnn_api *dnn = ctx->dnn;
+    const vf_dnn_api *dnn = ((dnn_state *)ctx->dnn)->api;
     if (c->planned_B == B && c->planned_H == H) return 0;
     const int Ho = vf_conv_out_size(H, c->k, c->stride, c->pad);
     DNN(dnn->cudnnSetTensor4dDescriptor(c->xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, B, c->cin, H, H));
     DNN(dnn->cudnnSetTensor4dDescriptor(c->yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, B, c->cout, Ho, Ho));
     cudnnConvolutionFwdAlgoPerf_t perf[8];
     int n = 0;
-    DNN(dnn->cudnnGetConvolutionForwardAlgorithm_v7(ctx->dnn_handle, c->xd, c->wd, c->cd, c->yd, 8, &n, perf));
+    DNN(dnn->cudnnGetConvolutionForwardAlgorithm_v7(ctx_handle(ctx), c->xd, c->wd, c->cd, c->yd, 8, &n, perf));
     c->algo_relu = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
     for (int i = 0; i < n; i++) {
         // fp32 mode promises the C result to 1e-4: no Winograd / FFT transforms, direct GEMM-type sums only
@@ -90,9 +158,9 @@ static int dconv_plan(vf_cuda_ctx *ctx, dconv *c, int B, int H, size_t ws_bytes,
     }
     c->algo_id = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
     size_t need = 0;
-    DNN(dnn->cudnnGetConvolutionForwardWorkspaceSize(ctx->dnn_handle, c->xd, c->wd, c->cd, c->yd, c->algo_relu, &need));
+    DNN(dnn->cudnnGetConvolutionForwardWorkspaceSize(ctx_handle(ctx), c->xd, c->wd, c->cd, c->yd, c->algo_relu, &need));
     if (need > *ws_need) *ws_need = need;
-    DNN(dnn->cudnnGetConvolutionForwardWorkspaceSize(ctx->dnn_handle, c->xd, c->wd, c->cd, c->yd, c->algo_id, &need));
+    DNN(dnn->cudnnGetConvolutionForwardWorkspaceSize(ctx_handle(ctx), c->xd, c->wd, c->cd, c->yd, c->algo_id, &need));
     if (need > *ws_need) *ws_need = need;
     c->planned_B = B, c->planned_H = H;
     return 0;
@@ -101,9 +169,9 @@ static int dconv_plan(vf_cuda_ctx *ctx, dconv *c, int B, int H, size_t ws_bytes,
 // out = relu?(conv(x) + bias [+ residual]), NCHW; planned for (B, H) beforehand.
 static int dconv_run(vf_cuda_ctx *ctx, const dconv *c, const float *x, const float *residual, int relu, float *out,
                      void *ws, size_t ws_bytes, vf_error *err) {
-    const vf_dnn_api *dnn = ctx->dnn;
+    const vf_dnn_api *dnn = ((dnn_state *)ctx->dnn)->api;
     const float one = 1.0f, alpha2 = residual ? 1.0f : 0.0f;
-    DNN(dnn->cudnnConvolutionBiasActivationForward(ctx->dnn_handle, &one, c->xd, x, c->wd, c->w, c->cd,
+    DNN(dnn->cudnnConvolutionBiasActivationForward(ctx_handle(ctx), &one, c->xd, x, c->wd, c->w, c->cd,
                                                    relu ? c->algo_relu : c->algo_id, ws, ws_bytes, &alpha2, c->yd,
                                                    residual ? residual : out, c->bd, c->b, relu ? c->relu : c->identity,
                                                    c->yd, out));
@@ -124,7 +192,7 @@ extern "C" int vf_cuda_conv2d_forward(vf_cuda_ctx *ctx, const vf_conv2d *src, co
     if (rc == 0) rc = dconv_run(ctx, &c, x, residual, relu, out, ws, need, err);
     if (rc == 0 && cudaStreamSynchronize(ctx->stream) != cudaSuccess) rc = vf_fail(err, "CUDA conv: %s", cudaGetErrorString(cudaGetLastError()));
     cudaFree(ws);
-    dconv_destroy(ctx->dnn, &c);
+    dconv_destroy(ctx->dnn ? ((dnn_state *)ctx->dnn)->api : NULL, &c);
     return rc;
 }
 
@@ -284,7 +352,7 @@ static int resnet_forward(vf_cuda_vision *m, const float *pixels, int B, float *
 static void resnet_destroy(vf_cuda_vision *m) {
     resnet_dev *d = (resnet_dev *)m->impl;
     if (!d) return;
-    const vf_dnn_api *dnn = m->ctx->dnn;
+    const vf_dnn_api *dnn = m->ctx->dnn ? ((dnn_state *)m->ctx->dnn)->api : NULL;
     for (int i = 0; i < 3; i++) dconv_destroy(dnn, &d->stem[i]);
     for (int n = 0; d->blocks && n < d->n_blocks; n++) {
         dconv_destroy(dnn, &d->blocks[n].conv1);
@@ -373,3 +441,18 @@ extern "C" int vf_cuda_resnet_create(vf_cuda_vision **out, vf_cuda_ctx *ctx, con
     *out = m;
     return 0;
 }
+
+#else  // no cudnn.h when this was built: the ResNet towers say so at run time
+
+extern "C" int vf_cuda_conv2d_forward(vf_cuda_ctx *ctx, const vf_conv2d *src, const float *x, int B, int H, int W,
+                                      const float *residual, int relu, float *out, vf_error *err) {
+    return vf_fail(err, "CUDA conv: this build has no cuDNN (cudnn.h was not found when it was built)");
+}
+
+extern "C" int vf_cuda_resnet_create(vf_cuda_vision **out, vf_cuda_ctx *ctx, const vf_resnet *r, int max_batch,
+                                     vf_error *err) {
+    *out = NULL;
+    return vf_fail(err, "CUDA ResNet: this build has no cuDNN (cudnn.h was not found when it was built)");
+}
+
+#endif

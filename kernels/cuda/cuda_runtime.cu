@@ -32,7 +32,7 @@ extern "C" int vf_cuda_device_describe(int device, char *buf, size_t n, vf_error
 }
 
 // ---- dlopen ------------------------------------------------------------------
-static void *open_first(const char *const *names) {
+void *vf_cuda_dlopen_first(const char *const *names) {
     for (int i = 0; names[i]; i++) {
         void *h = dlopen(names[i], RTLD_NOW | RTLD_GLOBAL);
         if (h) return h;
@@ -42,9 +42,8 @@ static void *open_first(const char *const *names) {
 
 static pthread_mutex_t g_dl_lock = PTHREAD_MUTEX_INITIALIZER;
 static vf_lt_api g_lt;
-static vf_dnn_api g_dnn;
-static int g_lt_state, g_dnn_state;  // 0 untried, 1 ok, -1 failed
-static char g_lt_msg[512], g_dnn_msg[512];
+static int g_lt_state;  // 0 untried, 1 ok, -1 failed
+static char g_lt_msg[512];
 
 #define VF_RESOLVE(f)                                                                                       \
     if (ok && !(api->f = (decltype(api->f))dlsym(h, #f))) {                                                 \
@@ -55,20 +54,10 @@ static char g_lt_msg[512], g_dnn_msg[512];
 static int load_lt(vf_lt_api *api, char *msg, size_t msgn) {
     static const char *const names[] = {"libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so", NULL};
     const char *lib = "libcublasLt";
-    void *h = open_first(names);
+    void *h = vf_cuda_dlopen_first(names);
     if (!h) return snprintf(msg, msgn, "cannot load libcublasLt.so: %s", dlerror()), -1;
     int ok = 1;
     VF_LT_FUNCS(VF_RESOLVE)
-    return ok ? 0 : -1;
-}
-
-static int load_dnn(vf_dnn_api *api, char *msg, size_t msgn) {
-    static const char *const names[] = {"libcudnn.so.9", "libcudnn.so", NULL};
-    const char *lib = "libcudnn";
-    void *h = open_first(names);
-    if (!h) return snprintf(msg, msgn, "cannot load libcudnn.so.9 (the ResNet towers need cuDNN): %s", dlerror()), -1;
-    int ok = 1;
-    VF_DNN_FUNCS(VF_RESOLVE)
     return ok ? 0 : -1;
 }
 
@@ -79,15 +68,6 @@ const vf_lt_api *vf_cuda_lt_api(vf_error *err) {
     pthread_mutex_unlock(&g_dl_lock);
     if (st < 0) return vf_fail(err, "%s", g_lt_msg), nullptr;
     return &g_lt;
-}
-
-const vf_dnn_api *vf_cuda_dnn_api(vf_error *err) {
-    pthread_mutex_lock(&g_dl_lock);
-    if (!g_dnn_state) g_dnn_state = load_dnn(&g_dnn, g_dnn_msg, sizeof g_dnn_msg) == 0 ? 1 : -1;
-    int st = g_dnn_state;
-    pthread_mutex_unlock(&g_dl_lock);
-    if (st < 0) return vf_fail(err, "%s", g_dnn_msg), nullptr;
-    return &g_dnn;
 }
 
 // ---- contexts ------------------------------------------------------------------
@@ -120,22 +100,10 @@ extern "C" int vf_cuda_ctx_create(vf_cuda_ctx **out, int device, vf_cuda_precisi
     return 0;
 }
 
-int vf_cuda_ctx_dnn(vf_cuda_ctx *c, vf_error *err) {
-    if (c->dnn) return 0;
-    const vf_dnn_api *d = vf_cuda_dnn_api(err);
-    if (!d) return -1;
-    cudnnStatus_t s = d->cudnnCreate(&c->dnn_handle);
-    if (s != CUDNN_STATUS_SUCCESS) return vf_fail(err, "cudnnCreate: %s", d->cudnnGetErrorString(s));
-    s = d->cudnnSetStream(c->dnn_handle, c->stream);
-    if (s != CUDNN_STATUS_SUCCESS) return vf_fail(err, "cudnnSetStream: %s", d->cudnnGetErrorString(s));
-    c->dnn = d;
-    return 0;
-}
-
 extern "C" void vf_cuda_ctx_free(vf_cuda_ctx *c) {
     if (!c) return;
     if (c->stream) cudaStreamSynchronize(c->stream);
-    if (c->dnn) c->dnn->cudnnDestroy(c->dnn_handle);
+    if (c->dnn && c->dnn_free) c->dnn_free(c->dnn);
     if (c->lt_handle) c->lt->cublasLtDestroy(c->lt_handle);
     cudaFree(c->lt_workspace);
     if (c->stream) cudaStreamDestroy(c->stream);
