@@ -33,7 +33,7 @@ static void resnet_layout(vf_resnet *r, vf_arena *a, size_t *bytes) {
     for (int s = 0; s < 4; s++) {
         int planes = w << s;
         for (int i = 0; i < cfg->layers[s]; i++, n++) {
-            vf_bottleneck *b = &r->blocks[n];
+            vf_bottleneck scratch, *b = a ? &r->blocks[n] : &scratch;  // counting needs no blocks yet
             b->inplanes = inplanes, b->planes = planes, b->stride = (i == 0 && s > 0) ? 2 : 1;
             conv_layout(&b->conv1, inplanes, planes, 1, 1, 0, a, bytes);
             conv_layout(&b->conv2, planes, planes, 3, 1, 1, a, bytes);
@@ -69,15 +69,11 @@ int vf_resnet_init(vf_resnet *r, const vf_resnet_config *cfg, vf_error *err) {
         return vf_fail(err, "ModifiedResNet: %d heads do not divide the pooled width %d", cfg->heads, cfg->width * 32);
     if (cfg->output_dim < 1 || cfg->output_dim > 65536)
         return vf_fail(err, "ModifiedResNet: output_dim %d is out of range", cfg->output_dim);
-    r->blocks = calloc(r->n_blocks, sizeof *r->blocks);
-    if (!r->blocks) return vf_fail(err, "ModifiedResNet: out of memory");
-    size_t bytes = 0;
+    // one arena: the block descriptors, then every weight
+    size_t bytes = vf_arena_round(sizeof *r->blocks * r->n_blocks);
     resnet_layout(r, NULL, &bytes);
-    if (vf_arena_init(&r->params, bytes, err)) {
-        free(r->blocks);
-        r->blocks = NULL;
-        return vf_error_prefix(err, "ModifiedResNet parameters");
-    }
+    if (vf_arena_init(&r->params, bytes, err)) return vf_error_prefix(err, "ModifiedResNet parameters");
+    r->blocks = vf_arena_alloc(&r->params, sizeof *r->blocks * r->n_blocks);
     bytes = 0;
     resnet_layout(r, &r->params, &bytes);
     return 0;
@@ -85,7 +81,6 @@ int vf_resnet_init(vf_resnet *r, const vf_resnet_config *cfg, vf_error *err) {
 
 void vf_resnet_free(vf_resnet *r) {
     vf_arena_free(&r->params);
-    free(r->blocks);
     r->blocks = NULL;
 }
 

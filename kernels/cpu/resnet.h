@@ -47,9 +47,9 @@ typedef struct vf_resnet {
     vf_resnet_config cfg;
     vf_conv2d stem[3];
     int n_blocks;
-    vf_bottleneck *blocks; // layer1 blocks, then layer2, ...
+    vf_bottleneck *blocks; // layer1 blocks, then layer2, ... (in params)
     vf_attnpool attnpool;
-    vf_arena params;       // every weight and bias above
+    vf_arena params;       // the block descriptors and every weight and bias above
 } vf_resnet;
 
 /* Checks the config (image size a multiple of 32, heads dividing width*32, ...),
