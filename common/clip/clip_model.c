@@ -98,6 +98,29 @@ static int bind_text(binder *b, vf_clip_text_weights *w, vf_error *err) {
     return 0;
 }
 
+/* The image tower only runs inference, so its q/k/v weights are also stacked
+ * into one (3C, C) matrix: one projection matmul per layer instead of three. */
+static int stack_qkv(binder *b, vf_tfm_layer *layers, const vf_clip_encoder_config *e, vf_error *err) {
+    const size_t C = (size_t)e->hidden_size;
+    if (b->sizing) {
+        b->need += (size_t)e->num_layers * (vf_arena_round(3 * C * C * 4) + vf_arena_round(3 * C * 4));
+        return 0;
+    }
+    for (int l = 0; l < e->num_layers; l++) {
+        vf_tfm_layer *w = &layers[l];
+        float *qkv_w = vf_arena_floats(b->arena, 3 * C * C), *qkv_b = vf_arena_floats(b->arena, 3 * C);
+        if (!qkv_w || !qkv_b) return vf_fail(err, "%s: parameter arena sizing bug", b->st->path);
+        const float *ws[3] = {w->q_w, w->k_w, w->v_w}, *bs[3] = {w->q_b, w->k_b, w->v_b};
+        for (int j = 0; j < 3; j++) {
+            memcpy(qkv_w + j * C * C, ws[j], C * C * 4);
+            memcpy(qkv_b + j * C, bs[j], C * 4);
+        }
+        w->qkv_w = qkv_w;
+        w->qkv_b = qkv_b;
+    }
+    return 0;
+}
+
 static int bind_vit(binder *b, vf_vit_weights *w, vf_error *err) {
     const vf_clip_vision_config *c = &w->cfg;
     const int64_t C = c->enc.hidden_size, D = w->projection_dim, P = c->patch_size, G = c->image_size / c->patch_size;
@@ -117,7 +140,7 @@ static int bind_vit(binder *b, vf_vit_weights *w, vf_error *err) {
         bind(b, &w->post_ln_b, err, 1, SHAPE(C), "vision_model.post_layernorm.bias") ||
         bind(b, &w->projection, err, 2, SHAPE(D, C), "visual_projection.weight"))
         return -1;
-    return 0;
+    return stack_qkv(b, w->layers, &c->enc, err);
 }
 
 /* Opens config.json + model.safetensors of model_dir. */

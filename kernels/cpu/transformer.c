@@ -19,9 +19,15 @@ int vf_tfm_acts_carve(vf_tfm_acts *a, vf_arena *arena, const vf_clip_encoder_con
     a->ln1 = vf_arena_floats(arena, BT * C);
     a->ln1_mean = vf_arena_floats(arena, BT);
     a->ln1_rstd = vf_arena_floats(arena, BT);
-    a->q = vf_arena_floats(arena, BT * C);
-    a->k = vf_arena_floats(arena, BT * C);
-    a->v = vf_arena_floats(arena, BT * C);
+    if (keep_att) {
+        a->q = vf_arena_floats(arena, BT * C);
+        a->k = vf_arena_floats(arena, BT * C);
+        a->v = vf_arena_floats(arena, BT * C);
+        a->qkv = NULL;
+    } else {
+        a->q = a->k = a->v = NULL;
+        a->qkv = vf_arena_floats(arena, 3 * BT * C);
+    }
     a->att = keep_att ? vf_arena_floats(arena, (size_t)B * cfg->num_heads * T * T) : NULL;
     a->att_scratch = keep_att ? NULL : vf_arena_floats(arena, vf_attention_scratch_floats(T));
     a->atty = vf_arena_floats(arena, BT * C);
@@ -31,7 +37,7 @@ int vf_tfm_acts_carve(vf_tfm_acts *a, vf_arena *arena, const vf_clip_encoder_con
     a->ln2_rstd = vf_arena_floats(arena, BT);
     a->fch = vf_arena_floats(arena, BT * F);
     a->fch_act = vf_arena_floats(arena, BT * F);
-    return a->ln1 && a->ln1_mean && a->ln1_rstd && a->q && a->k && a->v && (keep_att ? a->att != NULL : a->att_scratch != NULL) && a->atty &&
+    return a->ln1 && a->ln1_mean && a->ln1_rstd && (keep_att ? a->q && a->k && a->v && a->att : a->qkv && a->att_scratch) && a->atty &&
                    a->res1 && a->ln2 && a->ln2_mean && a->ln2_rstd && a->fch && a->fch_act
                ? 0
                : -1;
@@ -42,16 +48,24 @@ void vf_tfm_layer_forward(const vf_tfm_layer *w, const vf_clip_encoder_config *c
     const int BT = B * T, C = cfg->hidden_size, F = cfg->intermediate_size, NH = cfg->num_heads;
     const float eps = cfg->layer_norm_eps, scale = 1.0f / sqrtf((float)(C / NH));
     vf_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x_in, w->ln1_w, w->ln1_b, BT, C, eps); // (B, T, C)
-    vf_matmul_forward(a->q, a->ln1, w->q_w, w->q_b, BT, C, C);                                     // (B, T, C)
-    vf_matmul_forward(a->k, a->ln1, w->k_w, w->k_b, BT, C, C);
-    vf_matmul_forward(a->v, a->ln1, w->v_w, w->v_b, BT, C, C);
-    if (a->att) vf_attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, C, NH, C, scale, causal); // (B, T, C)
-    else vf_attention_forward_nosave(a->atty, a->att_scratch, a->q, a->k, a->v, B, T, C, NH, C, scale, causal);
-    vf_matmul_forward(x_out, a->atty, w->o_w, w->o_b, BT, C, C);                                   // (B, T, C) scratch
-    vf_residual_forward(a->res1, x_in, x_out, (long)BT * C);
+    if (a->att) { /* kept for the backward pass: separate (B, T, C) projections */
+        vf_matmul_forward(a->q, a->ln1, w->q_w, w->q_b, BT, C, C);                                 // (B, T, C)
+        vf_matmul_forward(a->k, a->ln1, w->k_w, w->k_b, BT, C, C);
+        vf_matmul_forward(a->v, a->ln1, w->v_w, w->v_b, BT, C, C);
+        vf_attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, C, NH, C, scale, causal);   // (B, T, C)
+    } else if (w->qkv_w) { /* inference, stacked weights: one (B, T, 3C) projection */
+        vf_matmul_forward(a->qkv, a->ln1, w->qkv_w, w->qkv_b, BT, C, 3 * C);                       // (B, T, 3C)
+        vf_attention_forward_nosave(a->atty, a->att_scratch, a->qkv, a->qkv + C, a->qkv + 2 * C, B, T, C, NH, 3 * C, scale, causal);
+    } else {
+        float *q = a->qkv, *k = q + (long)BT * C, *v = k + (long)BT * C;
+        vf_matmul_forward(q, a->ln1, w->q_w, w->q_b, BT, C, C);
+        vf_matmul_forward(k, a->ln1, w->k_w, w->k_b, BT, C, C);
+        vf_matmul_forward(v, a->ln1, w->v_w, w->v_b, BT, C, C);
+        vf_attention_forward_nosave(a->atty, a->att_scratch, q, k, v, B, T, C, NH, C, scale, causal);
+    }
+    vf_matmul_residual_forward(a->res1, x_in, a->atty, w->o_w, w->o_b, BT, C, C);                 // (B, T, C) x + attn
     vf_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res1, w->ln2_w, w->ln2_b, BT, C, eps);
     vf_matmul_forward(a->fch, a->ln2, w->fc1_w, w->fc1_b, BT, C, F);                               // (B, T, F)
     vf_activation_forward(cfg->act, a->fch_act, a->fch, (long)BT * F);
-    vf_matmul_forward(x_out, a->fch_act, w->fc2_w, w->fc2_b, BT, F, C);                            // (B, T, C)
-    vf_residual_forward(x_out, a->res1, x_out, (long)BT * C);
+    vf_matmul_residual_forward(x_out, a->res1, a->fch_act, w->fc2_w, w->fc2_b, BT, F, C);         // (B, T, C) res1 + mlp
 }

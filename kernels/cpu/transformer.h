@@ -26,13 +26,16 @@ typedef struct vf_tfm_layer {
     const float *ln2_w, *ln2_b;           // (C)      layer_norm2
     const float *fc1_w, *fc1_b;           // (F, C), (F)  mlp.fc1
     const float *fc2_w, *fc2_b;           // (C, F), (C)  mlp.fc2
+    const float *qkv_w, *qkv_b;           // (3C, C), (3C) q;k;v stacked, or NULL: lets
+                                          // inference run one projection matmul instead of three
 } vf_tfm_layer;
 
 /* Everything one layer's forward writes, all kept for the backward pass. */
 typedef struct vf_tfm_acts {
     float *ln1;                // (B, T, C)  LayerNorm1 output
     float *ln1_mean, *ln1_rstd; // (B, T)
-    float *q, *k, *v;          // (B, T, C)  projections (q not yet scaled)
+    float *q, *k, *v;          // (B, T, C)  projections (q not yet scaled); kept acts only
+    float *qkv;                // (B, T, 3C) the same, interleaved per row; inference acts only
     float *att;                // (B, NH, T, T) softmax probabilities; NULL when not kept
     float *att_scratch;        // (threads, T, T) per-thread probabilities when att is not kept
     float *atty;               // (B, T, C)  attention output before out_proj
@@ -43,8 +46,9 @@ typedef struct vf_tfm_acts {
     float *fch_act;            // (B, T, F)  after the activation
 } vf_tfm_acts;
 
-/* Bytes one vf_tfm_acts needs in an arena for (B, T) (keep_att: whether
- * att is allocated). */
+/* Bytes one vf_tfm_acts needs in an arena for (B, T).  keep_att: the
+ * backward layout (att, separate q/k/v); otherwise the inference layout
+ * (per-thread attention scratch, one qkv buffer). */
 size_t vf_tfm_acts_bytes(const vf_clip_encoder_config *cfg, int B, int T, int keep_att);
 /* Carves the buffers out of `arena` (sized with vf_tfm_acts_bytes); -1 when full. */
 int vf_tfm_acts_carve(vf_tfm_acts *a, vf_arena *arena, const vf_clip_encoder_config *cfg, int B, int T, int keep_att);
