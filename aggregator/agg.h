@@ -1,8 +1,9 @@
 /* agg: the aggregator's state, shared by its files:
  *   main.c      config, the gRPC server, signals, systemd notify
  *   parties.c   Federation.Join: the party table, Hello checks, task sending
- *   run.c       the run: set-up checks, encoding, the training loop with the
- *               trainer library (same functions as `vflclip train`), pauses
+ *   run.c       the run: set-up, encoding, the training loop with the trainer
+ *               library (same functions as `vflclip train`), pauses, roll-back
+ *   run_control.c  starting (checks), aborting, resuming after a restart
  *   progress.c  the run's durable progress (atomic JSON checkpoint)
  *   admin.c     the Admin service (status, parties, start/abort/watch/results)
  * One libuv loop, no threads: every callback runs to completion. */
@@ -84,6 +85,8 @@ typedef struct agg_run {
     uint64_t task;
     float pending_loss;
     uint64_t bytes_out, bytes_in;    /* protobuf bytes of training-step messages */
+    double step_t0, step_min_s, step_sum_s;   /* wall time of each step: loss + round trip */
+    long step_count;
 } agg_run;
 
 typedef struct agg {
@@ -107,6 +110,10 @@ int agg_send(agg_party *p, Vflclip__V1__AggregatorMessage *m, vf_error *err);
 uint64_t agg_new_task(void);
 
 /* run.c */
+int agg_run_active(void);
+void agg_run_free(agg_run *r);
+void agg_run_end(agg_run_state s, const char *msg);
+void agg_run_continue(void);
 int agg_run_start(const char *config_text, const char *run_id, const vf_peer_identity *who, char *out_id, size_t out_size,
                   int *grpc_status, vf_error *err);
 int agg_run_abort(const char *reason, const vf_peer_identity *who, vf_error *err);

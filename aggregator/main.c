@@ -8,6 +8,7 @@
 #include "agg.h"
 #include "daemon/daemon_setup.h"
 #include "daemon/notify.h"
+#include "cpu/blas_setup.h"
 #include "util/log.h"
 
 #include <signal.h>
@@ -47,6 +48,7 @@ static void on_stop(uv_signal_t *h, int sig) {
 }
 
 int main(int argc, char **argv) {
+    vf_blas_ensure_native_kernels();   /* may re-exec with OPENBLAS_CORETYPE: before anything else */
     vf_log_set_program(PROGRAM);
     const char *config;
     int check_only;

@@ -19,7 +19,8 @@
  * goes away, the aggregator rolls back to its last committed step and pauses;
  * when it returns, RunSetup(resume_step) restores the party to that same
  * step.  An image party that leaves while its splits are streaming is asked
- * again when it returns.  A pause longer than party_timeout_s fails the run. */
+ * again when it returns.  A pause longer than party_timeout_s fails the run.
+ * Starting, aborting and resuming after a restart are in run_control.c. */
 #include "agg.h"
 #include "daemon/audit.h"
 #include "daemon/notify.h"
@@ -47,7 +48,7 @@ int agg_run_terminal(void) {
     return s == RUN_DONE || s == RUN_ABORTED || s == RUN_FAILED;
 }
 
-static int run_active(void) { return g_agg.run.state != RUN_IDLE && !agg_run_terminal(); }
+int agg_run_active(void) { return g_agg.run.state != RUN_IDLE && !agg_run_terminal(); }
 
 static double now_s(void) {
     struct timespec t;
@@ -55,7 +56,6 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static void continue_run(void);
 static void end_epoch(void);
 
 /* ---- state changes ------------------------------------------------------------ */
@@ -70,7 +70,7 @@ static void free_trainer(agg_run *r) {
     r->trainer_ready = 0;
 }
 
-static void free_run(agg_run *r) {
+void agg_run_free(agg_run *r) {
     free_trainer(r);
     for (int k = 0; k < 3; k++) {
         free(r->emb[k]);
@@ -107,7 +107,7 @@ static void shutdown_kp(const char *reason) {
     agg_send(kp, &am, &err);
 }
 
-static void end_run(agg_run_state s, const char *msg) {
+void agg_run_end(agg_run_state s, const char *msg) {
     agg_run *r = &g_agg.run;
     r->state = s;
     r->wait = WAIT_NONE;
@@ -132,12 +132,12 @@ static void fail_run(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    end_run(RUN_FAILED, msg);
+    agg_run_end(RUN_FAILED, msg);
 }
 
 static void on_pause_timeout(uv_timer_t *t) {
     agg_run *r = &g_agg.run;
-    if (!run_active() || !r->paused) return;
+    if (!agg_run_active() || !r->paused) return;
     fail_run("%s for more than %d s; the run gave up (party_timeout_s)", r->message, r->cfg.party_timeout_s);
 }
 
@@ -366,7 +366,7 @@ static void start_training(void) {
         if (p) snprintf(p->state, sizeof p->state, "done");
     }
     agg_admin_event("state", "training");
-    continue_run();
+    agg_run_continue();
 }
 
 static void begin_finish(void) {
@@ -386,6 +386,7 @@ static void train_step(void) {
     const int *idx;
     int B = vf_batcher_next(&r->batcher, &idx);
     if (B == 0) return end_epoch();
+    r->step_t0 = now_s();
     vf_error err;
     float loss;
     if (vf_loss_step_run(&r->ls, &r->split[0], idx, B, r->T, r->logit_scale, &loss, r->dT, &err))   // dT (C, D)
@@ -412,6 +413,10 @@ static void train_step(void) {
 
 static void after_step(void) {
     agg_run *r = &g_agg.run;
+    double dt = now_s() - r->step_t0;
+    if (r->step_count == 0 || dt < r->step_min_s) r->step_min_s = dt;
+    r->step_sum_s += dt;
+    r->step_count++;
     r->batcher.step++;
     r->loss_sum += r->pending_loss;
     r->last_loss = r->pending_loss;
@@ -489,13 +494,16 @@ static void on_context_file(const Vflclip__V1__ContextFile *cf) {
     long steps = r->global_step > 0 ? r->global_step : 1;
     vf_log(VF_INFO, "event=run_bytes run=%s steps=%ld bytes_out=%" PRIu64 " bytes_in=%" PRIu64 " bytes_per_step=%.0f", r->id,
            r->global_step, r->bytes_out, r->bytes_in, (double)(r->bytes_out + r->bytes_in) / steps);
-    end_run(RUN_DONE, "");
+    if (r->step_count)
+        vf_log(VF_INFO, "event=step_time run=%s steps=%ld min_ms=%.3f mean_ms=%.3f", r->id, r->step_count,
+               r->step_min_s * 1e3, r->step_sum_s / r->step_count * 1e3);
+    agg_run_end(RUN_DONE, "");
 }
 
 /* ---- what to do next ------------------------------------------------------------ */
-static void continue_run(void) {
+void agg_run_continue(void) {
     agg_run *r = &g_agg.run;
-    if (!run_active() || r->wait != WAIT_NONE) return;
+    if (!agg_run_active() || r->wait != WAIT_NONE) return;
     agg_party *kp = agg_party_find(VF_ROLE_KNOWLEDGE_PARTY, r->kp_name);
     if (!kp) return pause_run("waiting for knowledge party '%s'", r->kp_name);
     if (r->state == RUN_ENCODING || r->state == RUN_SETUP) {
@@ -538,7 +546,7 @@ static void on_text_features(const Vflclip__V1__TextFeatures *tf, size_t wire) {
     if (w == WAIT_SETUP) {
         r->have_text = 1;
         vf_log(VF_INFO, "event=text_ready run=%s peer=%s step=%" PRIu64 " classes=%d dim=%d", r->id, r->kp_name, tf->step, r->C, r->D);
-        return continue_run();
+        return agg_run_continue();
     }
     if (w == WAIT_STEP) {
         r->bytes_in += wire + 5;
@@ -572,7 +580,7 @@ static void on_text_ready(const Vflclip__V1__TextReady *tr) {
 
 void agg_run_on_message(agg_party *p, const Vflclip__V1__PartyMessage *m, size_t wire_bytes) {
     agg_run *r = &g_agg.run;
-    if (!run_active()) return;
+    if (!agg_run_active()) return;
     if (p->id.role == VF_ROLE_IMAGE_PARTY) {
         if (m->body_case == VFLCLIP__V1__PARTY_MESSAGE__BODY_EMBEDDINGS) return on_chunk(p, m->task_id, m->embeddings);
         if (m->body_case == VFLCLIP__V1__PARTY_MESSAGE__BODY_ERROR) {
@@ -596,7 +604,7 @@ void agg_run_on_message(agg_party *p, const Vflclip__V1__PartyMessage *m, size_t
             r->wait = WAIT_NONE;
             r->committed_step = r->global_step;
             if (agg_progress_save(r, &err)) return fail_run("cannot commit progress: %s", err.msg);
-            return continue_run();
+            return agg_run_continue();
         }
         if (r->wait == WAIT_BEST) {
             r->wait = WAIT_NONE;
@@ -617,7 +625,7 @@ void agg_run_on_message(agg_party *p, const Vflclip__V1__PartyMessage *m, size_t
 /* ---- parties coming and going --------------------------------------------------- */
 void agg_run_on_joined(agg_party *p) {
     agg_run *r = &g_agg.run;
-    if (!run_active()) return;
+    if (!agg_run_active()) return;
     if (p->id.role == VF_ROLE_IMAGE_PARTY) {
         for (int i = 0; i < r->n_img; i++) {
             if (strcmp(r->img[i].name, p->id.name)) continue;
@@ -629,12 +637,12 @@ void agg_run_on_joined(agg_party *p) {
             r->img[i].task = 0;
         }
     }
-    continue_run();
+    agg_run_continue();
 }
 
 void agg_run_on_left(agg_party *p, const char *why) {
     agg_run *r = &g_agg.run;
-    if (!run_active()) return;
+    if (!agg_run_active()) return;
     if (p->id.role == VF_ROLE_KNOWLEDGE_PARTY && !strcmp(p->id.name, r->kp_name)) {
         roll_back();
         pause_run("waiting for knowledge party '%s' (left: %s)", r->kp_name, why);
@@ -652,158 +660,4 @@ void agg_run_on_left(agg_party *p, const char *why) {
                    r->id, im->name);
         }
     }
-}
-
-/* ---- start, abort, restart ------------------------------------------------------ */
-static int valid_run_id(const char *s) {
-    if (!*s || strlen(s) > 60 || s[0] == '.' || s[0] == '-') return 0;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' || *s == '.'))
-            return 0;
-    return 1;
-}
-
-static int cmp_names(const void *a, const void *b) { return strcmp((const char *)a, (const char *)b); }
-
-int agg_run_start(const char *config_text, const char *run_id, const vf_peer_identity *who, char *out_id, size_t out_size,
-                  int *grpc_status, vf_error *err) {
-    agg_run *r = &g_agg.run;
-    *grpc_status = VF_GRPC_FAILED_PRECONDITION;
-    if (run_active()) return vf_fail(err, "run %s is %s; abort it first", r->id, agg_run_state_name(r->state));
-    vf_run_config cfg;
-    if (vf_run_config_parse(config_text, "run config", &cfg, err)) {
-        *grpc_status = VF_GRPC_INVALID_ARGUMENT;
-        return -1;
-    }
-    /* the knowledge party: exactly one */
-    agg_party *kp = NULL;
-    for (int i = 0; i < AGG_MAX_PARTIES; i++) {
-        agg_party *p = &g_agg.parties[i];
-        if (!p->used || !p->hello_ok || p->id.role != VF_ROLE_KNOWLEDGE_PARTY) continue;
-        if (kp) return vf_fail(err, "two knowledge parties are connected ('%s', '%s'); a run needs exactly one", kp->id.name, p->id.name);
-        kp = p;
-    }
-    if (!kp) return vf_fail(err, "no knowledge party is connected");
-    /* the image parties: as listed, or every one connected, by name */
-    if (cfg.n_parties == 0) {
-        for (int i = 0; i < AGG_MAX_PARTIES; i++) {
-            agg_party *p = &g_agg.parties[i];
-            if (p->used && p->hello_ok && p->id.role == VF_ROLE_IMAGE_PARTY && cfg.n_parties < VF_RUN_MAX_PARTIES)
-                snprintf(cfg.parties[cfg.n_parties++], sizeof cfg.parties[0], "%s", p->id.name);
-        }
-        qsort(cfg.parties, (size_t)cfg.n_parties, sizeof cfg.parties[0], cmp_names);
-    }
-    if (cfg.n_parties == 0) return vf_fail(err, "no image party is connected");
-    for (int i = 0; i < cfg.n_parties; i++) {
-        agg_party *p = agg_party_find(VF_ROLE_IMAGE_PARTY, cfg.parties[i]);
-        if (!p) return vf_fail(err, "image party '%s' is not connected", cfg.parties[i]);
-        if (strcmp(p->fingerprint, kp->fingerprint))
-            return vf_fail(err, "image party '%s' runs model %.16s but knowledge party '%s' runs %.16s: the vision and "
-                           "text towers must come from the same checkpoint", p->id.name, p->fingerprint, kp->id.name,
-                           kp->fingerprint);
-        agg_party *first = agg_party_find(VF_ROLE_IMAGE_PARTY, cfg.parties[0]);
-        if (strcmp(p->pp_fingerprint, first->pp_fingerprint))
-            return vf_fail(err, "image party '%s' preprocesses its images differently from image party '%s' "
-                           "(preprocessing fingerprints %.16s and %.16s): their embeddings cannot be trained on together",
-                           p->id.name, first->id.name, p->pp_fingerprint, first->pp_fingerprint);
-        if (p->embed_dim != kp->embed_dim)
-            return vf_fail(err, "image party '%s' produces %u-dim embeddings but the text tower of knowledge party '%s' "
-                           "projects to %u", p->id.name, p->embed_dim, kp->id.name, kp->embed_dim);
-    }
-    char id[64];
-    if (run_id && *run_id) {
-        if (!valid_run_id(run_id)) {
-            *grpc_status = VF_GRPC_INVALID_ARGUMENT;
-            return vf_fail(err, "run id '%s' must be 1-60 characters of [A-Za-z0-9._-]", run_id);
-        }
-        snprintf(id, sizeof id, "%s", run_id);
-    } else {
-        time_t t = time(NULL);
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        strftime(id, sizeof id, "run-%Y%m%d-%H%M%S", &tm);
-    }
-    char dir[4400], path[4500];
-    snprintf(dir, sizeof dir, "%s/runs/%s", g_agg.state_dir, id);
-    struct stat st;
-    if (stat(dir, &st) == 0) {
-        *grpc_status = VF_GRPC_ALREADY_EXISTS;
-        return vf_fail(err, "run '%s' already exists in %s", id, dir);
-    }
-    if (vf_mkdirs(dir, 0750, err)) return -1;
-    snprintf(path, sizeof path, "%s/run.ini", dir);
-    if (vf_write_atomic(path, config_text, strlen(config_text), err)) return -1;
-
-    free_run(r);
-    r->cfg = cfg;
-    r->config_text = strdup(config_text);
-    snprintf(r->id, sizeof r->id, "%s", id);
-    snprintf(r->dir, sizeof r->dir, "%s", dir);
-    snprintf(r->kp_name, sizeof r->kp_name, "%s", kp->id.name);
-    r->n_img = cfg.n_parties;
-    for (int i = 0; i < cfg.n_parties; i++) snprintf(r->img[i].name, sizeof r->img[i].name, "%s", cfg.parties[i]);
-    r->started_unix = (int64_t)time(NULL);
-    r->best_auc = NAN;
-    r->state = RUN_SETUP;
-    if (agg_progress_save(r, err) || agg_current_run_set(id, err)) {
-        r->state = RUN_FAILED;
-        return -1;
-    }
-    char details[1024];
-    snprintf(details, sizeof details, "run=%s knowledge_party=%s image_parties=%d epochs=%d batch=%d lr=%g seed=%llu", id,
-             r->kp_name, r->n_img, cfg.epochs, cfg.batch_size, cfg.schedule.base_lr, cfg.seed);
-    if (vf_audit(g_agg.audit_path, "run_start", who, details, err)) vf_log(VF_ERROR, "event=audit_failed error=\"%s\"", err->msg);
-    vf_log(VF_INFO, "event=run_start run=%s peer=%s %s", id, who ? who->name : "local", details);
-    snprintf(out_id, out_size, "%s", id);
-    vf_notify_status("run %s started", id);
-    agg_admin_event("state", "started");
-    continue_run();
-    return 0;
-}
-
-int agg_run_abort(const char *reason, const vf_peer_identity *who, vf_error *err) {
-    agg_run *r = &g_agg.run;
-    if (!run_active()) return vf_fail(err, "no run is in progress");
-    char details[768];
-    snprintf(details, sizeof details, "run=%s step=%ld reason=\"%s\"", r->id, r->global_step, reason && *reason ? reason : "");
-    vf_error aerr;
-    if (vf_audit(g_agg.audit_path, "run_abort", who, details, &aerr)) vf_log(VF_ERROR, "event=audit_failed error=\"%s\"", aerr.msg);
-    char msg[600];
-    snprintf(msg, sizeof msg, "aborted by %s %s%s%s", who ? vf_role_name(who->role) : "operator", who ? who->name : "",
-             reason && *reason ? ": " : "", reason ? reason : "");
-    end_run(RUN_ABORTED, msg);
-    return 0;
-}
-
-/* After a restart: the run that was going on carries on once its parties are back. */
-void agg_run_resume_at_start(void) {
-    agg_run *r = &g_agg.run;
-    char id[64], path[4500];
-    vf_error err;
-    if (agg_current_run_get(id, sizeof id)) return;
-    snprintf(r->dir, sizeof r->dir, "%s/runs/%s", g_agg.state_dir, id);
-    if (agg_progress_load(r, r->dir, &err)) {
-        vf_log(VF_ERROR, "event=resume_failed run=%s error=\"%s\"", id, err.msg);
-        memset(r->dir, 0, sizeof r->dir);
-        r->state = RUN_IDLE;
-        return;
-    }
-    if (agg_run_terminal()) {
-        vf_log(VF_INFO, "event=last_run run=%s state=%s", r->id, agg_run_state_name(r->state));
-        return;
-    }
-    char *text;
-    size_t len;
-    snprintf(path, sizeof path, "%s/run.ini", r->dir);
-    if (vf_read_file(path, &text, &len, &err) || vf_run_config_parse(text, path, &r->cfg, &err)) {
-        r->state = RUN_FAILED;
-        snprintf(r->message, sizeof r->message, "cannot resume: %s", err.msg);
-        vf_log(VF_ERROR, "event=resume_failed run=%s error=\"%s\"", id, err.msg);
-        return;
-    }
-    r->config_text = text;
-    r->state = RUN_SETUP;
-    r->best_auc = NAN;
-    vf_log(VF_INFO, "event=run_resuming run=%s committed_step=%ld detail=\"waiting for its parties\"", r->id, r->committed_step);
-    continue_run();
 }

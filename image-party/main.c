@@ -14,6 +14,7 @@
 #include "image/preprocess.h"
 #include "util/fileio.h"
 #include <mbedtls/sha256.h>
+#include "cpu/blas_setup.h"
 #include "util/log.h"
 
 #include <inttypes.h>
@@ -255,6 +256,7 @@ static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) 
 }
 
 int main(int argc, char **argv) {
+    vf_blas_ensure_native_kernels();   /* may re-exec with OPENBLAS_CORETYPE: before anything else */
     vf_log_set_program(PROGRAM);
     const char *config;
     int check_only;

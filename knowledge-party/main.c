@@ -14,6 +14,7 @@
 #include "kp.h"
 #include "util/fileio.h"
 #include <mbedtls/sha256.h>
+#include "cpu/blas_setup.h"
 #include "util/log.h"
 
 #include <inttypes.h>
@@ -337,6 +338,7 @@ static int parse_classes(const char *csv, vf_error *err) {
 }
 
 int main(int argc, char **argv) {
+    vf_blas_ensure_native_kernels();   /* may re-exec with OPENBLAS_CORETYPE: before anything else */
     vf_log_set_program(PROGRAM);
     const char *config;
     int check_only;

@@ -1,0 +1,169 @@
+/* run_control: starting a run (the operator's configuration checked, the
+ * parties chosen, their models compared, the run directory created and the
+ * start audited), aborting it, and picking up after an aggregator restart
+ * the run named in <state>/current_run.  The run itself is run.c. */
+#include "agg.h"
+#include "daemon/audit.h"
+#include "daemon/notify.h"
+#include "util/fileio.h"
+#include "util/log.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+/* ---- start, abort, restart ------------------------------------------------------ */
+static int valid_run_id(const char *s) {
+    if (!*s || strlen(s) > 60 || s[0] == '.' || s[0] == '-') return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' || *s == '.'))
+            return 0;
+    return 1;
+}
+
+static int cmp_names(const void *a, const void *b) { return strcmp((const char *)a, (const char *)b); }
+
+int agg_run_start(const char *config_text, const char *run_id, const vf_peer_identity *who, char *out_id, size_t out_size,
+                  int *grpc_status, vf_error *err) {
+    agg_run *r = &g_agg.run;
+    *grpc_status = VF_GRPC_FAILED_PRECONDITION;
+    if (agg_run_active()) return vf_fail(err, "run %s is %s; abort it first", r->id, agg_run_state_name(r->state));
+    vf_run_config cfg;
+    if (vf_run_config_parse(config_text, "run config", &cfg, err)) {
+        *grpc_status = VF_GRPC_INVALID_ARGUMENT;
+        return -1;
+    }
+    /* the knowledge party: exactly one */
+    agg_party *kp = NULL;
+    for (int i = 0; i < AGG_MAX_PARTIES; i++) {
+        agg_party *p = &g_agg.parties[i];
+        if (!p->used || !p->hello_ok || p->id.role != VF_ROLE_KNOWLEDGE_PARTY) continue;
+        if (kp) return vf_fail(err, "two knowledge parties are connected ('%s', '%s'); a run needs exactly one", kp->id.name, p->id.name);
+        kp = p;
+    }
+    if (!kp) return vf_fail(err, "no knowledge party is connected");
+    /* the image parties: as listed, or every one connected, by name */
+    if (cfg.n_parties == 0) {
+        for (int i = 0; i < AGG_MAX_PARTIES; i++) {
+            agg_party *p = &g_agg.parties[i];
+            if (p->used && p->hello_ok && p->id.role == VF_ROLE_IMAGE_PARTY && cfg.n_parties < VF_RUN_MAX_PARTIES)
+                snprintf(cfg.parties[cfg.n_parties++], sizeof cfg.parties[0], "%s", p->id.name);
+        }
+        qsort(cfg.parties, (size_t)cfg.n_parties, sizeof cfg.parties[0], cmp_names);
+    }
+    if (cfg.n_parties == 0) return vf_fail(err, "no image party is connected");
+    for (int i = 0; i < cfg.n_parties; i++) {
+        agg_party *p = agg_party_find(VF_ROLE_IMAGE_PARTY, cfg.parties[i]);
+        if (!p) return vf_fail(err, "image party '%s' is not connected", cfg.parties[i]);
+        if (strcmp(p->fingerprint, kp->fingerprint))
+            return vf_fail(err, "image party '%s' runs model %.16s but knowledge party '%s' runs %.16s: the vision and "
+                           "text towers must come from the same checkpoint", p->id.name, p->fingerprint, kp->id.name,
+                           kp->fingerprint);
+        agg_party *first = agg_party_find(VF_ROLE_IMAGE_PARTY, cfg.parties[0]);
+        if (strcmp(p->pp_fingerprint, first->pp_fingerprint))
+            return vf_fail(err, "image party '%s' preprocesses its images differently from image party '%s' "
+                           "(preprocessing fingerprints %.16s and %.16s): their embeddings cannot be trained on together",
+                           p->id.name, first->id.name, p->pp_fingerprint, first->pp_fingerprint);
+        if (p->embed_dim != kp->embed_dim)
+            return vf_fail(err, "image party '%s' produces %u-dim embeddings but the text tower of knowledge party '%s' "
+                           "projects to %u", p->id.name, p->embed_dim, kp->id.name, kp->embed_dim);
+    }
+    char id[64];
+    if (run_id && *run_id) {
+        if (!valid_run_id(run_id)) {
+            *grpc_status = VF_GRPC_INVALID_ARGUMENT;
+            return vf_fail(err, "run id '%s' must be 1-60 characters of [A-Za-z0-9._-]", run_id);
+        }
+        snprintf(id, sizeof id, "%s", run_id);
+    } else {
+        time_t t = time(NULL);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(id, sizeof id, "run-%Y%m%d-%H%M%S", &tm);
+    }
+    char dir[4400], path[4500];
+    snprintf(dir, sizeof dir, "%s/runs/%s", g_agg.state_dir, id);
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        *grpc_status = VF_GRPC_ALREADY_EXISTS;
+        return vf_fail(err, "run '%s' already exists in %s", id, dir);
+    }
+    if (vf_mkdirs(dir, 0750, err)) return -1;
+    snprintf(path, sizeof path, "%s/run.ini", dir);
+    if (vf_write_atomic(path, config_text, strlen(config_text), err)) return -1;
+
+    agg_run_free(r);
+    r->cfg = cfg;
+    r->config_text = strdup(config_text);
+    snprintf(r->id, sizeof r->id, "%s", id);
+    snprintf(r->dir, sizeof r->dir, "%s", dir);
+    snprintf(r->kp_name, sizeof r->kp_name, "%s", kp->id.name);
+    r->n_img = cfg.n_parties;
+    for (int i = 0; i < cfg.n_parties; i++) snprintf(r->img[i].name, sizeof r->img[i].name, "%s", cfg.parties[i]);
+    r->started_unix = (int64_t)time(NULL);
+    r->best_auc = NAN;
+    r->state = RUN_SETUP;
+    if (agg_progress_save(r, err) || agg_current_run_set(id, err)) {
+        r->state = RUN_FAILED;
+        return -1;
+    }
+    char details[1024];
+    snprintf(details, sizeof details, "run=%s knowledge_party=%s image_parties=%d epochs=%d batch=%d lr=%g seed=%llu", id,
+             r->kp_name, r->n_img, cfg.epochs, cfg.batch_size, cfg.schedule.base_lr, cfg.seed);
+    if (vf_audit(g_agg.audit_path, "run_start", who, details, err)) vf_log(VF_ERROR, "event=audit_failed error=\"%s\"", err->msg);
+    vf_log(VF_INFO, "event=run_start run=%s peer=%s %s", id, who ? who->name : "local", details);
+    snprintf(out_id, out_size, "%s", id);
+    vf_notify_status("run %s started", id);
+    agg_admin_event("state", "started");
+    agg_run_continue();
+    return 0;
+}
+
+int agg_run_abort(const char *reason, const vf_peer_identity *who, vf_error *err) {
+    agg_run *r = &g_agg.run;
+    if (!agg_run_active()) return vf_fail(err, "no run is in progress");
+    char details[768];
+    snprintf(details, sizeof details, "run=%s step=%ld reason=\"%s\"", r->id, r->global_step, reason && *reason ? reason : "");
+    vf_error aerr;
+    if (vf_audit(g_agg.audit_path, "run_abort", who, details, &aerr)) vf_log(VF_ERROR, "event=audit_failed error=\"%s\"", aerr.msg);
+    char msg[600];
+    snprintf(msg, sizeof msg, "aborted by %s %s%s%s", who ? vf_role_name(who->role) : "operator", who ? who->name : "",
+             reason && *reason ? ": " : "", reason ? reason : "");
+    agg_run_end(RUN_ABORTED, msg);
+    return 0;
+}
+
+/* After a restart: the run that was going on carries on once its parties are back. */
+void agg_run_resume_at_start(void) {
+    agg_run *r = &g_agg.run;
+    char id[64], path[4500];
+    vf_error err;
+    if (agg_current_run_get(id, sizeof id)) return;
+    snprintf(r->dir, sizeof r->dir, "%s/runs/%s", g_agg.state_dir, id);
+    if (agg_progress_load(r, r->dir, &err)) {
+        vf_log(VF_ERROR, "event=resume_failed run=%s error=\"%s\"", id, err.msg);
+        memset(r->dir, 0, sizeof r->dir);
+        r->state = RUN_IDLE;
+        return;
+    }
+    if (agg_run_terminal()) {
+        vf_log(VF_INFO, "event=last_run run=%s state=%s", r->id, agg_run_state_name(r->state));
+        return;
+    }
+    char *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/run.ini", r->dir);
+    if (vf_read_file(path, &text, &len, &err) || vf_run_config_parse(text, path, &r->cfg, &err)) {
+        r->state = RUN_FAILED;
+        snprintf(r->message, sizeof r->message, "cannot resume: %s", err.msg);
+        vf_log(VF_ERROR, "event=resume_failed run=%s error=\"%s\"", id, err.msg);
+        return;
+    }
+    r->config_text = text;
+    r->state = RUN_SETUP;
+    r->best_auc = NAN;
+    vf_log(VF_INFO, "event=run_resuming run=%s committed_step=%ld detail=\"waiting for its parties\"", r->id, r->committed_step);
+    agg_run_continue();
+}
