@@ -5,7 +5,9 @@ party might: bytes that are not protobuf, a Hello whose name differs from the
 certificate, a first message that is not a Hello, and, inside a run,
 embeddings of the wrong width, a non-finite value, or a label outside the
 classes.  Each is refused with a gRPC status or a failed run whose status
-names the party and the problem; the aggregator keeps serving."""
+names the party and the problem; the aggregator keeps serving.  The same
+fake party also leaves in the middle of a split: the run pauses, says whom
+it waits for, and completes once the party is back and sends the split."""
 import queue
 import threading
 
@@ -118,3 +120,32 @@ def test_bad_embeddings_fail_the_run_naming_the_party(fed, stubs):  # noqa: F811
         assert fed.aggregator.proc.poll() is None
     finally:
         fake.close()
+
+
+def test_image_party_leaving_mid_split_pauses_the_run_until_it_returns(fed, stubs):  # noqa: F811
+    pb = stubs.fed
+    kp = [p for p in fed.status()["parties"] if p["role"] == "knowledge-party"][0]
+    D = 32
+    rows = [[0.1 * (i + 1) * ((j % 5) - 2) + 0.01 * j for j in range(D)] for i in range(4)]
+    first_half = pb.EmbeddingsChunk(split="train", count=2, dim=D, data=rows[0] + rows[1], labels=[0, 1], ids=["a", "b"],
+                                    last=False, total=4)
+    whole = pb.EmbeddingsChunk(split="train", count=4, dim=D, data=sum(rows, []), labels=[0, 1, 2, 3],
+                               ids=["a", "b", "c", "d"], last=True, total=4)
+    fake = FakeImageParty(fed, pb, kp["fingerprint"], D, [first_half])
+    try:
+        fed.wait_parties(2)
+        fed.cli("run", "start", "--epochs", "2", "--image-parties", "hosp-a", "--run-id", "comes-back")
+        fed.wait_state(lambda s: s["run_id"] == "comes-back" and s["state"] == "encoding", what="encoding")
+    finally:
+        fake.close()
+    s = fed.wait_state(lambda s: s["state"] == "encoding-paused", what="the run to pause")
+    human = fed.cli("status").stdout
+    print(human)
+    assert "waiting for image party 'hosp-a'" in human
+    fake = FakeImageParty(fed, pb, kp["fingerprint"], D, [whole])
+    try:
+        s = fed.wait_state(lambda s: s["run_id"] == "comes-back" and s["state"] in ("done", "failed"), what="the run to end")
+        assert s["state"] == "done", fed.cli("status").stdout
+    finally:
+        fake.close()
+    assert "event=run_resumed run=comes-back" in fed.aggregator.text()
