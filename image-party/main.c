@@ -11,6 +11,7 @@
 #include "daemon/notify.h"
 #include "data/dataset.h"
 #include "data/embed_cache.h"
+#include "device/device.h"
 #include "image/preprocess.h"
 #include "util/fileio.h"
 #include <mbedtls/sha256.h>
@@ -34,6 +35,8 @@ static const vf_ini_key schema[] = {
     {"data", "split_seed", VF_INI_INT, 0, "0", "seed of the 7:1:2 split of a CSV without a split column"},
     {"encode", "batch", VF_INI_INT, 0, "32", "images per vision-tower batch"},
     {"encode", "cache", VF_INI_BOOL, 0, "true", "keep embeddings in <state>/embeddings so a restart does not re-encode"},
+    {"encode", "device", VF_INI_STR, 0, "auto", "where images are encoded: auto (a GPU when there is one) | cpu | cuda"},
+    {"encode", "precision", VF_INI_STR, 0, "bf16", "image encoding precision on CUDA: bf16 | tf32 | fp32 (the CPU computes in fp32)"},
     VF_INI_STATE_KEYS,
     {NULL, NULL, 0, 0, NULL, NULL},
 };
@@ -167,15 +170,17 @@ static void fill_hello(Vflclip__V1__Hello *h, void *ud) {
     h->preprocessing_fingerprint = g_p.pp_fingerprint;
 }
 
-/* SHA-256 of every preprocessing parameter and the compute label: two image
- * parties with the same model but another resize/crop/normalisation would
- * give embeddings that do not belong in one training set. */
-static void preprocessing_fingerprint(const vf_preprocess_cfg *pp, const char *compute, char hex[65]) {
+/* SHA-256 of every preprocessing parameter: two image parties with the same
+ * model but another resize/crop/normalisation would give embeddings that do
+ * not belong in one training set.  The compute device is left out on
+ * purpose: a hospital with a GPU (bf16, cosine >= 0.999 to fp32) may train
+ * with one without. */
+static void preprocessing_fingerprint(const vf_preprocess_cfg *pp, char hex[65]) {
     char text[512];
     int n = snprintf(text, sizeof text, "edge=%d crop=%dx%d resize=%d center=%d normalize=%d rescale=%.9g "
-                     "mean=%.9g,%.9g,%.9g std=%.9g,%.9g,%.9g tvcrop=%d compute=%s", pp->shortest_edge, pp->crop_h,
+                     "mean=%.9g,%.9g,%.9g std=%.9g,%.9g,%.9g tvcrop=%d", pp->shortest_edge, pp->crop_h,
                      pp->crop_w, pp->do_resize, pp->do_center_crop, pp->do_normalize, pp->rescale, pp->mean[0],
-                     pp->mean[1], pp->mean[2], pp->std[0], pp->std[1], pp->std[2], pp->torchvision_crop, compute);
+                     pp->mean[1], pp->mean[2], pp->std[0], pp->std[1], pp->std[2], pp->torchvision_crop);
     unsigned char d[32];
     mbedtls_sha256_ret((const unsigned char *)text, (size_t)n, d, 0);
     for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
@@ -210,7 +215,11 @@ static int parse_codes(const char *csv, char ***codes, int *n, vf_error *err) {
     return 0;
 }
 
-/* Opens the data set and embeds every non-empty split. */
+static int encode_on_device(void *ctx, const float *pixels, int B, float *out, vf_error *err) {
+    return vf_device_vision_encode(ctx, pixels, B, out, err);
+}
+
+/* Opens the data set and embeds every non-empty split (on the configured device). */
 static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) {
     char model[4096], data[4096], image_dir[4096];
     long split_seed, batch;
@@ -224,6 +233,11 @@ static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) 
         vf_ini_int(ini, "encode", "batch", 1, 4096, &batch, err) || vf_ini_bool(ini, "encode", "cache", &cache, err) ||
         parse_codes(vf_ini_get(ini, "data", "class_codes"), &codes, &n_codes, err))
         return -1;
+    vf_device_kind device;
+    vf_device_precision precision;
+    if (vf_device_kind_parse(vf_ini_get(ini, "encode", "device"), "[encode] device", &device, err) ||
+        vf_device_precision_parse(vf_ini_get(ini, "encode", "precision"), "[encode] precision", &precision, err))
+        return vf_error_prefix(err, "%s", ini->name);
     vf_dataset_options o = {.class_codes = (const char *const *)codes, .n_classes = n_codes,
                             .image_dir = image_dir[0] ? image_dir : NULL, .split_seed = (unsigned long long)split_seed};
     if (vf_dataset_open(&g_p.ds, data, &o, err)) return -1;
@@ -234,8 +248,17 @@ static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) 
         vf_log(VF_WARN, "event=random_weights model=%s detail=\"RANDOM weights: metrics mean nothing about dermatology\"", model);
     vf_fingerprint_hex(vt.fingerprint, g_p.fingerprint);
     g_p.D = vt.embed_dim;
+    preprocessing_fingerprint(&pp, g_p.pp_fingerprint);
+    vf_device dev;
+    vf_device_vision dv;
+    if (vf_device_open(&dev, device, precision, err)) { vf_vision_free(&vt); return -1; }
+    if (vf_device_vision_open(&dv, &dev, &vt, err)) { vf_device_close(&dev); vf_vision_free(&vt); return -1; }
     vf_image_encoder enc = vf_image_encoder_cpu(&vt);
-    preprocessing_fingerprint(&pp, enc.compute, g_p.pp_fingerprint);
+    if (dev.kind != VF_DEVICE_CPU) {
+        enc.encode = encode_on_device;
+        enc.ctx = &dv;
+        snprintf(enc.compute, sizeof enc.compute, "%s-%s", vf_device_kind_name(dev.kind), vf_device_precision_name(dev.precision));
+    }
     char cache_dir[4200];
     snprintf(cache_dir, sizeof cache_dir, "%s/embeddings", state);
     int rc = 0;
@@ -246,9 +269,11 @@ static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) 
         if (!g_p.emb[k]) { rc = vf_fail(err, "out of memory for %d embeddings", n); break; }
         vf_embed_stats st;
         rc = vf_embed_split(&g_p.ds, (vf_split)k, &enc, &pp, cache ? cache_dir : NULL, g_p.emb[k], &st, NULL, NULL, err);
-        if (!rc) vf_log(VF_INFO, "event=split_encoded split=%s images=%d cache_hit=%d encoded=%d", vf_split_name((vf_split)k),
-                        n, st.cache_hit, st.encoded);
+        if (!rc) vf_log(VF_INFO, "event=split_encoded split=%s images=%d cache_hit=%d encoded=%d compute=%s", vf_split_name((vf_split)k),
+                        n, st.cache_hit, st.encoded, enc.compute);
     }
+    vf_device_vision_close(&dv);
+    vf_device_close(&dev);
     vf_vision_free(&vt);
     for (int i = 0; i < n_codes; i++) free(codes[i]);
     free(codes);
