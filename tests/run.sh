@@ -3,7 +3,7 @@
 # Debian 12 machine, builds everything and runs the whole suite.
 set -eu
 cd "$(dirname "$0")/.."
-deploy/install-deps.sh
+deploy/install-deps.sh --test
 make -j"$(nproc)" all
 make venv
 make check
