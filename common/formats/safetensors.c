@@ -130,7 +130,9 @@ static int parse_entry(vf_safetensors *st, const cJSON *item, vf_st_tensor *t, s
                        f, item->string, b, e, data_len);
     t->begin = (size_t)b;
     t->end = (size_t)e;
-    if ((uint64_t)t->numel * vf_dtype_size(t->dtype) != t->end - t->begin)
+    /* numel <= bytes / size first: the product itself could wrap around. */
+    if ((uint64_t)t->numel > (t->end - t->begin) / vf_dtype_size(t->dtype) ||
+        (uint64_t)t->numel * vf_dtype_size(t->dtype) != t->end - t->begin)
         return vf_fail(err, "%s: tensor %s: %zu bytes of data for %" PRId64 " %s elements", f, item->string,
                        t->end - t->begin, t->numel, vf_dtype_name(t->dtype));
     t->name = strdup(item->string);

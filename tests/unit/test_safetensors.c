@@ -100,6 +100,12 @@ static void test_size_mismatch(void **state) {
     expect_open_error("bytes of data for 3 F32 elements");
 }
 
+/* 2^61 F64 elements are 2^64 bytes, which wraps to 0 in 64-bit arithmetic. */
+static void test_size_overflow(void **state) {
+    write_file("{\"a\":{\"dtype\":\"F64\",\"shape\":[2147483648,1073741824],\"data_offsets\":[0,0]}}", NULL, 0);
+    expect_open_error("0 bytes of data for 2305843009213693952 F64 elements");
+}
+
 static void test_unknown_dtype(void **state) {
     write_file("{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[16],\"data_offsets\":[0,16]}}", k_data, 16);
     expect_open_error("unknown dtype \"F8_E4M3\"");
@@ -177,6 +183,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_overlapping_offsets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_out_of_range_offsets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_size_mismatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_size_overflow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_dtype, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_tensor_and_wrong_shape, setup, teardown),
         cmocka_unit_test_setup_teardown(test_f16_roundtrip, setup, teardown),
