@@ -6,6 +6,8 @@
 #include "cli/coop_setup.h"
 #include "coop/trainer.h"
 #include "formats/npy.h"
+#include "privacy/embed_dp.h"
+#include "privacy/privacy_report.h"
 #include "util/log.h"
 
 #include <math.h>
@@ -39,6 +41,11 @@ static void usage(FILE *o) {
         "  --warmup-epochs N      warm-up epochs (default 0), --warmup constant|linear, --warmup-lr X (default 1e-5)\n"
         "  --batch-size N         (default 32)   --epochs N (default 10)   --seed N (default 1)\n"
         "  --max-steps N          stop after N optimizer steps in total\n"
+        "privacy (docs/threat-model.md; the same as `vflclip run start`'s flags):\n"
+        "  --text-grad-accumulate K  one step per K batches (mean dL/dT)   --text-grad-clip X  per-example L2 bound\n"
+        "  --text-grad-noise X    Gaussian noise std X * clip on dL/dT     --dp-delta X (default 1e-5)\n"
+        "  --epsilon-budget X     stop before dL/dT's epsilon would exceed X\n"
+        "  --embed-clip X --embed-noise X --embed-seed N   clip + noise every image embedding (as an image party's [privacy])\n"
         "data:\n"
         "  --class-codes a,b,...  CSV dx codes in label order (default akiec,bcc,bkl,df,mel,nv,vasc)\n"
         "  --image-dir DIR        where the CSV's images are (default: beside the CSV)\n"
@@ -63,12 +70,17 @@ typedef struct train_args {
     unsigned long long seed, split_seed;
     vf_device_kind device;
     vf_device_precision precision;
+    vf_text_grad_privacy privacy;
+    float tg_clip, tg_noise, embed_clip, embed_noise;
+    double dp_delta, epsilon_budget;
+    unsigned long long embed_seed;
 } train_args;
 
 static int parse_args(train_args *a, int argc, char **argv) {
     *a = (train_args){.n_ctx = 16, .batch_size = 32, .epochs = 10, .seed = 1, .warmup = VF_WARMUP_CONSTANT,
                       .warmup_lr = 1e-5f, .class_pos = VF_CLASS_END, .optimizer = VF_OPT_ADAM,
-                      .device = VF_DEVICE_AUTO, .precision = VF_PREC_BF16};
+                      .device = VF_DEVICE_AUTO, .precision = VF_PREC_BF16, .privacy = vf_text_grad_privacy_default(),
+                      .dp_delta = 1e-5};
     vf_error err;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
@@ -100,6 +112,20 @@ static int parse_args(train_args *a, int argc, char **argv) {
         else if (!strcmp(o, "--weight-decay")) bad = vf_cli_parse_float(o, v, 0, 10, &a->weight_decay);
         else if (!strcmp(o, "--warmup-lr")) bad = vf_cli_parse_float(o, v, 0, 1e3f, &a->warmup_lr);
         else if (!strcmp(o, "--seed")) bad = vf_cli_parse_u64(o, v, &a->seed);
+        else if (!strcmp(o, "--text-grad-accumulate")) bad = vf_cli_parse_int(o, v, 1, 1 << 20, &a->privacy.accumulate);
+        else if (!strcmp(o, "--text-grad-clip")) bad = vf_cli_parse_float(o, v, 0, 1e30f, &a->privacy.clip);
+        else if (!strcmp(o, "--text-grad-noise")) bad = vf_cli_parse_float(o, v, 0, 1e30f, &a->privacy.noise_multiplier);
+        else if (!strcmp(o, "--embed-clip")) bad = vf_cli_parse_float(o, v, 0, 1e30f, &a->embed_clip);
+        else if (!strcmp(o, "--embed-noise")) bad = vf_cli_parse_float(o, v, 0, 1e30f, &a->embed_noise);
+        else if (!strcmp(o, "--embed-seed")) bad = vf_cli_parse_u64(o, v, &a->embed_seed);
+        else if (!strcmp(o, "--dp-delta") || !strcmp(o, "--epsilon-budget")) {
+            char *end;
+            double d = strtod(v, &end);
+            bad = *end || !isfinite(d) || d < 0;
+            if (bad) fprintf(stderr, "vflclip train: %s: '%s' is not a non-negative number\n", o, v);
+            else if (!strcmp(o, "--dp-delta")) a->privacy.delta = d;
+            else a->privacy.epsilon_budget = d;
+        }
         else if (!strcmp(o, "--split-seed")) bad = vf_cli_parse_u64(o, v, &a->split_seed);
         else if (!strcmp(o, "--class-pos")) bad = vf_class_pos_parse(v, &a->class_pos, &err);
         else if (!strcmp(o, "--optimizer")) bad = vf_optim_kind_parse(v, &a->optimizer, &err);
@@ -115,6 +141,9 @@ static int parse_args(train_args *a, int argc, char **argv) {
             return 2;
         }
     }
+    if (vf_text_grad_privacy_check(&a->privacy, "vflclip train", &err)) { fprintf(stderr, "%s\n", err.msg); return 2; }
+    vf_embed_privacy ep = {a->embed_clip, a->embed_noise, a->embed_seed, a->privacy.delta};
+    if (vf_embed_privacy_check(&ep, "vflclip train", &err)) { fprintf(stderr, "%s\n", err.msg); return 2; }
     if (!a->model || !a->data || !a->out) { fprintf(stderr, "vflclip train: --model, --data and --out are required\n"); usage(stderr); return 2; }
     return 0;
 }
@@ -175,6 +204,7 @@ int vf_cmd_train(int argc, char **argv) {
 
     int rc = 1;
     vf_coop *coop = NULL;
+    float *private_emb[3] = {NULL, NULL, NULL};
     vf_coop_setup s;
     vf_coop_setup_options so = {.model_dir = a.model, .data = a.data,
                                 .class_codes = codes.n ? (const char *const *)codes.names : NULL, .n_classes = C,
@@ -198,7 +228,17 @@ int vf_cmd_train(int argc, char **argv) {
     }
 
     vf_train_config tc = {.epochs = a.epochs, .batch_size = a.batch_size, .max_steps = a.max_steps, .seed = a.seed,
-                          .out_dir = a.out, .progress_tty = isatty(2), .quiet = a.quiet};
+                          .out_dir = a.out, .progress_tty = isatty(2), .quiet = a.quiet, .privacy = &a.privacy};
+    vf_embed_privacy ep = {a.embed_clip, a.embed_noise, a.embed_seed, a.privacy.delta};
+    for (int k = 0; k < 3 && ep.clip > 0; k++)   /* the cached embeddings are the clean ones; privatise a copy */
+        if (s.split[k].n > 0) {
+            float *copy = malloc((size_t)s.split[k].n * s.split[k].D * sizeof(float));
+            if (!copy) { fprintf(stderr, "vflclip train: out of memory\n"); goto out; }
+            memcpy(copy, s.split[k].emb, (size_t)s.split[k].n * s.split[k].D * sizeof(float));
+            vf_embed_privatize(&ep, k, 0, copy, s.split[k].n, s.split[k].D);
+            private_emb[k] = copy;
+            s.split[k].emb = copy;
+        }
     tc.optim = vf_optim_defaults(a.optimizer);
     tc.optim.weight_decay = a.weight_decay;
     if (a.momentum_given) tc.optim.momentum = a.momentum;
@@ -215,14 +255,26 @@ int vf_cmd_train(int argc, char **argv) {
         fprintf(stderr, "vflclip train: %s\n", err.msg);
         goto out;
     }
-    char auc[32] = "null";
+    vf_privacy_report pr = {.text = a.privacy, .batch = a.batch_size < s.split[VF_SPLIT_TRAIN].n ? a.batch_size
+                                                                                                  : s.split[VF_SPLIT_TRAIN].n,
+                            .n_train = s.split[VF_SPLIT_TRAIN].n, .steps = res.steps, .budget_stop = res.budget_stop};
+    if (ep.clip > 0) {
+        pr.n_embed = 1;
+        pr.embed[0] = (vf_privacy_embed_entry){"(one process)", ep.clip, ep.noise_multiplier, ep.delta, vf_embed_epsilon(&ep)};
+    }
+    if (vf_privacy_report_write(a.out, &pr, &err)) { fprintf(stderr, "vflclip train: %s\n", err.msg); goto out; }
+    char auc[32] = "null", eps[32] = "null";
     if (!isnan(res.best_val_auc)) snprintf(auc, sizeof auc, "%.6f", res.best_val_auc);
+    if (isfinite(res.epsilon)) snprintf(eps, sizeof eps, "%.6f", res.epsilon);
     printf("{\"epochs\":%d,\"steps\":%ld,\"best_epoch\":%d,\"best_val_auc\":%s,\"first_loss\":%.6f,"
-           "\"last_loss\":%.6f,\"cache_hits\":%d,\"images_encoded\":%d,\"random_weights\":%s}\n",
+           "\"last_loss\":%.6f,\"cache_hits\":%d,\"images_encoded\":%d,\"random_weights\":%s,\"epsilon\":%s,"
+           "\"budget_stop\":%s}\n",
            res.epochs_run, res.steps, res.best_epoch, auc, res.first_loss,
-           res.last_loss, s.cache_hits, s.encoded, s.random_weights ? "true" : "false");
+           res.last_loss, s.cache_hits, s.encoded, s.random_weights ? "true" : "false", eps,
+           res.budget_stop ? "true" : "false");
     rc = 0;
 out:
+    for (int k = 0; k < 3; k++) free(private_emb[k]);
     vf_coop_free(coop);
     vf_coop_setup_close(&s);
 out_noset:

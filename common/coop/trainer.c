@@ -5,6 +5,7 @@
 #include "coop/loss.h"
 #include "coop/trainer_io.h"
 #include "data/shuffle.h"
+#include "privacy/text_grad_guard.h"
 #include "util/log.h"
 
 #include <math.h>
@@ -204,7 +205,8 @@ int vf_trainer_run(const vf_train_config *cfg, vf_coop *c, float logit_scale, co
     vf_metrics m_train = {0}, m_val = {0}, m_test = {0};
     vf_run_log log = {0};
     run_buffers buf = {0};
-    int rc = -1, ls_ok = 0;
+    vf_text_grad_guard guard;
+    int rc = -1, ls_ok = 0, guard_ok = 0;
     if (vf_batcher_init(&batcher, train->n, cfg->batch_size, cfg->seed, err)) return -1;
     int B_eval = 256;
     if (vf_loss_step_init(&ls, C, D, batcher.batch_size > B_eval ? batcher.batch_size : B_eval, err)) goto done;
@@ -220,11 +222,23 @@ int vf_trainer_run(const vf_train_config *cfg, vf_coop *c, float logit_scale, co
 
     progress pr = {.tty = cfg->progress_tty, .quiet = cfg->quiet};
     clock_gettime(CLOCK_MONOTONIC, &pr.t0);
-    long total = (long)cfg->epochs * batcher.steps_per_epoch;
+    vf_text_grad_privacy priv = vf_text_grad_privacy_default();
+    if (cfg->privacy) priv = *cfg->privacy;
+    const int guarded = vf_text_grad_privacy_active(&priv);
+    if (guarded && vf_text_grad_guard_init(&guard, &priv, C, D, batcher.batch_size, err)) goto done;
+    guard_ok = guarded;
+    if (priv.epsilon_budget > 0 &&
+        vf_text_grad_epsilon(&priv, batcher.batch_size, train->n, 1) > priv.epsilon_budget) {
+        vf_fail(err, "epsilon_budget %g is below the epsilon of a single step (%.4f)", priv.epsilon_budget,
+                vf_text_grad_epsilon(&priv, batcher.batch_size, train->n, 1));
+        goto done;
+    }
+    const int steps_per_epoch = (batcher.steps_per_epoch + priv.accumulate - 1) / priv.accumulate;
+    long total = (long)cfg->epochs * steps_per_epoch;
     pr.total = cfg->max_steps > 0 && cfg->max_steps < total ? cfg->max_steps : total;
     vf_log(VF_INFO, "event=train_start train=%d val=%d test=%d classes=%d ctx_floats=%d epochs=%d steps_per_epoch=%d "
            "batch=%d optimizer=%s lr=%g seed=%llu", train->n, has_val ? val->n : 0, has_test ? test->n : 0, C, n_ctx_f,
-           cfg->epochs, batcher.steps_per_epoch, batcher.batch_size, vf_optim_kind_name(cfg->optim.kind),
+           cfg->epochs, steps_per_epoch, batcher.batch_size, vf_optim_kind_name(cfg->optim.kind),
            cfg->schedule.base_lr, cfg->seed);
 
     char ctx_path[4400];
@@ -239,16 +253,34 @@ int vf_trainer_run(const vf_train_config *cfg, vf_coop *c, float logit_scale, co
         double loss_sum = 0;
         int steps = 0;
         while ((B = vf_batcher_next(&batcher, &idx)) > 0) {
+            if (priv.epsilon_budget > 0 &&
+                vf_text_grad_epsilon(&priv, batcher.batch_size, train->n, res->steps + 1) > priv.epsilon_budget) {
+                res->budget_stop = stop = 1;
+                vf_log(VF_INFO, "event=epsilon_budget_reached steps=%ld epsilon=%.4f budget=%g", res->steps,
+                       vf_text_grad_epsilon(&priv, batcher.batch_size, train->n, res->steps), priv.epsilon_budget);
+                break;
+            }
             float loss;
+            double batch_loss_sum = 0;
+            int n_batches = 0;
             if (vf_coop_text_forward(c, buf.text, err)) goto done;                                    // T (C, D)
-            if (vf_loss_step_run(&ls, train, idx, B, buf.text, logit_scale, &loss, buf.dtext, err)) goto done;
+            if (guarded) vf_text_grad_guard_begin(&guard);
+            for (;;) {   /* the step's `accumulate` batches, all under the same T */
+                if (vf_loss_step_run(&ls, train, idx, B, buf.text, logit_scale, &loss, buf.dtext, err)) goto done;
+                if (guarded && vf_text_grad_guard_add(&guard, &ls, B, buf.text, logit_scale, buf.dtext, err)) goto done;
+                batch_loss_sum += loss;
+                if (++n_batches >= priv.accumulate || (B = vf_batcher_next(&batcher, &idx)) == 0) break;
+            }
+            if (guarded) vf_text_grad_guard_release(&guard, cfg->seed, (uint64_t)res->steps, buf.dtext);   // (C, D)
+            loss = (float)(batch_loss_sum / n_batches);
             if (vf_text_update(c, &opt, buf.dtext, lr, buf.dctx, err)) goto done;
             loss_sum += loss;
             steps++;
             res->steps++;
-            progress_step(&pr, epoch, cfg->epochs, steps, batcher.steps_per_epoch, loss, lr);
+            progress_step(&pr, epoch, cfg->epochs, steps, steps_per_epoch, loss, lr);
             if (cfg->max_steps > 0 && res->steps >= cfg->max_steps) { stop = 1; break; }
         }
+        if (steps == 0) break;   /* the budget ran out at an epoch boundary: nothing new to evaluate */
         double train_loss = loss_sum / steps;
         if (epoch == 0) res->first_loss = train_loss;
         res->last_loss = train_loss;
@@ -274,6 +306,7 @@ int vf_trainer_run(const vf_train_config *cfg, vf_coop *c, float logit_scale, co
         if (vf_run_log_epoch(&log, &rec, &m_train, has_val ? &m_val : NULL, err)) goto done;
     }
     res->best_val_auc = best_auc;
+    res->epsilon = vf_text_grad_epsilon(&priv, batcher.batch_size, train->n, res->steps);
 
     /* The best-val-AUC context is the run's result. */
     if (vf_coop_set_ctx(c, buf.best_ctx, vf_coop_ctx_rows(c), vf_coop_width(c), "best context", err)) goto done;
@@ -299,6 +332,7 @@ done:
     vf_metrics_free(&m_train); vf_metrics_free(&m_val); vf_metrics_free(&m_test);
     vf_optim_free(&opt);
     if (ls_ok) vf_loss_step_free(&ls);
+    if (guard_ok) vf_text_grad_guard_free(&guard);
     vf_batcher_free(&batcher);
     return rc;
 }

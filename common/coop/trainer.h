@@ -128,6 +128,9 @@ typedef struct vf_train_config {
     const char *out_dir;
     int progress_tty;           /* 1: one updating line on stderr; 0: plain lines */
     int quiet;                  /* no progress at all */
+    /* dL/dT accumulation, clipping and noise (privacy/text_grad_guard.h);
+     * all zero = off.  One step = one optimizer update = `accumulate` batches. */
+    struct vf_text_grad_privacy *privacy;
 } vf_train_config;
 
 typedef struct vf_train_result {
@@ -135,6 +138,8 @@ typedef struct vf_train_result {
     long steps;
     double best_val_auc;
     double first_loss, last_loss;   /* mean training loss of the first and last epoch */
+    double epsilon;                 /* of the dL/dT releases at the privacy's delta; +inf without noise */
+    int budget_stop;                /* 1: stopped because the next step would exceed the epsilon budget */
 } vf_train_result;
 
 /* Trains the context of c on train, selects by val AUC (last epoch when val

@@ -25,6 +25,11 @@ const vf_ini_key vf_run_config_schema[] = {
     {"run", "party_timeout_s", VF_INI_INT, 0, "300", "how long the run pauses for a missing party before it fails"},
     {"run", "checkpoint_every", VF_INI_INT, 0, "10", "optimizer steps between durable checkpoints (and at every epoch end)"},
     {"run", "chunk_size", VF_INI_INT, 0, "256", "embeddings per message from an image party"},
+    {"run", "text_grad_accumulate", VF_INI_INT, 0, "1", "batches whose mean dL/dT makes one step (label-leak control)"},
+    {"run", "text_grad_clip", VF_INI_FLOAT, 0, "0", "per-example L2 bound on dL/dT (0: no clipping)"},
+    {"run", "text_grad_noise", VF_INI_FLOAT, 0, "0", "Gaussian noise on dL/dT, std = this * text_grad_clip"},
+    {"run", "dp_delta", VF_INI_FLOAT, 0, "1e-5", "delta of the (epsilon, delta) the run reports"},
+    {"run", "epsilon_budget", VF_INI_FLOAT, 0, "0", "stop before dL/dT's epsilon would exceed this (0: no budget)"},
     {NULL, NULL, 0, 0, NULL, NULL},
 };
 
@@ -66,6 +71,13 @@ int vf_run_config_parse(const char *text, const char *name, vf_run_config *rc, v
     INT("party_timeout_s", 1, 7 * 86400, rc->party_timeout_s);
     INT("checkpoint_every", 1, 1 << 30, rc->checkpoint_every);
     INT("chunk_size", 1, 8192, rc->chunk_size);
+    rc->privacy = vf_text_grad_privacy_default();
+    INT("text_grad_accumulate", 1, 1 << 20, rc->privacy.accumulate);
+    DBL("text_grad_clip", 0, 1e30, rc->privacy.clip);
+    DBL("text_grad_noise", 0, 1e30, rc->privacy.noise_multiplier);
+    if (vf_ini_double(&ini, "run", "dp_delta", 1e-300, 0.999999, &rc->privacy.delta, err)) goto out;
+    if (vf_ini_double(&ini, "run", "epsilon_budget", 0, 1e30, &rc->privacy.epsilon_budget, err)) goto out;
+    if (vf_text_grad_privacy_check(&rc->privacy, name, err)) goto out;
     if (vf_optim_kind_parse(vf_ini_get(&ini, "run", "optimizer"), &kind, err)) { vf_error_prefix(err, "%s: [run] optimizer", name); goto out; }
     rc->optim = vf_optim_defaults(kind);
     DBL("momentum", 0, 1, rc->optim.momentum);

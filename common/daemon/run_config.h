@@ -12,6 +12,7 @@
 #include "coop/optim.h"
 #include "coop/prompt.h"
 #include "daemon/ini_config.h"
+#include "privacy/text_grad_guard.h"
 
 #define VF_RUN_MAX_PARTIES 64
 
@@ -30,6 +31,7 @@ typedef struct vf_run_config {
     int party_timeout_s;           /* a run waits this long for a missing party, then fails */
     int checkpoint_every;          /* steps between durable checkpoints */
     int chunk_size;                /* embeddings per EmbeddingsChunk */
+    vf_text_grad_privacy privacy;  /* what dL/dT goes through before it leaves the aggregator */
 } vf_run_config;
 
 extern const vf_ini_key vf_run_config_schema[];
