@@ -50,6 +50,10 @@ static void on_status(vf_rpc_call *call, const uint8_t *data, size_t len, void *
     s.best_val_auc = r->best_auc;
     s.message = (char *)r->message;
     s.cert_not_after_unix = g_agg.me.not_after_unix;
+    s.epsilon = r->state == RUN_IDLE ? NAN : agg_run_epsilon();
+    if (isinf(s.epsilon)) s.epsilon = NAN;
+    s.dp_delta = r->cfg.privacy.delta;
+    s.epsilon_budget = r->cfg.privacy.epsilon_budget;
     reply(call, &s.base);
 }
 
@@ -140,15 +144,16 @@ static void send_event(vf_rpc_call *call, const char *kind, const char *message)
     e.step = (uint64_t)r->global_step;
     e.loss = r->last_loss;
     e.message = (char *)(message ? message : r->message);
-    Vflclip__V1__Metric m[8], *mp[8];
+    Vflclip__V1__Metric m[12], *mp[12];
     int n = 0;
-    const char *names[8] = {"epoch", "total_epochs", "total_steps", "val_auc", "val_acc", "train_loss", "best_val_auc", "test_auc"};
-    double vals[8] = {r->epoch + (r->state == RUN_TRAINING), r->cfg.epochs, (double)r->total_steps,
+    const char *names[9] = {"epoch", "total_epochs", "total_steps", "val_auc", "val_acc", "train_loss", "best_val_auc",
+                            "test_auc", "epsilon"};
+    double vals[9] = {r->epoch + (r->state == RUN_TRAINING), r->cfg.epochs, (double)r->total_steps,
                       r->trainer_ready && r->log.n ? r->log.val_auc[r->log.n - 1] : NAN,
                       r->trainer_ready && r->log.n ? r->log.val_acc[r->log.n - 1] : NAN,
                       r->trainer_ready && r->log.n ? r->log.train_loss[r->log.n - 1] : NAN, r->best_auc,
-                      r->state == RUN_DONE && r->n[2] ? r->m_test.auc : NAN};
-    for (int i = 0; i < 8; i++) {
+                      r->state == RUN_DONE && r->n[2] ? r->m_test.auc : NAN, r->trainer_ready ? agg_run_epsilon() : NAN};
+    for (int i = 0; i < 9; i++) {
         if (!isfinite(vals[i])) continue;
         vflclip__v1__metric__init(&m[n]);
         m[n].name = (char *)names[i];

@@ -15,6 +15,8 @@
 #include "coop/trainer.h"
 #include "coop/trainer_io.h"
 #include "daemon/run_config.h"
+#include "privacy/privacy_report.h"
+#include "privacy/text_grad_guard.h"
 #include "proto/admin.pb-c.h"
 #include "proto/federation.pb-c.h"
 #include "rpc/rpc.h"
@@ -29,6 +31,8 @@ typedef struct agg_party {
     char fingerprint[80], pp_fingerprint[80], tok_fingerprint[80];
     uint32_t embed_dim;
     uint64_t split_n[3];
+    float embed_clip, embed_noise;   /* the party's embedding DP, from its Hello */
+    double embed_delta;
     int64_t connected_unix;
     char state[32];
 } agg_party;
@@ -71,6 +75,8 @@ typedef struct agg_run {
     vf_embedded_split split[3];
     /* training */
     int trainer_ready;
+    vf_text_grad_guard guard;        /* dL/dT accumulation / clipping / noise (cfg.privacy) */
+    int guarded, steps_per_epoch, pending_batches, budget_stop;
     vf_batcher batcher;
     vf_loss_step ls;
     vf_metrics m_train, m_val, m_test;
@@ -121,6 +127,8 @@ void agg_run_on_joined(agg_party *p);
 void agg_run_on_left(agg_party *p, const char *why);
 void agg_run_on_message(agg_party *p, const Vflclip__V1__PartyMessage *m, size_t wire_bytes);
 void agg_run_resume_at_start(void);
+/* Epsilon of the dL/dT sent so far (+inf without noise; 0 before training). */
+double agg_run_epsilon(void);
 const char *agg_run_state_name(agg_run_state s);
 int agg_run_terminal(void);
 

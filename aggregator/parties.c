@@ -84,6 +84,9 @@ static void on_hello(agg_party *p, const Vflclip__V1__Hello *h) {
     snprintf(p->pp_fingerprint, sizeof p->pp_fingerprint, "%s", h->preprocessing_fingerprint);
     snprintf(p->tok_fingerprint, sizeof p->tok_fingerprint, "%s", h->tokenizer_fingerprint);
     p->embed_dim = h->embed_dim;
+    p->embed_clip = h->embed_clip;
+    p->embed_noise = h->embed_noise_multiplier;
+    p->embed_delta = h->dp_delta;
     for (size_t i = 0; i < h->n_splits; i++) {
         const char *s = h->splits[i]->split;
         int k = !strcmp(s, "train") ? 0 : !strcmp(s, "val") ? 1 : !strcmp(s, "test") ? 2 : -1;

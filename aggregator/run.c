@@ -24,6 +24,7 @@
 #include "agg.h"
 #include "daemon/audit.h"
 #include "daemon/notify.h"
+#include "privacy/embed_dp.h"
 #include "util/fileio.h"
 #include "util/log.h"
 
@@ -67,6 +68,8 @@ static void free_trainer(agg_run *r) {
     vf_metrics_free(&r->m_val);
     vf_metrics_free(&r->m_test);
     vf_run_log_free(&r->log);
+    if (r->guarded) vf_text_grad_guard_free(&r->guard);
+    r->guarded = 0;
     r->trainer_ready = 0;
 }
 
@@ -348,16 +351,25 @@ static void start_training(void) {
         if (!rc) rc = vf_metrics_init(&r->m_train, r->C, &err) || vf_metrics_init(&r->m_val, r->C, &err) ||
                       vf_metrics_init(&r->m_test, r->C, &err);
         if (!rc) rc = vf_run_log_init(&r->log, r->dir, r->cfg.epochs, (const char *const *)r->class_names, r->C, &err);
+        if (!rc && vf_text_grad_privacy_active(&r->cfg.privacy)) {
+            rc = vf_text_grad_guard_init(&r->guard, &r->cfg.privacy, r->C, r->D, r->batcher.batch_size, &err);
+            r->guarded = !rc;
+        }
+        if (!rc && r->cfg.privacy.epsilon_budget > 0 &&
+            vf_text_grad_epsilon(&r->cfg.privacy, r->batcher.batch_size, (int)r->n[0], 1) > r->cfg.privacy.epsilon_budget)
+            rc = vf_fail(&err, "epsilon_budget %g is below the epsilon of a single step (%.4f)", r->cfg.privacy.epsilon_budget,
+                         vf_text_grad_epsilon(&r->cfg.privacy, r->batcher.batch_size, (int)r->n[0], 1));
         if (rc) return fail_run("cannot start training: %s", err.msg);
         r->trainer_ready = 1;
-        long total = (long)r->cfg.epochs * r->batcher.steps_per_epoch;
+        r->steps_per_epoch = (r->batcher.steps_per_epoch + r->cfg.privacy.accumulate - 1) / r->cfg.privacy.accumulate;
+        long total = (long)r->cfg.epochs * r->steps_per_epoch;
         r->total_steps = r->cfg.max_steps > 0 && r->cfg.max_steps < total ? r->cfg.max_steps : total;
         /* The committed progress (nothing on a fresh run) decides where to start. */
         if (agg_progress_load(r, r->dir, &err)) return fail_run("cannot resume: %s", err.msg);
         r->t0 = now_s();
         vf_log(VF_INFO, "event=train_start run=%s train=%" PRIu64 " val=%" PRIu64 " test=%" PRIu64 " classes=%d epochs=%d "
                "steps_per_epoch=%d batch=%d optimizer=%s lr=%g seed=%llu resume_step=%ld", r->id, r->n[0], r->n[1],
-               r->n[2], r->C, r->cfg.epochs, r->batcher.steps_per_epoch, r->batcher.batch_size,
+               r->n[2], r->C, r->cfg.epochs, r->steps_per_epoch, r->batcher.batch_size,
                vf_optim_kind_name(r->cfg.optim.kind), r->cfg.schedule.base_lr, r->cfg.seed, r->global_step);
     }
     r->state = RUN_TRAINING;
@@ -386,12 +398,34 @@ static void train_step(void) {
     const int *idx;
     int B = vf_batcher_next(&r->batcher, &idx);
     if (B == 0) return end_epoch();
+    const vf_text_grad_privacy *priv = &r->cfg.privacy;
+    if (priv->epsilon_budget > 0 &&
+        vf_text_grad_epsilon(priv, r->batcher.batch_size, (int)r->n[0], r->global_step + 1) > priv->epsilon_budget) {
+        r->batcher.step--;
+        r->stop = r->budget_stop = 1;
+        vf_log(VF_INFO, "event=epsilon_budget_reached run=%s step=%ld epsilon=%.4f budget=%g", r->id, r->global_step,
+               agg_run_epsilon(), priv->epsilon_budget);
+        snprintf(r->message, sizeof r->message, "stopped before step %ld: the next step would exceed epsilon_budget %g",
+                 r->global_step + 1, priv->epsilon_budget);
+        return r->step_in_epoch > 0 ? end_epoch() : begin_finish();
+    }
     r->step_t0 = now_s();
     vf_error err;
     float loss;
-    if (vf_loss_step_run(&r->ls, &r->split[0], idx, B, r->T, r->logit_scale, &loss, r->dT, &err))   // dT (C, D)
-        return fail_run("step %ld: %s", r->global_step, err.msg);
-    r->pending_loss = loss;
+    double batch_loss_sum = 0;
+    int n_batches = 0;
+    if (r->guarded) vf_text_grad_guard_begin(&r->guard);
+    for (;;) {   /* the step's `accumulate` batches, all under the same T (as vf_trainer_run) */
+        if (vf_loss_step_run(&r->ls, &r->split[0], idx, B, r->T, r->logit_scale, &loss, r->dT, &err))   // dT (C, D)
+            return fail_run("step %ld: %s", r->global_step, err.msg);
+        if (r->guarded && vf_text_grad_guard_add(&r->guard, &r->ls, B, r->T, r->logit_scale, r->dT, &err))
+            return fail_run("step %ld: %s", r->global_step, err.msg);
+        batch_loss_sum += loss;
+        if (++n_batches >= priv->accumulate || (B = vf_batcher_next(&r->batcher, &idx)) == 0) break;
+    }
+    if (r->guarded) vf_text_grad_guard_release(&r->guard, r->cfg.seed, (uint64_t)r->global_step, r->dT);   // (C, D)
+    r->pending_batches = n_batches;
+    r->pending_loss = (float)(batch_loss_sum / n_batches);
     uint32_t shape[2] = {(uint32_t)r->C, (uint32_t)r->D};
     Vflclip__V1__Tensor t = VFLCLIP__V1__TENSOR__INIT;
     t.n_shape = 2;
@@ -406,8 +440,8 @@ static void train_step(void) {
     am.body_case = VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_TEXT_BACKWARD;
     am.text_backward = &tb;
     r->bytes_out += vflclip__v1__aggregator_message__get_packed_size(&am) + 5;
-    /* the batch must be drawn again if this task is lost */
-    r->batcher.step--;
+    /* the batches must be drawn again if this task is lost */
+    r->batcher.step -= r->pending_batches;
     send_kp(&am, WAIT_STEP);
 }
 
@@ -417,7 +451,7 @@ static void after_step(void) {
     if (r->step_count == 0 || dt < r->step_min_s) r->step_min_s = dt;
     r->step_sum_s += dt;
     r->step_count++;
-    r->batcher.step++;
+    r->batcher.step += r->pending_batches;
     r->loss_sum += r->pending_loss;
     r->last_loss = r->pending_loss;
     r->step_in_epoch++;
@@ -430,6 +464,37 @@ static void after_step(void) {
 }
 
 static void log_epoch(void);
+
+double agg_run_epsilon(void) {
+    agg_run *r = &g_agg.run;
+    if (!r->trainer_ready) return r->cfg.privacy.noise_multiplier > 0 ? 0 : INFINITY;
+    return vf_text_grad_epsilon(&r->cfg.privacy, r->batcher.batch_size, (int)r->n[0], r->global_step);
+}
+
+/* privacy.json: the run's privacy settings, each image party's embedding DP, epsilon so far. */
+static void write_privacy_report(void) {
+    agg_run *r = &g_agg.run;
+    static vf_privacy_report pr;
+    memset(&pr, 0, sizeof pr);
+    pr.text = r->cfg.privacy;
+    pr.batch = r->batcher.batch_size;
+    pr.n_train = (int)r->n[0];
+    pr.steps = r->global_step;
+    pr.budget_stop = r->budget_stop;
+    for (int i = 0; i < r->n_img && i < VF_PRIVACY_MAX_EMBED; i++) {
+        agg_party *p = agg_party_find(VF_ROLE_IMAGE_PARTY, r->img[i].name);
+        vf_privacy_embed_entry *e = &pr.embed[pr.n_embed++];
+        snprintf(e->party, sizeof e->party, "%s", r->img[i].name);
+        if (!p) continue;
+        vf_embed_privacy ep = {p->embed_clip, p->embed_noise, 0, p->embed_delta > 0 ? p->embed_delta : 1e-5};
+        e->clip = ep.clip;
+        e->noise_multiplier = ep.noise_multiplier;
+        e->delta = ep.delta;
+        e->epsilon = vf_embed_epsilon(&ep);
+    }
+    vf_error err;
+    if (vf_privacy_report_write(r->dir, &pr, &err)) vf_log(VF_ERROR, "event=privacy_report_failed run=%s error=\"%s\"", r->id, err.msg);
+}
 
 static void end_epoch(void) {
     agg_run *r = &g_agg.run;
@@ -463,6 +528,7 @@ static void log_epoch(void) {
            r->id, r->epoch + 1, r->global_step, train_loss, has_val ? r->m_val.auc : NAN, has_val ? r->m_val.acc : NAN,
            r->best_epoch);
     agg_admin_event("eval", NULL);
+    write_privacy_report();
     r->epoch++;
     r->step_in_epoch = 0;
     r->loss_sum = 0;
@@ -497,7 +563,8 @@ static void on_context_file(const Vflclip__V1__ContextFile *cf) {
     if (r->step_count)
         vf_log(VF_INFO, "event=step_time run=%s steps=%ld min_ms=%.3f mean_ms=%.3f", r->id, r->step_count,
                r->step_min_s * 1e3, r->step_sum_s / r->step_count * 1e3);
-    agg_run_end(RUN_DONE, "");
+    write_privacy_report();
+    agg_run_end(RUN_DONE, r->budget_stop ? r->message : "");
 }
 
 /* ---- what to do next ------------------------------------------------------------ */

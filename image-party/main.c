@@ -5,7 +5,11 @@
  * EncodeSplit tasks by streaming EmbeddingsChunks: embeddings, labels and
  * party-local ids, nothing else.  Pixels never leave this process, and the
  * only tasks it accepts carry no tensor (EncodeSplit, Shutdown): anything
- * else is refused. */
+ * else is refused.  With [privacy] embed_clip (and embed_noise) every
+ * embedding is clipped and noised once, after encoding and before anything is
+ * sent (privacy/embed_dp.h); the noise seed is [privacy] seed or a random one
+ * kept in the state directory, so a restart re-sends the same noisy rows
+ * instead of spending privacy on fresh noise. */
 #include "clip/clip_model.h"
 #include "daemon/daemon_setup.h"
 #include "daemon/notify.h"
@@ -13,12 +17,16 @@
 #include "data/embed_cache.h"
 #include "device/device.h"
 #include "image/preprocess.h"
+#include "privacy/embed_dp.h"
 #include "util/fileio.h"
 #include <mbedtls/sha256.h>
 #include "cpu/blas_setup.h"
 #include "util/log.h"
 
 #include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <sys/random.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +45,10 @@ static const vf_ini_key schema[] = {
     {"encode", "cache", VF_INI_BOOL, 0, "true", "keep embeddings in <state>/embeddings so a restart does not re-encode"},
     {"encode", "device", VF_INI_STR, 0, "auto", "where images are encoded: auto (a GPU when there is one) | cpu | cuda"},
     {"encode", "precision", VF_INI_STR, 0, "bf16", "image encoding precision on CUDA: bf16 | tf32 | fp32 (the CPU computes in fp32)"},
+    {"privacy", "embed_clip", VF_INI_FLOAT, 0, "0", "L2 bound of every embedding sent (0: embeddings leave unchanged)"},
+    {"privacy", "embed_noise", VF_INI_FLOAT, 0, "0", "Gaussian noise on every coordinate, std = this * embed_clip"},
+    {"privacy", "seed", VF_INI_INT, 0, NULL, "noise seed (keep it secret); default: random, kept in <state>/privacy_seed"},
+    {"privacy", "dp_delta", VF_INI_FLOAT, 0, "1e-5", "delta of the (epsilon, delta) reported for the embeddings"},
     VF_INI_STATE_KEYS,
     {NULL, NULL, 0, 0, NULL, NULL},
 };
@@ -46,6 +58,7 @@ typedef struct party {
     int D;
     float *emb[VF_SPLIT_COUNT];    /* (n, D) per split */
     char fingerprint[65], pp_fingerprint[65];
+    vf_embed_privacy privacy;
     /* the EncodeSplit being streamed */
     int streaming;
     uint64_t task;
@@ -168,6 +181,47 @@ static void fill_hello(Vflclip__V1__Hello *h, void *ud) {
     h->splits = ptrs;
     h->embed_dim = (uint32_t)g_p.D;
     h->preprocessing_fingerprint = g_p.pp_fingerprint;
+    if (g_p.privacy.clip > 0) {   /* a party without embedding DP sends the Hello it always did */
+        h->embed_clip = g_p.privacy.clip;
+        h->embed_noise_multiplier = g_p.privacy.noise_multiplier;
+        h->dp_delta = g_p.privacy.delta;
+    }
+}
+
+/* The noise seed: [privacy] seed, else a random one made once and kept in the state directory. */
+static int privacy_seed(const vf_ini *ini, const char *state, uint64_t *seed, vf_error *err) {
+    long v;
+    if (vf_ini_given(ini, "privacy", "seed")) {
+        if (vf_ini_int(ini, "privacy", "seed", 0, 1L << 62, &v, err)) return -1;
+        *seed = (uint64_t)v;
+        return 0;
+    }
+    char path[4200], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/privacy_seed", state);
+    vf_error ignored;
+    if (vf_read_file(path, &text, &len, &ignored) == 0) {
+        int ok = sscanf(text, "%" SCNu64, seed) == 1;
+        free(text);
+        if (!ok) return vf_fail(err, "%s: not a seed", path);
+        return 0;
+    }
+    if (getrandom(seed, sizeof *seed, 0) != sizeof *seed) return vf_fail_errno(err, "getrandom for the privacy seed");
+    char line[32];
+    int n = snprintf(line, sizeof line, "%" PRIu64 "\n", *seed);
+    return vf_write_atomic(path, line, (size_t)n, err);
+}
+
+static int load_privacy(const vf_ini *ini, const char *state, vf_error *err) {
+    double clip, noise, delta;
+    if (vf_ini_double(ini, "privacy", "embed_clip", 0, 1e30, &clip, err) ||
+        vf_ini_double(ini, "privacy", "embed_noise", 0, 1e30, &noise, err) ||
+        vf_ini_double(ini, "privacy", "dp_delta", 1e-300, 0.999999, &delta, err))
+        return -1;
+    g_p.privacy = (vf_embed_privacy){(float)clip, (float)noise, 0, delta};
+    if (vf_embed_privacy_check(&g_p.privacy, ini->name, err)) return -1;
+    if (clip > 0 && privacy_seed(ini, state, &g_p.privacy.seed, err)) return -1;
+    return 0;
 }
 
 /* SHA-256 of every preprocessing parameter: two image parties with the same
@@ -275,6 +329,12 @@ static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) 
     vf_device_vision_close(&dv);
     vf_device_close(&dev);
     vf_vision_free(&vt);
+    if (rc == 0 && g_p.privacy.clip > 0) {
+        for (int k = 0; k < VF_SPLIT_COUNT; k++)
+            if (g_p.emb[k]) vf_embed_privatize(&g_p.privacy, k, 0, g_p.emb[k], g_p.ds.split[k].n, g_p.D);
+        vf_log(VF_INFO, "event=embeddings_privatized clip=%g noise_multiplier=%g delta=%g epsilon=%.4f", g_p.privacy.clip,
+               g_p.privacy.noise_multiplier, g_p.privacy.delta, vf_embed_epsilon(&g_p.privacy));
+    }
     for (int i = 0; i < n_codes; i++) free(codes[i]);
     free(codes);
     return rc;
@@ -310,7 +370,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     vf_notify_status("encoding the data set");
-    if (load_embeddings(&ini, paths.state, &err)) {
+    if (load_privacy(&ini, paths.state, &err) || load_embeddings(&ini, paths.state, &err)) {
         fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
         return 1;
     }

@@ -26,7 +26,9 @@ static void usage(FILE *o) {
         "run flags (each is the [run] key of the same name, see `vflclip run keys`):\n"
         "  --epochs N --batch-size N --lr X --optimizer adam|sgd --momentum X --weight-decay X --n-ctx N\n"
         "  --template T --init-words W --csc --class-pos end|middle|front --seed N --max-steps N\n"
-        "  --image-parties a,b,c --party-timeout-s N --checkpoint-every N --warmup-epochs N --warmup K --warmup-lr X\n");
+        "  --image-parties a,b,c --party-timeout-s N --checkpoint-every N --warmup-epochs N --warmup K --warmup-lr X\n"
+        "  privacy (docs/threat-model.md): --text-grad-accumulate K --text-grad-clip X --text-grad-noise X\n"
+        "  --dp-delta X --epsilon-budget X\n");
 }
 
 /* ---- start ------------------------------------------------------------------ */
@@ -37,7 +39,9 @@ static int build_config(int argc, char **argv, char **text, const char **run_id,
         {"--init-words", "init_words"}, {"--class-pos", "class_pos"}, {"--seed", "seed"}, {"--max-steps", "max_steps"},
         {"--image-parties", "image_parties"}, {"--party-timeout-s", "party_timeout_s"},
         {"--checkpoint-every", "checkpoint_every"}, {"--warmup-epochs", "warmup_epochs"}, {"--warmup", "warmup"},
-        {"--warmup-lr", "warmup_lr"}, {"--chunk-size", "chunk_size"}};
+        {"--warmup-lr", "warmup_lr"}, {"--chunk-size", "chunk_size"}, {"--text-grad-accumulate", "text_grad_accumulate"},
+        {"--text-grad-clip", "text_grad_clip"}, {"--text-grad-noise", "text_grad_noise"}, {"--dp-delta", "dp_delta"},
+        {"--epsilon-budget", "epsilon_budget"}};
     const char *config = NULL;
     size_t cap = 8192, used = 0;
     char *t = malloc(cap);
@@ -163,6 +167,13 @@ static void on_event(const uint8_t *d, size_t n, void *ud) {
         if (isfinite(best)) printf(",\"best_val_auc\":%.6f", best);
         if (isfinite(tauc)) printf(",\"test_auc\":%.6f", tauc);
         if (isfinite(tacc)) printf(",\"test_acc\":%.6f", tacc);
+        double epsilon = metric(e, "epsilon");
+        if (isfinite(epsilon)) printf(",\"epsilon\":%.6f", epsilon);
+        if (e->message[0]) {
+            printf(",\"message\":\"");
+            for (const char *c = e->message; *c; c++) printf(*c == '"' || *c == '\\' ? "\\%c" : "%c", *c);
+            printf("\"");
+        }
         printf("}\n");
         fflush(stdout);
     }

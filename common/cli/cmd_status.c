@@ -56,10 +56,13 @@ int vf_cmd_status(int argc, char **argv) {
     }
     if (json) {
         printf("{\"aggregator\":\"%s\",\"version\":\"%s\",\"cert_days_left\":%.1f,\"state\":\"%s\",\"run_id\":\"%s\","
-               "\"step\":%llu,\"total_steps\":%llu,\"epoch\":%u,\"total_epochs\":%u,\"parties_connected\":%u,\"parties\":[",
+               "\"step\":%llu,\"total_steps\":%llu,\"epoch\":%u,\"total_epochs\":%u,\"parties_connected\":%u,",
                s->aggregator_name, s->software_version, days_left(s->cert_not_after_unix), s->state, s->run_id,
                (unsigned long long)s->step, (unsigned long long)s->total_steps, s->epoch, s->total_epochs,
                s->parties_connected);
+        if (isfinite(s->epsilon)) printf("\"epsilon\":%.6f,", s->epsilon);
+        else printf("\"epsilon\":null,");
+        printf("\"dp_delta\":%g,\"epsilon_budget\":%g,\"parties\":[", s->dp_delta, s->epsilon_budget);
         for (size_t i = 0; i < p->n_parties; i++) {
             const Vflclip__V1__PartyInfo *x = p->parties[i];
             printf("%s{\"role\":\"%s\",\"name\":\"%s\",\"cert_serial\":\"%s\",\"cert_days_left\":%.1f,\"fingerprint\":\"%s\","
@@ -77,6 +80,11 @@ int vf_cmd_status(int argc, char **argv) {
             if (s->step && isfinite(s->last_loss)) printf(", loss %.4f", s->last_loss);
             if (isfinite(s->best_val_auc)) printf(", best val AUC %.4f", s->best_val_auc);
             printf("\n");
+            if (isfinite(s->epsilon)) {
+                printf("privacy     epsilon %.4f at delta %g spent on dL/dT", s->epsilon, s->dp_delta);
+                if (s->epsilon_budget > 0) printf(" (budget %g)", s->epsilon_budget);
+                printf("\n");
+            }
             if (s->message[0]) printf("            %s\n", s->message);
         } else {
             printf("run         none yet\n");
