@@ -203,7 +203,7 @@ static int describe(const char *model, vf_error *err) {
 }
 
 int vf_cmd_embed(int argc, char **argv) {
-    vf_blas_ensure_native_kernels();
+    /* main() already chose the OpenBLAS kernels and OpenMP waiting (cpu/blas_setup.h). */
     embed_args a;
     if (parse_args(argc, argv, &a) != 0) { usage(stderr); return 2; }
     vf_error err = {{0}};

@@ -1,6 +1,7 @@
 /* main: the `vflclip` admin/user program; dispatches to subcommands. */
 #include "cli/commands.h"
 #include "util/log.h"
+#include "cpu/blas_setup.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -48,6 +49,7 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+    vf_blas_ensure_native_kernels(); /* may re-exec (OpenBLAS kernels, OpenMP waiting): before anything else */
     vf_log_set_program("vflclip");
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);

@@ -63,24 +63,29 @@ static int add(gen *g, float mean, float std, vf_error *err, int ndim, const int
 }
 
 #define SHAPE(...) (const int64_t[]){__VA_ARGS__}
-/* CLIP-like scales: weights and biases N(0, 0.02) (non-zero biases so the
- * tests exercise them), LayerNorm weights around 1. */
+/* Scales of transformers' CLIPPreTrainedModel._init_weights (factor 1), so a
+ * random model's outputs depend on its input the way a freshly initialised
+ * CLIP's do (with N(0, 0.02) everywhere the pooled features are nearly
+ * constant and nothing can be learned on them).  Biases are N(0, 0.02) rather
+ * than zero so the tests exercise them; LayerNorm weights lie around 1. */
 #define W 0.0f, 0.02f
 #define LNW 1.0f, 0.05f
 
 static int add_encoder(gen *g, const char *p, const vf_clip_encoder_config *e, vf_error *err) {
     const int64_t C = e->hidden_size, F = e->intermediate_size;
+    const float in_std = (float)(pow((double)C, -0.5) * pow(2.0 * e->num_layers, -0.5));
+    const float out_std = (float)pow((double)C, -0.5), fc1_std = (float)pow(2.0 * (double)C, -0.5);
     for (int l = 0; l < e->num_layers; l++) {
         static const char *proj[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
         for (int j = 0; j < 4; j++)
-            if (add(g, W, err, 2, SHAPE(C, C), "%s.encoder.layers.%d.self_attn.%s.weight", p, l, proj[j]) ||
+            if (add(g, 0.0f, j == 3 ? out_std : in_std, err, 2, SHAPE(C, C), "%s.encoder.layers.%d.self_attn.%s.weight", p, l, proj[j]) ||
                 add(g, W, err, 1, SHAPE(C), "%s.encoder.layers.%d.self_attn.%s.bias", p, l, proj[j]))
                 return -1;
         if (add(g, LNW, err, 1, SHAPE(C), "%s.encoder.layers.%d.layer_norm1.weight", p, l) ||
             add(g, W, err, 1, SHAPE(C), "%s.encoder.layers.%d.layer_norm1.bias", p, l) ||
-            add(g, W, err, 2, SHAPE(F, C), "%s.encoder.layers.%d.mlp.fc1.weight", p, l) ||
+            add(g, 0.0f, fc1_std, err, 2, SHAPE(F, C), "%s.encoder.layers.%d.mlp.fc1.weight", p, l) ||
             add(g, W, err, 1, SHAPE(F), "%s.encoder.layers.%d.mlp.fc1.bias", p, l) ||
-            add(g, W, err, 2, SHAPE(C, F), "%s.encoder.layers.%d.mlp.fc2.weight", p, l) ||
+            add(g, 0.0f, in_std, err, 2, SHAPE(C, F), "%s.encoder.layers.%d.mlp.fc2.weight", p, l) ||
             add(g, W, err, 1, SHAPE(C), "%s.encoder.layers.%d.mlp.fc2.bias", p, l) ||
             add(g, LNW, err, 1, SHAPE(C), "%s.encoder.layers.%d.layer_norm2.weight", p, l) ||
             add(g, W, err, 1, SHAPE(C), "%s.encoder.layers.%d.layer_norm2.bias", p, l))
@@ -99,8 +104,8 @@ static int add_all(gen *g, const vf_clip_config *cfg, vf_error *err) {
         add_encoder(g, "text_model", &t->enc, err) ||
         add(g, LNW, err, 1, SHAPE(TC), "text_model.final_layer_norm.weight") ||
         add(g, W, err, 1, SHAPE(TC), "text_model.final_layer_norm.bias") ||
-        add(g, W, err, 2, SHAPE(D, TC), "text_projection.weight") ||
-        add(g, W, err, 1, SHAPE(VC), "vision_model.embeddings.class_embedding") ||
+        add(g, 0.0f, (float)pow((double)TC, -0.5), err, 2, SHAPE(D, TC), "text_projection.weight") ||
+        add(g, 0.0f, (float)pow((double)VC, -0.5), err, 1, SHAPE(VC), "vision_model.embeddings.class_embedding") ||
         add(g, W, err, 4, SHAPE(VC, 3, P, P), "vision_model.embeddings.patch_embedding.weight") ||
         add(g, 0.0f, 0.01f, err, 2, SHAPE(G * G + 1, VC), "vision_model.embeddings.position_embedding.weight") ||
         add(g, LNW, err, 1, SHAPE(VC), "vision_model.pre_layrnorm.weight") ||
@@ -108,7 +113,7 @@ static int add_all(gen *g, const vf_clip_config *cfg, vf_error *err) {
         add_encoder(g, "vision_model", &v->enc, err) ||
         add(g, LNW, err, 1, SHAPE(VC), "vision_model.post_layernorm.weight") ||
         add(g, W, err, 1, SHAPE(VC), "vision_model.post_layernorm.bias") ||
-        add(g, W, err, 2, SHAPE(D, VC), "visual_projection.weight"))
+        add(g, 0.0f, (float)pow((double)VC, -0.5), err, 2, SHAPE(D, VC), "visual_projection.weight"))
         return -1;
     /* logit_scale: a scalar holding the config's initial value. */
     if (g->sizing) { g->cap += 1; return 0; }

@@ -29,7 +29,9 @@ static int is_modern(const char *core) {
 
 void vf_blas_ensure_native_kernels(void) {
     const char *core = openblas_get_corename(), *want = wanted_core();
-    if (getenv("OPENBLAS_CORETYPE") || !want || !core || is_modern(core)) return;
+    int set_core = !getenv("OPENBLAS_CORETYPE") && want && core && !is_modern(core);
+    int set_wait = !getenv("OMP_WAIT_POLICY");
+    if (!set_core && !set_wait) return;
     /* Rebuild argv from /proc/self/cmdline (NUL-separated). */
     static char buf[1 << 16];
     int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
@@ -42,7 +44,8 @@ void vf_blas_ensure_native_kernels(void) {
     int argc = 0;
     for (ssize_t i = 0; i < n && argc < 4095; i += (ssize_t)strlen(buf + i) + 1) argv[argc++] = buf + i;
     argv[argc] = NULL;
-    setenv("OPENBLAS_CORETYPE", want, 1);
+    if (set_core) setenv("OPENBLAS_CORETYPE", want, 1);
+    if (set_wait) setenv("OMP_WAIT_POLICY", "passive", 1);
     execv("/proc/self/exe", argv);
     /* exec failed: carry on with the slower kernels. */
 }

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from conftest import BUILD, run
-from test_train import CLASSES, rescale_to_hf_init, shapes
+from test_train import CLASSES, shapes
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 HOSPITALS = ["hosp-a", "hosp-b", "hosp-c"]
@@ -117,7 +117,6 @@ class Federation:
              "--image-party", *HOSPITALS, *extra_image_parties, "--knowledge-party", "derm", "--admin", "ops"])
         self.model = self.root / "model"
         run([vflclip, "make-model", "--like", "tiny", "--seed", "3", "--out", self.model])
-        rescale_to_hf_init(self.model)
         self.full, self.parts = make_data(self.root)
         agg_ini = self.fed / "aggregator-localhost" / "aggregator.ini"
         set_key(agg_ini, "server", "host", "127.0.0.1")

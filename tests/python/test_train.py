@@ -3,14 +3,9 @@ whose classes are visually distinct (coloured shapes drawn here with numpy,
 saved by numpy.savez_compressed as a MedMNIST-style npz), with a random-weight
 tiny model from `vflclip make-model --like tiny`.
 
-make-model draws every matrix with std 0.02; in a 2-layer width-64 tower the
-attention and MLP branches then barely move the residual stream, so the
-pooled outputs hardly depend on the input (nearly the same embedding for every
-image, nearly the same text feature for every prompt) and nothing can be
-learned.  The fixture rescales the encoder matrices to transformers'
-CLIPPreTrainedModel._init_weights scales (q/k/v and fc2: w^-0.5 (2L)^-0.5,
-out_proj: w^-0.5, fc1: (2w)^-0.5) — still random weights, the
-initialisation a CLIP model gets from transformers itself.
+make-model draws the encoder matrices at transformers'
+CLIPPreTrainedModel._init_weights scales, so the tiny tower's pooled outputs
+depend on its input and a context can be learned on them.
 
 The runs use one thread: the tiny shapes gain nothing from threads and the
 test machine's 2 cores are shared."""
@@ -54,33 +49,11 @@ def shapes(rng, n, size=28):
     return images, labels
 
 
-def rescale_to_hf_init(model_dir):
-    cfg = json.loads((model_dir / "config.json").read_text())
-    path = model_dir / "model.safetensors"
-    with safe_open(path, "np") as f:
-        meta = f.metadata()
-    tensors = load_file(path)
-    for name, t in tensors.items():
-        c = cfg["vision_config" if name.startswith("vision_model") else "text_config"]
-        w, L = c["hidden_size"], c["num_hidden_layers"]
-        if any(name.endswith(f"{p}_proj.weight") for p in "qkv") or name.endswith("fc2.weight"):
-            std = w ** -0.5 * (2 * L) ** -0.5
-        elif name.endswith("out_proj.weight"):
-            std = w ** -0.5
-        elif name.endswith("fc1.weight"):
-            std = (2 * w) ** -0.5
-        else:
-            continue
-        tensors[name] = (t * (std / t.std())).astype(t.dtype)
-    save_file(tensors, path, metadata=meta)
-
-
 @pytest.fixture(scope="module")
 def work(vflclip, tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     model = root / "tiny"
     run([vflclip, "make-model", "--like", "tiny", "--seed", "3", "--out", model])
-    rescale_to_hf_init(model)
     rng = np.random.default_rng(0)
     arrays = {}
     for split, n in [("train", 240), ("val", 60), ("test", 120)]:
