@@ -22,6 +22,7 @@ int vf_cmd_embed(int argc, char **argv);
 int vf_cmd_make_model(int argc, char **argv);
 int vf_cmd_run(int argc, char **argv);
 int vf_cmd_status(int argc, char **argv);
+int vf_cmd_dp_epsilon(int argc, char **argv);
 
 const vf_command vf_commands[] = {
     {"embed", "projected CLIP embeddings of images or texts (.npy)", vf_cmd_embed},
@@ -39,6 +40,7 @@ const vf_command vf_commands[] = {
     {"rpc-test", "(debug) serve or call the gRPC transport's test service (interop tests, benchmark)", vf_cmd_rpc_test},
     {"run", "start, watch, abort a federated run, fetch its results (Admin API of the aggregator)", vf_cmd_run},
     {"status", "the aggregator, its current run and the connected parties", vf_cmd_status},
+    {"dp-epsilon", "epsilon of the subsampled Gaussian mechanism (the runs' RDP accountant)", vf_cmd_dp_epsilon},
     {NULL, NULL, NULL},
 };
 
