@@ -391,9 +391,12 @@ static void begin_finish(void) {
 static void train_step(void) {
     agg_run *r = &g_agg.run;
     if (r->stop || r->epoch >= r->cfg.epochs) return begin_finish();
-    if (r->batcher.epoch != r->epoch || r->batcher.step != r->step_in_epoch) {
+    /* every optimizer step but an epoch's last takes `accumulate` batches */
+    long batch_pos = (long)r->step_in_epoch * r->cfg.privacy.accumulate;
+    if (batch_pos > r->batcher.steps_per_epoch) batch_pos = r->batcher.steps_per_epoch;
+    if (r->batcher.epoch != r->epoch || r->batcher.step != batch_pos) {
         vf_batcher_start_epoch(&r->batcher, r->epoch);
-        r->batcher.step = r->step_in_epoch;
+        r->batcher.step = (int)batch_pos;
     }
     const int *idx;
     int B = vf_batcher_next(&r->batcher, &idx);
@@ -564,7 +567,9 @@ static void on_context_file(const Vflclip__V1__ContextFile *cf) {
         vf_log(VF_INFO, "event=step_time run=%s steps=%ld min_ms=%.3f mean_ms=%.3f", r->id, r->step_count,
                r->step_min_s * 1e3, r->step_sum_s / r->step_count * 1e3);
     write_privacy_report();
-    agg_run_end(RUN_DONE, r->budget_stop ? r->message : "");
+    char why[sizeof r->message];   /* agg_run_end rewrites r->message */
+    snprintf(why, sizeof why, "%s", r->budget_stop ? r->message : "");
+    agg_run_end(RUN_DONE, why);
 }
 
 /* ---- what to do next ------------------------------------------------------------ */
