@@ -3,6 +3,7 @@
 #include "clip/clip_config.h"
 #include "clip/tokenizer.h"
 #include "util/fileio.h"
+#include "util/rng.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -11,27 +12,15 @@
 #include <string.h>
 
 /* ---- seeded normal streams ------------------------------------------------ */
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t name_seed(uint64_t seed, const char *name) {
-    uint64_t h = 1469598103934665603ull ^ seed; /* FNV-1a over the name */
-    for (const char *p = name; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    return h;
-}
-
-/* dst[i] = mean + std * N(0, 1), Box-Muller on 53-bit uniforms. */
+/* dst[i] = mean + std * N(0, 1), one stream per tensor name. */
 static void fill_normal(float *dst, long n, uint64_t seed, const char *name, float mean, float std) {
-    uint64_t s = name_seed(seed, name);
+    vf_rng r;
+    vf_rng_seed(&r, vf_rng_name_seed(seed, name));
     for (long i = 0; i < n; i += 2) {
-        double u1 = ((splitmix64(&s) >> 11) + 1.0) * 0x1.0p-53, u2 = (splitmix64(&s) >> 11) * 0x1.0p-53;
-        double r = sqrt(-2.0 * log(u1));
-        dst[i] = (float)(mean + std * r * cos(2 * M_PI * u2));
-        if (i + 1 < n) dst[i + 1] = (float)(mean + std * r * sin(2 * M_PI * u2));
+        double radius, angle;
+        vf_rng_box_muller(&r, &radius, &angle);
+        dst[i] = (float)(mean + std * radius * cos(angle));
+        if (i + 1 < n) dst[i + 1] = (float)(mean + std * radius * sin(angle));
     }
 }
 

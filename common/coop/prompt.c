@@ -8,6 +8,7 @@
 
 #include "cpu/clip_text_backward.h"
 #include "util/arena.h"
+#include "util/rng.h"
 
 struct vf_coop {
     vf_coop_config cfg;
@@ -111,21 +112,15 @@ static int assemble_prompt(const prompt_parts *p, const int32_t *cls, int n_cls,
 }
 
 /* ---- context initialisation --------------------------------------------- */
-static unsigned long long splitmix64(unsigned long long *s) {
-    unsigned long long z = (*s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
 static void init_random(float *ctx, long n, unsigned long long seed) {
-    unsigned long long s = seed;
-    for (long i = 0; i < n; i += 2) {   // Box-Muller, two normals per pair of uniforms
-        double u1 = ((splitmix64(&s) >> 11) + 0.5) / 9007199254740992.0;
-        double u2 = ((splitmix64(&s) >> 11) + 0.5) / 9007199254740992.0;
-        double r = sqrt(-2.0 * log(u1));
-        ctx[i] = (float)(0.02 * r * cos(2.0 * M_PI * u2));
-        if (i + 1 < n) ctx[i + 1] = (float)(0.02 * r * sin(2.0 * M_PI * u2));
+    vf_rng r;
+    vf_rng_seed(&r, seed);
+    for (long i = 0; i < n; i += 2) {   // Box-Muller on uniforms in (0, 1) (not rng.h's (0, 1]: a seed keeps its context)
+        double u1 = ((vf_rng_next(&r) >> 11) + 0.5) / 9007199254740992.0;
+        double u2 = ((vf_rng_next(&r) >> 11) + 0.5) / 9007199254740992.0;
+        double rad = sqrt(-2.0 * log(u1));
+        ctx[i] = (float)(0.02 * rad * cos(2.0 * M_PI * u2));
+        if (i + 1 < n) ctx[i + 1] = (float)(0.02 * rad * sin(2.0 * M_PI * u2));
     }
 }
 

@@ -1,17 +1,12 @@
 /* shuffle: the seeded, platform-independent permutations behind data splits
- * and batch orders (splitmix64 stream; Fisher-Yates with rejection sampling,
+ * and batch orders (util/rng.h's stream; Fisher-Yates with rejection sampling,
  * so a seed gives the same order on every machine and compiler). */
 #ifndef VF_SHUFFLE_H
 #define VF_SHUFFLE_H
 
 #include <stdint.h>
+#include "util/rng.h"
 
-typedef struct vf_rng { uint64_t state; } vf_rng;
-
-void vf_rng_seed(vf_rng *r, uint64_t seed);
-uint64_t vf_rng_next(vf_rng *r);
-/* Uniform in [0, n), n >= 1, without modulo bias. */
-uint64_t vf_rng_below(vf_rng *r, uint64_t n);
 /* Shuffles a[0..n) in place. */
 void vf_shuffle_ints(vf_rng *r, int *a, int n);
 /* The order of epoch `epoch` under `seed`: a permutation of 0..n-1 that
