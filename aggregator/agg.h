@@ -20,6 +20,7 @@
 #include "proto/admin.pb-c.h"
 #include "proto/federation.pb-c.h"
 #include "rpc/rpc.h"
+#include "transcript/transcript.h"
 
 #define AGG_MAX_PARTIES 64
 #define AGG_VERSION "vflclip 0.1"
@@ -91,6 +92,7 @@ typedef struct agg_run {
     uint64_t task;
     float pending_loss;
     uint64_t bytes_out, bytes_in;    /* protobuf bytes of training-step messages */
+    vf_transcript transcript;        /* every message while the run is active (run dir, transcript.jsonl) */
     double step_t0, step_min_s, step_sum_s;   /* wall time of each step: loss + round trip */
     long step_count;
 } agg_run;
@@ -99,6 +101,7 @@ typedef struct agg {
     uv_loop_t *loop;
     vf_rpc_server *server;
     char name[128], state_dir[4096], audit_path[4400], default_config[4096];
+    char key_path[4096], cert_path[4096];   /* the aggregator's own, to sign run transcripts */
     vf_peer_identity me;
     agg_party parties[AGG_MAX_PARTIES];
     agg_run run;
@@ -131,6 +134,9 @@ void agg_run_resume_at_start(void);
 double agg_run_epsilon(void);
 const char *agg_run_state_name(agg_run_state s);
 int agg_run_terminal(void);
+/* Opens (or continues) the run's transcript; records one message of the run. */
+void agg_transcript_open(void);
+void agg_transcript_record(const agg_party *p, int sent, const ProtobufCMessage *m, const uint8_t *raw, size_t len);
 
 /* progress.c */
 int agg_progress_save(const agg_run *r, vf_error *err);

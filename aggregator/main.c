@@ -79,6 +79,8 @@ int main(int argc, char **argv) {
     }
     snprintf(g_agg.name, sizeof g_agg.name, "%s", g_agg.me.name);
     snprintf(g_agg.state_dir, sizeof g_agg.state_dir, "%s", paths.state);
+    snprintf(g_agg.key_path, sizeof g_agg.key_path, "%s", paths.key);
+    snprintf(g_agg.cert_path, sizeof g_agg.cert_path, "%s", paths.cert);
     if (audit[0]) snprintf(g_agg.audit_path, sizeof g_agg.audit_path, "%s", audit);
     else snprintf(g_agg.audit_path, sizeof g_agg.audit_path, "%s/audit.log", paths.state);
     if (check_only) {

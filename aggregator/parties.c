@@ -30,6 +30,7 @@ int agg_parties_connected(void) {
 
 int agg_send(agg_party *p, Vflclip__V1__AggregatorMessage *m, vf_error *err) {
     if (!p || !p->call) return vf_fail(err, "party is not connected");
+    agg_transcript_record(p, 1, &m->base, NULL, 0);
     return vf_rpc_call_send_pb(p->call, &m->base, err);
 }
 
@@ -122,6 +123,7 @@ static void join_message(vf_rpc_call *call, const uint8_t *data, size_t len, voi
         vf_rpc_call_finish(call, VF_GRPC_INVALID_ARGUMENT, "cannot decode PartyMessage", &err);
         return;
     }
+    agg_transcript_record(p, 0, &m->base, data, len);
     if (!p->hello_ok) {
         if (m->body_case != VFLCLIP__V1__PARTY_MESSAGE__BODY_HELLO) refuse(p, VF_GRPC_FAILED_PRECONDITION, "the first message must be a Hello");
         else on_hello(p, m->hello);

@@ -26,6 +26,7 @@
 #include "daemon/notify.h"
 #include "privacy/embed_dp.h"
 #include "util/fileio.h"
+#include <mbedtls/sha256.h>
 #include "util/log.h"
 
 #include <errno.h>
@@ -73,7 +74,37 @@ static void free_trainer(agg_run *r) {
     r->trainer_ready = 0;
 }
 
+void agg_transcript_open(void) {
+    agg_run *r = &g_agg.run;
+    char path[4500];
+    vf_error err;
+    snprintf(path, sizeof path, "%s/transcript.jsonl", r->dir);
+    if (vf_transcript_open(&r->transcript, path, r->id, &err))
+        vf_log(VF_ERROR, "event=transcript_failed run=%s error=\"%s\"", r->id, err.msg);
+}
+
+void agg_transcript_record(const agg_party *p, int sent, const ProtobufCMessage *m, const uint8_t *raw, size_t len) {
+    agg_run *r = &g_agg.run;
+    if (!r->transcript.f || !agg_run_active()) return;
+    vf_transcript_entry e = {.sender = sent ? g_agg.me.serial_hex : p->id.serial_hex,
+                             .receiver = sent ? p->id.serial_hex : g_agg.me.serial_hex};
+    e.kind = vf_transcript_kind(m, &e.step);
+    e.task = sent ? ((const Vflclip__V1__AggregatorMessage *)m)->task_id : ((const Vflclip__V1__PartyMessage *)m)->task_id;
+    if (raw) mbedtls_sha256_ret(raw, len, e.sha256, 0);
+    else vf_pb_sha256(m, e.sha256);
+    if (sent && ((const Vflclip__V1__AggregatorMessage *)m)->body_case == VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_TEXT_BACKWARD) {
+        e.has_loss = 1;
+        e.loss = r->pending_loss;
+    }
+    vf_error err;
+    if (vf_transcript_append(&r->transcript, &e, &err)) {
+        vf_log(VF_ERROR, "event=transcript_failed run=%s error=\"%s\"", r->id, err.msg);
+        vf_transcript_close(&r->transcript);
+    }
+}
+
 void agg_run_free(agg_run *r) {
+    vf_transcript_close(&r->transcript);
     free_trainer(r);
     for (int k = 0; k < 3; k++) {
         free(r->emb[k]);
@@ -120,6 +151,13 @@ void agg_run_end(agg_run_state s, const char *msg) {
     vf_log(s == RUN_DONE ? VF_INFO : VF_WARN, "event=run_%s run=%s step=%ld message=\"%s\"", agg_run_state_name(s), r->id,
            r->global_step, r->message);
     save_progress_logged();
+    if (r->transcript.f) {
+        vf_error err;
+        if (vf_transcript_sign(&r->transcript, g_agg.key_path, g_agg.cert_path, &err))
+            vf_log(VF_ERROR, "event=transcript_sign_failed run=%s error=\"%s\"", r->id, err.msg);
+        else
+            vf_log(VF_INFO, "event=transcript_signed run=%s entries=%llu", r->id, (unsigned long long)r->transcript.entries);
+    }
     shutdown_kp(msg && *msg ? msg : agg_run_state_name(s));
     for (int i = 0; i < AGG_MAX_PARTIES; i++)
         if (g_agg.parties[i].used && g_agg.parties[i].hello_ok) snprintf(g_agg.parties[i].state, 32, "connected");

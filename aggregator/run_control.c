@@ -105,6 +105,7 @@ int agg_run_start(const char *config_text, const char *run_id, const vf_peer_ide
     r->started_unix = (int64_t)time(NULL);
     r->best_auc = NAN;
     r->state = RUN_SETUP;
+    agg_transcript_open();
     if (agg_progress_save(r, err) || agg_current_run_set(id, err)) {
         r->state = RUN_FAILED;
         return -1;
@@ -164,6 +165,7 @@ void agg_run_resume_at_start(void) {
     r->config_text = text;
     r->state = RUN_SETUP;
     r->best_auc = NAN;
+    agg_transcript_open();
     vf_log(VF_INFO, "event=run_resuming run=%s committed_step=%ld detail=\"waiting for its parties\"", r->id, r->committed_step);
     agg_run_continue();
 }

@@ -23,6 +23,7 @@ int vf_cmd_make_model(int argc, char **argv);
 int vf_cmd_run(int argc, char **argv);
 int vf_cmd_status(int argc, char **argv);
 int vf_cmd_dp_epsilon(int argc, char **argv);
+int vf_cmd_transcript(int argc, char **argv);
 
 const vf_command vf_commands[] = {
     {"embed", "projected CLIP embeddings of images or texts (.npy)", vf_cmd_embed},
@@ -41,6 +42,7 @@ const vf_command vf_commands[] = {
     {"run", "start, watch, abort a federated run, fetch its results (Admin API of the aggregator)", vf_cmd_run},
     {"status", "the aggregator, its current run and the connected parties", vf_cmd_status},
     {"dp-epsilon", "epsilon of the subsampled Gaussian mechanism (the runs' RDP accountant)", vf_cmd_dp_epsilon},
+    {"transcript", "verify a run transcript: hash chain, aggregator signature, a party's own log", vf_cmd_transcript},
     {NULL, NULL, NULL},
 };
 

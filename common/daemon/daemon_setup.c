@@ -40,6 +40,7 @@ int vf_daemon_link_config(const vf_ini *ini, const vf_daemon_paths *p, vf_party_
     cfg->client.max_recv_message = 64u << 20;
     cfg->backoff_min_ms = (int)bmin;
     cfg->backoff_max_ms = (int)bmax;
+    snprintf(cfg->party_log, sizeof cfg->party_log, "%s/party-log.jsonl", p->state);
     return 0;
 }
 

@@ -1,5 +1,6 @@
 /* party_link: dial, Join, Hello, dispatch, reconnect (see party_link.h). */
 #include "daemon/party_link.h"
+#include "transcript/transcript.h"
 #include "util/log.h"
 
 #include <mbedtls/x509_crt.h>
@@ -17,6 +18,7 @@ struct vf_party_link {
     vf_rpc_call *call;
     int backoff_ms, stopping;
     uint64_t up_since;
+    vf_party_log log;          /* what this party sent and received, for `vflclip transcript verify --party-log` */
 };
 
 int vf_identity_from_file(const char *cert_file, vf_peer_identity *id, vf_error *err) {
@@ -56,6 +58,7 @@ static void on_call_message(vf_rpc_call *call, const uint8_t *data, size_t len, 
         vf_rpc_call_cancel(call);
         return;
     }
+    vf_party_log_record(&l->log, 0, &m->base, data, len);
     if (m->body_case == VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_WELCOME) {
         l->up_since = uv_now(l->loop);
         vf_log(VF_INFO, "event=welcome peer=%s run=%s", m->welcome->aggregator_name,
@@ -106,6 +109,7 @@ static void on_ready(vf_rpc_client *c, int status, const char *msg, void *ud) {
     Vflclip__V1__PartyMessage pm = VFLCLIP__V1__PARTY_MESSAGE__INIT;
     pm.body_case = VFLCLIP__V1__PARTY_MESSAGE__BODY_HELLO;
     pm.hello = &hello;
+    vf_party_log_record(&l->log, 1, &pm.base, NULL, 0);
     if (vf_rpc_call_send_pb(l->call, &pm.base, &err)) {
         vf_log(VF_WARN, "event=hello_failed reason=\"%s\"", err.msg);
         vf_rpc_call_cancel(l->call);
@@ -160,7 +164,8 @@ int vf_party_link_start(uv_loop_t *loop, const vf_party_link_config *cfg, const 
     keep(l->cert, sizeof l->cert, &l->cfg.client.tls.cert_file);
     keep(l->key, sizeof l->key, &l->cfg.client.tls.key_file);
     keep(l->crl, sizeof l->crl, &l->cfg.client.tls.crl_file);
-    if (vf_identity_from_file(l->cert, &l->me, err)) {
+    if (vf_identity_from_file(l->cert, &l->me, err) ||
+        (l->cfg.party_log[0] && vf_party_log_open(&l->log, l->cfg.party_log, l->me.name, l->me.serial_hex, err))) {
         free(l);
         return -1;
     }
@@ -173,6 +178,7 @@ int vf_party_link_start(uv_loop_t *loop, const vf_party_link_config *cfg, const 
 
 int vf_party_link_send(vf_party_link *l, const Vflclip__V1__PartyMessage *m, vf_error *err) {
     if (!l->call) return vf_fail(err, "no stream to the aggregator");
+    vf_party_log_record(&l->log, 1, &m->base, NULL, 0);
     return vf_rpc_call_send_pb(l->call, &m->base, err);
 }
 

@@ -20,6 +20,7 @@ typedef struct vf_party_link_config {
     vf_rpc_client_config client;   /* host, port, server_name, tls */
     int backoff_min_ms;            /* default 500 */
     int backoff_max_ms;            /* default 30000 */
+    char party_log[4200];          /* digests of every message sent and received (transcript.h); "" = none */
 } vf_party_link_config;
 
 typedef struct vf_party_link_handlers {

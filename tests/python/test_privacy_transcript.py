@@ -1,0 +1,134 @@
+"""The run transcript (common/transcript): a real federation (three image
+parties, knowledge party, aggregator) trains; `vflclip run results` brings
+transcript.jsonl.  Checked independently in Python: the hash chain
+recomputed with hashlib, the ECDSA P-256 signature of the head verified with
+`cryptography` against the aggregator's certificate, and that certificate
+issued by the federation CA; every party's own log holds exactly the
+digests the transcript lists for it.  Then `vflclip transcript verify`
+accepts the files and refuses each tampering with one byte: in an entry
+(chain), in the signature, in a party's log (disagreement); and a signature
+checked against another CA or another party's certificate."""
+import base64
+import hashlib
+import json
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+from conftest import run
+from test_federation_support import HOSPITALS, RUN_FLAGS, Federation
+
+MAGIC = "vflclip transcript v1|"
+
+
+@pytest.fixture(scope="module")
+def finished(vflclip, tmp_path_factory):
+    root = tmp_path_factory.mktemp("transcript")
+    fed = Federation(vflclip, root)
+    fed.start()
+    try:
+        p = fed.cli("run", "start", *RUN_FLAGS, "--run-id", "signed", "--watch")
+        assert json.loads(p.stdout.splitlines()[-1])["state"] == "done", p.stderr
+        out = fed.results("signed", root / "results")
+    finally:
+        fed.stop()
+    logs = {d.name: next((d.ini.parent).rglob("party-log.jsonl")) for d in [fed.kp, *fed.images.values()]}
+    return fed, out / "transcript.jsonl", logs
+
+
+def lines(path):
+    return [json.loads(l) for l in path.read_text().splitlines()]
+
+
+def test_chain_signature_and_party_logs_check_independently(finished):
+    fed, tpath, logs = finished
+    rows = lines(tpath)
+    head_line, entries, end = rows[0], rows[1:-1], rows[-1]
+    run_id = head_line["run"]
+    h = hashlib.sha256((MAGIC + run_id).encode()).digest()
+    for i, e in enumerate(entries, start=1):
+        assert e["seq"] == i
+        text = f"{e['seq']}|{e['sender']}|{e['receiver']}|{e['task']}|{e['kind']}|{e['step']}|{e['sha256']}|{e['loss']}"
+        h = hashlib.sha256(h + text.encode()).digest()
+        assert e["chain"] == h.hex()
+    assert end["head"] == h.hex() and end["entries"] == len(entries)
+    cert = x509.load_der_x509_certificate(base64.b64decode(end["cert"]))
+    agg = x509.load_pem_x509_certificate((fed.fed / "aggregator-localhost" / "cert.pem").read_bytes())
+    assert cert == agg
+    ca = x509.load_pem_x509_certificate((fed.fed / "aggregator-localhost" / "ca.crt").read_bytes())
+    ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+    signed = hashlib.sha256(f"{MAGIC}{run_id}|{len(entries)}|{end['head']}".encode()).digest()
+    cert.public_key().verify(bytes.fromhex(end["signature"]), signed, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+    kinds = {}
+    for e in entries:
+        kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
+    steps = sum(e["steps"] for e in lines(tpath.parent / "metrics.jsonl"))
+    # one TextBackward per step, each answered by TextFeatures, plus the set-up's and restore-best's
+    assert kinds["text_backward"] == steps and kinds["text_features"] == steps + 2
+    assert kinds["embeddings"] >= 3 * len(HOSPITALS) and kinds["encode_split"] == 3 * len(HOSPITALS)
+    steps = [e for e in entries if e["kind"] == "text_backward"]
+    assert steps and all(e["loss"] != "-" for e in steps)
+    # every party's log holds, per direction, exactly the transcript's digests for it, in order
+    for name, log in logs.items():
+        rows_p = lines(log)
+        serial = rows_p[0]["serial"]
+        for direction, key in (("sent", "sender"), ("received", "receiver")):
+            mine = [r["sha256"] for r in rows_p[1:] if r["dir"] == direction]
+            theirs = [e["sha256"] for e in entries if e[key] == serial]
+            assert theirs, (name, direction)
+            start = mine.index(theirs[0])
+            assert mine[start:start + len(theirs)] == theirs, (name, direction)
+    print(f"{len(entries)} messages {kinds}; chain, ECDSA signature (cryptography) and {len(logs)} party logs agree")
+
+
+def verify(vflclip, *args):
+    return run([vflclip, "transcript", "verify", *args], check=False)
+
+
+def test_vflclip_verifies_and_refuses_one_byte_of_tampering(vflclip, finished, tmp_path):
+    fed, tpath, logs = finished
+    ca = fed.fed / "aggregator-localhost" / "ca.crt"
+    all_logs = [a for log in logs.values() for a in ("--party-log", log)]
+    p = verify(vflclip, tpath, "--ca", ca, "--cert", fed.fed / "aggregator-localhost" / "cert.pem", *all_logs)
+    print(p.stdout.strip())
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("agrees with the transcript") == len(logs)
+
+    def flip(src, dst, find_line, field):
+        text = src.read_text().splitlines()
+        i = next(k for k, l in enumerate(text) if find_line(l))
+        row = json.loads(text[i])
+        v = row[field]
+        row[field] = v[:5] + ("0" if v[5] != "0" else "1") + v[6:]
+        text[i] = json.dumps(row, separators=(",", ":"))
+        dst.write_text("\n".join(text) + "\n")
+        return i + 1
+
+    chain = tmp_path / "chain.jsonl"
+    line = flip(tpath, chain, lambda l: '"kind":"text_backward"' in l, "sha256")
+    p = verify(vflclip, chain, "--ca", ca)
+    print("chain:", p.stderr.strip())
+    assert p.returncode == 1 and f"line {line}: the hash chain breaks" in p.stderr
+
+    sig = tmp_path / "sig.jsonl"
+    flip(tpath, sig, lambda l: '"end":true' in l, "signature")
+    p = verify(vflclip, sig, "--ca", ca)
+    print("signature:", p.stderr.strip())
+    assert p.returncode == 1 and "signature does not verify" in p.stderr
+
+    kp_log = tmp_path / "kp-log.jsonl"
+    line = flip(logs["derm"], kp_log, lambda l: '"kind":"text_features"' in l, "sha256")
+    p = verify(vflclip, tpath, "--ca", ca, "--party-log", kp_log)
+    print("party log:", p.stderr.strip())
+    assert p.returncode == 1 and str(kp_log) in p.stderr and ("disagrees" in p.stderr or "not in the party log" in p.stderr)
+
+    other = tmp_path / "other-fed"
+    run([vflclip, "provision", "--out", other, "--aggregator", "localhost", "--image-party", "x", "--knowledge-party", "k",
+         "--admin", "a"])
+    p = verify(vflclip, tpath, "--ca", other / "aggregator-localhost" / "ca.crt")
+    print("other CA:", p.stderr.strip())
+    assert p.returncode == 1 and "is not valid under" in p.stderr
+    p = verify(vflclip, tpath, "--cert", fed.fed / "knowledge-party-derm" / "cert.pem")
+    assert p.returncode == 1 and "not with the certificate" in p.stderr
