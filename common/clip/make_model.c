@@ -1,9 +1,9 @@
 /* make_model: random-weight CLIP model directories (see make_model.h). */
 #include "clip/make_model.h"
 #include "clip/clip_config.h"
+#include "clip/random_weights.h"
 #include "clip/tokenizer.h"
 #include "util/fileio.h"
-#include "util/rng.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -11,44 +11,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- seeded normal streams ------------------------------------------------ */
-/* dst[i] = mean + std * N(0, 1), one stream per tensor name. */
-static void fill_normal(float *dst, long n, uint64_t seed, const char *name, float mean, float std) {
-    vf_rng r;
-    vf_rng_seed(&r, vf_rng_name_seed(seed, name));
-    for (long i = 0; i < n; i += 2) {
-        double radius, angle;
-        vf_rng_box_muller(&r, &radius, &angle);
-        dst[i] = (float)(mean + std * radius * cos(angle));
-        if (i + 1 < n) dst[i + 1] = (float)(mean + std * radius * sin(angle));
-    }
-}
-
 /* ---- the tensor table --------------------------------------------------------- */
-typedef struct gen {
-    vf_st_writer w;
-    vf_dtype dtype;
-    uint64_t seed;
-    float *buf;     /* one allocation for every tensor */
-    size_t used, cap;
-    int sizing;
-} gen;
+typedef vf_random_weights gen;
 
+/* The tensor named by fmt, mean + std * N(0, 1) from its own stream. */
 static int add(gen *g, float mean, float std, vf_error *err, int ndim, const int64_t *shape, const char *fmt, ...)
     __attribute__((format(printf, 7, 8)));
 static int add(gen *g, float mean, float std, vf_error *err, int ndim, const int64_t *shape, const char *fmt, ...) {
-    char name[256];
+    vf_random_tensor t;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
+    int rc = vf_random_weights_vadd(g, &t, err, ndim, shape, fmt, ap);
     va_end(ap);
-    long n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    if (g->sizing) { g->cap += (size_t)n; return 0; }
-    float *p = g->buf + g->used;
-    g->used += (size_t)n;
-    fill_normal(p, n, g->seed, name, mean, std);
-    return vf_st_writer_add_f32(&g->w, name, g->dtype, ndim, shape, p, err);
+    if (rc || !t.values) return rc;
+    for (size_t i = 0; i < t.n; i += 2) {
+        double radius, angle;
+        vf_rng_box_muller(&t.stream, &radius, &angle);
+        t.values[i] = (float)(mean + std * radius * cos(angle));
+        if (i + 1 < t.n) t.values[i + 1] = (float)(mean + std * radius * sin(angle));
+    }
+    return 0;
 }
 
 #define SHAPE(...) (const int64_t[]){__VA_ARGS__}
@@ -83,7 +65,8 @@ static int add_encoder(gen *g, const char *p, const vf_clip_encoder_config *e, v
     return 0;
 }
 
-static int add_all(gen *g, const vf_clip_config *cfg, vf_error *err) {
+static int add_all(gen *g, const void *cfg_v, vf_error *err) {
+    const vf_clip_config *cfg = cfg_v;
     const vf_clip_text_config *t = &cfg->text;
     const vf_clip_vision_config *v = &cfg->vision;
     const int64_t TC = t->enc.hidden_size, VC = v->enc.hidden_size, D = cfg->projection_dim, P = v->patch_size;
@@ -105,10 +88,10 @@ static int add_all(gen *g, const vf_clip_config *cfg, vf_error *err) {
         add(g, 0.0f, (float)pow((double)VC, -0.5), err, 2, SHAPE(D, VC), "visual_projection.weight"))
         return -1;
     /* logit_scale: a scalar holding the config's initial value. */
-    if (g->sizing) { g->cap += 1; return 0; }
-    float *ls = g->buf + g->used++;
-    *ls = cfg->logit_scale_init;
-    return vf_st_writer_add_f32(&g->w, "logit_scale", g->dtype, 0, NULL, ls, err);
+    float *ls;
+    if (vf_random_weights_add_fixed(g, "logit_scale", 0, NULL, &ls, err)) return -1;
+    if (ls) *ls = cfg->logit_scale_init;
+    return 0;
 }
 
 static int write_text(const char *dir, const char *file, const char *text, vf_error *err) {
@@ -151,20 +134,9 @@ int vf_make_model(const char *like, uint64_t seed, vf_dtype dtype, const char *o
     if (!config_json) return vf_fail(err, "make-model: out of memory");
     int rc = 0;
     if (!config_only) {
-        gen g = {.dtype = dtype, .seed = seed, .sizing = 1};
-        vf_st_writer_init(&g.w);
-        add_all(&g, &cfg, err);
-        g.buf = malloc(sizeof(float) * g.cap);
-        if (!g.buf) rc = vf_fail(err, "make-model: out of memory for %zu parameters", g.cap);
-        g.sizing = 0;
         char path[4200];
         snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
-        if (rc == 0) rc = add_all(&g, &cfg, err);
-        if (rc == 0) rc = vf_st_writer_meta(&g.w, "format", "pt", err);
-        if (rc == 0) rc = vf_st_writer_meta(&g.w, "vflclip_random_weights", "true", err);
-        if (rc == 0) rc = vf_st_writer_save(&g.w, path, err);
-        vf_st_writer_free(&g.w);
-        free(g.buf);
+        rc = vf_random_weights_write(path, dtype, seed, add_all, &cfg, err);
         if (rc == 0) rc = write_preprocessor(out_dir, cfg.vision.image_size, err);
     }
     /* config.json last: its presence means the directory is complete. */

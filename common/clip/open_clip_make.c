@@ -1,9 +1,9 @@
 /* open_clip_make: random-weight OpenCLIP checkpoints (see open_clip_make.h). */
 #include "clip/open_clip_make.h"
 #include "clip/open_clip_model.h"
+#include "clip/random_weights.h"
 #include "clip/tokenizer.h"
 #include "util/fileio.h"
-#include "util/rng.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -12,37 +12,14 @@
 #include <string.h>
 #include <strings.h>
 
-// ---- seeded streams ------------------------------------------------------------
+// ---- the tensor table ------------------------------------------------------------
+
+typedef vf_random_weights gen;
 
 typedef enum init_kind {
     INIT_NORMAL,     // mean + std * N(0,1)
     INIT_LOGNORMAL,  // exp(mean + std * N(0,1)): BatchNorm running_var, positive
 } init_kind;
-
-static void fill(float *dst, size_t n, uint64_t seed, const char *name, init_kind kind, float mean, float std) {
-    vf_rng r;
-    vf_rng_seed(&r, vf_rng_name_seed(seed, name));
-    for (size_t i = 0; i < n; i += 2) {
-        double radius, angle;
-        vf_rng_box_muller(&r, &radius, &angle);
-        double z[2] = {radius * cos(angle), radius * sin(angle)};
-        for (size_t j = 0; j < 2 && i + j < n; j++) {
-            double v = mean + std * z[j];
-            dst[i + j] = (float)(kind == INIT_LOGNORMAL ? exp(v) : v);
-        }
-    }
-}
-
-// ---- the tensor table ------------------------------------------------------------
-
-typedef struct gen {
-    vf_st_writer w;
-    vf_dtype dtype;
-    uint64_t seed;
-    float *buf;  // one allocation for every float tensor
-    size_t used, cap;
-    int sizing;
-} gen;
 
 static int64_t zero_count;  // num_batches_tracked: a real I64 scalar, value 0
 
@@ -50,21 +27,22 @@ static int add(gen *g, init_kind kind, float mean, float std, vf_error *err, int
                const char *fmt, ...) __attribute__((format(printf, 8, 9)));
 static int add(gen *g, init_kind kind, float mean, float std, vf_error *err, int ndim, const int64_t *shape,
                const char *fmt, ...) {
-    char name[256];
+    vf_random_tensor t;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
+    int rc = vf_random_weights_vadd(g, &t, err, ndim, shape, fmt, ap);
     va_end(ap);
-    size_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
-    if (g->sizing) {
-        g->cap += n;
-        return 0;
+    if (rc || !t.values) return rc;
+    for (size_t i = 0; i < t.n; i += 2) {
+        double radius, angle;
+        vf_rng_box_muller(&t.stream, &radius, &angle);
+        double z[2] = {radius * cos(angle), radius * sin(angle)};
+        for (size_t j = 0; j < 2 && i + j < t.n; j++) {
+            double v = mean + std * z[j];
+            t.values[i + j] = (float)(kind == INIT_LOGNORMAL ? exp(v) : v);
+        }
     }
-    float *p = g->buf + g->used;
-    g->used += n;
-    fill(p, n, g->seed, name, kind, mean, std);
-    return vf_st_writer_add_f32(&g->w, name, g->dtype, ndim, shape, p, err);
+    return 0;
 }
 
 #define SHAPE(...) (const int64_t[]){__VA_ARGS__}
@@ -162,7 +140,8 @@ static int add_vit(gen *g, const vf_open_clip_config *c, vf_error *err) {
            add(g, W, err, 2, SHAPE(C, D), "visual.proj");
 }
 
-static int add_all(gen *g, const vf_open_clip_config *c, vf_error *err) {
+static int add_all(gen *g, const void *cfg, vf_error *err) {
+    const vf_open_clip_config *c = cfg;
     const int64_t C = c->text_width, F = (int64_t)(C * c->text_mlp_ratio), D = c->embed_dim;
     if ((c->is_resnet ? add_resnet(g, c, err) : add_vit(g, c, err)) ||
         add(g, W, err, 2, SHAPE(c->vocab_size, C), "token_embedding.weight") ||
@@ -171,13 +150,10 @@ static int add_all(gen *g, const vf_open_clip_config *c, vf_error *err) {
         add(g, LNW, err, 1, SHAPE(C), "ln_final.weight") || add(g, W, err, 1, SHAPE(C), "ln_final.bias") ||
         add(g, W, err, 2, SHAPE(C, D), "text_projection"))
         return -1;
-    if (g->sizing) {  // logit_scale: log(1/0.07), open_clip's init
-        g->cap += 1;
-        return 0;
-    }
-    float *ls = g->buf + g->used++;
-    *ls = logf(1.0f / 0.07f);
-    return vf_st_writer_add_f32(&g->w, "logit_scale", g->dtype, 0, NULL, ls, err);
+    float *ls;
+    if (vf_random_weights_add_fixed(g, "logit_scale", 0, NULL, &ls, err)) return -1;
+    if (ls) *ls = logf(1.0f / 0.07f);  // open_clip's init: log(1/0.07)
+    return 0;
 }
 
 // DIR/open_clip_config.json, marked as random weights
@@ -209,20 +185,9 @@ int vf_open_clip_make_model(const vf_open_clip_config *cfg_in, uint64_t seed, vf
     if (eot != vocab - 1)  // open_clip pools at the largest id, which must be the EOT
         return vf_fail(err, "EOT id %d is not the largest id of the vocabulary", eot);
 
-    gen g = {.dtype = dtype, .seed = seed, .sizing = 1};
-    vf_st_writer_init(&g.w);
-    int rc = add_all(&g, &cfg, err);
-    if (!rc && !(g.buf = malloc(sizeof(float) * g.cap)))
-        rc = vf_fail(err, "out of memory for %zu parameters", g.cap);
-    g.sizing = 0;
     char path[4200];
     snprintf(path, sizeof path, "%s/" VF_OPEN_CLIP_WEIGHTS, out_dir);
-    if (!rc) rc = add_all(&g, &cfg, err);
-    if (!rc) rc = vf_st_writer_meta(&g.w, "format", "pt", err);
-    if (!rc) rc = vf_st_writer_meta(&g.w, "vflclip_random_weights", "true", err);
-    if (!rc) rc = vf_st_writer_save(&g.w, path, err);
-    vf_st_writer_free(&g.w);
-    free(g.buf);
+    int rc = vf_random_weights_write(path, dtype, seed, add_all, &cfg, err);
     if (rc) return -1;
     return write_config(&cfg, out_dir, err);  // last: its presence marks a complete checkpoint
 }
