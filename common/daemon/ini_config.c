@@ -173,11 +173,19 @@ static void where(const vf_ini *ini, const char *section, const char *key, char 
     else snprintf(out, size, "%s (default)", ini->name);
 }
 
-int vf_ini_int(const vf_ini *ini, const char *section, const char *key, long lo, long hi, long *out, vf_error *err) {
+/* The key's value with `w` set to where it comes from; NULL (and err) when it has none. */
+static const char *value_where(const vf_ini *ini, const char *section, const char *key, char *w, size_t size,
+                               vf_error *err) {
     const char *v = vf_ini_get(ini, section, key);
+    where(ini, section, key, w, size);
+    if (!v) vf_fail(err, "%s: [%s] %s has no value", w, section, key);
+    return v;
+}
+
+int vf_ini_int(const vf_ini *ini, const char *section, const char *key, long lo, long hi, long *out, vf_error *err) {
     char w[4200];
-    where(ini, section, key, w, sizeof w);
-    if (!v) return vf_fail(err, "%s: [%s] %s has no value", w, section, key);
+    const char *v = value_where(ini, section, key, w, sizeof w, err);
+    if (!v) return -1;
     char *end;
     errno = 0;
     long x = strtol(v, &end, 10);
@@ -189,10 +197,9 @@ int vf_ini_int(const vf_ini *ini, const char *section, const char *key, long lo,
 
 int vf_ini_double(const vf_ini *ini, const char *section, const char *key, double lo, double hi, double *out,
                   vf_error *err) {
-    const char *v = vf_ini_get(ini, section, key);
     char w[4200];
-    where(ini, section, key, w, sizeof w);
-    if (!v) return vf_fail(err, "%s: [%s] %s has no value", w, section, key);
+    const char *v = value_where(ini, section, key, w, sizeof w, err);
+    if (!v) return -1;
     char *end;
     errno = 0;
     double x = strtod(v, &end);
@@ -203,10 +210,9 @@ int vf_ini_double(const vf_ini *ini, const char *section, const char *key, doubl
 }
 
 int vf_ini_bool(const vf_ini *ini, const char *section, const char *key, int *out, vf_error *err) {
-    const char *v = vf_ini_get(ini, section, key);
     char w[4200];
-    where(ini, section, key, w, sizeof w);
-    if (!v) return vf_fail(err, "%s: [%s] %s has no value", w, section, key);
+    const char *v = value_where(ini, section, key, w, sizeof w, err);
+    if (!v) return -1;
     if (!strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcmp(v, "1") || !strcasecmp(v, "on")) *out = 1;
     else if (!strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcmp(v, "0") || !strcasecmp(v, "off")) *out = 0;
     else return vf_fail(err, "%s: [%s] %s = '%s' is not a boolean (true/false)", w, section, key, v);

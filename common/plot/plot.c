@@ -60,6 +60,15 @@ static const double PALETTE[][3] = {
     {0.12, 0.47, 0.71}, {1.00, 0.50, 0.05}, {0.17, 0.63, 0.17}, {0.84, 0.15, 0.16}, {0.58, 0.40, 0.74}, {0.55, 0.34, 0.29},
 };
 
+/* Colour, width and dash of series s, the same in the plot and its legend. */
+static void series_pen(cairo_t *cr, int s, int dashed) {
+    const double *c = PALETTE[s % 6];
+    cairo_set_source_rgb(cr, c[0], c[1], c[2]);
+    cairo_set_line_width(cr, 2.5);
+    double dash[] = {8, 5};
+    cairo_set_dash(cr, dash, dashed ? 2 : 0, 0);
+}
+
 int vf_plot_lines(const char *path, const char *title, const char *xlabel, const char *ylabel,
                   const vf_plot_series *series, int n_series, double y_min, double y_max, vf_error *err) {
     /* The legend sits right of the frame, so it never hides a curve. */
@@ -144,11 +153,7 @@ int vf_plot_lines(const char *path, const char *title, const char *xlabel, const
     cairo_rectangle(cr, L, T, pw, ph);
     cairo_clip(cr);
     for (int s = 0; s < n_series; s++) {
-        const double *c = PALETTE[s % 6];
-        cairo_set_source_rgb(cr, c[0], c[1], c[2]);
-        cairo_set_line_width(cr, 2.5);
-        double dash[] = {8, 5};
-        cairo_set_dash(cr, dash, series[s].dashed ? 2 : 0, 0);
+        series_pen(cr, s, series[s].dashed);
         int pen = 0;
         for (int i = 0; i < series[s].n; i++) {
             double y = series[s].y[i];
@@ -170,11 +175,7 @@ int vf_plot_lines(const char *path, const char *title, const char *xlabel, const
     cairo_set_font_size(cr, 14);
     double lx = L + pw + 18, ly = T + 4;
     for (int s = 0; s < n_series; s++) {
-        const double *c = PALETTE[s % 6];
-        cairo_set_source_rgb(cr, c[0], c[1], c[2]);
-        cairo_set_line_width(cr, 2.5);
-        double dash[] = {8, 5};
-        cairo_set_dash(cr, dash, series[s].dashed ? 2 : 0, 0);
+        series_pen(cr, s, series[s].dashed);
         cairo_move_to(cr, lx, ly + 22 * s + 8);
         cairo_line_to(cr, lx + 34, ly + 22 * s + 8);
         cairo_stroke(cr);
