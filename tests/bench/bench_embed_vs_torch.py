@@ -10,22 +10,13 @@ seconds per image are printed too (less sensitive to that load)."""
 import argparse
 import os
 import pathlib
-import platform
-import re
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return re.search(r"Model name:\s*(.*)", out).group(1).strip()
-    except Exception:
-        return platform.processor() or "unknown"
+from embed_common import cpu_model, make_model, run_bench_embed, save_pixels, thread_env, torch_like_ours
 
 
 def main():
@@ -40,34 +31,25 @@ def main():
     a = ap.parse_args()
     build = pathlib.Path(a.build)
     n = a.threads
-    env = dict(os.environ, OMP_NUM_THREADS=str(n), OPENBLAS_NUM_THREADS=str(n))
+    env = thread_env(n)
 
     with tempfile.TemporaryDirectory(prefix="vf_bench_embed_") as tmp:
         tmp = pathlib.Path(tmp)
         model = tmp / "model"
-        subprocess.run([build / "vflclip", "make-model", "--like", a.like, "--seed", "0", "--out", model],
-                       check=True, capture_output=True)
+        make_model(build, a.like, model)
         import json
         size = json.loads((model / "config.json").read_text())["vision_config"]["image_size"]
-        pixels = np.random.default_rng(0).standard_normal((a.images, 3, size, size)).astype(np.float32)
-        np.save(tmp / "pixels.npy", pixels)
+        pixels = save_pixels(tmp / "pixels.npy", a.images, size)
 
         def run_ours():
-            p = subprocess.run([build / "bench" / "bench_embed", model, tmp / "pixels.npy", str(a.batch), str(a.repeats)],
-                               capture_output=True, text=True, env=dict(env, VF_BENCH_OUT=str(tmp / "ours.npy")))
-            if p.returncode != 0:
-                sys.exit(f"bench_embed failed:\n{p.stderr}")
-            get = lambda k: re.search(k + r"=(\S+)", p.stdout).group(1)
-            return float(get("images_per_s")), float(get("cpu_seconds")) / (a.images * a.repeats), get("blas_core")
+            got, _ = run_bench_embed(build, model, tmp / "pixels.npy", a.batch, a.repeats, env, tmp / "ours.npy")
+            return float(got["images_per_s"]), float(got["cpu_seconds"]) / (a.images * a.repeats), got["blas_core"]
 
         ours = [run_ours()]
         core = ours[0][2]
         # PyTorch gets the same OpenBLAS kernels and thread count.
-        os.environ.update(env)
-        os.environ["OPENBLAS_CORETYPE"] = core
-        import torch
+        torch = torch_like_ours(env, core, n)
         from transformers import CLIPVisionModelWithProjection
-        torch.set_num_threads(n)
         m = CLIPVisionModelWithProjection.from_pretrained(model).eval()
         x = torch.from_numpy(pixels)
 

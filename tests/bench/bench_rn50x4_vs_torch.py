@@ -14,40 +14,18 @@ import argparse
 import json
 import os
 import pathlib
-import platform
-import re
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return re.search(r"Model name:\s*(.*)", out).group(1).strip()
-    except Exception:
-        return platform.processor() or "unknown"
-
-
-def children_cpu():
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+from embed_common import cpu_model, make_model, run_bench_embed, save_pixels, thread_env, torch_like_ours
 
 
 def run_c(build, model, pixels, batch, repeats, env, dump=None):
-    e = dict(env, VF_BENCH_OUT=str(dump)) if dump else env
-    cpu0 = children_cpu()
-    p = subprocess.run([build / "bench" / "bench_embed", model, pixels, str(batch), str(repeats)],
-                       capture_output=True, text=True, env=e)
-    if p.returncode != 0:
-        sys.exit(f"bench_embed failed:\n{p.stderr}")
-    ips = float(re.search(r"images_per_s=([0-9.]+)", p.stdout).group(1))
-    core = re.search(r"blas_core=(\S+)", p.stdout)
-    return ips, children_cpu() - cpu0, core.group(1) if core else "?"
+    got, cpu = run_bench_embed(build, model, pixels, batch, repeats, env, dump)
+    return float(got["images_per_s"]), cpu, got.get("blas_core", "?")
 
 
 def main():
@@ -59,28 +37,23 @@ def main():
     a = ap.parse_args()
     build = pathlib.Path(a.build)
     n = a.threads
-    env = dict(os.environ, OMP_NUM_THREADS=str(n), OPENBLAS_NUM_THREADS=str(n))
+    env = thread_env(n)
     load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory(prefix="vf_bench_rn50x4_") as tmp:
         tmp = pathlib.Path(tmp)
         model = tmp / "rn50x4"
-        subprocess.run([build / "vflclip", "make-model", "--like", "rn50x4", "--seed", "0", "--out", model],
-                       check=True, capture_output=True)
+        make_model(build, "rn50x4", model)
         cfg = json.loads((model / "open_clip_config.json").read_text())["model_cfg"]
         size = cfg["vision_cfg"]["image_size"]
-        pixels = np.random.default_rng(0).standard_normal((a.images, 3, size, size)).astype(np.float32)
-        np.save(tmp / "pixels.npy", pixels)
+        pixels = save_pixels(tmp / "pixels.npy", a.images, size)
 
         ours_ips, cpu1, core = run_c(build, model, tmp / "pixels.npy", a.batch, 1, env, tmp / "ours.npy")
 
         # PyTorch: the same thread count (and OpenBLAS kernels, for what it uses OpenBLAS for)
-        os.environ.update(env)
-        os.environ["OPENBLAS_CORETYPE"] = core
-        import torch
+        torch = torch_like_ours(env, core, n)
         from open_clip.model import CLIP
         from safetensors.torch import load_file
-        torch.set_num_threads(n)
         m = CLIP(**cfg).eval()
         m.load_state_dict(load_file(str(model / "open_clip_model.safetensors")), strict=True)
         x = torch.from_numpy(pixels)
