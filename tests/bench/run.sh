@@ -31,4 +31,7 @@ run "$PY" tests/bench/bench_rn50x4_vs_torch.py --build "$BUILD"
 section "Federated step: aggregator + knowledge party + 3 image parties over gRPC/mTLS on loopback vs vflclip train in one process (ViT-B text tower, 7 classes, 16 ctx, batch 32)"
 run "$PY" tests/bench/bench_federated_step.py --build "$BUILD"
 
+section "Price of privacy: test AUC/ACC and epsilon at several noise levels (dL/dT and embedding DP), synthetic shapes, tiny model"
+run "$PY" tests/bench/bench_privacy.py --build "$BUILD"
+
 exit $status
