@@ -1,5 +1,6 @@
 /* clip_config: config.json parsing, presets and writing (see clip_config.h). */
 #include "clip/clip_config.h"
+#include "clip/config_json.h"
 #include "util/fileio.h"
 
 #include <cJSON.h>
@@ -34,23 +35,6 @@ static void vision_defaults(vf_clip_vision_config *v) {
 }
 
 /* ---- typed getters: absent or null keeps the default ---------------------- */
-static int get_int(const cJSON *obj, const char *key, int *out, const char *name, const char *where, vf_error *err) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 1e9)
-        return vf_fail(err, "%s: %s%s must be an integer", name, where, key);
-    *out = (int)v->valuedouble;
-    return 0;
-}
-
-static int get_float(const cJSON *obj, const char *key, float *out, const char *name, const char *where, vf_error *err) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return vf_fail(err, "%s: %s%s must be a number", name, where, key);
-    *out = (float)v->valuedouble;
-    return 0;
-}
-
 static int get_act(const cJSON *obj, vf_activation *out, const char *name, const char *where, vf_error *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "hidden_act");
     if (!v || cJSON_IsNull(v)) return 0;
@@ -63,9 +47,12 @@ static int get_act(const cJSON *obj, vf_activation *out, const char *name, const
 }
 
 static int parse_encoder(const cJSON *o, vf_clip_encoder_config *e, const char *name, const char *where, vf_error *err) {
-    if (get_int(o, "hidden_size", &e->hidden_size, name, where, err) || get_int(o, "intermediate_size", &e->intermediate_size, name, where, err) ||
-        get_int(o, "num_hidden_layers", &e->num_layers, name, where, err) || get_int(o, "num_attention_heads", &e->num_heads, name, where, err) ||
-        get_float(o, "layer_norm_eps", &e->layer_norm_eps, name, where, err) || get_act(o, &e->act, name, where, err))
+    if (vf_json_int(o, "hidden_size", &e->hidden_size, name, where, err) ||
+        vf_json_int(o, "intermediate_size", &e->intermediate_size, name, where, err) ||
+        vf_json_int(o, "num_hidden_layers", &e->num_layers, name, where, err) ||
+        vf_json_int(o, "num_attention_heads", &e->num_heads, name, where, err) ||
+        vf_json_float(o, "layer_norm_eps", &e->layer_norm_eps, name, where, err) ||
+        get_act(o, &e->act, name, where, err))
         return -1;
     return 0;
 }
@@ -74,9 +61,11 @@ static int parse_text(const cJSON *o, vf_clip_text_config *t, const char *name, 
     const char *w = "text_config.";
     if (!o || cJSON_IsNull(o)) return 0;
     if (!cJSON_IsObject(o)) return vf_fail(err, "%s: text_config is not an object", name);
-    if (parse_encoder(o, &t->enc, name, w, err) || get_int(o, "vocab_size", &t->vocab_size, name, w, err) ||
-        get_int(o, "max_position_embeddings", &t->max_positions, name, w, err) || get_int(o, "bos_token_id", &t->bos_token_id, name, w, err) ||
-        get_int(o, "eos_token_id", &t->eos_token_id, name, w, err) || get_int(o, "pad_token_id", &t->pad_token_id, name, w, err))
+    if (parse_encoder(o, &t->enc, name, w, err) || vf_json_int(o, "vocab_size", &t->vocab_size, name, w, err) ||
+        vf_json_int(o, "max_position_embeddings", &t->max_positions, name, w, err) ||
+        vf_json_int(o, "bos_token_id", &t->bos_token_id, name, w, err) ||
+        vf_json_int(o, "eos_token_id", &t->eos_token_id, name, w, err) ||
+        vf_json_int(o, "pad_token_id", &t->pad_token_id, name, w, err))
         return -1;
     return 0;
 }
@@ -85,8 +74,9 @@ static int parse_vision(const cJSON *o, vf_clip_vision_config *v, const char *na
     const char *w = "vision_config.";
     if (!o || cJSON_IsNull(o)) return 0;
     if (!cJSON_IsObject(o)) return vf_fail(err, "%s: vision_config is not an object", name);
-    if (parse_encoder(o, &v->enc, name, w, err) || get_int(o, "image_size", &v->image_size, name, w, err) ||
-        get_int(o, "patch_size", &v->patch_size, name, w, err) || get_int(o, "num_channels", &v->num_channels, name, w, err))
+    if (parse_encoder(o, &v->enc, name, w, err) || vf_json_int(o, "image_size", &v->image_size, name, w, err) ||
+        vf_json_int(o, "patch_size", &v->patch_size, name, w, err) ||
+        vf_json_int(o, "num_channels", &v->num_channels, name, w, err))
         return -1;
     return 0;
 }
@@ -141,8 +131,8 @@ int vf_clip_config_parse(const char *json, const char *name, vf_clip_config *cfg
         parse_text(cJSON_GetObjectItemCaseSensitive(root, "text_config_dict"), &cfg->text, name, err) ||
         parse_vision(cJSON_GetObjectItemCaseSensitive(root, "vision_config"), &cfg->vision, name, err) ||
         parse_vision(cJSON_GetObjectItemCaseSensitive(root, "vision_config_dict"), &cfg->vision, name, err) ||
-        get_int(root, "projection_dim", &cfg->projection_dim, name, "", err) ||
-        get_float(root, "logit_scale_init_value", &cfg->logit_scale_init, name, "", err))
+        vf_json_int(root, "projection_dim", &cfg->projection_dim, name, "", err) ||
+        vf_json_float(root, "logit_scale_init_value", &cfg->logit_scale_init, name, "", err))
         goto out;
     cfg->random_weights = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "vflclip_random_weights"));
     rc = vf_clip_config_validate(cfg, name, err);

@@ -1,6 +1,7 @@
 /* open_clip_config: open_clip_config.json parsing, presets and writing
  * (see open_clip_config.h). */
 #include "clip/open_clip_config.h"
+#include "clip/config_json.h"
 #include "image/preprocess.h"
 #include "util/fileio.h"
 
@@ -30,27 +31,10 @@ static void defaults(vf_open_clip_config *c) {
 
 // ---- typed getters: absent or null keeps the default -------------------------
 
-static int get_int(const cJSON *o, const char *key, int *out, const char *name, const char *where, vf_error *err) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 1e9)
-        return vf_fail(err, "%s: %s.%s must be an integer", name, where, key);
-    *out = (int)v->valuedouble;
-    return 0;
-}
-
-static int get_float(const cJSON *o, const char *key, float *out, const char *name, const char *where, vf_error *err) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return vf_fail(err, "%s: %s.%s must be a number", name, where, key);
-    *out = (float)v->valuedouble;
-    return 0;
-}
-
 static int get_bool(const cJSON *o, const char *key, int *out, const char *name, const char *where, vf_error *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsBool(v)) return vf_fail(err, "%s: %s.%s must be true or false", name, where, key);
+    if (!cJSON_IsBool(v)) return vf_fail(err, "%s: %s%s must be true or false", name, where, key);
     *out = cJSON_IsTrue(v);
     return 0;
 }
@@ -60,7 +44,7 @@ static int get_string(const cJSON *o, const char *key, char *out, size_t cap, co
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return 0;
     if (!cJSON_IsString(v) || strlen(v->valuestring) >= cap)
-        return vf_fail(err, "%s: %s.%s must be a short string", name, where, key);
+        return vf_fail(err, "%s: %s%s must be a short string", name, where, key);
     snprintf(out, cap, "%s", v->valuestring);
     return 0;
 }
@@ -69,11 +53,11 @@ static int get_triple(const cJSON *o, const char *key, double out[3], const char
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return 0;
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 3)
-        return vf_fail(err, "%s: %s.%s must be a list of 3 numbers", name, where, key);
+        return vf_fail(err, "%s: %s%s must be a list of 3 numbers", name, where, key);
     for (int i = 0; i < 3; i++) {
         const cJSON *e = cJSON_GetArrayItem(v, i);
         if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble))
-            return vf_fail(err, "%s: %s.%s must be a list of 3 numbers", name, where, key);
+            return vf_fail(err, "%s: %s%s must be a list of 3 numbers", name, where, key);
         out[i] = e->valuedouble;
     }
     return 0;
@@ -85,11 +69,11 @@ static int get_square(const cJSON *o, const char *key, int *out, const char *nam
     if (v && cJSON_IsArray(v)) {
         const cJSON *h = cJSON_GetArrayItem(v, 0), *w = cJSON_GetArrayItem(v, 1);
         if (cJSON_GetArraySize(v) != 2 || !cJSON_IsNumber(h) || !cJSON_IsNumber(w) || h->valueint != w->valueint)
-            return vf_fail(err, "%s: %s.%s: only square sizes are supported", name, where, key);
+            return vf_fail(err, "%s: %s%s: only square sizes are supported", name, where, key);
         *out = h->valueint;
         return 0;
     }
-    return get_int(o, key, out, name, where, err);
+    return vf_json_int(o, key, out, name, where, err);
 }
 
 // Options of open_clip that OpenAI's CLIP models leave at their defaults and
@@ -99,7 +83,7 @@ static int refuse_set(const cJSON *o, const char *const *keys, const char *name,
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, keys[i]);
         if (!v || cJSON_IsNull(v) || cJSON_IsFalse(v)) continue;
         if (cJSON_IsNumber(v) && v->valuedouble == 0 && strcmp(keys[i], "ls_init_value") != 0) continue;
-        return vf_fail(err, "%s: %s.%s is set; this OpenCLIP option is not supported", name, where, keys[i]);
+        return vf_fail(err, "%s: %s%s is set; this OpenCLIP option is not supported", name, where, keys[i]);
     }
     return 0;
 }
@@ -109,7 +93,7 @@ static int require_string(const cJSON *o, const char *key, const char *want, con
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return 0;
     if (!cJSON_IsString(v) || strcmp(v->valuestring, want) != 0)
-        return vf_fail(err, "%s: %s.%s must be \"%s\" (the only value supported)", name, where, key, want);
+        return vf_fail(err, "%s: %s%s must be \"%s\" (the only value supported)", name, where, key, want);
     return 0;
 }
 
@@ -117,9 +101,9 @@ static int parse_vision(const cJSON *v, vf_open_clip_config *c, const char *name
     static const char *const refused[] = {"timm_model_name", "ls_init_value", "attentional_pool", "no_ln_pre",
                                           "final_ln_after_pool", "act_kwargs", "norm_kwargs", NULL};
     if (!cJSON_IsObject(v)) return vf_fail(err, "%s: model_cfg.vision_cfg is missing or not an object", name);
-    if (refuse_set(v, refused, name, "vision_cfg", err)) return -1;
-    if (require_string(v, "pool_type", "tok", name, "vision_cfg", err)) return -1;
-    if (require_string(v, "pos_embed_type", "learnable", name, "vision_cfg", err)) return -1;
+    if (refuse_set(v, refused, name, "vision_cfg.", err)) return -1;
+    if (require_string(v, "pool_type", "tok", name, "vision_cfg.", err)) return -1;
+    if (require_string(v, "pos_embed_type", "learnable", name, "vision_cfg.", err)) return -1;
     const cJSON *layers = cJSON_GetObjectItemCaseSensitive(v, "layers");
     if (cJSON_IsArray(layers)) {
         if (cJSON_GetArraySize(layers) != 4)
@@ -132,15 +116,15 @@ static int parse_vision(const cJSON *v, vf_open_clip_config *c, const char *name
             c->resnet_layers[i] = (int)e->valuedouble;
         }
         c->vision_width = 64;  // CLIPVisionCfg default, overridden below
-    } else if (get_int(v, "layers", &c->vision_layers, name, "vision_cfg", err)) {
+    } else if (vf_json_int(v, "layers", &c->vision_layers, name, "vision_cfg.", err)) {
         return -1;
     }
-    if (get_int(v, "width", &c->vision_width, name, "vision_cfg", err) ||
-        get_int(v, "head_width", &c->vision_head_width, name, "vision_cfg", err) ||
-        get_float(v, "mlp_ratio", &c->vision_mlp_ratio, name, "vision_cfg", err) ||
-        get_square(v, "image_size", &c->image_size, name, "vision_cfg", err))
+    if (vf_json_int(v, "width", &c->vision_width, name, "vision_cfg.", err) ||
+        vf_json_int(v, "head_width", &c->vision_head_width, name, "vision_cfg.", err) ||
+        vf_json_float(v, "mlp_ratio", &c->vision_mlp_ratio, name, "vision_cfg.", err) ||
+        get_square(v, "image_size", &c->image_size, name, "vision_cfg.", err))
         return -1;
-    if (!c->is_resnet && get_int(v, "patch_size", &c->patch_size, name, "vision_cfg", err)) return -1;
+    if (!c->is_resnet && vf_json_int(v, "patch_size", &c->patch_size, name, "vision_cfg.", err)) return -1;
     return 0;
 }
 
@@ -149,14 +133,14 @@ static int parse_text(const cJSON *t, vf_open_clip_config *c, const char *name, 
                                           "no_causal_mask", "final_ln_after_pool", "proj_bias", "act_kwargs",
                                           "norm_kwargs", NULL};
     if (!cJSON_IsObject(t)) return vf_fail(err, "%s: model_cfg.text_cfg is missing or not an object", name);
-    if (refuse_set(t, refused, name, "text_cfg", err)) return -1;
-    if (require_string(t, "pool_type", "argmax", name, "text_cfg", err)) return -1;
-    if (get_int(t, "context_length", &c->context_length, name, "text_cfg", err) ||
-        get_int(t, "vocab_size", &c->vocab_size, name, "text_cfg", err) ||
-        get_int(t, "width", &c->text_width, name, "text_cfg", err) ||
-        get_int(t, "heads", &c->text_heads, name, "text_cfg", err) ||
-        get_int(t, "layers", &c->text_layers, name, "text_cfg", err) ||
-        get_float(t, "mlp_ratio", &c->text_mlp_ratio, name, "text_cfg", err))
+    if (refuse_set(t, refused, name, "text_cfg.", err)) return -1;
+    if (require_string(t, "pool_type", "argmax", name, "text_cfg.", err)) return -1;
+    if (vf_json_int(t, "context_length", &c->context_length, name, "text_cfg.", err) ||
+        vf_json_int(t, "vocab_size", &c->vocab_size, name, "text_cfg.", err) ||
+        vf_json_int(t, "width", &c->text_width, name, "text_cfg.", err) ||
+        vf_json_int(t, "heads", &c->text_heads, name, "text_cfg.", err) ||
+        vf_json_int(t, "layers", &c->text_layers, name, "text_cfg.", err) ||
+        vf_json_float(t, "mlp_ratio", &c->text_mlp_ratio, name, "text_cfg.", err))
         return -1;
     return 0;
 }
@@ -165,12 +149,12 @@ static int parse_preprocess(const cJSON *p, vf_open_clip_config *c, const char *
     if (!p) return 0;
     if (!cJSON_IsObject(p)) return vf_fail(err, "%s: preprocess_cfg is not an object", name);
     int size = c->image_size;
-    if (get_triple(p, "mean", c->mean, name, "preprocess_cfg", err) ||
-        get_triple(p, "std", c->std, name, "preprocess_cfg", err) ||
-        get_string(p, "interpolation", c->interpolation, sizeof c->interpolation, name, "preprocess_cfg", err) ||
-        get_string(p, "resize_mode", c->resize_mode, sizeof c->resize_mode, name, "preprocess_cfg", err) ||
-        get_square(p, "size", &size, name, "preprocess_cfg", err) ||
-        require_string(p, "mode", "RGB", name, "preprocess_cfg", err))
+    if (get_triple(p, "mean", c->mean, name, "preprocess_cfg.", err) ||
+        get_triple(p, "std", c->std, name, "preprocess_cfg.", err) ||
+        get_string(p, "interpolation", c->interpolation, sizeof c->interpolation, name, "preprocess_cfg.", err) ||
+        get_string(p, "resize_mode", c->resize_mode, sizeof c->resize_mode, name, "preprocess_cfg.", err) ||
+        get_square(p, "size", &size, name, "preprocess_cfg.", err) ||
+        require_string(p, "mode", "RGB", name, "preprocess_cfg.", err))
         return -1;
     if (size != c->image_size)
         return vf_fail(err, "%s: preprocess_cfg.size %d disagrees with vision_cfg.image_size %d", name, size,
@@ -201,13 +185,13 @@ int vf_open_clip_config_parse(const char *json, const char *name, vf_open_clip_c
     static const char *const refused[] = {"custom_text", "init_logit_bias", "multimodal_cfg", NULL};
     if (!cJSON_IsObject(model)) {
         vf_fail(err, "%s: model_cfg is not an object", name);
-    } else if (!refuse_set(model, refused, name, "model_cfg", err) &&
-               !get_int(model, "embed_dim", &cfg->embed_dim, name, "model_cfg", err) &&
-               !get_bool(model, "quick_gelu", &cfg->quick_gelu, name, "model_cfg", err) &&
+    } else if (!refuse_set(model, refused, name, "model_cfg.", err) &&
+               !vf_json_int(model, "embed_dim", &cfg->embed_dim, name, "model_cfg.", err) &&
+               !get_bool(model, "quick_gelu", &cfg->quick_gelu, name, "model_cfg.", err) &&
                !parse_vision(cJSON_GetObjectItemCaseSensitive(model, "vision_cfg"), cfg, name, err) &&
                !parse_text(cJSON_GetObjectItemCaseSensitive(model, "text_cfg"), cfg, name, err) &&
                !parse_preprocess(pre, cfg, name, err) &&
-               !get_bool(root, "vflclip_random_weights", &cfg->random_weights, name, "(top level)", err)) {
+               !get_bool(root, "vflclip_random_weights", &cfg->random_weights, name, "(top level).", err)) {
         rc = vf_open_clip_config_validate(cfg, name, err);
     }
     cJSON_Delete(root);
