@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from conftest import run
-from test_federation_support import HOSPITALS, RUN_FLAGS, Federation
+from test_federation_support import HOSPITALS, RUN_FLAGS, Federation, set_key
 
 MAGIC = "vflclip transcript v1|"
 
@@ -27,6 +27,8 @@ MAGIC = "vflclip transcript v1|"
 def finished(vflclip, tmp_path_factory):
     root = tmp_path_factory.mktemp("transcript")
     fed = Federation(vflclip, root)
+    for key, value in (("embed_clip", 10.0), ("embed_noise", 0.5)):   # one hospital with embedding DP
+        set_key(fed.images["hosp-c"].ini, "privacy", key, value)
     fed.start()
     try:
         p = fed.cli("run", "start", *RUN_FLAGS, "--run-id", "signed", "--watch")
@@ -132,3 +134,19 @@ def test_vflclip_verifies_and_refuses_one_byte_of_tampering(vflclip, finished, t
     assert p.returncode == 1 and "is not valid under" in p.stderr
     p = verify(vflclip, tpath, "--cert", fed.fed / "knowledge-party-derm" / "cert.pem")
     assert p.returncode == 1 and "not with the certificate" in p.stderr
+
+
+def test_privacy_json_lists_each_image_partys_embedding_dp(finished):
+    import dp_accounting as dp
+    fed, tpath, logs = finished
+    report = json.loads((tpath.parent / "privacy.json").read_text())
+    embed = {e["party"]: e for e in report["embeddings"]}
+    assert sorted(embed) == HOSPITALS
+    acc = dp.rdp.RdpAccountant(orders=list(range(2, 65)) + [128, 256, 512, 1024])
+    acc.compose(dp.GaussianDpEvent(0.5))
+    ref = acc.get_epsilon(1e-5)
+    print(f"hosp-c embeddings: clip {embed['hosp-c']['clip']}, noise {embed['hosp-c']['noise_multiplier']:.3g}, "
+          f"epsilon {embed['hosp-c']['epsilon']:.6g} (dp-accounting {ref:.6g}); hosp-a/b: no embedding DP")
+    assert embed["hosp-c"]["clip"] == 10.0 and abs(embed["hosp-c"]["epsilon"] - ref) <= 1e-9 * ref
+    assert embed["hosp-a"]["clip"] == 0 and embed["hosp-a"]["epsilon"] == 0
+    assert report["text_grad"]["epsilon"] is None and report["text_grad"]["steps"] > 0
