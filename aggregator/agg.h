@@ -5,6 +5,7 @@
  *               library (same functions as `vflclip train`), pauses, roll-back
  *   run_control.c  starting (checks), aborting, resuming after a restart
  *   progress.c  the run's durable progress (atomic JSON checkpoint)
+ *   run_privacy.c  the run's transcript and privacy.json (epsilon spent)
  *   admin.c     the Admin service (status, parties, start/abort/watch/results)
  * One libuv loop, no threads: every callback runs to completion. */
 #ifndef VF_AGG_H
@@ -130,8 +131,10 @@ void agg_run_on_joined(agg_party *p);
 void agg_run_on_left(agg_party *p, const char *why);
 void agg_run_on_message(agg_party *p, const Vflclip__V1__PartyMessage *m, size_t wire_bytes);
 void agg_run_resume_at_start(void);
-/* Epsilon of the dL/dT sent so far (+inf without noise; 0 before training). */
+/* run_privacy.c: epsilon of the dL/dT sent so far (+inf without noise; 0
+ * before training), privacy.json, the transcript. */
 double agg_run_epsilon(void);
+void agg_privacy_report_write(void);
 const char *agg_run_state_name(agg_run_state s);
 int agg_run_terminal(void);
 /* Opens (or continues) the run's transcript; records one message of the run. */

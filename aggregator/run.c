@@ -24,9 +24,7 @@
 #include "agg.h"
 #include "daemon/audit.h"
 #include "daemon/notify.h"
-#include "privacy/embed_dp.h"
 #include "util/fileio.h"
-#include <mbedtls/sha256.h>
 #include "util/log.h"
 
 #include <errno.h>
@@ -72,35 +70,6 @@ static void free_trainer(agg_run *r) {
     if (r->guarded) vf_text_grad_guard_free(&r->guard);
     r->guarded = 0;
     r->trainer_ready = 0;
-}
-
-void agg_transcript_open(void) {
-    agg_run *r = &g_agg.run;
-    char path[4500];
-    vf_error err;
-    snprintf(path, sizeof path, "%s/transcript.jsonl", r->dir);
-    if (vf_transcript_open(&r->transcript, path, r->id, &err))
-        vf_log(VF_ERROR, "event=transcript_failed run=%s error=\"%s\"", r->id, err.msg);
-}
-
-void agg_transcript_record(const agg_party *p, int sent, const ProtobufCMessage *m, const uint8_t *raw, size_t len) {
-    agg_run *r = &g_agg.run;
-    if (!r->transcript.f || !agg_run_active()) return;
-    vf_transcript_entry e = {.sender = sent ? g_agg.me.serial_hex : p->id.serial_hex,
-                             .receiver = sent ? p->id.serial_hex : g_agg.me.serial_hex};
-    e.kind = vf_transcript_kind(m, &e.step);
-    e.task = sent ? ((const Vflclip__V1__AggregatorMessage *)m)->task_id : ((const Vflclip__V1__PartyMessage *)m)->task_id;
-    if (raw) mbedtls_sha256_ret(raw, len, e.sha256, 0);
-    else vf_pb_sha256(m, e.sha256);
-    if (sent && ((const Vflclip__V1__AggregatorMessage *)m)->body_case == VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_TEXT_BACKWARD) {
-        e.has_loss = 1;
-        e.loss = r->pending_loss;
-    }
-    vf_error err;
-    if (vf_transcript_append(&r->transcript, &e, &err)) {
-        vf_log(VF_ERROR, "event=transcript_failed run=%s error=\"%s\"", r->id, err.msg);
-        vf_transcript_close(&r->transcript);
-    }
 }
 
 void agg_run_free(agg_run *r) {
@@ -506,37 +475,6 @@ static void after_step(void) {
 
 static void log_epoch(void);
 
-double agg_run_epsilon(void) {
-    agg_run *r = &g_agg.run;
-    if (!r->trainer_ready) return r->cfg.privacy.noise_multiplier > 0 ? 0 : INFINITY;
-    return vf_text_grad_epsilon(&r->cfg.privacy, r->batcher.batch_size, (int)r->n[0], r->global_step);
-}
-
-/* privacy.json: the run's privacy settings, each image party's embedding DP, epsilon so far. */
-static void write_privacy_report(void) {
-    agg_run *r = &g_agg.run;
-    static vf_privacy_report pr;
-    memset(&pr, 0, sizeof pr);
-    pr.text = r->cfg.privacy;
-    pr.batch = r->batcher.batch_size;
-    pr.n_train = (int)r->n[0];
-    pr.steps = r->global_step;
-    pr.budget_stop = r->budget_stop;
-    for (int i = 0; i < r->n_img && i < VF_PRIVACY_MAX_EMBED; i++) {
-        agg_party *p = agg_party_find(VF_ROLE_IMAGE_PARTY, r->img[i].name);
-        vf_privacy_embed_entry *e = &pr.embed[pr.n_embed++];
-        snprintf(e->party, sizeof e->party, "%s", r->img[i].name);
-        if (!p) continue;
-        vf_embed_privacy ep = {p->embed_clip, p->embed_noise, 0, p->embed_delta > 0 ? p->embed_delta : 1e-5};
-        e->clip = ep.clip;
-        e->noise_multiplier = ep.noise_multiplier;
-        e->delta = ep.delta;
-        e->epsilon = vf_embed_epsilon(&ep);
-    }
-    vf_error err;
-    if (vf_privacy_report_write(r->dir, &pr, &err)) vf_log(VF_ERROR, "event=privacy_report_failed run=%s error=\"%s\"", r->id, err.msg);
-}
-
 static void end_epoch(void) {
     agg_run *r = &g_agg.run;
     vf_error err;
@@ -569,7 +507,7 @@ static void log_epoch(void) {
            r->id, r->epoch + 1, r->global_step, train_loss, has_val ? r->m_val.auc : NAN, has_val ? r->m_val.acc : NAN,
            r->best_epoch);
     agg_admin_event("eval", NULL);
-    write_privacy_report();
+    agg_privacy_report_write();
     r->epoch++;
     r->step_in_epoch = 0;
     r->loss_sum = 0;
@@ -604,7 +542,7 @@ static void on_context_file(const Vflclip__V1__ContextFile *cf) {
     if (r->step_count)
         vf_log(VF_INFO, "event=step_time run=%s steps=%ld min_ms=%.3f mean_ms=%.3f", r->id, r->step_count,
                r->step_min_s * 1e3, r->step_sum_s / r->step_count * 1e3);
-    write_privacy_report();
+    agg_privacy_report_write();
     char why[sizeof r->message];   /* agg_run_end rewrites r->message */
     snprintf(why, sizeof why, "%s", r->budget_stop ? r->message : "");
     agg_run_end(RUN_DONE, why);
