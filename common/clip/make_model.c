@@ -14,23 +14,28 @@
 /* ---- the tensor table --------------------------------------------------------- */
 typedef vf_random_weights gen;
 
-/* The tensor named by fmt, mean + std * N(0, 1) from its own stream. */
+typedef struct normal_init { float mean, std; } normal_init;
+
+/* values[i] = mean + std * N(0, 1) */
+static void fill_normal(float *values, size_t n, vf_rng *stream, const void *how) {
+    const normal_init *p = how;
+    for (size_t i = 0; i < n; i += 2) {
+        double radius, angle;
+        vf_rng_box_muller(stream, &radius, &angle);
+        values[i] = (float)(p->mean + p->std * radius * cos(angle));
+        if (i + 1 < n) values[i + 1] = (float)(p->mean + p->std * radius * sin(angle));
+    }
+}
+
 static int add(gen *g, float mean, float std, vf_error *err, int ndim, const int64_t *shape, const char *fmt, ...)
     __attribute__((format(printf, 7, 8)));
 static int add(gen *g, float mean, float std, vf_error *err, int ndim, const int64_t *shape, const char *fmt, ...) {
-    vf_random_tensor t;
+    const normal_init how = {mean, std};
     va_list ap;
     va_start(ap, fmt);
-    int rc = vf_random_weights_vadd(g, &t, err, ndim, shape, fmt, ap);
+    int rc = vf_random_weights_vadd(g, fill_normal, &how, err, ndim, shape, fmt, ap);
     va_end(ap);
-    if (rc || !t.values) return rc;
-    for (size_t i = 0; i < t.n; i += 2) {
-        double radius, angle;
-        vf_rng_box_muller(&t.stream, &radius, &angle);
-        t.values[i] = (float)(mean + std * radius * cos(angle));
-        if (i + 1 < t.n) t.values[i + 1] = (float)(mean + std * radius * sin(angle));
-    }
-    return 0;
+    return rc;
 }
 
 #define SHAPE(...) (const int64_t[]){__VA_ARGS__}

@@ -23,26 +23,34 @@ typedef enum init_kind {
 
 static int64_t zero_count;  // num_batches_tracked: a real I64 scalar, value 0
 
+typedef struct tensor_init {
+    init_kind kind;
+    float mean, std;
+} tensor_init;
+
+static void fill(float *values, size_t n, vf_rng *stream, const void *how) {
+    const tensor_init *p = how;
+    for (size_t i = 0; i < n; i += 2) {
+        double radius, angle;
+        vf_rng_box_muller(stream, &radius, &angle);
+        double z[2] = {radius * cos(angle), radius * sin(angle)};
+        for (size_t j = 0; j < 2 && i + j < n; j++) {
+            double v = p->mean + p->std * z[j];
+            values[i + j] = (float)(p->kind == INIT_LOGNORMAL ? exp(v) : v);
+        }
+    }
+}
+
 static int add(gen *g, init_kind kind, float mean, float std, vf_error *err, int ndim, const int64_t *shape,
                const char *fmt, ...) __attribute__((format(printf, 8, 9)));
 static int add(gen *g, init_kind kind, float mean, float std, vf_error *err, int ndim, const int64_t *shape,
                const char *fmt, ...) {
-    vf_random_tensor t;
+    const tensor_init how = {kind, mean, std};
     va_list ap;
     va_start(ap, fmt);
-    int rc = vf_random_weights_vadd(g, &t, err, ndim, shape, fmt, ap);
+    int rc = vf_random_weights_vadd(g, fill, &how, err, ndim, shape, fmt, ap);
     va_end(ap);
-    if (rc || !t.values) return rc;
-    for (size_t i = 0; i < t.n; i += 2) {
-        double radius, angle;
-        vf_rng_box_muller(&t.stream, &radius, &angle);
-        double z[2] = {radius * cos(angle), radius * sin(angle)};
-        for (size_t j = 0; j < 2 && i + j < t.n; j++) {
-            double v = mean + std * z[j];
-            t.values[i + j] = (float)(kind == INIT_LOGNORMAL ? exp(v) : v);
-        }
-    }
-    return 0;
+    return rc;
 }
 
 #define SHAPE(...) (const int64_t[]){__VA_ARGS__}

@@ -14,16 +14,18 @@ static float *reserve(vf_random_weights *g, size_t n) {
     return p;
 }
 
-int vf_random_weights_vadd(vf_random_weights *g, vf_random_tensor *t, vf_error *err, int ndim, const int64_t *shape,
-                           const char *fmt, va_list ap) {
+int vf_random_weights_vadd(vf_random_weights *g, vf_random_fill fill, const void *how, vf_error *err, int ndim,
+                           const int64_t *shape, const char *fmt, va_list ap) {
     char name[256];
     vsnprintf(name, sizeof name, fmt, ap);
-    t->n = 1;
-    for (int i = 0; i < ndim; i++) t->n *= (size_t)shape[i];
-    t->values = reserve(g, t->n);
-    if (!t->values) return 0;
-    vf_rng_seed(&t->stream, vf_rng_name_seed(g->seed, name));
-    return vf_st_writer_add_f32(&g->w, name, g->dtype, ndim, shape, t->values, err);
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
+    float *values = reserve(g, n);
+    if (!values) return 0;
+    vf_rng stream;
+    vf_rng_seed(&stream, vf_rng_name_seed(g->seed, name));
+    fill(values, n, &stream, how);
+    return vf_st_writer_add_f32(&g->w, name, g->dtype, ndim, shape, values, err);
 }
 
 int vf_random_weights_add_fixed(vf_random_weights *g, const char *name, int ndim, const int64_t *shape, float **values,

@@ -23,17 +23,15 @@ typedef struct vf_random_weights {
     int sizing;
 } vf_random_weights;
 
-/* One float tensor of the table. */
-typedef struct vf_random_tensor {
-    float *values;  /* n floats to fill; NULL on the sizing pass */
-    size_t n;
-    vf_rng stream;  /* seeded by (seed, name): the file does not depend on the table's order */
-} vf_random_tensor;
+/* Fills values[0..n) from the tensor's own stream, seeded by (seed, name) so
+ * the file does not depend on the table's order; `how` is the layout's
+ * (scales, kind of distribution). */
+typedef void (*vf_random_fill)(float *values, size_t n, vf_rng *stream, const void *how);
 
-/* Counts the tensor named by fmt/ap (sizing pass) or adds it to the file and
- * sets t for the caller to fill before the table returns (writing pass). */
-int vf_random_weights_vadd(vf_random_weights *g, vf_random_tensor *t, vf_error *err, int ndim, const int64_t *shape,
-                           const char *fmt, va_list ap);
+/* Counts the tensor named by fmt/ap (sizing pass), or adds it to the file and
+ * fills it (writing pass). */
+int vf_random_weights_vadd(vf_random_weights *g, vf_random_fill fill, const void *how, vf_error *err, int ndim,
+                           const int64_t *shape, const char *fmt, va_list ap);
 
 /* A tensor the layout sets itself (a scalar such as logit_scale): *values is
  * NULL on the sizing pass. */
