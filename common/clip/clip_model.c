@@ -1,6 +1,7 @@
 /* clip_model: tower loading, fingerprint, vision dispatch (see clip_model.h). */
 #include "clip/clip_model.h"
 #include "clip/open_clip_model.h" /* issue 5: OpenCLIP checkpoint directories */
+#include "clip/weight_binder.h"
 
 #include <math.h>
 #include <mbedtls/sha256.h>
@@ -10,76 +11,36 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- binding tensors: a sizing pass, then a binding pass ----------------- */
-typedef struct binder {
-    const vf_safetensors *st;
-    vf_arena *arena;
-    int sizing;      /* 1: only check and count bytes; 0: bind pointers */
-    size_t need;
-} binder;
-
-static int in_place(const vf_st_tensor *t) { return t->dtype == VF_DT_F32 && ((uintptr_t)t->data & 3u) == 0; }
-
-/* Checks `name` exists with this shape and a float dtype; binds *dst. */
-static int bind(binder *b, const float **dst, vf_error *err, int ndim, const int64_t *shape, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static int bind(binder *b, const float **dst, vf_error *err, int ndim, const int64_t *shape, const char *fmt, ...) {
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    const vf_st_tensor *t = vf_st_require(b->st, name, err);
-    if (!t || vf_st_check_shape(b->st, t, ndim, shape, err) != 0) return -1;
-    if (t->dtype != VF_DT_F32 && t->dtype != VF_DT_F16 && t->dtype != VF_DT_BF16 && t->dtype != VF_DT_F64)
-        return vf_fail(err, "%s: tensor %s has dtype %s, a float type is needed", b->st->path, name, vf_dtype_name(t->dtype));
-    if (in_place(t)) {
-        if (!b->sizing) *dst = (const float *)t->data;
-        return 0;
-    }
-    if (b->sizing) {
-        b->need += vf_arena_round((size_t)t->numel * 4);
-        return 0;
-    }
-    float *p = vf_arena_floats(b->arena, (size_t)t->numel);
-    if (!p) return vf_fail(err, "%s: parameter arena sizing bug at %s", b->st->path, name);
-    if (vf_st_read_f32(b->st, name, ndim, shape, p, err) != 0) return -1;
-    /* A non-finite weight would silently poison every output. */
-    for (int64_t i = 0; i < t->numel; i++)
-        if (!isfinite(p[i])) return vf_fail(err, "%s: tensor %s has a non-finite value at element %lld", b->st->path, name, (long long)i);
-    *dst = p;
-    return 0;
-}
-
+/* ---- binding tensors: a sizing pass, then a binding pass (weight_binder.h) ---- */
 #define SHAPE(...) (const int64_t[]){__VA_ARGS__}
 
-static int bind_layers(binder *b, vf_tfm_layer *layers, const vf_clip_encoder_config *e, const char *prefix, vf_error *err) {
+static int bind_layers(vf_binder *b, vf_tfm_layer *layers, const vf_clip_encoder_config *e, const char *prefix, vf_error *err) {
     const int64_t C = e->hidden_size, F = e->intermediate_size;
     for (int l = 0; l < e->num_layers; l++) {
         vf_tfm_layer scratch, *w = layers ? &layers[l] : &scratch;
         const char *p = prefix;
-        if (bind(b, &w->ln1_w, err, 1, SHAPE(C), "%s.encoder.layers.%d.layer_norm1.weight", p, l) ||
-            bind(b, &w->ln1_b, err, 1, SHAPE(C), "%s.encoder.layers.%d.layer_norm1.bias", p, l) ||
-            bind(b, &w->q_w, err, 2, SHAPE(C, C), "%s.encoder.layers.%d.self_attn.q_proj.weight", p, l) ||
-            bind(b, &w->q_b, err, 1, SHAPE(C), "%s.encoder.layers.%d.self_attn.q_proj.bias", p, l) ||
-            bind(b, &w->k_w, err, 2, SHAPE(C, C), "%s.encoder.layers.%d.self_attn.k_proj.weight", p, l) ||
-            bind(b, &w->k_b, err, 1, SHAPE(C), "%s.encoder.layers.%d.self_attn.k_proj.bias", p, l) ||
-            bind(b, &w->v_w, err, 2, SHAPE(C, C), "%s.encoder.layers.%d.self_attn.v_proj.weight", p, l) ||
-            bind(b, &w->v_b, err, 1, SHAPE(C), "%s.encoder.layers.%d.self_attn.v_proj.bias", p, l) ||
-            bind(b, &w->o_w, err, 2, SHAPE(C, C), "%s.encoder.layers.%d.self_attn.out_proj.weight", p, l) ||
-            bind(b, &w->o_b, err, 1, SHAPE(C), "%s.encoder.layers.%d.self_attn.out_proj.bias", p, l) ||
-            bind(b, &w->ln2_w, err, 1, SHAPE(C), "%s.encoder.layers.%d.layer_norm2.weight", p, l) ||
-            bind(b, &w->ln2_b, err, 1, SHAPE(C), "%s.encoder.layers.%d.layer_norm2.bias", p, l) ||
-            bind(b, &w->fc1_w, err, 2, SHAPE(F, C), "%s.encoder.layers.%d.mlp.fc1.weight", p, l) ||
-            bind(b, &w->fc1_b, err, 1, SHAPE(F), "%s.encoder.layers.%d.mlp.fc1.bias", p, l) ||
-            bind(b, &w->fc2_w, err, 2, SHAPE(C, F), "%s.encoder.layers.%d.mlp.fc2.weight", p, l) ||
-            bind(b, &w->fc2_b, err, 1, SHAPE(C), "%s.encoder.layers.%d.mlp.fc2.bias", p, l))
+        if (vf_bind(b, &w->ln1_w, err, 1, SHAPE(C), "%s.encoder.layers.%d.layer_norm1.weight", p, l) ||
+            vf_bind(b, &w->ln1_b, err, 1, SHAPE(C), "%s.encoder.layers.%d.layer_norm1.bias", p, l) ||
+            vf_bind(b, &w->q_w, err, 2, SHAPE(C, C), "%s.encoder.layers.%d.self_attn.q_proj.weight", p, l) ||
+            vf_bind(b, &w->q_b, err, 1, SHAPE(C), "%s.encoder.layers.%d.self_attn.q_proj.bias", p, l) ||
+            vf_bind(b, &w->k_w, err, 2, SHAPE(C, C), "%s.encoder.layers.%d.self_attn.k_proj.weight", p, l) ||
+            vf_bind(b, &w->k_b, err, 1, SHAPE(C), "%s.encoder.layers.%d.self_attn.k_proj.bias", p, l) ||
+            vf_bind(b, &w->v_w, err, 2, SHAPE(C, C), "%s.encoder.layers.%d.self_attn.v_proj.weight", p, l) ||
+            vf_bind(b, &w->v_b, err, 1, SHAPE(C), "%s.encoder.layers.%d.self_attn.v_proj.bias", p, l) ||
+            vf_bind(b, &w->o_w, err, 2, SHAPE(C, C), "%s.encoder.layers.%d.self_attn.out_proj.weight", p, l) ||
+            vf_bind(b, &w->o_b, err, 1, SHAPE(C), "%s.encoder.layers.%d.self_attn.out_proj.bias", p, l) ||
+            vf_bind(b, &w->ln2_w, err, 1, SHAPE(C), "%s.encoder.layers.%d.layer_norm2.weight", p, l) ||
+            vf_bind(b, &w->ln2_b, err, 1, SHAPE(C), "%s.encoder.layers.%d.layer_norm2.bias", p, l) ||
+            vf_bind(b, &w->fc1_w, err, 2, SHAPE(F, C), "%s.encoder.layers.%d.mlp.fc1.weight", p, l) ||
+            vf_bind(b, &w->fc1_b, err, 1, SHAPE(F), "%s.encoder.layers.%d.mlp.fc1.bias", p, l) ||
+            vf_bind(b, &w->fc2_w, err, 2, SHAPE(C, F), "%s.encoder.layers.%d.mlp.fc2.weight", p, l) ||
+            vf_bind(b, &w->fc2_b, err, 1, SHAPE(C), "%s.encoder.layers.%d.mlp.fc2.bias", p, l))
             return -1;
     }
     return 0;
 }
 
-static int bind_text(binder *b, vf_clip_text_weights *w, vf_error *err) {
+static int bind_text(vf_binder *b, vf_clip_text_weights *w, vf_error *err) {
     const vf_clip_text_config *c = &w->cfg;
     const int64_t C = c->enc.hidden_size, D = w->projection_dim;
     if (!b->sizing) {
@@ -88,19 +49,19 @@ static int bind_text(binder *b, vf_clip_text_weights *w, vf_error *err) {
     } else {
         b->need += vf_arena_round(sizeof(vf_tfm_layer) * c->enc.num_layers);
     }
-    if (bind(b, &w->token_embedding, err, 2, SHAPE(c->vocab_size, C), "text_model.embeddings.token_embedding.weight") ||
-        bind(b, &w->position_embedding, err, 2, SHAPE(c->max_positions, C), "text_model.embeddings.position_embedding.weight") ||
+    if (vf_bind(b, &w->token_embedding, err, 2, SHAPE(c->vocab_size, C), "text_model.embeddings.token_embedding.weight") ||
+        vf_bind(b, &w->position_embedding, err, 2, SHAPE(c->max_positions, C), "text_model.embeddings.position_embedding.weight") ||
         bind_layers(b, b->sizing ? NULL : w->layers, &c->enc, "text_model", err) ||
-        bind(b, &w->final_ln_w, err, 1, SHAPE(C), "text_model.final_layer_norm.weight") ||
-        bind(b, &w->final_ln_b, err, 1, SHAPE(C), "text_model.final_layer_norm.bias") ||
-        bind(b, &w->projection, err, 2, SHAPE(D, C), "text_projection.weight"))
+        vf_bind(b, &w->final_ln_w, err, 1, SHAPE(C), "text_model.final_layer_norm.weight") ||
+        vf_bind(b, &w->final_ln_b, err, 1, SHAPE(C), "text_model.final_layer_norm.bias") ||
+        vf_bind(b, &w->projection, err, 2, SHAPE(D, C), "text_projection.weight"))
         return -1;
     return 0;
 }
 
 /* The image tower only runs inference, so its q/k/v weights are also stacked
  * into one (3C, C) matrix: one projection matmul per layer instead of three. */
-static int stack_qkv(binder *b, vf_tfm_layer *layers, const vf_clip_encoder_config *e, vf_error *err) {
+static int stack_qkv(vf_binder *b, vf_tfm_layer *layers, const vf_clip_encoder_config *e, vf_error *err) {
     const size_t C = (size_t)e->hidden_size;
     if (b->sizing) {
         b->need += (size_t)e->num_layers * (vf_arena_round(3 * C * C * 4) + vf_arena_round(3 * C * 4));
@@ -121,7 +82,7 @@ static int stack_qkv(binder *b, vf_tfm_layer *layers, const vf_clip_encoder_conf
     return 0;
 }
 
-static int bind_vit(binder *b, vf_vit_weights *w, vf_error *err) {
+static int bind_vit(vf_binder *b, vf_vit_weights *w, vf_error *err) {
     const vf_clip_vision_config *c = &w->cfg;
     const int64_t C = c->enc.hidden_size, D = w->projection_dim, P = c->patch_size, G = c->image_size / c->patch_size;
     if (!b->sizing) {
@@ -130,15 +91,15 @@ static int bind_vit(binder *b, vf_vit_weights *w, vf_error *err) {
     } else {
         b->need += vf_arena_round(sizeof(vf_tfm_layer) * c->enc.num_layers);
     }
-    if (bind(b, &w->patch_w, err, 4, SHAPE(C, c->num_channels, P, P), "vision_model.embeddings.patch_embedding.weight") ||
-        bind(b, &w->class_emb, err, 1, SHAPE(C), "vision_model.embeddings.class_embedding") ||
-        bind(b, &w->pos_emb, err, 2, SHAPE(G * G + 1, C), "vision_model.embeddings.position_embedding.weight") ||
-        bind(b, &w->pre_ln_w, err, 1, SHAPE(C), "vision_model.pre_layrnorm.weight") ||
-        bind(b, &w->pre_ln_b, err, 1, SHAPE(C), "vision_model.pre_layrnorm.bias") ||
+    if (vf_bind(b, &w->patch_w, err, 4, SHAPE(C, c->num_channels, P, P), "vision_model.embeddings.patch_embedding.weight") ||
+        vf_bind(b, &w->class_emb, err, 1, SHAPE(C), "vision_model.embeddings.class_embedding") ||
+        vf_bind(b, &w->pos_emb, err, 2, SHAPE(G * G + 1, C), "vision_model.embeddings.position_embedding.weight") ||
+        vf_bind(b, &w->pre_ln_w, err, 1, SHAPE(C), "vision_model.pre_layrnorm.weight") ||
+        vf_bind(b, &w->pre_ln_b, err, 1, SHAPE(C), "vision_model.pre_layrnorm.bias") ||
         bind_layers(b, b->sizing ? NULL : w->layers, &c->enc, "vision_model", err) ||
-        bind(b, &w->post_ln_w, err, 1, SHAPE(C), "vision_model.post_layernorm.weight") ||
-        bind(b, &w->post_ln_b, err, 1, SHAPE(C), "vision_model.post_layernorm.bias") ||
-        bind(b, &w->projection, err, 2, SHAPE(D, C), "visual_projection.weight"))
+        vf_bind(b, &w->post_ln_w, err, 1, SHAPE(C), "vision_model.post_layernorm.weight") ||
+        vf_bind(b, &w->post_ln_b, err, 1, SHAPE(C), "vision_model.post_layernorm.bias") ||
+        vf_bind(b, &w->projection, err, 2, SHAPE(D, C), "visual_projection.weight"))
         return -1;
     return stack_qkv(b, w->layers, &c->enc, err);
 }
@@ -151,17 +112,8 @@ static int open_model(const char *model_dir, vf_clip_config *cfg, vf_safetensors
     return vf_st_open(st, path, err);
 }
 
-/* Runs the two passes of `fn` over one arena. */
-static int bind_all(const vf_safetensors *st, vf_arena *arena, int (*fn)(binder *, void *, vf_error *), void *w, vf_error *err) {
-    binder b = {.st = st, .arena = arena, .sizing = 1};
-    if (fn(&b, w, err) != 0) return -1;
-    if (vf_arena_init(arena, b.need, err) != 0) return vf_error_prefix(err, "%s", st->path);
-    b.sizing = 0;
-    return fn(&b, w, err);
-}
-
-static int bind_text_cb(binder *b, void *w, vf_error *err) { return bind_text(b, w, err); }
-static int bind_vit_cb(binder *b, void *w, vf_error *err) { return bind_vit(b, w, err); }
+static int bind_text_cb(vf_binder *b, void *w, vf_error *err) { return bind_text(b, w, err); }
+static int bind_vit_cb(vf_binder *b, void *w, vf_error *err) { return bind_vit(b, w, err); }
 
 /* ---- text tower -------------------------------------------------------------- */
 int vf_clip_text_load(vf_clip_text_tower *t, const char *model_dir, vf_error *err) {
@@ -170,7 +122,7 @@ int vf_clip_text_load(vf_clip_text_tower *t, const char *model_dir, vf_error *er
     if (open_model(model_dir, &t->cfg, &t->st, err) != 0) return -1;
     t->w.cfg = t->cfg.text;
     t->w.projection_dim = t->cfg.projection_dim;
-    if (bind_all(&t->st, &t->params, bind_text_cb, &t->w, err) != 0 ||
+    if (vf_bind_all(&t->st, &t->params, bind_text_cb, &t->w, err) != 0 ||
         vf_st_read_f32(&t->st, "logit_scale", 0, NULL, &t->logit_scale, err) != 0 ||
         vf_clip_fingerprint(&t->st, &t->cfg, t->fingerprint, err) != 0) {
         vf_clip_text_free(t);
@@ -203,7 +155,7 @@ int vf_vision_load(vf_vision_tower *t, const char *model_dir, int max_batch, vf_
     vf_vit_weights *w = &t->u.vit.w;
     w->cfg = t->cfg.vision;
     w->projection_dim = t->cfg.projection_dim;
-    if (bind_all(&t->st, &t->params, bind_vit_cb, w, err) != 0 ||
+    if (vf_bind_all(&t->st, &t->params, bind_vit_cb, w, err) != 0 ||
         vf_clip_fingerprint(&t->st, &t->cfg, t->fingerprint, err) != 0 ||
         vf_vit_acts_init(&t->u.vit.acts, w, max_batch, err) != 0) {
         vf_vision_free(t);

@@ -4,6 +4,7 @@
  * pass that sets the pointers. */
 #include "clip/open_clip_model.h"
 #include "clip/open_clip_resnet.h"
+#include "clip/weight_binder.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -12,62 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct oc_binder {
-    const vf_safetensors *st;
-    vf_arena *arena;
-    int sizing;   // 1: check and count; 0: bind
-    size_t need;
-} oc_binder;
-
-static int in_place(const vf_st_tensor *t) { return t->dtype == VF_DT_F32 && ((uintptr_t)t->data & 3u) == 0; }
-
-static const vf_st_tensor *checked(oc_binder *b, const char *name, int ndim, const int64_t *shape, vf_error *err) {
-    const vf_st_tensor *t = vf_st_require(b->st, name, err);
-    if (!t || vf_st_check_shape(b->st, t, ndim, shape, err)) return NULL;
-    if (t->dtype != VF_DT_F32 && t->dtype != VF_DT_F16 && t->dtype != VF_DT_BF16 && t->dtype != VF_DT_F64) {
-        vf_fail(err, "%s: tensor %s has dtype %s, a float type is needed", b->st->path, name, vf_dtype_name(t->dtype));
-        return NULL;
-    }
-    return t;
-}
-
-static int check_finite(const vf_safetensors *st, const char *name, const float *p, int64_t n, vf_error *err) {
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(p[i])) return vf_fail(err, "%s: tensor %s has a non-finite value at element %lld", st->path, name, (long long)i);
-    return 0;
-}
-
-// *dst = the tensor `name` of this shape, in place or converted into the arena.
-static int bind(oc_binder *b, const float **dst, vf_error *err, int ndim, const int64_t *shape, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static int bind(oc_binder *b, const float **dst, vf_error *err, int ndim, const int64_t *shape, const char *fmt, ...) {
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    const vf_st_tensor *t = checked(b, name, ndim, shape, err);
-    if (!t) return -1;
-    if (in_place(t)) {
-        if (!b->sizing) *dst = (const float *)t->data;
-        return 0;
-    }
-    if (b->sizing) {
-        b->need += vf_arena_round((size_t)t->numel * sizeof(float));
-        return 0;
-    }
-    float *p = vf_arena_floats(b->arena, (size_t)t->numel);
-    if (!p) return vf_fail(err, "%s: parameter arena sizing bug at %s", b->st->path, name);
-    if (vf_st_read_f32(b->st, name, ndim, shape, p, err) || check_finite(b->st, name, p, t->numel, err)) return -1;
-    *dst = p;
-    return 0;
-}
-
 // *dst (cols, rows) = transpose of the (rows, cols) tensor `name`: open_clip
 // stores projections as x @ P, the kernels take nn.Linear's (out, in).
-static int bind_transposed(oc_binder *b, const float **dst, const char *name, int64_t rows, int64_t cols, vf_error *err) {
+static int bind_transposed(vf_binder *b, const float **dst, const char *name, int64_t rows, int64_t cols, vf_error *err) {
     const int64_t shape[2] = {rows, cols};
-    const vf_st_tensor *t = checked(b, name, 2, shape, err);
+    const vf_st_tensor *t = vf_bind_check(b, name, 2, shape, err);
     if (!t) return -1;
     size_t n = (size_t)rows * cols;
     if (b->sizing) {
@@ -79,7 +29,7 @@ static int bind_transposed(oc_binder *b, const float **dst, const char *name, in
         free(tmp);
         return vf_fail(err, "%s: out of memory at %s", b->st->path, name);
     }
-    int rc = vf_st_read_f32(b->st, name, 2, shape, tmp, err) || check_finite(b->st, name, tmp, (int64_t)n, err) ? -1 : 0;
+    int rc = vf_st_read_f32(b->st, name, 2, shape, tmp, err) || vf_bind_check_finite(b->st, name, tmp, (int64_t)n, err) ? -1 : 0;
     for (int64_t r = 0; !rc && r < rows; r++)
         for (int64_t c = 0; c < cols; c++) out[(size_t)c * rows + r] = tmp[(size_t)r * cols + c];
     free(tmp);
@@ -90,7 +40,7 @@ static int bind_transposed(oc_binder *b, const float **dst, const char *name, in
 #define SHAPE(...) (const int64_t[]){__VA_ARGS__}
 
 // open_clip's ResidualAttentionBlock: ln_1, attn (fused in_proj), ln_2, mlp.c_fc / c_proj
-static int bind_resblocks(oc_binder *b, vf_tfm_layer **layers, const vf_clip_encoder_config *e, const char *prefix,
+static int bind_resblocks(vf_binder *b, vf_tfm_layer **layers, const vf_clip_encoder_config *e, const char *prefix,
                           vf_error *err) {
     const int64_t C = e->hidden_size, F = e->intermediate_size;
     if (b->sizing) {
@@ -102,18 +52,18 @@ static int bind_resblocks(oc_binder *b, vf_tfm_layer **layers, const vf_clip_enc
         vf_tfm_layer scratch = {0}, *w = b->sizing ? &scratch : &(*layers)[l];
         const float *in_w = NULL, *in_b = NULL;
         const char *p = prefix;
-        if (bind(b, &w->ln1_w, err, 1, SHAPE(C), "%stransformer.resblocks.%d.ln_1.weight", p, l) ||
-            bind(b, &w->ln1_b, err, 1, SHAPE(C), "%stransformer.resblocks.%d.ln_1.bias", p, l) ||
-            bind(b, &in_w, err, 2, SHAPE(3 * C, C), "%stransformer.resblocks.%d.attn.in_proj_weight", p, l) ||
-            bind(b, &in_b, err, 1, SHAPE(3 * C), "%stransformer.resblocks.%d.attn.in_proj_bias", p, l) ||
-            bind(b, &w->o_w, err, 2, SHAPE(C, C), "%stransformer.resblocks.%d.attn.out_proj.weight", p, l) ||
-            bind(b, &w->o_b, err, 1, SHAPE(C), "%stransformer.resblocks.%d.attn.out_proj.bias", p, l) ||
-            bind(b, &w->ln2_w, err, 1, SHAPE(C), "%stransformer.resblocks.%d.ln_2.weight", p, l) ||
-            bind(b, &w->ln2_b, err, 1, SHAPE(C), "%stransformer.resblocks.%d.ln_2.bias", p, l) ||
-            bind(b, &w->fc1_w, err, 2, SHAPE(F, C), "%stransformer.resblocks.%d.mlp.c_fc.weight", p, l) ||
-            bind(b, &w->fc1_b, err, 1, SHAPE(F), "%stransformer.resblocks.%d.mlp.c_fc.bias", p, l) ||
-            bind(b, &w->fc2_w, err, 2, SHAPE(C, F), "%stransformer.resblocks.%d.mlp.c_proj.weight", p, l) ||
-            bind(b, &w->fc2_b, err, 1, SHAPE(C), "%stransformer.resblocks.%d.mlp.c_proj.bias", p, l))
+        if (vf_bind(b, &w->ln1_w, err, 1, SHAPE(C), "%stransformer.resblocks.%d.ln_1.weight", p, l) ||
+            vf_bind(b, &w->ln1_b, err, 1, SHAPE(C), "%stransformer.resblocks.%d.ln_1.bias", p, l) ||
+            vf_bind(b, &in_w, err, 2, SHAPE(3 * C, C), "%stransformer.resblocks.%d.attn.in_proj_weight", p, l) ||
+            vf_bind(b, &in_b, err, 1, SHAPE(3 * C), "%stransformer.resblocks.%d.attn.in_proj_bias", p, l) ||
+            vf_bind(b, &w->o_w, err, 2, SHAPE(C, C), "%stransformer.resblocks.%d.attn.out_proj.weight", p, l) ||
+            vf_bind(b, &w->o_b, err, 1, SHAPE(C), "%stransformer.resblocks.%d.attn.out_proj.bias", p, l) ||
+            vf_bind(b, &w->ln2_w, err, 1, SHAPE(C), "%stransformer.resblocks.%d.ln_2.weight", p, l) ||
+            vf_bind(b, &w->ln2_b, err, 1, SHAPE(C), "%stransformer.resblocks.%d.ln_2.bias", p, l) ||
+            vf_bind(b, &w->fc1_w, err, 2, SHAPE(F, C), "%stransformer.resblocks.%d.mlp.c_fc.weight", p, l) ||
+            vf_bind(b, &w->fc1_b, err, 1, SHAPE(F), "%stransformer.resblocks.%d.mlp.c_fc.bias", p, l) ||
+            vf_bind(b, &w->fc2_w, err, 2, SHAPE(C, F), "%stransformer.resblocks.%d.mlp.c_proj.weight", p, l) ||
+            vf_bind(b, &w->fc2_b, err, 1, SHAPE(C), "%stransformer.resblocks.%d.mlp.c_proj.bias", p, l))
             return -1;
         if (!b->sizing) {  // [q; k; v] rows of the fused projection
             w->q_w = in_w, w->k_w = in_w + C * C, w->v_w = in_w + 2 * C * C;
@@ -129,42 +79,33 @@ static int bind_resblocks(oc_binder *b, vf_tfm_layer **layers, const vf_clip_enc
     return 0;
 }
 
-static int bind_vit(oc_binder *b, void *wp, vf_error *err) {
+static int bind_vit(vf_binder *b, void *wp, vf_error *err) {
     vf_vit_weights *w = wp;
     const vf_clip_vision_config *c = &w->cfg;
     const int64_t C = c->enc.hidden_size, P = c->patch_size, G = c->image_size / c->patch_size;
-    return bind(b, &w->patch_w, err, 4, SHAPE(C, 3, P, P), "visual.conv1.weight") ||
-           bind(b, &w->class_emb, err, 1, SHAPE(C), "visual.class_embedding") ||
-           bind(b, &w->pos_emb, err, 2, SHAPE(G * G + 1, C), "visual.positional_embedding") ||
-           bind(b, &w->pre_ln_w, err, 1, SHAPE(C), "visual.ln_pre.weight") ||
-           bind(b, &w->pre_ln_b, err, 1, SHAPE(C), "visual.ln_pre.bias") ||
+    return vf_bind(b, &w->patch_w, err, 4, SHAPE(C, 3, P, P), "visual.conv1.weight") ||
+           vf_bind(b, &w->class_emb, err, 1, SHAPE(C), "visual.class_embedding") ||
+           vf_bind(b, &w->pos_emb, err, 2, SHAPE(G * G + 1, C), "visual.positional_embedding") ||
+           vf_bind(b, &w->pre_ln_w, err, 1, SHAPE(C), "visual.ln_pre.weight") ||
+           vf_bind(b, &w->pre_ln_b, err, 1, SHAPE(C), "visual.ln_pre.bias") ||
            bind_resblocks(b, &w->layers, &c->enc, "visual.", err) ||
-           bind(b, &w->post_ln_w, err, 1, SHAPE(C), "visual.ln_post.weight") ||
-           bind(b, &w->post_ln_b, err, 1, SHAPE(C), "visual.ln_post.bias") ||
+           vf_bind(b, &w->post_ln_w, err, 1, SHAPE(C), "visual.ln_post.weight") ||
+           vf_bind(b, &w->post_ln_b, err, 1, SHAPE(C), "visual.ln_post.bias") ||
            bind_transposed(b, &w->projection, "visual.proj", C, w->projection_dim, err)
                ? -1 : 0;
 }
 
-static int bind_text(oc_binder *b, void *wp, vf_error *err) {
+static int bind_text(vf_binder *b, void *wp, vf_error *err) {
     vf_clip_text_weights *w = wp;
     const vf_clip_text_config *c = &w->cfg;
     const int64_t C = c->enc.hidden_size;
-    return bind(b, &w->token_embedding, err, 2, SHAPE(c->vocab_size, C), "token_embedding.weight") ||
-           bind(b, &w->position_embedding, err, 2, SHAPE(c->max_positions, C), "positional_embedding") ||
+    return vf_bind(b, &w->token_embedding, err, 2, SHAPE(c->vocab_size, C), "token_embedding.weight") ||
+           vf_bind(b, &w->position_embedding, err, 2, SHAPE(c->max_positions, C), "positional_embedding") ||
            bind_resblocks(b, &w->layers, &c->enc, "", err) ||
-           bind(b, &w->final_ln_w, err, 1, SHAPE(C), "ln_final.weight") ||
-           bind(b, &w->final_ln_b, err, 1, SHAPE(C), "ln_final.bias") ||
+           vf_bind(b, &w->final_ln_w, err, 1, SHAPE(C), "ln_final.weight") ||
+           vf_bind(b, &w->final_ln_b, err, 1, SHAPE(C), "ln_final.bias") ||
            bind_transposed(b, &w->projection, "text_projection", C, w->projection_dim, err)
                ? -1 : 0;
-}
-
-static int bind_all(const vf_safetensors *st, vf_arena *arena, int (*fn)(oc_binder *, void *, vf_error *), void *w,
-                    vf_error *err) {
-    oc_binder b = {.st = st, .arena = arena, .sizing = 1};
-    if (fn(&b, w, err)) return -1;
-    if (vf_arena_init(arena, b.need, err)) return vf_error_prefix(err, "%s", st->path);
-    b.sizing = 0;
-    return fn(&b, w, err);
 }
 
 // open_clip_config.json + open_clip_model.safetensors of model_dir
@@ -199,7 +140,7 @@ int vf_open_clip_vision_load(vf_vision_tower *t, const char *model_dir, int max_
         vf_vit_weights *w = &t->u.vit.w;
         w->cfg = t->cfg.vision;
         w->projection_dim = t->cfg.projection_dim;
-        rc = bind_all(&t->st, &t->params, bind_vit, w, err) || vf_vit_acts_init(&t->u.vit.acts, w, max_batch, err);
+        rc = vf_bind_all(&t->st, &t->params, bind_vit, w, err) || vf_vit_acts_init(&t->u.vit.acts, w, max_batch, err);
     }
     if (rc || vf_clip_fingerprint(&t->st, &t->cfg, t->fingerprint, err)) {
         vf_vision_free(t);
@@ -214,7 +155,7 @@ int vf_open_clip_text_load(vf_clip_text_tower *t, const char *model_dir, vf_erro
     if (open_checkpoint(model_dir, &oc, &t->cfg, &t->st, err)) return -1;
     t->w.cfg = t->cfg.text;
     t->w.projection_dim = t->cfg.projection_dim;
-    if (bind_all(&t->st, &t->params, bind_text, &t->w, err) ||
+    if (vf_bind_all(&t->st, &t->params, bind_text, &t->w, err) ||
         vf_st_read_f32(&t->st, "logit_scale", 0, NULL, &t->logit_scale, err) ||
         vf_clip_fingerprint(&t->st, &t->cfg, t->fingerprint, err)) {
         vf_clip_text_free(t);
