@@ -57,28 +57,14 @@ else
 fi
 
 say "demo data"
-"$PY" - "$WORK" "$MODEL" "${DATA_NPZ:-}" "${MODEL_DIR:-}" <<'EOF'
+"$PY" - "$WORK" "$MODEL" "${DATA_NPZ:-}" "${MODEL_DIR:-}" "$ROOT/deploy" <<'EOF'
 import json, struct, sys
 import numpy as np
-work, model, data_npz, real_model = sys.argv[1:5]
+work, model, data_npz, real_model, deploy_dir = sys.argv[1:6]
+sys.path.insert(0, deploy_dir)
+from demo_shapes import shapes
 rng = np.random.default_rng(0)
 
-def shapes(n, size=28):
-    """Class 0 red disc, 1 green square, 2 blue stripe, 3 yellow cross, on grey noise."""
-    yy, xx = np.mgrid[0:size, 0:size]
-    colours = np.array([[220, 40, 40], [40, 200, 60], [40, 70, 220], [230, 210, 40]])
-    labels = rng.integers(0, 4, (n, 1)).astype(np.uint8)
-    images = np.empty((n, size, size, 3), np.uint8)
-    for i in range(n):
-        k = labels[i, 0]
-        img = rng.normal(120, 12, (size, size, 3))
-        cy, cx = rng.uniform(size * .35, size * .65, 2)
-        r = rng.uniform(size * .2, size * .32)
-        mask = [(yy - cy) ** 2 + (xx - cx) ** 2 < r * r, (abs(yy - cy) < r) & (abs(xx - cx) < r),
-                abs(yy - cy) < r * .4, (abs(yy - cy) < r * .3) | (abs(xx - cx) < r * .3)][k]
-        img[mask] = colours[k] + rng.normal(0, 10, (mask.sum(), 3))
-        images[i] = img.clip(0, 255)
-    return images, labels
 
 if data_npz:
     src = np.load(data_npz)
@@ -86,7 +72,7 @@ if data_npz:
 else:
     full = {}
     for split, n in [("train", 240), ("val", 60), ("test", 120)]:
-        full[f"{split}_images"], full[f"{split}_labels"] = shapes(n)
+        full[f"{split}_images"], full[f"{split}_labels"] = shapes(rng, n)
 for h, part in enumerate(["hospital-a", "hospital-b", "hospital-c"]):
     out = {}
     for split in ("train", "val", "test"):
