@@ -13,7 +13,6 @@
 #include "daemon/notify.h"
 #include "kp.h"
 #include "util/fileio.h"
-#include <mbedtls/sha256.h>
 #include "cpu/blas_setup.h"
 #include "util/log.h"
 
@@ -30,6 +29,8 @@ static const vf_ini_key schema[] = {
     VF_INI_TLS_KEYS,
     VF_INI_DIAL_KEYS,
     {"model", "dir", VF_INI_PATH, 1, NULL, "CLIP checkpoint directory; the text tower and tokenizer are used"},
+    {"model", "tokenizer", VF_INI_PATH, 0, NULL,
+     "vocab.json + merges.txt directory or bpe_simple_vocab_16e6.txt.gz (default: those in [model] dir)"},
     {"prompt", "classes", VF_INI_STR, 0, NULL, "class names in label order, comma-separated (default: the 7 DermaMNIST names)"},
     {"prompt", "template", VF_INI_STR, 0, DEFAULT_TEMPLATE, "prompt template with {ctx} and {class} (a run may override it)"},
     VF_INI_STATE_KEYS,
@@ -269,28 +270,6 @@ static void on_message(vf_party_link *l, const Vflclip__V1__AggregatorMessage *m
 
 static char g_tok_fingerprint[65];
 
-/* SHA-256 over the tokenizer files the model directory holds. */
-static void tokenizer_fingerprint(const char *model_dir) {
-    static const char *const files[] = {"vocab.json", "merges.txt", "tokenizer.json", "bpe_simple_vocab_16e6.txt.gz"};
-    mbedtls_sha256_context c;
-    mbedtls_sha256_init(&c);
-    mbedtls_sha256_starts_ret(&c, 0);
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        char path[4200], *data;
-        size_t len;
-        vf_error err;
-        snprintf(path, sizeof path, "%s/%s", model_dir, files[i]);
-        if (vf_read_file(path, &data, &len, &err)) continue;
-        mbedtls_sha256_update_ret(&c, (const unsigned char *)files[i], strlen(files[i]) + 1);
-        mbedtls_sha256_update_ret(&c, (const unsigned char *)data, len);
-        free(data);
-    }
-    unsigned char d[32];
-    mbedtls_sha256_finish_ret(&c, d);
-    mbedtls_sha256_free(&c);
-    for (int i = 0; i < 32; i++) snprintf(g_tok_fingerprint + 2 * i, 3, "%02x", d[i]);
-}
-
 static void fill_hello(Vflclip__V1__Hello *h, void *ud) {
     h->model_fingerprint = g_kp.fingerprint;
     h->tokenizer_fingerprint = g_tok_fingerprint;
@@ -351,26 +330,31 @@ int main(int argc, char **argv) {
     vf_ini ini;
     vf_daemon_paths paths;
     vf_party_link_config lc;
-    char host[256], sn[256], model[4096];
+    char host[256], sn[256], model[4096], tokenizer[4096], tok_source[4200];
     if (vf_ini_load(&ini, config, schema, &err) || vf_daemon_paths_load(&ini, &paths, &err) ||
         vf_daemon_link_config(&ini, &paths, &lc, host, sizeof host, sn, sizeof sn, &err) ||
         vf_ini_path(&ini, "model", "dir", 1, model, sizeof model, &err) ||
+        vf_ini_path(&ini, "model", "tokenizer", vf_ini_given(&ini, "model", "tokenizer"), tokenizer, sizeof tokenizer,
+                    &err) ||
         parse_classes(vf_ini_get(&ini, "prompt", "classes"), &err)) {
         fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
         return 1;
     }
     snprintf(g_kp.default_template, sizeof g_kp.default_template, "%s", vf_ini_get(&ini, "prompt", "template"));
     snprintf(g_kp.state_dir, sizeof g_kp.state_dir, "%s", paths.state);
-    if (vf_clip_text_load(&g_kp.tower, model, &err) || vf_tokenizer_load_dir(&g_kp.tok, model, &err)) {
+    if (vf_clip_text_load(&g_kp.tower, model, &err) ||
+        vf_tokenizer_load_for_model(&g_kp.tok, model, tokenizer[0] ? tokenizer : NULL, tok_source, sizeof tok_source,
+                                    &err) ||
+        vf_tokenizer_fingerprint(g_kp.tok, g_tok_fingerprint, &err)) {
         fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
         return 1;
     }
     vf_fingerprint_hex(g_kp.tower.fingerprint, g_kp.fingerprint);
-    tokenizer_fingerprint(model);
     if (g_kp.tower.cfg.random_weights)
         vf_log(VF_WARN, "event=random_weights model=%s detail=\"RANDOM weights: metrics mean nothing about dermatology\"", model);
     if (check_only) {
-        printf("%s: configuration %s is valid (model %s, %d classes)\n", PROGRAM, config, g_kp.fingerprint, g_kp.n_classes);
+        printf("%s: configuration %s is valid (model %s, tokenizer %.16s from %s, %d classes)\n", PROGRAM, config,
+               g_kp.fingerprint, g_tok_fingerprint, tok_source, g_kp.n_classes);
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -380,8 +364,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
         return 1;
     }
-    vf_log(VF_INFO, "event=started model=%s fingerprint=%.16s classes=%d aggregator=%s:%d", model, g_kp.fingerprint,
-           g_kp.n_classes, host, lc.client.port);
+    vf_log(VF_INFO, "event=started model=%s fingerprint=%.16s tokenizer=%s tokenizer_fingerprint=%.16s classes=%d "
+           "aggregator=%s:%d", model, g_kp.fingerprint, tok_source, g_tok_fingerprint, g_kp.n_classes, host,
+           lc.client.port);
     uv_signal_init(loop, &g_sigterm);
     uv_signal_init(loop, &g_sigint);
     uv_signal_start(&g_sigterm, on_stop, SIGTERM);

@@ -15,7 +15,10 @@
 
 static void usage(FILE *out) {
     fprintf(out, "usage: vflclip embed --model DIR (--image FILE... | --text \"...\"...) --out OUT.npy [--batch N]\n"
-                 "Writes float32 [N, projection_dim] embeddings before L2 normalisation, in input order.\n");
+                 "                     [--tokenizer PATH]\n"
+                 "Writes float32 [N, projection_dim] embeddings before L2 normalisation, in input order.\n"
+                 "  --tokenizer PATH  for --text: a directory with vocab.json + merges.txt or OpenAI's\n"
+                 "                    bpe_simple_vocab_16e6.txt.gz (default: those files in the model directory)\n");
 }
 
 static void warn_random(const char *model) {
@@ -24,7 +27,7 @@ static void warn_random(const char *model) {
 }
 
 typedef struct embed_args {
-    const char *model, *out, *pixels;
+    const char *model, *out, *pixels, *tokenizer;
     int batch, describe;
     char **images, **texts, **token_ids;
     int n_images, n_texts, n_token_ids;
@@ -53,6 +56,7 @@ static int parse_args(int argc, char **argv, embed_args *a) {
         else if (i + 1 >= argc) rc = -1;
         else if (strcmp(o, "--model") == 0) a->model = argv[++i];
         else if (strcmp(o, "--out") == 0) a->out = argv[++i];
+        else if (strcmp(o, "--tokenizer") == 0) a->tokenizer = argv[++i];
         else if (strcmp(o, "--pixels") == 0) a->pixels = argv[++i]; /* hidden: preprocessed (N,3,H,W) .npy */
         else if (strcmp(o, "--batch") == 0) {
             char *end;
@@ -139,7 +143,7 @@ static int embed_texts(const embed_args *a, vf_clip_text_tower *tower, float **e
     const int P = w->cfg.max_positions, C = w->cfg.enc.hidden_size, B = a->batch;
     const int count = a->n_texts ? a->n_texts : a->n_token_ids;
     vf_tokenizer *tok = NULL;
-    if (a->n_texts && vf_tokenizer_load_dir(&tok, a->model, err) != 0) return -1;
+    if (a->n_texts && vf_tokenizer_load_for_model(&tok, a->model, a->tokenizer, NULL, 0, err) != 0) return -1;
     vf_clip_text_acts acts;
     if (vf_clip_text_acts_init(&acts, w, B, P, err) != 0) { vf_tokenizer_free(tok); return -1; }
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)B * P);

@@ -19,7 +19,7 @@ static void usage(FILE *o) {
         "usage: vflclip evaluate --model DIR --context FILE --data PATH [--split test] [--out FILE.json]\n"
         "                        [--confusion-png FILE] [--class-codes a,b,..] [--image-dir DIR] [--split-seed N (default: the context's)]\n"
         "                        [--cache-dir DIR | --no-cache] [--embed-batch N] [--device auto|cpu|cuda]\n"
-        "                        [--precision bf16|tf32|fp32]\n"
+        "                        [--precision bf16|tf32|fp32] [--tokenizer DIR|bpe_simple_vocab_16e6.txt.gz]\n"
         "       vflclip evaluate --scores SCORES.npy --labels LABELS.npy [--out FILE.json]\n"
         "  The first form rebuilds the prompts from the context file's metadata (template, class names, n_ctx,\n"
         "  csc, class position), checks the model fingerprint and prints the split's metrics as JSON.\n"
@@ -65,7 +65,7 @@ done:
 }
 
 int vf_cmd_evaluate(int argc, char **argv) {
-    const char *model = NULL, *context = NULL, *data = NULL, *split_name = "test", *out = NULL, *png = NULL;
+    const char *model = NULL, *tokenizer = NULL, *context = NULL, *data = NULL, *split_name = "test", *out = NULL, *png = NULL;
     const char *codes_csv = NULL, *image_dir = NULL, *cache_dir = NULL, *scores = NULL, *labels = NULL;
     unsigned long long split_seed = 0;
     int no_cache = 0, embed_batch = 0, split_seed_given = 0;
@@ -79,6 +79,7 @@ int vf_cmd_evaluate(int argc, char **argv) {
         if (i + 1 >= argc) { fprintf(stderr, "vflclip evaluate: %s needs a value (or is unknown)\n", o); return 2; }
         const char *v = argv[++i];
         if (!strcmp(o, "--model")) model = v;
+        else if (!strcmp(o, "--tokenizer")) tokenizer = v;
         else if (!strcmp(o, "--context")) context = v;
         else if (!strcmp(o, "--data")) data = v;
         else if (!strcmp(o, "--split")) split_name = v;
@@ -119,7 +120,7 @@ int vf_cmd_evaluate(int argc, char **argv) {
     float *text = NULL;
     vf_loss_step ls;
     int ls_ok = 0;
-    vf_coop_setup_options so = {.model_dir = model, .data = data,
+    vf_coop_setup_options so = {.model_dir = model, .tokenizer = tokenizer, .data = data,
                                 .class_codes = codes.n ? (const char *const *)codes.names : NULL, .n_classes = cf.n_classes,
                                 .image_dir = image_dir, .split_seed = split_seed, .cache_dir = cache_dir,
                                 .no_cache = no_cache, .embed_batch = embed_batch, .tty = isatty(2),

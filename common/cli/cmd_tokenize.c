@@ -4,7 +4,9 @@
  * or one per line from stdin with --stdin.  --words prints the BPE ids alone
  * (no SOT/EOT, no truncation), as CoOp prompt assembly sees them.
  * --write-tiny-vocab DIR writes the project's small vocabulary (the one
- * make-model uses) and prints its size and special ids as JSON. */
+ * make-model uses) and prints its size and special ids as JSON.
+ * --fingerprint prints the vocabulary's fingerprint (the one a knowledge
+ * party sends in its Hello) and where the vocabulary was loaded from. */
 #include "cli/commands.h"
 #include "clip/tokenizer.h"
 
@@ -13,10 +15,15 @@
 #include <string.h>
 
 static void usage(FILE *o) {
-    fprintf(o, "usage: vflclip tokenize (--model DIR | --bpe FILE.txt.gz) [--context-length N] [--words] TEXT...\n"
-               "       vflclip tokenize (--model DIR | --bpe FILE.txt.gz) [...] --stdin   (one text per line)\n"
+    fprintf(o, "usage: vflclip tokenize (--model DIR [--tokenizer PATH] | --tokenizer PATH | --bpe FILE.txt.gz)\n"
+               "                        [--context-length N] [--words] TEXT...\n"
+               "       vflclip tokenize (...) [...] --stdin   (one text per line)\n"
+               "       vflclip tokenize (...) --fingerprint    (prints {\"fingerprint\", \"vocab_size\", \"source\"})\n"
                "       vflclip tokenize --write-tiny-vocab DIR\n"
-               "  --model DIR        a Hugging Face CLIP directory (vocab.json + merges.txt)\n"
+               "  --model DIR        a CLIP checkpoint directory: its vocab.json + merges.txt, else its\n"
+               "                     bpe_simple_vocab_16e6.txt.gz\n"
+               "  --tokenizer PATH   a directory with vocab.json + merges.txt or a bpe_simple_vocab_16e6.txt.gz\n"
+               "                     (wins over the model directory's files)\n"
                "  --bpe FILE         OpenAI's bpe_simple_vocab_16e6.txt.gz\n"
                "  --context-length N ids per text including SOT and EOT (default 77); longer text is truncated,\n"
                "                     keeping EOT last, and a note goes to stderr\n"
@@ -69,9 +76,33 @@ static int write_tiny(const char *dir) {
     return 0;
 }
 
+static int print_fingerprint(const char *model, const char *tokenizer, const char *bpe) {
+    vf_error err = {{0}};
+    vf_tokenizer *t = NULL;
+    char source[4200] = "", hex[65];
+    int rc = bpe ? vf_tokenizer_load_bpe_gz(&t, bpe, &err)
+                 : vf_tokenizer_load_for_model(&t, model, tokenizer, source, sizeof source, &err);
+    if (rc == 0) rc = vf_tokenizer_fingerprint(t, hex, &err);
+    if (rc) {
+        vf_tokenizer_free(t);
+        fprintf(stderr, "vflclip tokenize: %s\n", err.msg);
+        return 1;
+    }
+    /* the source is printed as given; JSON-escape only what a path may hold that JSON forbids raw */
+    printf("{\"fingerprint\": \"%s\", \"vocab_size\": %d, \"source\": \"", hex, vf_tokenizer_vocab_size(t));
+    for (const char *p = bpe ? bpe : source; *p; p++) {
+        if (*p == '"' || *p == '\\') printf("\\%c", *p);
+        else if ((unsigned char)*p < 0x20) printf("\\u%04x", *p);
+        else putchar(*p);
+    }
+    printf("\"}\n");
+    vf_tokenizer_free(t);
+    return 0;
+}
+
 int vf_cmd_tokenize(int argc, char **argv) {
-    const char *model = NULL, *bpe = NULL, *tiny = NULL;
-    int context = 77, words = 0, from_stdin = 0, first_text = argc;
+    const char *model = NULL, *tokenizer = NULL, *bpe = NULL, *tiny = NULL;
+    int context = 77, words = 0, from_stdin = 0, fingerprint = 0, first_text = argc;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--")) { first_text = i + 1; break; }
@@ -79,9 +110,11 @@ int vf_cmd_tokenize(int argc, char **argv) {
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         if (!strcmp(a, "--words")) { words = 1; continue; }
         if (!strcmp(a, "--stdin")) { from_stdin = 1; continue; }
+        if (!strcmp(a, "--fingerprint")) { fingerprint = 1; continue; }
         if (i + 1 >= argc) { fprintf(stderr, "vflclip tokenize: %s needs a value (or is unknown)\n", a); usage(stderr); return 2; }
         const char *v = argv[++i];
         if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--tokenizer")) tokenizer = v;
         else if (!strcmp(a, "--bpe")) bpe = v;
         else if (!strcmp(a, "--write-tiny-vocab")) tiny = v;
         else if (!strcmp(a, "--context-length")) {
@@ -92,11 +125,17 @@ int vf_cmd_tokenize(int argc, char **argv) {
         } else { fprintf(stderr, "vflclip tokenize: unknown option %s\n", a); usage(stderr); return 2; }
     }
     if (tiny) return write_tiny(tiny);
-    if (!model == !bpe) { fprintf(stderr, "vflclip tokenize: give exactly one of --model and --bpe\n"); usage(stderr); return 2; }
+    if (!(model || tokenizer) == !bpe) {
+        fprintf(stderr, "vflclip tokenize: give --model and/or --tokenizer, or --bpe\n");
+        usage(stderr);
+        return 2;
+    }
+    if (fingerprint) return print_fingerprint(model, tokenizer, bpe);
     if ((first_text < argc) == from_stdin) { fprintf(stderr, "vflclip tokenize: give texts as arguments or --stdin\n"); usage(stderr); return 2; }
     vf_error err = {{0}};
     vf_tokenizer *t;
-    if ((model ? vf_tokenizer_load_dir(&t, model, &err) : vf_tokenizer_load_bpe_gz(&t, bpe, &err))) {
+    if (bpe ? vf_tokenizer_load_bpe_gz(&t, bpe, &err)
+            : vf_tokenizer_load_for_model(&t, model, tokenizer, NULL, 0, &err)) {
         fprintf(stderr, "vflclip tokenize: %s\n", err.msg);
         return 1;
     }

@@ -23,6 +23,9 @@ static void usage(FILE *o) {
     fprintf(o,
         "usage: vflclip train --model DIR --data PATH --out RUN_DIR [options]\n"
         "  --model DIR            Hugging Face CLIP directory (config.json, model.safetensors, vocab.json, merges.txt)\n"
+        "                         or OpenCLIP checkpoint (open_clip_config.json, open_clip_model.safetensors)\n"
+        "  --tokenizer PATH       a directory with vocab.json + merges.txt or OpenAI's bpe_simple_vocab_16e6.txt.gz\n"
+        "                         (default: those files in the model directory)\n"
         "  --data PATH            MedMNIST .npz, labels .csv (image_id,dx[,split]) or a folder with labels.csv\n"
         "  --out RUN_DIR          metrics.jsonl, test_metrics.json, context.safetensors, *.png\n"
         "prompt:\n"
@@ -59,7 +62,7 @@ static void usage(FILE *o) {
 }
 
 typedef struct train_args {
-    const char *model, *data, *out, *template_, *classes, *init_words, *init_ctx, *class_codes, *image_dir, *cache_dir;
+    const char *model, *tokenizer, *data, *out, *template_, *classes, *init_words, *init_ctx, *class_codes, *image_dir, *cache_dir;
     int n_ctx, n_ctx_given, csc, batch_size, epochs, warmup_epochs, embed_batch, no_cache, quiet;
     long max_steps;
     float lr, momentum, weight_decay, warmup_lr;
@@ -92,6 +95,7 @@ static int parse_args(train_args *a, int argc, char **argv) {
         const char *v = argv[++i];
         int bad = 0, n;
         if (!strcmp(o, "--model")) a->model = v;
+        else if (!strcmp(o, "--tokenizer")) a->tokenizer = v;
         else if (!strcmp(o, "--data")) a->data = v;
         else if (!strcmp(o, "--out")) a->out = v;
         else if (!strcmp(o, "--template")) a->template_ = v;
@@ -206,7 +210,7 @@ int vf_cmd_train(int argc, char **argv) {
     vf_coop *coop = NULL;
     float *private_emb[3] = {NULL, NULL, NULL};
     vf_coop_setup s;
-    vf_coop_setup_options so = {.model_dir = a.model, .data = a.data,
+    vf_coop_setup_options so = {.model_dir = a.model, .tokenizer = a.tokenizer, .data = a.data,
                                 .class_codes = codes.n ? (const char *const *)codes.names : NULL, .n_classes = C,
                                 .image_dir = a.image_dir, .split_seed = a.split_seed, .cache_dir = a.cache_dir,
                                 .no_cache = a.no_cache, .embed_batch = a.embed_batch, .want = {1, 1, 1},

@@ -53,7 +53,7 @@ int vf_coop_setup_open(vf_coop_setup *s, const vf_coop_setup_options *o, vf_erro
     s->text_loaded = 1;
     vf_fingerprint_hex(s->text.fingerprint, s->fingerprint);
     s->random_weights = s->text.cfg.random_weights;
-    if (vf_tokenizer_load_dir(&s->tok, o->model_dir, err)) goto fail;
+    if (vf_tokenizer_load_for_model(&s->tok, o->model_dir, o->tokenizer, NULL, 0, err)) goto fail;
     vf_dataset_options dopt = {.class_codes = o->class_codes, .n_classes = o->n_classes, .image_dir = o->image_dir,
                                .split_seed = o->split_seed};
     if (vf_dataset_open(&s->ds, o->data, &dopt, err)) goto fail;

@@ -15,6 +15,7 @@
 
 typedef struct vf_coop_setup_options {
     const char *model_dir, *data;
+    const char *tokenizer;            /* NULL = the model directory's (vf_tokenizer_load_for_model) */
     const char *const *class_codes;   /* CSV dx codes per label; NULL = DermaMNIST's */
     int n_classes;
     const char *image_dir;

@@ -11,6 +11,7 @@
 
 #include <cJSON.h>
 #include <math.h>
+#include <mbedtls/sha256.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +126,54 @@ int vf_tokenizer_sot(const vf_tokenizer *t) { return t->sot; }
 int vf_tokenizer_eot(const vf_tokenizer *t) { return t->eot; }
 int vf_tokenizer_vocab_size(const vf_tokenizer *t) { return t->vocab_size; }
 int vf_tokenizer_token_id(const vf_tokenizer *t, const char *token) { return vocab_get(t, token, strlen(token)); }
+
+/* ---- fingerprint --------------------------------------------------------------- */
+
+/* Token strings in id order; an id two strings share keeps the smaller
+ * string (strcmp), so the result does not depend on hash-table order. */
+static const char **tokens_by_id(const vf_tokenizer *t) {
+    const char **by_id = calloc((size_t)t->vocab_size + 1, sizeof *by_id);
+    if (!by_id) return NULL;
+    for (size_t i = 0; i < t->vocab_cap; i++) {
+        const char *s = t->vocab_keys[i];
+        if (s && (!by_id[t->vocab_ids[i]] || strcmp(s, by_id[t->vocab_ids[i]]) < 0)) by_id[t->vocab_ids[i]] = s;
+    }
+    return by_id;
+}
+
+int vf_tokenizer_fingerprint(const vf_tokenizer *t, char hex[65], vf_error *err) {
+    const char **by_id = tokens_by_id(t);
+    uint64_t *merge_by_rank = malloc(sizeof(uint64_t) * ((size_t)t->n_merges + 1));
+    if (!by_id || !merge_by_rank) {
+        free(by_id);
+        free(merge_by_rank);
+        return vf_fail(err, "tokenizer fingerprint: out of memory");
+    }
+    for (size_t i = 0; i < t->merge_cap; i++)
+        if (t->merge_keys[i] != EMPTY_KEY) merge_by_rank[t->merge_rank[i]] = t->merge_keys[i];
+    mbedtls_sha256_context c;
+    mbedtls_sha256_init(&c);
+    mbedtls_sha256_starts_ret(&c, 0);
+    for (int id = 0; id < t->vocab_size; id++) {
+        const char *s = by_id[id] ? by_id[id] : "";
+        mbedtls_sha256_update_ret(&c, (const unsigned char *)s, strlen(s));
+        mbedtls_sha256_update_ret(&c, (const unsigned char *)"\n", 1);
+    }
+    for (int r = 0; r < t->n_merges; r++) {
+        const char *a = by_id[merge_by_rank[r] >> 32], *b = by_id[(uint32_t)merge_by_rank[r]];
+        mbedtls_sha256_update_ret(&c, (const unsigned char *)a, strlen(a));
+        mbedtls_sha256_update_ret(&c, (const unsigned char *)" ", 1);
+        mbedtls_sha256_update_ret(&c, (const unsigned char *)b, strlen(b));
+        mbedtls_sha256_update_ret(&c, (const unsigned char *)"\n", 1);
+    }
+    unsigned char d[32];
+    mbedtls_sha256_finish_ret(&c, d);
+    mbedtls_sha256_free(&c);
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    free(by_id);
+    free(merge_by_rank);
+    return 0;
+}
 
 /* ---- building ---------------------------------------------------------------- */
 

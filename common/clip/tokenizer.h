@@ -18,6 +18,7 @@
 #ifndef VF_CLIP_TOKENIZER_H
 #define VF_CLIP_TOKENIZER_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include "util/vf_error.h"
 
@@ -30,7 +31,22 @@ typedef struct vf_tokenizer vf_tokenizer;
 int  vf_tokenizer_load_dir(vf_tokenizer **out, const char *model_dir, vf_error *err);
 /* OpenAI's bpe_simple_vocab_16e6.txt.gz (gzip or plain text). */
 int  vf_tokenizer_load_bpe_gz(vf_tokenizer **out, const char *path, vf_error *err);
+/* The tokenizer for text work with the checkpoint in model_dir, tried in
+ * this order: tokenizer_path when non-NULL (a directory holding vocab.json +
+ * merges.txt, or a bpe_simple_vocab_16e6.txt.gz file); vocab.json +
+ * merges.txt in model_dir; bpe_simple_vocab_16e6.txt.gz in model_dir.  When
+ * none is there the message says what to provide and where to get it
+ * (OpenCLIP hub checkpoints ship without a tokenizer).  source (may be NULL)
+ * receives the directory or file it was loaded from. */
+int  vf_tokenizer_load_for_model(vf_tokenizer **out, const char *model_dir, const char *tokenizer_path, char *source,
+                                 size_t source_len, vf_error *err);
 void vf_tokenizer_free(vf_tokenizer *t);
+/* 64 hex digits of SHA-256 over the vocabulary itself: every token string
+ * (vocab.json's byte-level spelling) in id order, each followed by '\n',
+ * then every merge used ("a b\n") in rank order.  The same vocabulary has
+ * the same fingerprint whether it came from vocab.json + merges.txt or from
+ * bpe_simple_vocab_16e6.txt.gz (the knowledge party sends it in its Hello). */
+int  vf_tokenizer_fingerprint(const vf_tokenizer *t, char hex[65], vf_error *err);
 int  vf_tokenizer_sot(const vf_tokenizer *t);
 int  vf_tokenizer_eot(const vf_tokenizer *t);
 int  vf_tokenizer_vocab_size(const vf_tokenizer *t);
