@@ -1,9 +1,13 @@
 /* cmd_embed: `vflclip embed`, projected CLIP embeddings (before L2
- * normalisation) of images or texts, written as float32 [N, D] .npy. */
+ * normalisation) of images or texts, written as float32 [N, D] .npy.  Images
+ * are encoded on the device chosen with --device (device/device.h); the
+ * default is the CPU, the fp32 reference, so that results do not depend on
+ * whether the machine has a GPU unless asked to. */
 #include "cli/commands.h"
 #include "clip/clip_model.h"
 #include "clip/tokenizer.h"
 #include "cpu/blas_setup.h"
+#include "device/device.h"
 #include "formats/npy.h"
 #include "image/image_io.h"
 #include "image/preprocess.h"
@@ -15,10 +19,13 @@
 
 static void usage(FILE *out) {
     fprintf(out, "usage: vflclip embed --model DIR (--image FILE... | --text \"...\"...) --out OUT.npy [--batch N]\n"
-                 "                     [--tokenizer PATH]\n"
+                 "                     [--tokenizer PATH] [--device cpu|cuda|auto] [--precision bf16|tf32|fp32]\n"
                  "Writes float32 [N, projection_dim] embeddings before L2 normalisation, in input order.\n"
                  "  --tokenizer PATH  for --text: a directory with vocab.json + merges.txt or OpenAI's\n"
-                 "                    bpe_simple_vocab_16e6.txt.gz (default: those files in the model directory)\n");
+                 "                    bpe_simple_vocab_16e6.txt.gz (default: those files in the model directory)\n"
+                 "  --device D        where images are encoded: cpu (default) | cuda | auto (a GPU when there is\n"
+                 "                    one, else the CPU, saying why); texts are embedded on the CPU\n"
+                 "  --precision P     image encoding on CUDA: bf16 (default) | tf32 | fp32; the CPU computes in fp32\n");
 }
 
 static void warn_random(const char *model) {
@@ -28,7 +35,9 @@ static void warn_random(const char *model) {
 
 typedef struct embed_args {
     const char *model, *out, *pixels, *tokenizer;
-    int batch, describe;
+    int batch, describe, device_given;
+    vf_device_kind device;
+    vf_device_precision precision;
     char **images, **texts, **token_ids;
     int n_images, n_texts, n_token_ids;
 } embed_args;
@@ -44,6 +53,9 @@ static int take_list(int argc, char **argv, int *i, char ***list, int *n) {
 static int parse_args(int argc, char **argv, embed_args *a) {
     memset(a, 0, sizeof *a);
     a->batch = 16;
+    a->device = VF_DEVICE_CPU;
+    a->precision = VF_PREC_BF16;
+    vf_error perr;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) { usage(stdout); exit(0); }
@@ -57,6 +69,15 @@ static int parse_args(int argc, char **argv, embed_args *a) {
         else if (strcmp(o, "--model") == 0) a->model = argv[++i];
         else if (strcmp(o, "--out") == 0) a->out = argv[++i];
         else if (strcmp(o, "--tokenizer") == 0) a->tokenizer = argv[++i];
+        else if (strcmp(o, "--device") == 0 || strcmp(o, "--precision") == 0) {
+            const char *v = argv[++i];
+            a->device_given = 1;
+            if (o[2] == 'd' ? vf_device_kind_parse(v, o, &a->device, &perr)
+                            : vf_device_precision_parse(v, o, &a->precision, &perr)) {
+                fprintf(stderr, "embed: %s\n", perr.msg);
+                return -1;
+            }
+        }
         else if (strcmp(o, "--pixels") == 0) a->pixels = argv[++i]; /* hidden: preprocessed (N,3,H,W) .npy */
         else if (strcmp(o, "--batch") == 0) {
             char *end;
@@ -72,6 +93,10 @@ static int parse_args(int argc, char **argv, embed_args *a) {
         fprintf(stderr, "embed: needs --model, --out and exactly one of --image or --text\n");
         return -1;
     }
+    if (a->device_given && (a->n_texts || a->n_token_ids)) {
+        fprintf(stderr, "embed: --device and --precision are for images; texts are embedded on the CPU\n");
+        return -1;
+    }
     return 0;
 }
 
@@ -81,7 +106,8 @@ static int write_out(const char *path, const float *emb, long n, int d, vf_error
 }
 
 /* ---- images --------------------------------------------------------------- */
-static int embed_pixels(const embed_args *a, vf_vision_tower *tower, float **emb, long *n, vf_error *err) {
+static int embed_pixels(const embed_args *a, vf_device_vision *dv, float **emb, long *n, vf_error *err) {
+    const vf_vision_tower *tower = dv->tower;
     float *px = NULL;
     int ndim;
     int64_t shape[VF_NPY_MAX_DIMS];
@@ -93,12 +119,13 @@ static int embed_pixels(const embed_args *a, vf_vision_tower *tower, float **emb
     }
     *n = shape[0];
     *emb = malloc(sizeof(float) * (size_t)(*n ? *n : 1) * tower->embed_dim);
-    int rc = *emb ? vf_vision_encode(tower, px, (int)*n, *emb, err) : vf_fail(err, "out of memory");
+    int rc = *emb ? vf_device_vision_encode(dv, px, (int)*n, *emb, err) : vf_fail(err, "out of memory");
     free(px);
     return rc;
 }
 
-static int embed_images(const embed_args *a, vf_vision_tower *tower, float **emb, long *n, vf_error *err) {
+static int embed_images(const embed_args *a, vf_device_vision *dv, float **emb, long *n, vf_error *err) {
+    const vf_vision_tower *tower = dv->tower;
     vf_preprocess_cfg pp;
     if (vf_preprocess_config_load(a->model, &pp, err) != 0) return -1;
     const int S = tower->image_size;
@@ -118,9 +145,24 @@ static int embed_images(const embed_args *a, vf_vision_tower *tower, float **emb
             if (rc == 0) rc = vf_preprocess(&pp, &img, px + j * per, err);
             vf_image_free(&img);
         }
-        if (rc == 0) rc = vf_vision_encode(tower, px, m, *emb + (long)i0 * tower->embed_dim, err);
+        if (rc == 0) rc = vf_device_vision_encode(dv, px, m, *emb + (long)i0 * tower->embed_dim, err);
     }
     free(px);
+    return rc;
+}
+
+/* Opens the chosen device, uploads the tower there and encodes. */
+static int embed_on_device(const embed_args *a, vf_vision_tower *tower, float **emb, long *n, vf_error *err) {
+    vf_device dev;
+    vf_device_vision dv;
+    if (vf_device_open(&dev, a->device, a->precision, err)) return -1;
+    if (vf_device_vision_open(&dv, &dev, tower, err)) {
+        vf_device_close(&dev);
+        return -1;
+    }
+    int rc = a->pixels ? embed_pixels(a, &dv, emb, n, err) : embed_images(a, &dv, emb, n, err);
+    vf_device_vision_close(&dv);
+    vf_device_close(&dev);
     return rc;
 }
 
@@ -225,7 +267,7 @@ int vf_cmd_embed(int argc, char **argv) {
         if (rc == 0) {
             if (tower.random_weights) warn_random(a.model);
             d = tower.embed_dim;
-            rc = a.pixels ? embed_pixels(&a, &tower, &emb, &n, &err) : embed_images(&a, &tower, &emb, &n, &err);
+            rc = embed_on_device(&a, &tower, &emb, &n, &err);
             vf_vision_free(&tower);
         }
     } else {
