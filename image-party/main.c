@@ -20,14 +20,12 @@
 #include "privacy/embed_dp.h"
 #include "util/fileio.h"
 #include <mbedtls/sha256.h>
-#include "cpu/blas_setup.h"
 #include "util/log.h"
 
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <sys/random.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,7 +70,6 @@ typedef struct party {
 
 static party g_p;
 static vf_party_link *g_link;
-static uv_signal_t g_sigterm, g_sigint;
 
 static void send_error(uint64_t task, int code, const char *msg) {
     vf_log(VF_WARN, "event=task_refused task=%" PRIu64 " error=\"%s\"", task, msg);
@@ -240,12 +237,8 @@ static void preprocessing_fingerprint(const vf_preprocess_cfg *pp, char hex[65])
     for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
 }
 
-static void on_stop(uv_signal_t *h, int sig) {
+static void on_stop(int sig) {
     vf_log(VF_INFO, "event=stopping signal=%d", sig);
-    vf_notify_stopping();
-    vf_watchdog_stop();
-    uv_close((uv_handle_t *)&g_sigterm, NULL);
-    uv_close((uv_handle_t *)&g_sigint, NULL);
     g_p.streaming = 0;
     vf_party_link_stop(g_link);
 }
@@ -340,60 +333,38 @@ static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) 
     return rc;
 }
 
+static const vf_daemon_spec spec = {
+    PROGRAM,
+    "An image party (one per hospital): encodes its images with the frozen CLIP vision tower\n"
+    "and sends the aggregator embeddings and labels, never pixels.",
+    schema, 1};
+
 int main(int argc, char **argv) {
-    vf_blas_ensure_native_kernels();   /* may re-exec with OPENBLAS_CORETYPE: before anything else */
-    vf_log_set_program(PROGRAM);
-    const char *config;
-    int check_only;
-    int a = vf_daemon_args(argc, argv, PROGRAM,
-                           "An image party (one per hospital): encodes its images with the frozen CLIP vision tower\n"
-                           "and sends the aggregator embeddings and labels, never pixels.",
-                           schema, &config, &check_only);
-    if (a) return a == 1 ? 0 : 2;
+    vf_daemon d;
+    int rc = vf_daemon_start(&d, &spec, argc, argv);
+    if (rc >= 0) return rc;
     vf_error err;
-    vf_ini ini;
-    vf_daemon_paths paths;
-    vf_party_link_config lc;
-    char host[256], sn[256];
-    if (vf_ini_load(&ini, config, schema, &err) || vf_daemon_paths_load(&ini, &paths, &err) ||
-        vf_daemon_link_config(&ini, &paths, &lc, host, sizeof host, sn, sizeof sn, &err)) {
-        fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
-        return 1;
-    }
-    if (check_only) {
+    if (d.check_only) {
         char p[4096];
-        if (vf_ini_path(&ini, "model", "dir", 1, p, sizeof p, &err) || vf_ini_path(&ini, "data", "path", 1, p, sizeof p, &err)) {
-            fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
-            return 1;
-        }
-        printf("%s: configuration %s is valid\n", PROGRAM, config);
+        if (vf_ini_path(&d.ini, "model", "dir", 1, p, sizeof p, &err) ||
+            vf_ini_path(&d.ini, "data", "path", 1, p, sizeof p, &err))
+            return vf_daemon_fail(&d, &err);
+        printf("%s: configuration %s is valid\n", PROGRAM, d.config);
         return 0;
     }
     vf_notify_status("encoding the data set");
-    if (load_privacy(&ini, paths.state, &err) || load_embeddings(&ini, paths.state, &err)) {
-        fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
-        return 1;
-    }
-    signal(SIGPIPE, SIG_IGN);
+    if (load_privacy(&d.ini, d.paths.state, &err) || load_embeddings(&d.ini, d.paths.state, &err))
+        return vf_daemon_fail(&d, &err);
     uv_loop_t *loop = uv_default_loop();
     vf_party_link_handlers h = {fill_hello, on_message, on_down, on_drain, NULL};
-    if (vf_party_link_start(loop, &lc, &h, &g_link, &err)) {
-        fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
-        return 1;
-    }
+    if (vf_party_link_start(loop, &d.link, &h, &g_link, &err)) return vf_daemon_fail(&d, &err);
     vf_log(VF_INFO, "event=started data=%s train=%d val=%d test=%d dim=%d fingerprint=%.16s aggregator=%s:%d",
-           g_p.ds.source, g_p.ds.split[0].n, g_p.ds.split[1].n, g_p.ds.split[2].n, g_p.D, g_p.fingerprint, host,
-           lc.client.port);
-    uv_signal_init(loop, &g_sigterm);
-    uv_signal_init(loop, &g_sigint);
-    uv_signal_start(&g_sigterm, on_stop, SIGTERM);
-    uv_signal_start(&g_sigint, on_stop, SIGINT);
-    vf_notify_ready("embeddings ready; dialling the aggregator");
-    vf_watchdog_start(loop);
-    uv_run(loop, UV_RUN_DEFAULT);
+           g_p.ds.source, g_p.ds.split[0].n, g_p.ds.split[1].n, g_p.ds.split[2].n, g_p.D, g_p.fingerprint, d.host,
+           d.link.client.port);
+    vf_daemon_run(&d, loop, "embeddings ready; dialling the aggregator", on_stop);
     for (int k = 0; k < VF_SPLIT_COUNT; k++) free(g_p.emb[k]);
     free(g_p.labels_buf); free(g_p.ids_buf); free(g_p.ids_storage);
     vf_dataset_close(&g_p.ds);
-    vf_ini_free(&ini);
+    vf_daemon_end(&d);
     return 0;
 }

@@ -10,15 +10,12 @@
  * No weight and no context vector leaves except the final learned context
  * (export), which is the run's result. */
 #include "daemon/daemon_setup.h"
-#include "daemon/notify.h"
 #include "kp.h"
 #include "util/fileio.h"
-#include "cpu/blas_setup.h"
 #include "util/log.h"
 
 #include <inttypes.h>
 #include <math.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,7 +36,6 @@ static const vf_ini_key schema[] = {
 
 static kp_state g_kp;
 static vf_party_link *g_link;
-static uv_signal_t g_sigterm, g_sigint;
 
 /* ---- run set-up ------------------------------------------------------------ */
 void kp_free_run(kp_state *k) {
@@ -283,12 +279,8 @@ static void on_down(vf_party_link *l, const char *why, void *ud) {
     kp_free_run(&g_kp);
 }
 
-static void on_stop(uv_signal_t *h, int sig) {
+static void on_stop(int sig) {
     vf_log(VF_INFO, "event=stopping signal=%d", sig);
-    vf_notify_stopping();
-    vf_watchdog_stop();
-    uv_close((uv_handle_t *)&g_sigterm, NULL);
-    uv_close((uv_handle_t *)&g_sigint, NULL);
     vf_party_link_stop(g_link);
 }
 
@@ -316,67 +308,48 @@ static int parse_classes(const char *csv, vf_error *err) {
     return 0;
 }
 
+static const vf_daemon_spec spec = {
+    PROGRAM,
+    "The knowledge party: class names, prompt template, CLIP text tower and the learnable CoOp\n"
+    "context; dials the aggregator and answers its text tasks.",
+    schema, 1};
+
 int main(int argc, char **argv) {
-    vf_blas_ensure_native_kernels();   /* may re-exec with OPENBLAS_CORETYPE: before anything else */
-    vf_log_set_program(PROGRAM);
-    const char *config;
-    int check_only;
-    int a = vf_daemon_args(argc, argv, PROGRAM,
-                           "The knowledge party: class names, prompt template, CLIP text tower and the learnable CoOp\n"
-                           "context; dials the aggregator and answers its text tasks.",
-                           schema, &config, &check_only);
-    if (a) return a == 1 ? 0 : 2;
+    vf_daemon d;
+    int rc = vf_daemon_start(&d, &spec, argc, argv);
+    if (rc >= 0) return rc;
     vf_error err;
-    vf_ini ini;
-    vf_daemon_paths paths;
-    vf_party_link_config lc;
-    char host[256], sn[256], model[4096], tokenizer[4096], tok_source[4200];
-    if (vf_ini_load(&ini, config, schema, &err) || vf_daemon_paths_load(&ini, &paths, &err) ||
-        vf_daemon_link_config(&ini, &paths, &lc, host, sizeof host, sn, sizeof sn, &err) ||
-        vf_ini_path(&ini, "model", "dir", 1, model, sizeof model, &err) ||
-        vf_ini_path(&ini, "model", "tokenizer", vf_ini_given(&ini, "model", "tokenizer"), tokenizer, sizeof tokenizer,
-                    &err) ||
-        parse_classes(vf_ini_get(&ini, "prompt", "classes"), &err)) {
-        fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
-        return 1;
-    }
-    snprintf(g_kp.default_template, sizeof g_kp.default_template, "%s", vf_ini_get(&ini, "prompt", "template"));
-    snprintf(g_kp.state_dir, sizeof g_kp.state_dir, "%s", paths.state);
+    char model[4096], tokenizer[4096], tok_source[4200];
+    if (vf_ini_path(&d.ini, "model", "dir", 1, model, sizeof model, &err) ||
+        vf_ini_path(&d.ini, "model", "tokenizer", vf_ini_given(&d.ini, "model", "tokenizer"), tokenizer,
+                    sizeof tokenizer, &err) ||
+        parse_classes(vf_ini_get(&d.ini, "prompt", "classes"), &err))
+        return vf_daemon_fail(&d, &err);
+    snprintf(g_kp.default_template, sizeof g_kp.default_template, "%s", vf_ini_get(&d.ini, "prompt", "template"));
+    snprintf(g_kp.state_dir, sizeof g_kp.state_dir, "%s", d.paths.state);
     if (vf_clip_text_load(&g_kp.tower, model, &err) ||
         vf_tokenizer_load_for_model(&g_kp.tok, model, tokenizer[0] ? tokenizer : NULL, tok_source, sizeof tok_source,
                                     &err) ||
-        vf_tokenizer_fingerprint(g_kp.tok, g_tok_fingerprint, &err)) {
-        fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
-        return 1;
-    }
+        vf_tokenizer_fingerprint(g_kp.tok, g_tok_fingerprint, &err))
+        return vf_daemon_fail(&d, &err);
     vf_fingerprint_hex(g_kp.tower.fingerprint, g_kp.fingerprint);
     if (g_kp.tower.cfg.random_weights)
         vf_log(VF_WARN, "event=random_weights model=%s detail=\"RANDOM weights: metrics mean nothing about dermatology\"", model);
-    if (check_only) {
-        printf("%s: configuration %s is valid (model %s, tokenizer %.16s from %s, %d classes)\n", PROGRAM, config,
+    if (d.check_only) {
+        printf("%s: configuration %s is valid (model %s, tokenizer %.16s from %s, %d classes)\n", PROGRAM, d.config,
                g_kp.fingerprint, g_tok_fingerprint, tok_source, g_kp.n_classes);
         return 0;
     }
-    signal(SIGPIPE, SIG_IGN);
     uv_loop_t *loop = uv_default_loop();
     vf_party_link_handlers h = {fill_hello, on_message, on_down, NULL, NULL};
-    if (vf_party_link_start(loop, &lc, &h, &g_link, &err)) {
-        fprintf(stderr, "%s: %s\n", PROGRAM, err.msg);
-        return 1;
-    }
+    if (vf_party_link_start(loop, &d.link, &h, &g_link, &err)) return vf_daemon_fail(&d, &err);
     vf_log(VF_INFO, "event=started model=%s fingerprint=%.16s tokenizer=%s tokenizer_fingerprint=%.16s classes=%d "
-           "aggregator=%s:%d", model, g_kp.fingerprint, tok_source, g_tok_fingerprint, g_kp.n_classes, host,
-           lc.client.port);
-    uv_signal_init(loop, &g_sigterm);
-    uv_signal_init(loop, &g_sigint);
-    uv_signal_start(&g_sigterm, on_stop, SIGTERM);
-    uv_signal_start(&g_sigint, on_stop, SIGINT);
-    vf_notify_ready("text tower loaded; dialling the aggregator");
-    vf_watchdog_start(loop);
-    uv_run(loop, UV_RUN_DEFAULT);
+           "aggregator=%s:%d", model, g_kp.fingerprint, tok_source, g_tok_fingerprint, g_kp.n_classes, d.host,
+           d.link.client.port);
+    vf_daemon_run(&d, loop, "text tower loaded; dialling the aggregator", on_stop);
     kp_free_run(&g_kp);
     vf_tokenizer_free(g_kp.tok);
     vf_clip_text_free(&g_kp.tower);
-    vf_ini_free(&ini);
+    vf_daemon_end(&d);
     return 0;
 }

@@ -1,8 +1,11 @@
 /* daemon_setup: shared config sections and command line of the daemons. */
 #include "daemon/daemon_setup.h"
+#include "cpu/blas_setup.h"
+#include "daemon/notify.h"
 #include "util/fileio.h"
 #include "util/log.h"
 
+#include <signal.h>
 #include <string.h>
 
 int vf_daemon_paths_load(const vf_ini *ini, vf_daemon_paths *p, vf_error *err) {
@@ -72,3 +75,47 @@ int vf_daemon_args(int argc, char **argv, const char *program, const char *summa
     }
     return 0;
 }
+
+int vf_daemon_fail(const vf_daemon *d, const vf_error *err) {
+    fprintf(stderr, "%s: %s\n", d->spec->program, err->msg);
+    return 1;
+}
+
+int vf_daemon_start(vf_daemon *d, const vf_daemon_spec *spec, int argc, char **argv) {
+    vf_blas_ensure_native_kernels();   /* may re-exec with OPENBLAS_CORETYPE: before anything else */
+    memset(d, 0, sizeof *d);
+    d->spec = spec;
+    vf_log_set_program(spec->program);
+    int a = vf_daemon_args(argc, argv, spec->program, spec->summary, spec->schema, &d->config, &d->check_only);
+    if (a) return a == 1 ? 0 : 2;
+    vf_error err;
+    if (vf_ini_load(&d->ini, d->config, spec->schema, &err) || vf_daemon_paths_load(&d->ini, &d->paths, &err) ||
+        (spec->dials && vf_daemon_link_config(&d->ini, &d->paths, &d->link, d->host, sizeof d->host, d->server_name,
+                                              sizeof d->server_name, &err)))
+        return vf_daemon_fail(d, &err);
+    signal(SIGPIPE, SIG_IGN);
+    return -1;
+}
+
+static void on_signal(uv_signal_t *h, int sig) {
+    vf_daemon *d = h->data;
+    d->on_stop(sig);
+    vf_notify_stopping();
+    vf_watchdog_stop();
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+}
+
+void vf_daemon_run(vf_daemon *d, uv_loop_t *loop, const char *ready, void (*on_stop)(int sig)) {
+    d->on_stop = on_stop;
+    uv_signal_init(loop, &d->sigterm);
+    uv_signal_init(loop, &d->sigint);
+    d->sigterm.data = d->sigint.data = d;
+    uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d->sigint, on_signal, SIGINT);
+    vf_notify_ready(ready);
+    vf_watchdog_start(loop);
+    uv_run(loop, UV_RUN_DEFAULT);
+}
+
+void vf_daemon_end(vf_daemon *d) { vf_ini_free(&d->ini); }

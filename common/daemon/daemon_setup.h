@@ -41,4 +41,41 @@ int vf_daemon_link_config(const vf_ini *ini, const vf_daemon_paths *p, vf_party_
 int vf_daemon_args(int argc, char **argv, const char *program, const char *summary, const vf_ini_key *schema,
                    const char **config, int *check_only);
 
+/* ---- a daemon's main(), the steps every role takes ----------------------- */
+
+typedef struct vf_daemon_spec {
+    const char *program;          /* "vflclip-aggregator": log lines and messages */
+    const char *summary;          /* --help text */
+    const vf_ini_key *schema;
+    int dials;                    /* a party: read [aggregator] into link */
+} vf_daemon_spec;
+
+typedef struct vf_daemon {
+    const vf_daemon_spec *spec;
+    const char *config;           /* the INI file */
+    int check_only;               /* --check-config */
+    vf_ini ini;
+    vf_daemon_paths paths;
+    vf_party_link_config link;    /* when spec->dials */
+    char host[256], server_name[256];
+    void (*on_stop)(int sig);
+    uv_signal_t sigterm, sigint;
+} vf_daemon;
+
+/* First thing in main(): the OpenBLAS kernel check (it may re-exec), the log
+ * program name, the command line (--help and --help-config answered here),
+ * the INI against the schema, [tls]/[state]/[log] and, for a party, the
+ * [aggregator] link; SIGPIPE ignored.  Returns -1 to go on, else the status
+ * main() returns: 0 after help, 2 for a usage error, 1 for a configuration
+ * error (printed as "PROGRAM: message"). */
+int vf_daemon_start(vf_daemon *d, const vf_daemon_spec *spec, int argc, char **argv);
+/* Prints "PROGRAM: <err>" on stderr; returns 1 (main()'s exit status). */
+int vf_daemon_fail(const vf_daemon *d, const vf_error *err);
+/* Catches SIGTERM/SIGINT (on_stop(sig) runs once, then systemd is told the
+ * daemon is stopping, the watchdog stops and the signals are let go), tells
+ * systemd READY with `ready`, starts the watchdog and runs the loop until
+ * nothing is left on it. */
+void vf_daemon_run(vf_daemon *d, uv_loop_t *loop, const char *ready, void (*on_stop)(int sig));
+void vf_daemon_end(vf_daemon *d);
+
 #endif
