@@ -215,3 +215,32 @@ def test_knowledge_party_tokenizer_key(ckpt, tok, tmp_path):
         assert fingerprint_from_hf(tok["hf"])[:16] in p.stdout and str(source) in p.stdout
     p = run([kp, "--config", knowledge_party_ini(tmp_path, ckpt, tmp_path / "absent"), "--check-config"], check=False)
     assert p.returncode == 1 and "[model] tokenizer" in p.stderr and "absent" in p.stderr, p.stderr
+
+
+def test_hello_carries_the_vocabulary_fingerprint(vflclip, tmp_path):
+    """A knowledge party whose checkpoint has no vocabulary files, given one by [model] tokenizer, joins; the
+    aggregator logs the tokenizer fingerprint of its Hello; SIGTERM stops every daemon cleanly."""
+    import signal
+
+    from test_federation_support import Federation, set_key
+    fed = Federation(vflclip, tmp_path / "f")
+    bare = tmp_path / "model-no-vocab"
+    shutil.copytree(fed.model, bare)
+    for f in TINY_VOCAB_FILES:
+        (bare / f).unlink()
+    set_key(fed.kp.ini, "model", "dir", bare)
+    set_key(fed.kp.ini, "model", "tokenizer", fed.model)
+    fed.start()
+    try:
+        joined = [line for line in fed.aggregator.text().splitlines()
+                  if "event=party_joined" in line and "role=knowledge-party" in line]
+        print(joined)
+        assert joined and f"tokenizer={fingerprint_from_hf(fed.model)[:16]}" in joined[0]
+        assert f"tokenizer={fed.model} " in fed.kp.text()
+        for d in fed.daemons():
+            d.proc.send_signal(signal.SIGTERM)
+        for d in fed.daemons():
+            assert d.proc.wait(15) == 0, d.text()[-2000:]
+            assert "event=stopping signal=15" in d.text(), d.role
+    finally:
+        fed.stop()
