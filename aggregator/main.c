@@ -44,54 +44,63 @@ static const vf_daemon_spec spec = {
     "runs the CoOp training loop across the parties, evaluates, and serves the Admin API.",
     schema, 0};
 
+/* [server] and [runs] into sc and g_agg; the certificate must be an aggregator's. */
+static int read_config(const vf_daemon *d, vf_rpc_server_config *sc, vf_error *err) {
+    long port, max_mb, keepalive;
+    char audit[4096];
+    if (vf_ini_int(&d->ini, "server", "port", 0, 65535, &port, err) ||
+        vf_ini_int(&d->ini, "server", "max_message_mb", 1, 1024, &max_mb, err) ||
+        vf_ini_int(&d->ini, "server", "keepalive_ms", 0, 86400000, &keepalive, err) ||
+        vf_ini_path(&d->ini, "runs", "default_config", vf_ini_given(&d->ini, "runs", "default_config"),
+                    g_agg.default_config, sizeof g_agg.default_config, err) ||
+        vf_ini_path(&d->ini, "runs", "audit_log", 0, audit, sizeof audit, err) ||
+        vf_identity_from_file(d->paths.cert, &g_agg.me, err))
+        return -1;
+    if (g_agg.me.role != VF_ROLE_AGGREGATOR)
+        return vf_fail(err, "%s is a %s certificate, not an aggregator's", d->paths.cert, vf_role_name(g_agg.me.role));
+    snprintf(g_agg.name, sizeof g_agg.name, "%s", g_agg.me.name);
+    snprintf(g_agg.state_dir, sizeof g_agg.state_dir, "%s", d->paths.state);
+    snprintf(g_agg.key_path, sizeof g_agg.key_path, "%s", d->paths.key);
+    snprintf(g_agg.cert_path, sizeof g_agg.cert_path, "%s", d->paths.cert);
+    if (audit[0]) snprintf(g_agg.audit_path, sizeof g_agg.audit_path, "%s", audit);
+    else snprintf(g_agg.audit_path, sizeof g_agg.audit_path, "%s/audit.log", d->paths.state);
+    *sc = (vf_rpc_server_config){0};
+    sc->host = vf_ini_get(&d->ini, "server", "host");
+    sc->port = (int)port;
+    sc->tls = (vf_rpc_tls_files){d->paths.ca, d->paths.cert, d->paths.key, d->paths.crl[0] ? d->paths.crl : NULL};
+    sc->max_recv_message = (size_t)max_mb << 20;
+    sc->keepalive_ms = (int)keepalive;
+    sc->watch_sighup = 1;
+    return 0;
+}
+
+/* Federation.Join and the Admin service on one server; prints the port it got. */
+static int start_server(const vf_rpc_server_config *sc, vf_error *err) {
+    vf_rpc_method methods[1 + 8];
+    methods[0] = agg_join_method;
+    for (int i = 0; i < agg_admin_n_methods; i++) methods[1 + i] = agg_admin_methods[i];
+    if (vf_rpc_server_start(g_agg.loop, sc, methods, 1 + agg_admin_n_methods, &g_agg.server, err)) return -1;
+    vf_log(VF_INFO, "event=listening name=%s host=%s port=%d state=%s", g_agg.name, sc->host,
+           vf_rpc_server_port(g_agg.server), g_agg.state_dir);
+    printf("port=%d\n", vf_rpc_server_port(g_agg.server));
+    fflush(stdout);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     vf_daemon d;
     int rc = vf_daemon_start(&d, &spec, argc, argv);
     if (rc >= 0) return rc;
     vf_error err;
-    long port, max_mb, keepalive;
-    char audit[4096];
-    if (vf_ini_int(&d.ini, "server", "port", 0, 65535, &port, &err) ||
-        vf_ini_int(&d.ini, "server", "max_message_mb", 1, 1024, &max_mb, &err) ||
-        vf_ini_int(&d.ini, "server", "keepalive_ms", 0, 86400000, &keepalive, &err) ||
-        vf_ini_path(&d.ini, "runs", "default_config", vf_ini_given(&d.ini, "runs", "default_config"),
-                    g_agg.default_config, sizeof g_agg.default_config, &err) ||
-        vf_ini_path(&d.ini, "runs", "audit_log", 0, audit, sizeof audit, &err) ||
-        vf_identity_from_file(d.paths.cert, &g_agg.me, &err))
-        return vf_daemon_fail(&d, &err);
-    if (g_agg.me.role != VF_ROLE_AGGREGATOR) {
-        fprintf(stderr, "%s: %s is a %s certificate, not an aggregator's\n", PROGRAM, d.paths.cert, vf_role_name(g_agg.me.role));
-        return 1;
-    }
-    snprintf(g_agg.name, sizeof g_agg.name, "%s", g_agg.me.name);
-    snprintf(g_agg.state_dir, sizeof g_agg.state_dir, "%s", d.paths.state);
-    snprintf(g_agg.key_path, sizeof g_agg.key_path, "%s", d.paths.key);
-    snprintf(g_agg.cert_path, sizeof g_agg.cert_path, "%s", d.paths.cert);
-    if (audit[0]) snprintf(g_agg.audit_path, sizeof g_agg.audit_path, "%s", audit);
-    else snprintf(g_agg.audit_path, sizeof g_agg.audit_path, "%s/audit.log", d.paths.state);
+    vf_rpc_server_config sc;
+    if (read_config(&d, &sc, &err)) return vf_daemon_fail(&d, &err);
     if (d.check_only) {
         printf("%s: configuration %s is valid (aggregator %s)\n", PROGRAM, d.config, g_agg.name);
         return 0;
     }
     g_agg.loop = uv_default_loop();
     uv_timer_init(g_agg.loop, &g_agg.run.pause_timer);
-
-    vf_rpc_server_config sc = {0};
-    sc.host = vf_ini_get(&d.ini, "server", "host");
-    sc.port = (int)port;
-    sc.tls = (vf_rpc_tls_files){d.paths.ca, d.paths.cert, d.paths.key, d.paths.crl[0] ? d.paths.crl : NULL};
-    sc.max_recv_message = (size_t)max_mb << 20;
-    sc.keepalive_ms = (int)keepalive;
-    sc.watch_sighup = 1;
-    vf_rpc_method methods[1 + 8];
-    methods[0] = agg_join_method;
-    for (int i = 0; i < agg_admin_n_methods; i++) methods[1 + i] = agg_admin_methods[i];
-    if (vf_rpc_server_start(g_agg.loop, &sc, methods, 1 + agg_admin_n_methods, &g_agg.server, &err))
-        return vf_daemon_fail(&d, &err);
-    vf_log(VF_INFO, "event=listening name=%s host=%s port=%d state=%s", g_agg.name, sc.host, vf_rpc_server_port(g_agg.server),
-           d.paths.state);
-    printf("port=%d\n", vf_rpc_server_port(g_agg.server));
-    fflush(stdout);
+    if (start_server(&sc, &err)) return vf_daemon_fail(&d, &err);
     agg_run_resume_at_start();
     vf_daemon_run(&d, g_agg.loop, "listening", on_stop);
     vf_rpc_server_free(g_agg.server);

@@ -314,27 +314,34 @@ static const vf_daemon_spec spec = {
     "context; dials the aggregator and answers its text tasks.",
     schema, 1};
 
+/* [model] and [prompt]: the text tower, the tokenizer (and where it came from)
+ * and the class names, with both fingerprints for the Hello. */
+static int load_text_side(const vf_daemon *d, char model[4096], char tok_source[4200], vf_error *err) {
+    char tokenizer[4096];
+    if (vf_ini_path(&d->ini, "model", "dir", 1, model, 4096, err) ||
+        vf_ini_path(&d->ini, "model", "tokenizer", vf_ini_given(&d->ini, "model", "tokenizer"), tokenizer,
+                    sizeof tokenizer, err) ||
+        parse_classes(vf_ini_get(&d->ini, "prompt", "classes"), err))
+        return -1;
+    snprintf(g_kp.default_template, sizeof g_kp.default_template, "%s", vf_ini_get(&d->ini, "prompt", "template"));
+    snprintf(g_kp.state_dir, sizeof g_kp.state_dir, "%s", d->paths.state);
+    if (vf_clip_text_load(&g_kp.tower, model, err) ||
+        vf_tokenizer_load_for_model(&g_kp.tok, model, tokenizer[0] ? tokenizer : NULL, tok_source, 4200, err) ||
+        vf_tokenizer_fingerprint(g_kp.tok, g_tok_fingerprint, err))
+        return -1;
+    vf_fingerprint_hex(g_kp.tower.fingerprint, g_kp.fingerprint);
+    if (g_kp.tower.cfg.random_weights)
+        vf_log(VF_WARN, "event=random_weights model=%s detail=\"RANDOM weights: metrics mean nothing about dermatology\"", model);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     vf_daemon d;
     int rc = vf_daemon_start(&d, &spec, argc, argv);
     if (rc >= 0) return rc;
     vf_error err;
-    char model[4096], tokenizer[4096], tok_source[4200];
-    if (vf_ini_path(&d.ini, "model", "dir", 1, model, sizeof model, &err) ||
-        vf_ini_path(&d.ini, "model", "tokenizer", vf_ini_given(&d.ini, "model", "tokenizer"), tokenizer,
-                    sizeof tokenizer, &err) ||
-        parse_classes(vf_ini_get(&d.ini, "prompt", "classes"), &err))
-        return vf_daemon_fail(&d, &err);
-    snprintf(g_kp.default_template, sizeof g_kp.default_template, "%s", vf_ini_get(&d.ini, "prompt", "template"));
-    snprintf(g_kp.state_dir, sizeof g_kp.state_dir, "%s", d.paths.state);
-    if (vf_clip_text_load(&g_kp.tower, model, &err) ||
-        vf_tokenizer_load_for_model(&g_kp.tok, model, tokenizer[0] ? tokenizer : NULL, tok_source, sizeof tok_source,
-                                    &err) ||
-        vf_tokenizer_fingerprint(g_kp.tok, g_tok_fingerprint, &err))
-        return vf_daemon_fail(&d, &err);
-    vf_fingerprint_hex(g_kp.tower.fingerprint, g_kp.fingerprint);
-    if (g_kp.tower.cfg.random_weights)
-        vf_log(VF_WARN, "event=random_weights model=%s detail=\"RANDOM weights: metrics mean nothing about dermatology\"", model);
+    char model[4096], tok_source[4200];
+    if (load_text_side(&d, model, tok_source, &err)) return vf_daemon_fail(&d, &err);
     if (d.check_only) {
         printf("%s: configuration %s is valid (model %s, tokenizer %.16s from %s, %d classes)\n", PROGRAM, d.config,
                g_kp.fingerprint, g_tok_fingerprint, tok_source, g_kp.n_classes);
