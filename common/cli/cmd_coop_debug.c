@@ -101,7 +101,7 @@ int vf_cmd_coop_grad(int argc, char **argv) {
     if (vf_class_list_parse(&cl, classes, &err) != 0) return fail_cmd(argv[0], &err);
     if (vf_clip_text_load(&tower, model, &err) != 0) goto done;
     tower_loaded = 1;
-    if (vf_tokenizer_load_dir(&tok, model, &err) != 0) goto done;
+    if (vf_tokenizer_load_for_model(&tok, model, NULL, NULL, 0, &err) != 0) goto done;
     if (vf_coop_create(&coop, &cfg, &tower.w, tok, (const char *const *)cl.names, cl.n, &err) != 0) goto done;
     if (init_ctx) {
         if (read_npy(init_ctx, 2, &ctx0, cshape, &err) != 0) goto done;
