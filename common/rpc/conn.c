@@ -1,9 +1,9 @@
 /* conn: one TCP connection of the transport, server or client side.
  *
- * Bytes flow  socket -> rbuf -> (TLS BIO) mbedtls_ssl_read -> nghttp2 ->
+ * Bytes flow  socket -> read buffer -> (TLS BIO) mbedtls_ssl_read -> nghttp2 ->
  * streams, and  streams -> nghttp2_session_mem_send -> one-record staging ->
  * mbedtls_ssl_write -> (TLS BIO) out_fill -> uv_write.  The BIO never blocks:
- * an empty rbuf is MBEDTLS_ERR_SSL_WANT_READ ("in progress"), and the output
+ * an empty read buffer is MBEDTLS_ERR_SSL_WANT_READ ("in progress"), and the output
  * side always accepts into out_fill, which is double-buffered with the write in
  * flight so the steady state allocates nothing.  nghttp2 is only asked for more
  * output while out_fill is below a high-water mark, and reading stops while it
@@ -20,13 +20,17 @@
 
 #include "util/log.h"
 
-#define RBUF_SIZE (64 * 1024)
+#define RBUF_SIZE (256 * 1024)    /* large reads: fewer syscalls, fewer records split across reads */
 #define TLS_RECORD 16384
 #define OUT_HIGH (1u << 20)        /* stop asking nghttp2 for output */
 #define OUT_STOP_READ (4u << 20)   /* stop reading the socket */
 #define CLOSE_FLUSH_MS 1000
 
 static _Thread_local uint8_t g_dbuf[TLS_RECORD + 2048]; /* decrypted record; used only inside one callback */
+/* Socket reads of every connection of this thread: on_read consumes all of a
+ * read before it returns (a partial TLS record is copied aside), so one
+ * buffer serves them all and an idle connection holds none. */
+static _Thread_local uint8_t g_rbuf[RBUF_SIZE];
 
 uint8_t *vf_rpc_buf_extend(vf_rpc_buf *b, size_t n) {
     if (b->off == b->len) b->off = b->len = 0;
@@ -121,7 +125,6 @@ static void conn_free(vf_rpc_conn *c) {
     c->h2 = NULL;
     mbedtls_ssl_free(&c->ssl);
     vf_tls_records_free(c);
-    free(c->rbuf);
     free(c->plain);
     vf_rpc_buf_free(&c->out_fill);
     vf_rpc_buf_free(&c->out_flight);
@@ -351,9 +354,7 @@ void vf_rpc_conn_pump(vf_rpc_conn *c) {
 /* ---- input --------------------------------------------------------------- */
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-    vf_rpc_conn *c = h->data;
-    if (!c->rbuf) c->rbuf = malloc(RBUF_SIZE);
-    *buf = uv_buf_init((char *)c->rbuf, c->rbuf ? RBUF_SIZE : 0);
+    *buf = uv_buf_init((char *)g_rbuf, RBUF_SIZE);
 }
 
 void vf_rpc_conn_start_reading(vf_rpc_conn *c) {

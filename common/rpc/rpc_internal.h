@@ -140,8 +140,7 @@ typedef struct vf_rpc_conn {
     mbedtls_ssl_context ssl;
     int ssl_ready;
     nghttp2_session *h2;
-    /* input: the bytes of the current read, drained by the TLS BIO */
-    uint8_t *rbuf;
+    /* input: the bytes of the current read (conn.c's per-thread buffer), drained by the TLS BIO */
     const uint8_t *in;
     size_t in_len;
     /* output: TLS records being filled and the ones being written */
