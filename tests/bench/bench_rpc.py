@@ -6,7 +6,7 @@ same certificates (`vflclip provision`), same machine, same run.
 
     .venv/bin/python tests/bench/bench_rpc.py --build build [--calls 3000] [--mib 1000] [--runs 3]
 
-Prints each figure (median of --runs) and the ratios."""
+Prints each figure (median of --runs rounds, ours and grpcio's alternating) and the ratios."""
 import argparse
 import concurrent.futures
 import json
@@ -70,8 +70,8 @@ def grpcio_server(kit, stubdir):
     srv.wait_for_termination()
 
 
-def start(cmd):
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def start(cmd, env=None):
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     ready, _, _ = select.select([p.stdout], [], [], 60)
     line = p.stdout.readline() if ready else ""
     if not line.startswith("port="):
@@ -105,51 +105,71 @@ def stop(p):
         p.wait()
 
 
-def ours(vflclip, kits, calls, mib, runs):
-    srv, port = start([vflclip, "rpc-test", "serve", "--quiet", "--ca", kits["agg"] / "ca.crt", "--cert",
-                       kits["agg"] / "cert.pem", "--key", kits["agg"] / "key.pem", "--max-message", str(8 * MIB)])
-    base = [vflclip, "rpc-test", "call", "--target", f"localhost:{port}", "--ca", kits["party"] / "ca.crt", "--cert",
-            kits["party"] / "cert.pem", "--key", kits["party"] / "key.pem", "--max-message", str(8 * MIB), "--quiet"]
-    lat, thr, cpu = [], [], []
-    try:
-        for _ in range(runs):
-            out = subprocess.run([*base, "--method", "unary", "--repeat", str(calls), "--size", "16"],
-                                 capture_output=True, text=True, check=True).stdout
-            lat.append(json.loads(out.splitlines()[0])["mean_us"])
-            s0, c0 = cpu_s(srv.pid), children_cpu_s()
-            out = subprocess.run([*base, "--method", "server-stream", "--count", str(mib), "--size", str(MIB),
-                                  "--repeat", "1"], capture_output=True, text=True, check=True).stdout
-            thr.append(json.loads(out.splitlines()[0])["MBps"])
-            cpu.append((cpu_s(srv.pid) - s0, children_cpu_s() - c0))
-    finally:
-        stop(srv)
-    return statistics.median(lat), statistics.median(thr), min(cpu)
+# rpc-test runs no BLAS: one OpenBLAS thread (its idle worker would otherwise spin ~0.1 s at start against the
+# measured processes), and the OpenMP wait policy main() would re-exec itself with.
+OUR_ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_WAIT_POLICY="passive")
 
 
-def grpcio_pair(kits, stubdir, calls, mib, runs):
-    import grpc
+class Ours:
+    """vflclip rpc-test serve (one process for all rounds) + one vflclip rpc-test call per figure."""
 
-    pb, pbg = stubs(stubdir)
-    srv, port = start([sys.executable, __file__, "--grpcio-server", str(kits["agg"]), "--stubs", str(stubdir)])
-    ca, key, cert = creds_files(kits["party"])
-    opts = [("grpc.enable_http_proxy", 0), ("grpc.max_receive_message_length", 64 << 20)]
-    lat, thr, cpu = [], [], []
-    try:
-        with grpc.secure_channel(f"localhost:{port}", grpc.ssl_channel_credentials(ca, key, cert), opts) as ch:
-            st = pbg.RpcTestStub(ch)
-            st.Unary(pb.EchoRequest(payload=b"x" * 16), timeout=30)  # connect and warm up
-            for _ in range(runs):
-                t = time.perf_counter()
-                for _ in range(calls):
-                    st.Unary(pb.EchoRequest(payload=b"x" * 16), timeout=30)
-                lat.append((time.perf_counter() - t) / calls * 1e6)
-                s0, c0, t = cpu_s(srv.pid), self_cpu_s(), time.perf_counter()
-                n = sum(len(m.payload) for m in st.ServerStream(pb.StreamRequest(count=mib, size=MIB), timeout=600))
-                thr.append(n / (time.perf_counter() - t) / 1e6)
-                cpu.append((cpu_s(srv.pid) - s0, self_cpu_s() - c0))
-    finally:
-        stop(srv)
-    return statistics.median(lat), statistics.median(thr), min(cpu)
+    def __init__(self, vflclip, kits):
+        self.srv, port = start([vflclip, "rpc-test", "serve", "--quiet", "--ca", kits["agg"] / "ca.crt", "--cert",
+                                kits["agg"] / "cert.pem", "--key", kits["agg"] / "key.pem", "--max-message",
+                                str(8 * MIB)], env=OUR_ENV)
+        self.base = [vflclip, "rpc-test", "call", "--target", f"localhost:{port}", "--ca", kits["party"] / "ca.crt",
+                     "--cert", kits["party"] / "cert.pem", "--key", kits["party"] / "key.pem", "--max-message",
+                     str(8 * MIB), "--quiet"]
+
+    def run(self, args):
+        out = subprocess.run([*self.base, *args], capture_output=True, text=True, check=True, env=OUR_ENV).stdout
+        return json.loads(out.splitlines()[0])
+
+    def round(self, calls, mib):
+        """(unary mean us, stream MB/s, (server CPU s, client CPU s) of the stream)"""
+        lat = self.run(["--method", "unary", "--repeat", str(calls), "--size", "16"])["mean_us"]
+        s0, c0 = cpu_s(self.srv.pid), children_cpu_s()
+        thr = self.run(["--method", "server-stream", "--count", str(mib), "--size", str(MIB), "--repeat", "1"])["MBps"]
+        return lat, thr, (cpu_s(self.srv.pid) - s0, children_cpu_s() - c0)
+
+    def close(self):
+        stop(self.srv)
+
+
+class GrpcioPair:
+    """A grpcio server in another process, a grpcio client in this one."""
+
+    def __init__(self, kits, stubdir):
+        import grpc
+
+        self.pb, pbg = stubs(stubdir)
+        self.srv, port = start([sys.executable, __file__, "--grpcio-server", str(kits["agg"]), "--stubs",
+                                str(stubdir)])
+        ca, key, cert = creds_files(kits["party"])
+        opts = [("grpc.enable_http_proxy", 0), ("grpc.max_receive_message_length", 64 << 20)]
+        self.ch = grpc.secure_channel(f"localhost:{port}", grpc.ssl_channel_credentials(ca, key, cert), opts)
+        self.stub = pbg.RpcTestStub(self.ch)
+        self.stub.Unary(self.pb.EchoRequest(payload=b"x" * 16), timeout=30)  # connect and warm up
+
+    def round(self, calls, mib):
+        pb, st = self.pb, self.stub
+        t = time.perf_counter()
+        for _ in range(calls):
+            st.Unary(pb.EchoRequest(payload=b"x" * 16), timeout=30)
+        lat = (time.perf_counter() - t) / calls * 1e6
+        s0, c0, t = cpu_s(self.srv.pid), self_cpu_s(), time.perf_counter()
+        n = sum(len(m.payload) for m in st.ServerStream(pb.StreamRequest(count=mib, size=MIB), timeout=600))
+        thr = n / (time.perf_counter() - t) / 1e6
+        return lat, thr, (cpu_s(self.srv.pid) - s0, self_cpu_s() - c0)
+
+    def close(self):
+        self.ch.close()
+        stop(self.srv)
+
+
+def medians(rounds):
+    return (statistics.median(r[0] for r in rounds), statistics.median(r[1] for r in rounds),
+            (statistics.median(r[2][0] for r in rounds), statistics.median(r[2][1] for r in rounds)))
 
 
 def main():
@@ -171,11 +191,25 @@ def main():
                         "--image-party", "bench"], check=True, capture_output=True)
         kits = {"agg": tmp / "pki" / "aggregator-localhost", "party": tmp / "pki" / "image-party-bench"}
         (tmp / "stubs").mkdir()
-        ol, ot, oc = ours(vflclip, kits, a.calls, a.mib, a.runs)
-        gl, gt, gc = grpcio_pair(kits, tmp / "stubs", a.calls, a.mib, a.runs)
+        load0 = os.getloadavg()[0]
+        ours, theirs = Ours(vflclip, kits), None
+        try:
+            theirs = GrpcioPair(kits, tmp / "stubs")
+            rounds_ours, rounds_theirs = [], []
+            for _ in range(a.runs):  # alternating, so that both pairs see the same machine load
+                rounds_ours.append(ours.round(a.calls, a.mib))
+                rounds_theirs.append(theirs.round(a.calls, a.mib))
+        finally:
+            ours.close()
+            if theirs:
+                theirs.close()
+        (ol, ot, oc), (gl, gt, gc) = medians(rounds_ours), medians(rounds_theirs)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    print(f"machine: {cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the end")
-    print(f"mTLS 1.2 ECDHE-ECDSA AES-128-GCM, loopback, median of {a.runs} runs")
+    print(f"machine: {cpu}, {os.cpu_count()} cores, load average {load0:.2f} at the start, "
+          f"{os.getloadavg()[0]:.2f} at the end")
+    print(f"mTLS 1.2 ECDHE-ECDSA AES-128-GCM, loopback, median of {a.runs} alternating rounds; "
+          f"stream MB/s per round: ours {' '.join(f'{r[1]:.0f}' for r in rounds_ours)}, "
+          f"grpcio {' '.join(f'{r[1]:.0f}' for r in rounds_theirs)}")
     print(f"{'':28s} {'vflclip (C)':>14s} {'grpcio pair':>14s} {'ratio':>8s}")
     print(f"{'unary round trip (us)':28s} {ol:14.1f} {gl:14.1f} {gl / ol:7.1f}x  ({a.calls} calls, 16-byte payload)")
     print(f"{'server stream (MB/s)':28s} {ot:14.1f} {gt:14.1f} {ot / gt:7.1f}x  ({a.mib} x 1 MiB messages)")
