@@ -419,8 +419,9 @@ static void feed_h2(vf_rpc_conn *c, const uint8_t *p, size_t n) {
 static void read_records(vf_rpc_conn *c) {
     char e[200];
     while (c->state == CONN_OPEN && c->h2) {
-        size_t n;
-        int r = vf_tls_records_read(c, g_dbuf, &n, e, sizeof e);
+        size_t n, body_len;
+        uint8_t *body;
+        int r = vf_tls_records_read(c, g_dbuf, &n, &body, &body_len, e, sizeof e);
         if (r == 0) break;
         if (r == 2) {
             vf_rpc_conn_close(c, "peer closed the connection (close_notify)");
@@ -431,6 +432,8 @@ static void read_records(vf_rpc_conn *c) {
             break;
         }
         feed_h2(c, g_dbuf, n);
+        /* the payload's length is in the header just fed: nghttp2 hands it to the call in place */
+        if (body && c->state == CONN_OPEN) feed_h2(c, body, body_len);
     }
 }
 

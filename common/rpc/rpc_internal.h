@@ -93,9 +93,12 @@ int vf_tls_records_start(struct vf_rpc_conn *c);
 int vf_tls_records_write(struct vf_rpc_conn *c, uint8_t type, const uint8_t *p, size_t n);
 /* One application-data record of head || body (head_len + n <= 16384). */
 int vf_tls_records_write2(struct vf_rpc_conn *c, const uint8_t *head, size_t head_len, const uint8_t *p, size_t n);
-/* Opens the next record from c->in: 1 = plaintext in out, 0 = need more
- * bytes, 2 = close_notify, -1 = error (message in e). */
-int vf_tls_records_read(struct vf_rpc_conn *c, uint8_t *out, size_t *outlen, char *e, size_t esize);
+/* Opens the next record from c->in: 1 = plaintext in out (*outlen bytes),
+ * followed, when *body is set, by the rest of the record (*body_len bytes
+ * at *body: a DATA frame's payload placed by vf_rpc_call_place_data);
+ * 0 = need more bytes, 2 = close_notify, -1 = error (message in e). */
+int vf_tls_records_read(struct vf_rpc_conn *c, uint8_t *out, size_t *outlen, uint8_t **body, size_t *body_len,
+                        char *e, size_t esize);
 void vf_tls_records_free(struct vf_rpc_conn *c);
 
 /* ---- conn.c -------------------------------------------------------------- */
@@ -243,6 +246,12 @@ vf_rpc_call *vf_rpc_call_new(vf_rpc_conn *c, int32_t stream_id, int is_server);
 /* Ends the call for the application (on_done) once, unlinks it from its
  * stream and frees it. */
 void vf_rpc_call_end(vf_rpc_call *call, int status, const char *message);
+/* Where the payload of a DATA frame (its 9-byte header given, payload_len
+ * bytes, exactly the rest of a TLS record) may be decrypted so that it needs
+ * no copy: the spot in its call's message buffer where the decoder would copy
+ * it, when the whole payload continues the message being reassembled; NULL
+ * otherwise (also when the call is paused or holds data). */
+uint8_t *vf_rpc_call_place_data(vf_rpc_conn *c, const uint8_t frame_header[9], size_t payload_len);
 /* DATA chunk for this call from nghttp2. */
 void vf_rpc_call_on_data(vf_rpc_call *call, const uint8_t *data, size_t len);
 /* The peer ended its side; returns 0, or -1 when a message was truncated. */
