@@ -96,6 +96,7 @@ int main(int argc, char **argv) {
     if (read_config(&d, &sc, &err)) return vf_daemon_fail(&d, &err);
     if (d.check_only) {
         printf("%s: configuration %s is valid (aggregator %s)\n", PROGRAM, d.config, g_agg.name);
+        vf_daemon_end(&d);
         return 0;
     }
     g_agg.loop = uv_default_loop();

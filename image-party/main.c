@@ -350,6 +350,7 @@ int main(int argc, char **argv) {
             vf_ini_path(&d.ini, "data", "path", 1, p, sizeof p, &err))
             return vf_daemon_fail(&d, &err);
         printf("%s: configuration %s is valid\n", PROGRAM, d.config);
+        vf_daemon_end(&d);
         return 0;
     }
     vf_notify_status("encoding the data set");

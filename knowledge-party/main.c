@@ -345,6 +345,7 @@ int main(int argc, char **argv) {
     if (d.check_only) {
         printf("%s: configuration %s is valid (model %s, tokenizer %.16s from %s, %d classes)\n", PROGRAM, d.config,
                g_kp.fingerprint, g_tok_fingerprint, tok_source, g_kp.n_classes);
+        vf_daemon_end(&d);
         return 0;
     }
     uv_loop_t *loop = uv_default_loop();

@@ -76,8 +76,9 @@ int vf_daemon_args(int argc, char **argv, const char *program, const char *summa
     return 0;
 }
 
-int vf_daemon_fail(const vf_daemon *d, const vf_error *err) {
+int vf_daemon_fail(vf_daemon *d, const vf_error *err) {
     fprintf(stderr, "%s: %s\n", d->spec->program, err->msg);
+    vf_ini_free(&d->ini);
     return 1;
 }
 

@@ -69,13 +69,15 @@ typedef struct vf_daemon {
  * main() returns: 0 after help, 2 for a usage error, 1 for a configuration
  * error (printed as "PROGRAM: message"). */
 int vf_daemon_start(vf_daemon *d, const vf_daemon_spec *spec, int argc, char **argv);
-/* Prints "PROGRAM: <err>" on stderr; returns 1 (main()'s exit status). */
-int vf_daemon_fail(const vf_daemon *d, const vf_error *err);
+/* Prints "PROGRAM: <err>" on stderr, lets the configuration go; returns 1
+ * (main()'s exit status). */
+int vf_daemon_fail(vf_daemon *d, const vf_error *err);
 /* Catches SIGTERM/SIGINT (on_stop(sig) runs once, then systemd is told the
  * daemon is stopping, the watchdog stops and the signals are let go), tells
  * systemd READY with `ready`, starts the watchdog and runs the loop until
  * nothing is left on it. */
 void vf_daemon_run(vf_daemon *d, uv_loop_t *loop, const char *ready, void (*on_stop)(int sig));
+/* Lets the configuration go (before main() returns). */
 void vf_daemon_end(vf_daemon *d);
 
 #endif
