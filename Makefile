@@ -104,7 +104,7 @@ venv: .venv/.installed
 
 check: all venv
 	tests/run-unit.sh $(BUILD)
-	$(PYTHON) -m pytest -q tests/python
+	$(PYTHON) -m pytest -q -rs tests/python
 
 check-unit: all
 	tests/run-unit.sh $(BUILD)
