@@ -27,6 +27,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then say "build"; make -j"$(nproc)" all >/dev/null;
 
 # Python with numpy for the demo data: Debian's (install-deps), else the test virtualenv.
 PY=${PYTHON:-python3}
+"$PY" -c 'import numpy' 2>/dev/null || PY=/usr/bin/python3
 "$PY" -c 'import numpy' 2>/dev/null || PY=$ROOT/.venv/bin/python
 WORK=${DEMO_DIR:-$(mktemp -d /tmp/vflclip-demo.XXXXXX)}
 mkdir -p "$WORK/logs"
