@@ -54,6 +54,9 @@ endif
 endif
 
 .SECONDEXPANSION:
+# Keep object files that make sees as intermediates (role and test objects),
+# so a second `make` relinks nothing.
+.SECONDARY:
 .PHONY: all check check-unit check-python bench clean deps venv
 all: $(LIB) $(BUILD)/vflclip $(ROLE_BIN) $(TEST_BIN) $(BENCH_BIN)
 
