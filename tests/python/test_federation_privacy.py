@@ -51,10 +51,9 @@ class Recorder:
         self.release.wait(30)
 
 
-@pytest.fixture(scope="module")
-def recorded(vflclip, stubs, tmp_path_factory):  # noqa: F811
-    fed = Federation(vflclip, tmp_path_factory.mktemp("privacy"))
-    kit = fed.fed / "aggregator-localhost"
+def serve_recorder(stubs, kit):
+    """A grpcio Federation server holding the aggregator's certificate (kit) whose
+    Join records what the party sends; returns (recorder, server, port)."""
     rec = Recorder(stubs.fed)
     server = grpc.server(futures.ThreadPoolExecutor(4))
     handler = grpc.stream_stream_rpc_method_handler(rec.join, request_deserializer=rec.deserialize,
@@ -64,6 +63,14 @@ def recorded(vflclip, stubs, tmp_path_factory):  # noqa: F811
                                         root_certificates=(kit / "ca.crt").read_bytes(), require_client_auth=True)
     port = server.add_secure_port("127.0.0.1:0", creds)
     server.start()
+    return rec, server, port
+
+
+@pytest.fixture(scope="module")
+def recorded(vflclip, stubs, tmp_path_factory):  # noqa: F811
+    fed = Federation(vflclip, tmp_path_factory.mktemp("privacy"))
+    kit = fed.fed / "aggregator-localhost"
+    rec, server, port = serve_recorder(stubs, kit)
     party = fed.images["hosp-b"]
     set_key(party.ini, "aggregator", "host", "127.0.0.1")
     set_key(party.ini, "aggregator", "port", port)

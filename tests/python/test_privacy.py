@@ -427,10 +427,9 @@ def test_image_party_embedding_dp_is_clip_plus_noise_of_clip_features(vflclip, s
     it sends minus transformers' CLIP features clipped to embed_clip is
     Gaussian noise of std embed_noise * embed_clip, its Hello says so, and
     the same seed gives the same noise after a restart."""
-    from concurrent import futures
     from PIL import Image
     from transformers import CLIPImageProcessor, CLIPModel
-    from test_federation_privacy import Recorder
+    from test_federation_privacy import serve_recorder
     fed = Federation(vflclip, tmp_path_factory.mktemp("embed-dp"))
     kit = fed.fed / "aggregator-localhost"
     clip, sigma = 0.3, 0.5
@@ -439,15 +438,7 @@ def test_image_party_embedding_dp_is_clip_plus_noise_of_clip_features(vflclip, s
         set_key(party.ini, "privacy", key, value)
     sent = []
     for attempt in range(2):
-        rec = Recorder(stubs.fed)
-        server = grpc.server(futures.ThreadPoolExecutor(4))
-        handler = grpc.stream_stream_rpc_method_handler(rec.join, request_deserializer=rec.deserialize,
-                                                        response_serializer=lambda m: m.SerializeToString())
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("vflclip.v1.Federation", {"Join": handler})])
-        creds = grpc.ssl_server_credentials([((kit / "key.pem").read_bytes(), (kit / "cert.pem").read_bytes())],
-                                            root_certificates=(kit / "ca.crt").read_bytes(), require_client_auth=True)
-        port = server.add_secure_port("127.0.0.1:0", creds)
-        server.start()
+        rec, server, port = serve_recorder(stubs, kit)
         set_key(party.ini, "aggregator", "host", "127.0.0.1")
         set_key(party.ini, "aggregator", "port", port)
         party.start()
