@@ -66,12 +66,10 @@ def serve_recorder(stubs, kit):
     return rec, server, port
 
 
-@pytest.fixture(scope="module")
-def recorded(vflclip, stubs, tmp_path_factory):  # noqa: F811
-    fed = Federation(vflclip, tmp_path_factory.mktemp("privacy"))
-    kit = fed.fed / "aggregator-localhost"
+def record_party(stubs, kit, party):
+    """Points a real image party at a recording aggregator, lets it answer
+    every encode task, stops both and returns the recorder."""
     rec, server, port = serve_recorder(stubs, kit)
-    party = fed.images["hosp-b"]
     set_key(party.ini, "aggregator", "host", "127.0.0.1")
     set_key(party.ini, "aggregator", "port", port)
     party.start()
@@ -81,6 +79,14 @@ def recorded(vflclip, stubs, tmp_path_factory):  # noqa: F811
         rec.release.set()
         party.stop()
         server.stop(1)
+    return rec
+
+
+@pytest.fixture(scope="module")
+def recorded(vflclip, stubs, tmp_path_factory):  # noqa: F811
+    fed = Federation(vflclip, tmp_path_factory.mktemp("privacy"))
+    kit = fed.fed / "aggregator-localhost"
+    rec = record_party(stubs, kit, fed.images["hosp-b"])
     return fed, rec, fed.parts[1], stubs.fed
 
 

@@ -429,7 +429,7 @@ def test_image_party_embedding_dp_is_clip_plus_noise_of_clip_features(vflclip, s
     the same seed gives the same noise after a restart."""
     from PIL import Image
     from transformers import CLIPImageProcessor, CLIPModel
-    from test_federation_privacy import serve_recorder
+    from test_federation_privacy import record_party
     fed = Federation(vflclip, tmp_path_factory.mktemp("embed-dp"))
     kit = fed.fed / "aggregator-localhost"
     clip, sigma = 0.3, 0.5
@@ -438,16 +438,7 @@ def test_image_party_embedding_dp_is_clip_plus_noise_of_clip_features(vflclip, s
         set_key(party.ini, "privacy", key, value)
     sent = []
     for attempt in range(2):
-        rec, server, port = serve_recorder(stubs, kit)
-        set_key(party.ini, "aggregator", "host", "127.0.0.1")
-        set_key(party.ini, "aggregator", "port", port)
-        party.start()
-        try:
-            assert rec.done.wait(60), party.text()[-3000:]
-        finally:
-            rec.release.set()
-            party.stop()
-            server.stop(1)
+        rec = record_party(stubs, kit, party)
         msgs = [stubs.fed.PartyMessage.FromString(r) for r in rec.raw]
         hello = msgs[0].hello
         assert hello.embed_clip == pytest.approx(clip) and hello.embed_noise_multiplier == pytest.approx(sigma)
