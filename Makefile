@@ -13,9 +13,9 @@ CC      ?= cc
 NVCC    ?= $(shell command -v nvcc 2>/dev/null)
 PYTHON  ?= .venv/bin/python
 
-PKGS     := openblas libuv libnghttp2 libprotobuf-c libcjson libpng libjpeg cairo inih libsystemd zlib icu-uc libcrypto
+PKGS     := openblas libuv libnghttp2 libprotobuf-c libcjson libpng libjpeg cairo inih libsystemd zlib icu-uc libcrypto libzip
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmbedtls -lmbedx509 -lmbedcrypto
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmbedtls -lmbedx509 -lmbedcrypto -lcsv
 
 OPT     ?= -O3 -march=native
 CFLAGS  ?= $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-format-truncation -fno-strict-aliasing -fopenmp
