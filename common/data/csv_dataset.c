@@ -1,10 +1,13 @@
 /* csv_dataset: an image folder with a labels CSV in HAM10000's layout
  * (image_id, dx[, split][, lesion_id] ...), and the seeded stratified split
- * used when the CSV has no split column. */
+ * used when the CSV has no split column.  The CSV syntax is libcsv's (RFC
+ * 4180, any line ending); this file owns the layout, the line numbers in
+ * messages and finding each image. */
 #include "data/dataset_internal.h"
 #include "data/shuffle.h"
 #include "util/fileio.h"
 
+#include <csv.h>
 #include <dirent.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -13,47 +16,104 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+/* Columns beyond this in the header are refused: HAM10000's metadata has 7. */
 #define CSV_MAX_FIELDS 64
 
 typedef struct csv_row {
-    int line;
-    char *image_id, *dx, *split, *lesion;
+    int line;                                /* physical line where the record starts */
+    char *image_id, *dx, *split, *lesion;    /* owned; split may be NULL */
     int label;
     vf_split which;
-    char *path;
+    char *path;                              /* owned: the image file found */
 } csv_row;
 
-/* Splits one CSV record in place (RFC 4180 quoting: "a ""b""" -> a "b").
- * Returns the field count, or -1 for an unterminated quote; *next is the
- * start of the following line. */
-static int split_record(char *s, char **fields, int max_fields, char **next) {
-    int n = 0;
-    char *w = s;
-    for (;;) {
-        char *start = w;
-        if (*s == '"') {
-            s++;
-            for (;;) {
-                if (*s == '\0') return -1;
-                if (*s == '"' && s[1] == '"') { *w++ = '"'; s += 2; continue; }
-                if (*s == '"') { s++; break; }
-                *w++ = *s++;
-            }
-            while (*s && *s != ',' && *s != '\n' && *s != '\r') *w++ = *s++;   /* tolerate text after a closing quote */
-        } else {
-            while (*s && *s != ',' && *s != '\n' && *s != '\r') *w++ = *s++;
-        }
-        char sep = *s;
-        *w = '\0';
-        if (n < max_fields) fields[n] = start;
-        n++;
-        if (sep == ',') { s++; w = s; continue; }
-        /* *w = '\0' may have overwritten the separator itself: step by sep, not by *s. */
-        if (sep == '\r') { s++; if (*s == '\n') s++; }
-        else if (sep == '\n') s++;
-        *next = s;
-        return n;
+/* ---- records from libcsv, with the physical line each one starts on ------ */
+
+/* Receives one record's fields (only the first CSV_MAX_FIELDS are stored; nf
+ * counts them all) and the line it starts on; -1 stops the reading. */
+typedef int (*record_fn)(char **fields, int nf, int line, void *ctx, vf_error *err);
+
+typedef struct csv_reader {
+    const char *path;
+    int line;          /* physical line being fed to the parser */
+    int row_line;      /* line where the record being parsed began */
+    int row_open;      /* a record has begun and not yet ended */
+    int failed;        /* a callback failed: err is set, the rest is ignored */
+    int nf;
+    char *fields[CSV_MAX_FIELDS];
+    record_fn on_record;
+    void *ctx;
+    vf_error *err;
+} csv_reader;
+
+static void reader_clear_fields(csv_reader *r) {
+    for (int i = 0; i < r->nf && i < CSV_MAX_FIELDS; i++) free(r->fields[i]);
+    r->nf = 0;
+}
+
+/* libcsv field callback: its bytes are not NUL-terminated (and NULL for an
+ * empty first field), so each one is copied. */
+static void on_field(void *s, size_t len, void *data) {
+    csv_reader *r = data;
+    if (r->failed) return;
+    if (r->nf < CSV_MAX_FIELDS && !(r->fields[r->nf] = strndup(s ? (const char *)s : "", len))) {
+        r->failed = 1;
+        vf_fail(r->err, "%s line %d: out of memory", r->path, r->row_line);
+        return;
     }
+    r->nf++;
+}
+
+/* libcsv record callback: c is the terminator, or -1 at the end of the file. */
+static void on_record_end(int c, void *data) {
+    csv_reader *r = data;
+    (void)c;
+    if (!r->failed && r->on_record(r->fields, r->nf, r->row_line, r->ctx, r->err)) r->failed = 1;
+    reader_clear_fields(r);
+    r->row_open = 0;
+}
+
+/* End of the physical line starting at i: after LF, CRLF or a bare CR
+ * (classic Mac OS / Excel's "CSV (Macintosh)"), or the end of the text. */
+static size_t line_end(const char *s, size_t len, size_t i) {
+    while (i < len && s[i] != '\n' && s[i] != '\r') i++;
+    if (i + 1 < len && s[i] == '\r' && s[i + 1] == '\n') i++;
+    return i < len ? i + 1 : len;
+}
+
+/* libcsv skips lines of only blanks between records, so they start none. */
+static int is_blank(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n') return 0;
+    return 1;
+}
+
+/* Parses TEXT (RFC 4180: quoted fields may hold commas, "" and line breaks;
+ * records end in LF, CRLF or CR; the last may lack one) and calls fn for each
+ * record.  The text is fed one physical line at a time: libcsv counts no
+ * lines, and this is how a record's first line is known for messages.
+ * Strict mode: a quote inside an unquoted field or text after a closing
+ * quote is an error rather than a silently odd field. */
+static int csv_read_records(const char *path, const char *text, size_t len, record_fn fn, void *ctx, vf_error *err) {
+    struct csv_parser p;
+    if (csv_init(&p, CSV_STRICT | CSV_STRICT_FINI)) return vf_fail(err, "%s: cannot start the CSV parser", path);
+    csv_reader r = {.path = path, .on_record = fn, .ctx = ctx, .err = err};
+    int rc = 0;
+    for (size_t i = 0, j; i < len && !r.failed && rc == 0; i = j) {
+        j = line_end(text, len, i);
+        r.line++;
+        if (!r.row_open && !is_blank(text + i, j - i)) { r.row_open = 1; r.row_line = r.line; }
+        if (csv_parse(&p, text + i, j - i, on_field, on_record_end, &r) != j - i && !r.failed)
+            rc = csv_error(&p) == CSV_EPARSE
+                     ? vf_fail(err, "%s line %d: malformed quoting (a quote inside an unquoted field, or text after "
+                               "a closing quote)", path, r.line)
+                     : vf_fail(err, "%s line %d: %s", path, r.line, csv_strerror(csv_error(&p)));
+    }
+    if (!r.failed && rc == 0 && csv_fini(&p, on_field, on_record_end, &r) != 0)
+        rc = vf_fail(err, "%s line %d: unterminated quoted field", path, r.row_line);
+    reader_clear_fields(&r);
+    csv_free(&p);
+    return r.failed || rc ? -1 : 0;
 }
 
 static char *trim(char *s) {
@@ -148,94 +208,107 @@ static int seeded_split(csv_row *rows, int n, int n_classes, unsigned long long 
     return 0;
 }
 
-int vf_dataset_open_csv(vf_dataset *ds, const char *csv_path, const char *image_dir, const char *const *codes,
-                        int n_classes, unsigned long long seed, vf_error *err) {
-    vf_dataset_priv *p = ds->priv;
-    char *text = NULL, **dirs = NULL;
-    int n_dirs = 0, rc = -1, n_rows = 0;
-    size_t len;
-    csv_row *rows = NULL;
-    char dir_buf[4096];
-    if (!image_dir) {
-        snprintf(dir_buf, sizeof dir_buf, "%s", csv_path);
-        image_dir = dirname(dir_buf);
-    }
-    if (vf_read_file(csv_path, &text, &len, err)) return -1;
-    if (strlen(text) != len) { vf_fail(err, "%s: contains a NUL byte; not a text CSV", csv_path); goto done; }
-    if (list_search_dirs(image_dir, &dirs, &n_dirs, err)) goto done;
+/* ---- the HAM10000 layout: header, then one image per record -------------- */
 
-    char *fields[CSV_MAX_FIELDS], *s = text, *next;
-    if (len >= 3 && (unsigned char)s[0] == 0xEF && (unsigned char)s[1] == 0xBB && (unsigned char)s[2] == 0xBF) s += 3;
-    int n_cols = split_record(s, fields, CSV_MAX_FIELDS, &next);
-    if (n_cols < 0 || n_cols > CSV_MAX_FIELDS) { vf_fail(err, "%s line 1: malformed header", csv_path); goto done; }
-    int c_id = -1, c_dx = -1, c_split = -1, c_lesion = -1;
-    for (int c = 0; c < n_cols; c++) {
+typedef struct csv_load {
+    const char *path, *image_dir;
+    const char *const *codes;
+    int n_classes;
+    char **dirs;
+    int n_dirs;
+    int n_cols;                              /* 0 until the header is read */
+    int c_id, c_dx, c_split, c_lesion;
+    csv_row *rows;
+    int n_rows, cap;
+} csv_load;
+
+static int take_header(csv_load *L, char **fields, int nf, vf_error *err) {
+    if (nf > CSV_MAX_FIELDS)
+        return vf_fail(err, "%s line 1: the header has %d columns (at most %d)", L->path, nf, CSV_MAX_FIELDS);
+    L->c_id = L->c_dx = L->c_split = L->c_lesion = -1;
+    for (int c = 0; c < nf; c++) {
         char *h = trim(fields[c]);
-        if (!strcasecmp(h, "image_id") || !strcasecmp(h, "image")) c_id = c;
-        else if (!strcasecmp(h, "dx") || !strcasecmp(h, "label")) c_dx = c;
-        else if (!strcasecmp(h, "split")) c_split = c;
-        else if (!strcasecmp(h, "lesion_id")) c_lesion = c;
+        if (!strcasecmp(h, "image_id") || !strcasecmp(h, "image")) L->c_id = c;
+        else if (!strcasecmp(h, "dx") || !strcasecmp(h, "label")) L->c_dx = c;
+        else if (!strcasecmp(h, "split")) L->c_split = c;
+        else if (!strcasecmp(h, "lesion_id")) L->c_lesion = c;
     }
-    if (c_id < 0 || c_dx < 0) {
-        vf_fail(err, "%s line 1: header must name the columns image_id and dx (HAM10000 layout)", csv_path);
-        goto done;
-    }
-    size_t cap = 1;
-    for (const char *q = next; *q; q++) cap += *q == '\n';
-    rows = calloc(cap, sizeof *rows);
-    if (!rows) { vf_fail(err, "%s: out of memory", csv_path); goto done; }
-    int line = 1;
-    for (s = next; *s; s = next) {
-        line++;
-        int nf = split_record(s, fields, CSV_MAX_FIELDS, &next);
-        if (nf < 0) { vf_fail(err, "%s line %d: unterminated quoted field", csv_path, line); goto done; }
-        if (nf == 1 && trim(fields[0])[0] == '\0') continue;   /* blank line */
-        if (nf != n_cols) {
-            vf_fail(err, "%s line %d: %d fields, the header has %d", csv_path, line, nf, n_cols);
-            goto done;
-        }
-        csv_row *r = &rows[n_rows];
-        r->line = line;
-        r->image_id = trim(fields[c_id]);
-        r->dx = trim(fields[c_dx]);
-        r->split = c_split >= 0 ? trim(fields[c_split]) : NULL;
-        r->lesion = c_lesion >= 0 ? trim(fields[c_lesion]) : r->image_id;
-        if (!r->image_id[0]) { vf_fail(err, "%s line %d: empty image_id", csv_path, line); goto done; }
-        if (strchr(r->image_id, '/') || strstr(r->image_id, "..")) {
-            vf_fail(err, "%s line %d: image_id '%s' must be a plain file name", csv_path, line, r->image_id);
-            goto done;
-        }
-        r->label = -1;
-        for (int k = 0; k < n_classes; k++)
-            if (!strcasecmp(r->dx, codes[k])) r->label = k;
-        if (r->label < 0) {
-            char list[512] = "";
-            for (int k = 0; k < n_classes && strlen(list) < sizeof list - 40; k++)
-                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? "," : "", codes[k]);
-            vf_fail(err, "%s line %d: dx '%s' of image %s is not one of the classes (%s)", csv_path, line, r->dx,
-                    r->image_id, list);
-            goto done;
-        }
-        if (r->split && vf_split_parse(r->split, &r->which)) {
-            vf_fail(err, "%s line %d: split '%s' is not train, val or test", csv_path, line, r->split);
-            goto done;
-        }
-        r->path = find_image(dirs, n_dirs, r->image_id);
-        if (!r->path) {
-            vf_fail(err, "%s line %d: image '%s' not found in %s or its subfolders (tried .jpg .jpeg .png)", csv_path,
-                    line, r->image_id, image_dir);
-            goto done;
-        }
-        n_rows++;
-    }
-    if (n_rows == 0) { vf_fail(err, "%s: no rows after the header", csv_path); goto done; }
-    if (c_split < 0 && seeded_split(rows, n_rows, n_classes, seed, csv_path, err)) goto done;
+    if (L->c_id < 0 || L->c_dx < 0)
+        return vf_fail(err, "%s line 1: header must name the columns image_id and dx (HAM10000 layout)", L->path);
+    L->n_cols = nf;
+    return 0;
+}
 
-    /* One string block for ids and paths, so the rows' text can be freed. */
+/* The row's dx as a label index, or a message listing the classes. */
+static int row_label(const csv_load *L, const csv_row *r, vf_error *err) {
+    for (int k = 0; k < L->n_classes; k++)
+        if (!strcasecmp(r->dx, L->codes[k])) return k;
+    char list[512] = "";
+    for (int k = 0; k < L->n_classes && strlen(list) < sizeof list - 40; k++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? "," : "", L->codes[k]);
+    vf_fail(err, "%s line %d: dx '%s' of image %s is not one of the classes (%s)", L->path, r->line, r->dx,
+            r->image_id, list);
+    return -1;
+}
+
+/* Validates a filled row and finds its image. */
+static int check_row(const csv_load *L, csv_row *r, vf_error *err) {
+    if (!r->image_id[0]) return vf_fail(err, "%s line %d: empty image_id", L->path, r->line);
+    if (strchr(r->image_id, '/') || strstr(r->image_id, ".."))
+        return vf_fail(err, "%s line %d: image_id '%s' must be a plain file name", L->path, r->line, r->image_id);
+    if ((r->label = row_label(L, r, err)) < 0) return -1;
+    if (r->split && vf_split_parse(r->split, &r->which))
+        return vf_fail(err, "%s line %d: split '%s' is not train, val or test", L->path, r->line, r->split);
+    r->path = find_image(L->dirs, L->n_dirs, r->image_id);
+    if (!r->path)
+        return vf_fail(err, "%s line %d: image '%s' not found in %s or its subfolders (tried .jpg .jpeg .png)", L->path,
+                       r->line, r->image_id, L->image_dir);
+    return 0;
+}
+
+static void free_row(csv_row *r) {
+    free(r->image_id); free(r->dx); free(r->split); free(r->lesion); free(r->path);
+}
+
+static int take_row(csv_load *L, char **fields, int nf, int line, vf_error *err) {
+    if (nf == 1 && trim(fields[0])[0] == '\0') return 0;   /* a record of one empty field, e.g. "" */
+    if (nf != L->n_cols) return vf_fail(err, "%s line %d: %d fields, the header has %d", L->path, line, nf, L->n_cols);
+    if (L->n_rows == L->cap) {   /* grows with the records actually read, whatever ends the lines */
+        int cap = L->cap ? 2 * L->cap : 256;
+        csv_row *grown = realloc(L->rows, (size_t)cap * sizeof *grown);
+        if (!grown) return vf_fail(err, "%s line %d: out of memory", L->path, line);
+        L->rows = grown;
+        L->cap = cap;
+    }
+    csv_row *r = &L->rows[L->n_rows];
+    memset(r, 0, sizeof *r);
+    r->line = line;
+    r->image_id = strdup(trim(fields[L->c_id]));
+    r->dx = strdup(trim(fields[L->c_dx]));
+    r->split = L->c_split >= 0 ? strdup(trim(fields[L->c_split])) : NULL;
+    r->lesion = strdup(L->c_lesion >= 0 ? trim(fields[L->c_lesion]) : r->image_id ? r->image_id : "");
+    if (!r->image_id || !r->dx || !r->lesion || (L->c_split >= 0 && !r->split)) {
+        free_row(r);
+        return vf_fail(err, "%s line %d: out of memory", L->path, line);
+    }
+    if (check_row(L, r, err)) { free_row(r); return -1; }
+    L->n_rows++;
+    return 0;
+}
+
+static int take_record(char **fields, int nf, int line, void *ctx, vf_error *err) {
+    csv_load *L = ctx;
+    return L->n_cols ? take_row(L, fields, nf, line, err) : take_header(L, fields, nf, err);
+}
+
+/* Copies the rows' labels, ids and paths into the split arrays; ids and paths
+ * share one string block owned by the data set. */
+static int fill_splits(vf_dataset *ds, const csv_row *rows, int n_rows, const char *csv, vf_error *err) {
+    vf_dataset_priv *p = ds->priv;
     size_t bytes = 0;
     for (int i = 0; i < n_rows; i++) bytes += strlen(rows[i].image_id) + strlen(rows[i].path) + 2;
     p->strings = malloc(bytes);
-    if (!p->strings) { vf_fail(err, "%s: out of memory", csv_path); goto done; }
+    if (!p->strings) return vf_fail(err, "%s: out of memory", csv);
     for (int sp = 0; sp < VF_SPLIT_COUNT; sp++) {
         int n = 0;
         for (int i = 0; i < n_rows; i++) n += rows[i].which == (vf_split)sp;
@@ -243,7 +316,7 @@ int vf_dataset_open_csv(vf_dataset *ds, const char *csv_path, const char *image_
         d->labels = malloc((size_t)(n ? n : 1) * sizeof *d->labels);
         d->paths = malloc((size_t)(n ? n : 1) * sizeof *d->paths);
         d->ids = malloc((size_t)(n ? n : 1) * sizeof *d->ids);
-        if (!d->labels || !d->paths || !d->ids) { vf_fail(err, "%s: out of memory", csv_path); goto done; }
+        if (!d->labels || !d->paths || !d->ids) return vf_fail(err, "%s: out of memory", csv);
     }
     char *w = p->strings;
     for (int i = 0; i < n_rows; i++) {
@@ -255,12 +328,44 @@ int vf_dataset_open_csv(vf_dataset *ds, const char *csv_path, const char *image_
         w += strlen(w) + 1;
         d->n++;
     }
+    return 0;
+}
+
+/* Reads the CSV's records into L->rows, finding each image in L->image_dir. */
+static int load_rows(csv_load *L, vf_error *err) {
+    char *text;
+    size_t len;
+    if (vf_read_file(L->path, &text, &len, err)) return -1;
+    int rc = -1;
+    const char *s = text;
+    if (strlen(text) != len) { vf_fail(err, "%s: contains a NUL byte; not a text CSV", L->path); goto done; }
+    if (len >= 3 && !memcmp(s, "\xEF\xBB\xBF", 3)) { s += 3; len -= 3; }   /* Excel's UTF-8 byte-order mark */
+    if (list_search_dirs(L->image_dir, &L->dirs, &L->n_dirs, err)) goto done;
+    if (csv_read_records(L->path, s, len, take_record, L, err)) goto done;
+    if (!L->n_cols) { vf_fail(err, "%s: empty file; expected a header row naming image_id and dx", L->path); goto done; }
+    if (L->n_rows == 0) { vf_fail(err, "%s: no rows after the header", L->path); goto done; }
     rc = 0;
 done:
-    if (rows) for (int i = 0; i < n_rows + 1 && i < (int)cap; i++) free(rows[i].path);
-    free(rows);
-    for (int i = 0; i < n_dirs; i++) free(dirs[i]);
-    free(dirs);
     free(text);
+    return rc;
+}
+
+int vf_dataset_open_csv(vf_dataset *ds, const char *csv_path, const char *image_dir, const char *const *codes,
+                        int n_classes, unsigned long long seed, vf_error *err) {
+    char dir_buf[4096];
+    if (!image_dir) {
+        snprintf(dir_buf, sizeof dir_buf, "%s", csv_path);
+        image_dir = dirname(dir_buf);
+    }
+    csv_load L = {.path = csv_path, .image_dir = image_dir, .codes = codes, .n_classes = n_classes};
+    int rc = -1;
+    if (load_rows(&L, err)) goto done;
+    if (L.c_split < 0 && seeded_split(L.rows, L.n_rows, n_classes, seed, csv_path, err)) goto done;
+    rc = fill_splits(ds, L.rows, L.n_rows, csv_path, err);
+done:
+    for (int i = 0; i < L.n_rows; i++) free_row(&L.rows[i]);
+    free(L.rows);
+    for (int i = 0; i < L.n_dirs; i++) free(L.dirs[i]);
+    free(L.dirs);
     return rc;
 }

@@ -279,6 +279,105 @@ static void test_csv_quoting_crlf_bom(void **state) {
     assert_non_null(strstr(err.msg, "empty.csv: no rows"));
 }
 
+/* Excel's "CSV (Macintosh)" ends records in a bare CR.  The old hand-written
+ * loader sized its row array by counting LFs (one row here) and wrote every
+ * row past it; all 300 rows must come back. */
+static void test_csv_bare_cr_records(void **state) {
+    (void)state;
+    touch("plain.jpeg");
+    enum { N = 300 };
+    static const char *const dx[3] = {"mel", "nv", "bcc"};
+    static const char *const split[3] = {"train", "val", "test"};
+    buf b = {0};
+    put(&b, "image_id,dx,split\r", 18);
+    for (int i = 0; i < N; i++) {
+        char line[64];
+        int n = snprintf(line, sizeof line, "plain,%s,%s\r", dx[i % 3], split[i % 3]);
+        put(&b, line, (size_t)n);
+    }
+    put(&b, "", 1);   /* NUL for open_csv's strlen, not part of the file */
+    vf_dataset ds;
+    vf_error err = {{0}};
+    int rc = open_csv("mac.csv", (const char *)b.p, &ds, &err);
+    free(b.p);
+    if (rc) print_error("%s\n", err.msg);
+    assert_int_equal(rc, 0);
+    for (int s = 0; s < 3; s++) {
+        assert_int_equal(ds.split[s].n, N / 3);
+        for (int i = 0; i < N / 3; i++) assert_int_equal(ds.split[s].labels[i], s == 0 ? 4 : s == 1 ? 5 : 1);
+    }
+    vf_dataset_close(&ds);
+
+    /* A bad record after bare-CR lines is reported by its physical line. */
+    assert_int_equal(open_csv("mac_bad.csv", "image_id,dx\rplain,nv\r\rplain,mole\r", &ds, &err), -1);
+    assert_non_null(strstr(err.msg, "mac_bad.csv line 4: dx 'mole'"));
+}
+
+/* Quoted fields may hold commas, quotes and CRLF line breaks; a record that
+ * spans lines shifts the physical line numbers of those after it, and errors
+ * must name the physical line (an editor's line), not the record count. */
+static void test_csv_multiline_fields_and_line_numbers(void **state) {
+    (void)state;
+    touch("a,b.png");
+    touch("plain.jpeg");
+    vf_dataset ds;
+    vf_error err = {{0}};
+    const char *good = "image_id,dx,note\r\n"
+                       "plain,nv,\"first line\r\nsecond, with a comma and \"\"quotes\"\"\"\r\n"
+                       "\"a,b\",mel,\"x\r\ny\r\nz\"\r\n";
+    int rc = open_csv("notes.csv", good, &ds, &err);
+    if (rc) print_error("%s\n", err.msg);
+    assert_int_equal(rc, 0);
+    int total = 0;
+    for (int s = 0; s < 3; s++) total += ds.split[s].n;
+    assert_int_equal(total, 2);
+    int found_ab = 0;
+    for (int s = 0; s < 3; s++)
+        for (int i = 0; i < ds.split[s].n; i++)
+            if (!strcmp(ds.split[s].ids[i], "a,b")) { found_ab = 1; assert_int_equal(ds.split[s].labels[i], 4); }
+    assert_true(found_ab);
+    vf_dataset_close(&ds);
+
+    const char *bad = "image_id,dx,note\r\n"
+                      "plain,nv,\"first line\r\nsecond, with a comma\"\r\n"
+                      "plain,melanoma?,x\r\n";   /* record 3, physical line 4 */
+    assert_int_equal(open_csv("notes_bad.csv", bad, &ds, &err), -1);
+    print_message("%s\n", err.msg);
+    assert_non_null(strstr(err.msg, "notes_bad.csv line 4: dx 'melanoma?'"));
+
+    /* An unterminated quote is reported at the line where its record starts. */
+    assert_int_equal(open_csv("open_cr.csv", "image_id,dx\rplain,nv\rplain,\"nv\rmore\r", &ds, &err), -1);
+    assert_non_null(strstr(err.msg, "open_cr.csv line 3: unterminated quoted field"));
+    /* A stray quote inside an unquoted field is refused, not read as part of a name. */
+    assert_int_equal(open_csv("stray.csv", "image_id,dx\nplain,n\"v\n", &ds, &err), -1);
+    assert_non_null(strstr(err.msg, "stray.csv line 2: malformed quoting"));
+}
+
+/* The last record may lack a line ending; an empty file and a header with no
+ * rows are refused by name, whatever ends the header. */
+static void test_csv_ends_empty_and_header_only(void **state) {
+    (void)state;
+    touch("plain.jpeg");
+    vf_dataset ds;
+    vf_error err = {{0}};
+    int rc = open_csv("no_eol.csv", "image_id,dx,split\nplain,nv,train\n  \nplain,mel,test", &ds, &err);
+    if (rc) print_error("%s\n", err.msg);
+    assert_int_equal(rc, 0);
+    assert_int_equal(ds.split[VF_SPLIT_TRAIN].n, 1);
+    assert_int_equal(ds.split[VF_SPLIT_TEST].n, 1);
+    assert_int_equal(ds.split[VF_SPLIT_TEST].labels[0], 4);
+    vf_dataset_close(&ds);
+
+    assert_int_equal(open_csv("zero.csv", "", &ds, &err), -1);
+    print_message("%s\n", err.msg);
+    assert_non_null(strstr(err.msg, "zero.csv: empty file"));
+    static const char *const headers[] = {"image_id,dx", "image_id,dx\r", "image_id,dx\r\n", "image_id,dx\n\r\n"};
+    for (size_t i = 0; i < sizeof headers / sizeof *headers; i++) {
+        assert_int_equal(open_csv("header_only.csv", headers[i], &ds, &err), -1);
+        assert_non_null(strstr(err.msg, "header_only.csv: no rows after the header"));
+    }
+}
+
 /* ---- seeded orders and batches ---------------------------------------------- */
 static void test_epoch_orders_and_batches(void **state) {
     (void)state;
@@ -329,6 +428,9 @@ int main(void) {
         cmocka_unit_test(test_npz_stored_deflated_zip64),
         cmocka_unit_test(test_npz_damage),
         cmocka_unit_test(test_csv_quoting_crlf_bom),
+        cmocka_unit_test(test_csv_bare_cr_records),
+        cmocka_unit_test(test_csv_multiline_fields_and_line_numbers),
+        cmocka_unit_test(test_csv_ends_empty_and_header_only),
         cmocka_unit_test(test_epoch_orders_and_batches),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
