@@ -23,7 +23,11 @@
 #include "rpc/rpc.h"
 #include "transcript/transcript.h"
 
-#define AGG_MAX_PARTIES 64
+/* The party table's size: the most parties [server] max_parties may allow
+ * (default 64); connected parties beyond max_parties are refused and logged. */
+#define AGG_MAX_PARTIES 256
+#define AGG_DEFAULT_MAX_PARTIES 64
+#define AGG_DEFAULT_HELLO_TIMEOUT_MS 10000
 #define AGG_VERSION "vflclip 0.1"
 
 typedef struct agg_party {
@@ -108,6 +112,9 @@ typedef struct agg {
     agg_run run;
     uint64_t next_task;
     int shutting_down;
+    int max_parties;                 /* [server] max_parties: party slots in use at most */
+    int hello_timeout_ms;            /* [server] hello_timeout_s: a Join stream must say Hello within it */
+    unsigned long long refused_full; /* Hellos refused because max_parties slots were taken */
 } agg;
 
 extern agg g_agg;
@@ -139,7 +146,7 @@ const char *agg_run_state_name(agg_run_state s);
 int agg_run_terminal(void);
 /* Opens (or continues) the run's transcript; records one message of the run. */
 void agg_transcript_open(void);
-void agg_transcript_record(const agg_party *p, int sent, const ProtobufCMessage *m, const uint8_t *raw, size_t len);
+void agg_transcript_record(const vf_peer_identity *peer, int sent, const ProtobufCMessage *m, const uint8_t *raw, size_t len);
 
 /* progress.c */
 int agg_progress_save(const agg_run *r, vf_error *err);

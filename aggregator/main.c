@@ -22,6 +22,8 @@ static const vf_ini_key schema[] = {
     {"server", "port", VF_INI_INT, 0, "50051", "port to listen on (0: any free port, printed at start)"},
     {"server", "max_message_mb", VF_INI_INT, 0, "64", "largest message accepted, in MiB"},
     {"server", "keepalive_ms", VF_INI_INT, 0, "60000", "ping a connection idle this long (0: never)"},
+    {"server", "max_parties", VF_INI_INT, 0, "64", "parties (image and knowledge) connected at once, 2..256; more are refused and logged"},
+    {"server", "hello_timeout_s", VF_INI_INT, 0, "10", "a party's Join stream must send its Hello within this many seconds"},
     {"runs", "default_config", VF_INI_PATH, 0, NULL, "run configuration used when `vflclip run start` sends none"},
     {"runs", "audit_log", VF_INI_PATH, 0, NULL, "audit log of run starts/aborts/results (default <state dir>/audit.log)"},
     VF_INI_STATE_KEYS,
@@ -46,11 +48,13 @@ static const vf_daemon_spec spec = {
 
 /* [server] and [runs] into sc and g_agg; the certificate must be an aggregator's. */
 static int read_config(const vf_daemon *d, vf_rpc_server_config *sc, vf_error *err) {
-    long port, max_mb, keepalive;
+    long port, max_mb, keepalive, max_parties, hello_s;
     char audit[4096];
     if (vf_ini_int(&d->ini, "server", "port", 0, 65535, &port, err) ||
         vf_ini_int(&d->ini, "server", "max_message_mb", 1, 1024, &max_mb, err) ||
         vf_ini_int(&d->ini, "server", "keepalive_ms", 0, 86400000, &keepalive, err) ||
+        vf_ini_int(&d->ini, "server", "max_parties", 2, AGG_MAX_PARTIES, &max_parties, err) ||
+        vf_ini_int(&d->ini, "server", "hello_timeout_s", 1, 3600, &hello_s, err) ||
         vf_ini_path(&d->ini, "runs", "default_config", vf_ini_given(&d->ini, "runs", "default_config"),
                     g_agg.default_config, sizeof g_agg.default_config, err) ||
         vf_ini_path(&d->ini, "runs", "audit_log", 0, audit, sizeof audit, err) ||
@@ -59,6 +63,8 @@ static int read_config(const vf_daemon *d, vf_rpc_server_config *sc, vf_error *e
     if (g_agg.me.role != VF_ROLE_AGGREGATOR)
         return vf_fail(err, "%s is a %s certificate, not an aggregator's", d->paths.cert, vf_role_name(g_agg.me.role));
     snprintf(g_agg.name, sizeof g_agg.name, "%s", g_agg.me.name);
+    g_agg.max_parties = (int)max_parties;
+    g_agg.hello_timeout_ms = (int)hello_s * 1000;
     snprintf(g_agg.state_dir, sizeof g_agg.state_dir, "%s", d->paths.state);
     snprintf(g_agg.key_path, sizeof g_agg.key_path, "%s", d->paths.key);
     snprintf(g_agg.cert_path, sizeof g_agg.cert_path, "%s", d->paths.cert);

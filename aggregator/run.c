@@ -24,6 +24,7 @@
 #include "agg.h"
 #include "daemon/audit.h"
 #include "daemon/notify.h"
+#include "daemon/peer_limits.h"
 #include "util/fileio.h"
 #include "util/log.h"
 
@@ -243,7 +244,8 @@ static int all_images_present(void) {
     return 1;
 }
 
-/* Sizes from the Hellos; the buffers for all splits of all parties. */
+/* Sizes from the Hellos (each bounded by peer_limits); the buffers for all
+ * splits of all parties, their byte counts checked before malloc. */
 static int prepare_encoding(void) {
     agg_run *r = &g_agg.run;
     if (r->emb[0]) return 0;
@@ -260,9 +262,16 @@ static int prepare_encoding(void) {
         fail_run("the image parties hold no training images");
         return -1;
     }
+    vf_error err;
     for (int k = 0; k < 3; k++) {
-        r->emb[k] = malloc((size_t)(r->n[k] ? r->n[k] : 1) * r->D * sizeof(float));
-        r->labels[k] = malloc((size_t)(r->n[k] ? r->n[k] : 1) * sizeof(int));
+        size_t n = r->n[k] ? (size_t)r->n[k] : 1, bytes;
+        if (r->n[k] > INT32_MAX || vf_size_mul3(n, (size_t)r->D, sizeof(float), &bytes, &err)) {
+            fail_run("the image parties declare %" PRIu64 " %s examples of dimension %d: more than one run can hold", r->n[k],
+                     split_names[k], r->D);
+            return -1;
+        }
+        r->emb[k] = malloc(bytes);
+        r->labels[k] = malloc(n * sizeof(int));
         if (!r->emb[k] || !r->labels[k]) {
             fail_run("out of memory for %" PRIu64 " embeddings", r->n[k]);
             return -1;
@@ -315,14 +324,13 @@ static void on_chunk(agg_party *p, uint64_t task, const Vflclip__V1__EmbeddingsC
     if (!im || task != im->task || r->state != RUN_ENCODING) return; /* stale */
     int k = im->split;
     const char *who = p->id.name;
+    vf_error err;
+    if (vf_peer_check_chunk(ch, &err)) return fail_run("image party '%s': %s", who, err.msg);
     if (strcmp(ch->split, split_names[k]) || ch->view != 0)
         return fail_run("image party '%s' sent split %s view %u for a %s request", who, ch->split, ch->view, split_names[k]);
     if (ch->dim != (uint32_t)r->D)
         return fail_run("image party '%s' sent %u-dim embeddings; the run's dimension is %d", who, ch->dim, r->D);
-    if (ch->count == 0 || ch->n_data != (size_t)ch->count * r->D || ch->n_labels != ch->count || ch->n_ids != ch->count)
-        return fail_run("image party '%s': chunk of %u examples carries %zu floats, %zu labels, %zu ids", who, ch->count,
-                        ch->n_data, ch->n_labels, ch->n_ids);
-    if (ch->offset != im->received[k] || ch->offset + ch->count > im->n[k] || ch->total != im->n[k])
+    if (ch->offset != im->received[k] || ch->count > im->n[k] - ch->offset || ch->total != im->n[k])
         return fail_run("image party '%s': %s chunk at %" PRIu64 "+%u does not continue %" PRIu64 " of %" PRIu64, who,
                         split_names[k], ch->offset, ch->count, im->received[k], im->n[k]);
     for (uint32_t i = 0; i < ch->count; i++)
@@ -607,8 +615,8 @@ static void on_text_features(const Vflclip__V1__TextFeatures *tf, size_t wire) {
 static void on_text_ready(const Vflclip__V1__TextReady *tr) {
     agg_run *r = &g_agg.run;
     agg_party *kp = agg_party_find(VF_ROLE_KNOWLEDGE_PARTY, r->kp_name);
-    if (tr->n_classes < 2 || tr->n_class_names != tr->n_classes)
-        return fail_run("knowledge party '%s' has %u classes and %zu names", r->kp_name, tr->n_classes, tr->n_class_names);
+    vf_error err;
+    if (vf_peer_check_text_ready(tr, &err)) return fail_run("knowledge party '%s': %s", r->kp_name, err.msg);
     if (kp && tr->dim != kp->embed_dim)
         return fail_run("knowledge party '%s' projects to %u but said %u in its Hello", r->kp_name, tr->dim, kp->embed_dim);
     if (r->C && ((uint32_t)r->C != tr->n_classes || (uint32_t)r->D != tr->dim))

@@ -46,10 +46,17 @@ int agg_run_start(const char *config_text, const char *run_id, const vf_peer_ide
     if (!kp) return vf_fail(err, "no knowledge party is connected");
     /* the image parties: as listed, or every one connected, by name */
     if (cfg.n_parties == 0) {
+        /* "every one connected" must not quietly mean "every one that found a slot" */
+        if (g_agg.refused_full)
+            return vf_fail(err, "%llu Hello(s) were refused since the aggregator started because all %d party slots were "
+                           "taken ([server] max_parties): name the run's image_parties, or raise max_parties and restart",
+                           g_agg.refused_full, g_agg.max_parties);
         for (int i = 0; i < AGG_MAX_PARTIES; i++) {
             agg_party *p = &g_agg.parties[i];
-            if (p->used && p->hello_ok && p->id.role == VF_ROLE_IMAGE_PARTY && cfg.n_parties < VF_RUN_MAX_PARTIES)
-                snprintf(cfg.parties[cfg.n_parties++], sizeof cfg.parties[0], "%s", p->id.name);
+            if (!p->used || !p->hello_ok || p->id.role != VF_ROLE_IMAGE_PARTY) continue;
+            if (cfg.n_parties == VF_RUN_MAX_PARTIES)
+                return vf_fail(err, "more than %d image parties are connected; name the run's image_parties", VF_RUN_MAX_PARTIES);
+            snprintf(cfg.parties[cfg.n_parties++], sizeof cfg.parties[0], "%s", p->id.name);
         }
         qsort(cfg.parties, (size_t)cfg.n_parties, sizeof cfg.parties[0], cmp_names);
     }

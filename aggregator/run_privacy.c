@@ -21,11 +21,11 @@ void agg_transcript_open(void) {
         vf_log(VF_ERROR, "event=transcript_failed run=%s error=\"%s\"", r->id, err.msg);
 }
 
-void agg_transcript_record(const agg_party *p, int sent, const ProtobufCMessage *m, const uint8_t *raw, size_t len) {
+void agg_transcript_record(const vf_peer_identity *peer, int sent, const ProtobufCMessage *m, const uint8_t *raw, size_t len) {
     agg_run *r = &g_agg.run;
     if (!r->transcript.f || !agg_run_active()) return;
-    vf_transcript_entry e = {.sender = sent ? g_agg.me.serial_hex : p->id.serial_hex,
-                             .receiver = sent ? p->id.serial_hex : g_agg.me.serial_hex};
+    vf_transcript_entry e = {.sender = sent ? g_agg.me.serial_hex : peer->serial_hex,
+                             .receiver = sent ? peer->serial_hex : g_agg.me.serial_hex};
     e.kind = vf_transcript_kind(m, &e.step);
     e.task = sent ? ((const Vflclip__V1__AggregatorMessage *)m)->task_id : ((const Vflclip__V1__PartyMessage *)m)->task_id;
     if (raw) mbedtls_sha256_ret(raw, len, e.sha256, 0);

@@ -14,7 +14,7 @@
 #include "daemon/ini_config.h"
 #include "privacy/text_grad_guard.h"
 
-#define VF_RUN_MAX_PARTIES 64
+#define VF_RUN_MAX_PARTIES 256
 
 typedef struct vf_run_config {
     int epochs, batch_size;

@@ -10,17 +10,21 @@ fake party also leaves in the middle of a split: the run pauses, says whom
 it waits for, and completes once the party is back and sends the split."""
 import queue
 import threading
+import time
 
 import grpc
 import pytest
 
-from test_federation_support import Federation
+from test_federation_support import Federation, set_key
 from test_grpc_support import stubs  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
 def fed(vflclip, tmp_path_factory):
     f = Federation(vflclip, tmp_path_factory.mktemp("malformed"))
+    agg_ini = f.fed / "aggregator-localhost" / "aggregator.ini"
+    set_key(agg_ini, "server", "max_parties", 2)        # the knowledge party and one fake image party
+    set_key(agg_ini, "server", "hello_timeout_s", 2)
     f.aggregator.start()
     f.kp.start()
     f.wait_parties(1)
@@ -70,14 +74,14 @@ class FakeImageParty:
     """Joins as hosp-a with the knowledge party's model fingerprint and answers
     each EncodeSplit with the next chunk from `chunks`."""
 
-    def __init__(self, fed, pb, fingerprint, dim, chunks):
+    def __init__(self, fed, pb, fingerprint, dim, chunks, train=4):
         self.pb, self.chunks, self.q = pb, list(chunks), queue.Queue()
         self.ch = channel(fed, "image-party-hosp-a")
         join = self.ch.stream_stream("/vflclip.v1.Federation/Join",
                                                   request_serializer=lambda m: m.SerializeToString(),
                                                   response_deserializer=pb.AggregatorMessage.FromString)
         hello = pb.Hello(role=pb.ROLE_IMAGE_PARTY, name="hosp-a", model_fingerprint=fingerprint, embed_dim=dim,
-                         splits=[pb.SplitSize(split="train", count=4), pb.SplitSize(split="val", count=0),
+                         splits=[pb.SplitSize(split="train", count=train), pb.SplitSize(split="val", count=0),
                                  pb.SplitSize(split="test", count=0)])
         self.q.put(pb.PartyMessage(hello=hello))
         self.responses = join(iter(self.q.get, None))
@@ -149,3 +153,103 @@ def test_image_party_leaving_mid_split_pauses_the_run_until_it_returns(fed, stub
     finally:
         fake.close()
     assert "event=run_resumed run=comes-back" in fed.aggregator.text()
+
+
+def test_declared_sizes_that_would_overflow_are_refused_at_hello(fed, stubs):  # noqa: F811
+    """A Hello declaring 2^62+4 training examples once made the aggregator's
+    buffer size wrap to 512 bytes (x 32 floats x 4 bytes) and the first chunk
+    overflowed the heap.  Every declared size is now bounded at the Hello."""
+    pb = stubs.fed
+    kp = [p for p in fed.status()["parties"] if p["role"] == "knowledge-party"][0]
+    cases = [
+        (dict(splits=[pb.SplitSize(split="train", count=(1 << 62) + 4)]), "declares 4611686018427387908 examples, over the limit"),
+        (dict(splits=[pb.SplitSize(split="train", count=4), pb.SplitSize(split="train", count=4)]), "declared twice"),
+        (dict(splits=[pb.SplitSize(split="tr\nain", count=4)]), "control character"),
+        (dict(splits=[pb.SplitSize(split="train", count=4)], embed_dim=1 << 31), "embed_dim 2147483648 is over the limit"),
+    ]
+    for fields, expected in cases:
+        hello = pb.PartyMessage(hello=pb.Hello(role=pb.ROLE_IMAGE_PARTY, name="hosp-a", model_fingerprint=kp["fingerprint"],
+                                               **{"embed_dim": 32, **fields}))
+        code, msg = join_once(fed, "image-party-hosp-a", hello, lambda m: m.SerializeToString())
+        print(code, msg)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and expected in msg, msg
+    # the exact attack: the Hello, then a chunk far larger than the wrapped buffer
+    D = 32
+    huge = pb.EmbeddingsChunk(split="train", count=4096, dim=D, data=[0.25] * (4096 * D), labels=[0] * 4096,
+                              ids=[f"x{i}" for i in range(4096)], last=False, total=(1 << 62) + 4)
+    fake = FakeImageParty(fed, pb, kp["fingerprint"], D, [huge], train=(1 << 62) + 4)
+    try:
+        fed.cli("run", "start", "--epochs", "1", "--image-parties", "hosp-a", "--run-id", "overflow", check=False)
+        time.sleep(0.5)
+        assert fed.aggregator.proc.poll() is None, fed.aggregator.text()[-3000:]
+        assert "party_refused peer=hosp-a" in fed.aggregator.text()
+    finally:
+        fake.close()
+    assert fed.status()["parties_connected"] == 1
+    audit = (fed.fed / "aggregator-localhost" / "state" / "audit.log").read_text()
+    assert "event=party_refused" in audit and "over the limit" in audit
+
+
+def test_silent_join_streams_take_no_slot_and_time_out(fed, stubs):  # noqa: F811
+    """Join streams that never say Hello used to hold party slots forever.
+    With max_parties = 2 (the knowledge party holds one), three silent streams
+    leave the last slot free for a real Hello, and each ends after
+    hello_timeout_s with DEADLINE_EXCEEDED."""
+    pb = stubs.fed
+    kp = [p for p in fed.status()["parties"] if p["role"] == "knowledge-party"][0]
+    silent, results = [], []
+
+    def hold(i):
+        with channel(fed, "image-party-hosp-b") as ch:
+            join = ch.stream_stream("/vflclip.v1.Federation/Join", request_serializer=lambda m: m,
+                                    response_deserializer=lambda b: b)
+            q = queue.Queue()
+            t0 = time.time()
+            try:
+                for _ in join(iter(q.get, None), timeout=20):
+                    pass
+                results.append((grpc.StatusCode.OK, "", time.time() - t0))
+            except grpc.RpcError as e:
+                results.append((e.code(), e.details(), time.time() - t0))
+
+    for i in range(3):
+        t = threading.Thread(target=hold, args=(i,), daemon=True)
+        t.start()
+        silent.append(t)
+    time.sleep(0.5)
+    fake = FakeImageParty(fed, pb, kp["fingerprint"], 32, [])
+    try:
+        fed.wait_parties(2, timeout=5)
+    finally:
+        fake.close()
+    for t in silent:
+        t.join(15)
+    print(results)
+    assert len(results) == 3
+    for code, details, dt in results:
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "no Hello within 2000 ms" in details
+        assert 1.5 < dt < 10
+    assert fed.aggregator.proc.poll() is None
+
+
+def test_party_cap_refuses_logs_and_no_run_starts_without_the_refused_party(fed, stubs):  # noqa: F811
+    """max_parties = 2: a third party is refused with RESOURCE_EXHAUSTED and
+    an audit line, and a run over 'every connected image party' is refused
+    rather than started without it."""
+    pb = stubs.fed
+    kp = [p for p in fed.status()["parties"] if p["role"] == "knowledge-party"][0]
+    fake = FakeImageParty(fed, pb, kp["fingerprint"], 32, [])
+    try:
+        fed.wait_parties(2)
+        hello = pb.PartyMessage(hello=pb.Hello(role=pb.ROLE_IMAGE_PARTY, name="hosp-b", model_fingerprint=kp["fingerprint"],
+                                               embed_dim=32, splits=[pb.SplitSize(split="train", count=4)]))
+        code, msg = join_once(fed, "image-party-hosp-b", hello, lambda m: m.SerializeToString())
+        print(code, msg)
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "all 2 slots are taken ([server] max_parties)" in msg
+        p = fed.cli("run", "start", "--epochs", "1", "--run-id", "without-b", check=False)
+        print(p.stdout, p.stderr)
+        assert p.returncode != 0 and "max_parties" in p.stderr
+        assert "without-b" not in fed.cli("status").stdout
+    finally:
+        fake.close()
+    assert "party_refused" in (fed.fed / "aggregator-localhost" / "state" / "audit.log").read_text()
