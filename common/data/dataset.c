@@ -77,8 +77,7 @@ void vf_dataset_close(vf_dataset *ds) {
         free(ds->split[s].ids);
     }
     if (p) {
-        for (int s = 0; s < VF_SPLIT_COUNT; s++) free(p->inflated[s]);
-        if (p->zip_open) vf_zip_close(&p->zip);
+        for (int s = 0; s < VF_SPLIT_COUNT; s++) free(p->images[s]);
         free(p->strings);
         free(p);
     }

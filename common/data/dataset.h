@@ -8,9 +8,9 @@
  *     (DermaMNIST order by default).  Without a split column the rows are
  *     split 7:1:2 per class (MedMNIST's ratio) by a seeded shuffle; with a
  *     `lesion_id` column, all images of one lesion land in the same split.
- * Images of an npz stay in the archive's mapping (or one inflated buffer per
- * member); folder images are read when asked for.  Errors name the file and
- * the member or CSV line. */
+ * Images of an npz are read whole into one buffer per split (the archive is
+ * closed once read); folder images are read when asked for.  Errors name the
+ * file and the member or CSV line. */
 #ifndef VF_DATASET_H
 #define VF_DATASET_H
 
@@ -44,7 +44,7 @@ typedef struct vf_dataset {
     int is_npz;
     int n_classes;
     vf_split_data split[VF_SPLIT_COUNT];
-    void *priv;                    /* archive mapping / inflated buffers / CSV strings */
+    void *priv;                    /* npz image buffers / CSV strings */
 } vf_dataset;
 
 /* DermaMNIST's class codes in label order: akiec bcc bkl df mel nv vasc. */

@@ -3,12 +3,9 @@
 #define VF_DATASET_INTERNAL_H
 
 #include "data/dataset.h"
-#include "data/zip.h"
 
 typedef struct vf_dataset_priv {
-    vf_zip zip;
-    int zip_open;
-    unsigned char *inflated[VF_SPLIT_COUNT];   /* image members that were deflated */
+    unsigned char *images[VF_SPLIT_COUNT];     /* npz-backed: each split's images member, read whole */
     char *strings;                             /* CSV-backed: one block for all ids and paths */
 } vf_dataset_priv;
 

@@ -5,8 +5,10 @@ message naming the file and the member or CSV line; the real HAM10000
 sample folder + labels.csv is read as the csv module reads it, with a
 seeded stratified split."""
 import csv
+import io
 import json
 import shutil
+import struct
 import zipfile
 
 import numpy as np
@@ -117,6 +119,57 @@ def test_bad_npz_files_are_rejected_clearly(vflclip, tmp_path):
 
     (tmp_path / "text.npz").write_text("not a zip archive at all, just some text " * 4)
     expect_error(vflclip, tmp_path / "text.npz", "text.npz", "not a zip archive")
+
+
+def member_data_offset(raw, info):
+    """Offset of a member's data: after its local header, whose extra field may differ from the central one."""
+    name_len, extra_len = struct.unpack_from("<HH", raw, info.header_offset + 26)
+    return info.header_offset + 30 + name_len + extra_len
+
+
+def set_crc(raw, name, crc):
+    """Writes CRC into the member's local header and its central-directory entry, so the archive stays
+    self-consistent and only the data no longer matches."""
+    out = bytearray(raw)
+    with zipfile.ZipFile(io.BytesIO(raw)) as z:
+        struct.pack_into("<I", out, z.getinfo(name).header_offset + 14, crc)
+    pos = out.find(b"PK\x01\x02")
+    while pos >= 0:
+        name_len = struct.unpack_from("<H", out, pos + 28)[0]
+        if out[pos + 46:pos + 46 + name_len] == name.encode():
+            struct.pack_into("<I", out, pos + 16, crc)
+        pos = out.find(b"PK\x01\x02", pos + 4)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("writer", ["savez", "savez_compressed"])
+def test_numpy_npz_with_bad_crc_or_cut_short_is_refused(vflclip, tmp_path, writer):
+    """Archives numpy wrote, then damaged: a wrong CRC-32 (data intact, both headers agree on the wrong value),
+    a flipped pixel byte in a stored member (the damage only the CRC can see), and the file cut short at several
+    points.  Each is refused in one line naming the file, and the member where there is one."""
+    good = make_arrays(28, np.uint8)
+    getattr(np, writer)(tmp_path / "ok.npz", **good)
+    raw = (tmp_path / "ok.npz").read_bytes()
+    with zipfile.ZipFile(tmp_path / "ok.npz") as z:
+        info = z.getinfo("val_images.npy")
+        end_of_data = max(member_data_offset(raw, i) + i.compress_size for i in z.infolist())
+
+    (tmp_path / "badcrc.npz").write_bytes(set_crc(raw, "val_images.npy", info.CRC ^ 0x00010000))
+    with zipfile.ZipFile(tmp_path / "badcrc.npz") as z:   # the damage is what Python's zipfile also refuses
+        with pytest.raises(zipfile.BadZipFile, match="CRC"):
+            z.read("val_images.npy")
+    expect_error(vflclip, tmp_path / "badcrc.npz", "badcrc.npz", "member 'val_images.npy'", "CRC-32")
+
+    if writer == "savez":   # a stored member: one flipped pixel changes nothing but the CRC
+        flipped = bytearray(raw)
+        flipped[member_data_offset(raw, info) + info.compress_size - 5] ^= 0x01
+        (tmp_path / "bitrot.npz").write_bytes(bytes(flipped))
+        expect_error(vflclip, tmp_path / "bitrot.npz", "bitrot.npz", "member 'val_images.npy'", "CRC-32")
+
+    # Cut inside the member data, inside the central directory, and just before the end record.
+    for cut in (member_data_offset(raw, info) + info.compress_size // 2, end_of_data + 10, len(raw) - 3):
+        (tmp_path / "cut.npz").write_bytes(raw[:cut])
+        expect_error(vflclip, tmp_path / "cut.npz", "cut.npz", "truncated")
 
 
 # ---- image folder + labels CSV (HAM10000 layout) --------------------------------------------------------
