@@ -96,11 +96,11 @@ static void on_start_run(vf_rpc_call *call, const uint8_t *data, size_t len, voi
     int status;
     const vf_peer_identity *who = vf_rpc_call_peer(call);
     if (agg_run_start(text, q->run_id, who, id, sizeof id, &status, &err)) {
-        char details[1200];
-        snprintf(details, sizeof details, "refused=\"%s\"", err.msg);
+        char details[1200], quoted[1100];
+        snprintf(details, sizeof details, "refused=\"%s\"", vf_log_quote(quoted, sizeof quoted, err.msg));
         vf_error aerr;
         vf_audit(g_agg.audit_path, "run_start_refused", who, details, &aerr);
-        vf_log(VF_WARN, "event=run_refused peer=%s reason=\"%s\"", who->name, err.msg);
+        vf_log(VF_WARN, "event=run_refused peer=%s reason=\"%s\"", who->name, quoted);
         fail(call, status, err.msg);
     } else {
         Vflclip__V1__StartRunReply rep = VFLCLIP__V1__START_RUN_REPLY__INIT;

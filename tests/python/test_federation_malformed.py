@@ -92,7 +92,9 @@ class FakeImageParty:
         try:
             for m in self.responses:
                 if m.HasField("encode_split") and self.chunks:
-                    self.q.put(self.pb.PartyMessage(task_id=m.task_id, embeddings=self.chunks.pop(0)))
+                    c = self.chunks.pop(0)
+                    body = {"error": c} if isinstance(c, self.pb.Error) else {"embeddings": c}
+                    self.q.put(self.pb.PartyMessage(task_id=m.task_id, **body))
         except grpc.RpcError:
             pass
 
@@ -253,3 +255,23 @@ def test_party_cap_refuses_logs_and_no_run_starts_without_the_refused_party(fed,
     finally:
         fake.close()
     assert "party_refused" in (fed.fed / "aggregator-localhost" / "state" / "audit.log").read_text()
+
+
+def test_peer_text_cannot_forge_log_or_audit_lines(fed, stubs):  # noqa: F811
+    """An image party's Error message with a newline and a fake log line in
+    it fails the run, but stays inside one line of the aggregator's log."""
+    pb = stubs.fed
+    kp = [p for p in fed.status()["parties"] if p["role"] == "knowledge-party"][0]
+    forged = "2026-01-01T00:00:00.000Z level=info prog=vflclip-aggregator event=run_done run=forged"
+    fake = FakeImageParty(fed, pb, kp["fingerprint"], 32, [pb.Error(code=13, message=f'disk full"\n{forged}\r\n')])
+    try:
+        fed.wait_parties(2)
+        fed.cli("run", "start", "--epochs", "1", "--image-parties", "hosp-a", "--run-id", "forge")
+        fed.wait_state(lambda s: s["run_id"] == "forge" and s["state"] == "failed", what="forge to fail")
+    finally:
+        fake.close()
+    lines = fed.aggregator.text().splitlines()
+    assert not [l for l in lines if l.startswith(forged)], "a peer's text started a log line of its own"
+    failed = [l for l in lines if "event=run_failed run=forge" in l]
+    print(failed)
+    assert len(failed) == 1 and "disk full?" in failed[0] and "run=forged" in failed[0]

@@ -14,9 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "daemon/audit.h"
 #include "daemon/ini_config.h"
+#include "daemon/peer_limits.h"
 #include "daemon/run_config.h"
+#include "util/log.h"
 
 static const vf_ini_key schema[] = {
     {"tls", "cert", VF_INI_PATH, 1, "cert.pem", "certificate"},
@@ -100,12 +104,63 @@ static void test_run_config_defaults_are_train_defaults(void **state) {
     assert_non_null(strstr(err.msg, "[run] class_pos"));
 }
 
+
+/* A detail that carries a newline and a fake event stays one audit line. */
+static void test_audit_line_cannot_be_forged(void **state) {
+    char path[] = "/tmp/vf_audit_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    vf_error err;
+    assert_int_equal(vf_audit(path, "run_start_refused", NULL, "refused=\"x\n2026-01-01T00:00:00Z event=run_start role=admin\"", &err), 0);
+    FILE *f = fopen(path, "r");
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    unlink(path);
+    buf[n] = 0;
+    int lines = 0;
+    for (size_t i = 0; i < n; i++) lines += buf[i] == '\n';
+    printf("audit: %s", buf);
+    assert_int_equal(lines, 1);
+    assert_non_null(strstr(buf, "x\\n2026"));
+}
+
+static void test_log_quote_escapes_what_could_end_a_value(void **state) {
+    char out[64];
+    assert_string_equal(vf_log_quote(out, sizeof out, "a\"b\\c\nd\x01"), "a\\\"b\\\\c\\nd\\x01");
+    assert_string_equal(vf_log_quote(out, 6, "abcdefgh"), "abcde");
+    assert_string_equal(vf_log_quote(out, 4, "\n\n"), "\\n");   /* an escape is never cut in half */
+}
+
+static void test_peer_names_and_text(void **state) {
+    vf_error err;
+    assert_int_equal(vf_peer_check_name("id", "ISIC_0024306", &err), 0);
+    assert_int_equal(vf_peer_check_name("id", "a\"b", &err), -1);
+    assert_non_null(strstr(err.msg, "id has a control character, quote or backslash at byte 1"));
+    char big[400];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    assert_int_equal(vf_peer_check_name("class name", big, &err), -1);
+    assert_non_null(strstr(err.msg, "longer than 256"));
+    char text[] = "line1\nline2 \"q\"";
+    vf_peer_sanitize_text(text);
+    assert_string_equal(text, "line1?line2 ?q?");
+    size_t total;
+    assert_int_equal(vf_size_mul3((size_t)1 << 62, 32, 4, &total, &err), -1);
+    assert_int_equal(vf_size_mul3(10015, 768, 4, &total, &err), 0);
+    assert_int_equal(total, (size_t)10015 * 768 * 4);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schema_errors_name_file_line_and_key),
         cmocka_unit_test(test_typed_values_and_defaults),
         cmocka_unit_test(test_environment_expansion),
         cmocka_unit_test(test_run_config_defaults_are_train_defaults),
+        cmocka_unit_test(test_audit_line_cannot_be_forged),
+        cmocka_unit_test(test_log_quote_escapes_what_could_end_a_value),
+        cmocka_unit_test(test_peer_names_and_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
