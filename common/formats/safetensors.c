@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,10 +101,48 @@ static int cmp_tensor_begin(const void *a, const void *b) {
     return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end > y->end) - (x->end < y->end);
 }
 
+/* A JSON object whose keys repeat means different things to different
+ * readers (cJSON's lookups take the first, Python's dict the last), and a
+ * count taken with cJSON_GetArraySize no longer bounds the distinct entries a
+ * later pass fills: every object of the header is checked for repeated keys
+ * before anything is sized from it.  `what` ("" or "tensor x: ") says
+ * whose keys these are. */
+static int cmp_key(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+static int check_unique_keys(const char *path, const cJSON *obj, const char *what, vf_error *err) {
+    size_t n = 0;
+    for (const cJSON *c = obj->child; c; c = c->next) n++;
+    if (n < 2) return 0;
+    const char **keys = malloc(n * sizeof *keys);
+    if (!keys) return vf_fail(err, "%s: out of memory", path);
+    n = 0;
+    for (const cJSON *c = obj->child; c; c = c->next) keys[n++] = c->string ? c->string : "";
+    qsort(keys, n, sizeof *keys, cmp_key);
+    int rc = 0;
+    for (size_t i = 1; i < n && rc == 0; i++)
+        if (strcmp(keys[i], keys[i - 1]) == 0)
+            rc = vf_fail(err, "%s: %skey \"%s\" appears twice in the header", path, what, keys[i]);
+    free(keys);
+    return rc;
+}
+
+/* JSON offsets and sizes arrive as doubles: a whole number in [0, 2^53]
+ * (beyond that doubles skip integers, and no file is that large). */
+static int whole_number(const cJSON *v, double max, uint64_t *out) {
+    if (!cJSON_IsNumber(v)) return -1;
+    double d = v->valuedouble;
+    if (!(d >= 0) || d > max || d > 9007199254740992.0 || d != (double)(uint64_t)d) return -1;
+    *out = (uint64_t)d;
+    return 0;
+}
+
 static int parse_entry(vf_safetensors *st, const cJSON *item, vf_st_tensor *t, size_t data_len,
                        vf_error *err) {
     const char *f = st->path;
     if (!cJSON_IsObject(item)) return vf_fail(err, "%s: tensor %s: entry is not an object", f, item->string);
+    char what[300];
+    snprintf(what, sizeof what, "tensor %s: ", item->string);
+    if (check_unique_keys(f, item, what, err)) return -1;
     const cJSON *jd = cJSON_GetObjectItemCaseSensitive(item, "dtype");
     const cJSON *js = cJSON_GetObjectItemCaseSensitive(item, "shape");
     const cJSON *jo = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
@@ -115,18 +154,18 @@ static int parse_entry(vf_safetensors *st, const cJSON *item, vf_st_tensor *t, s
     if (t->ndim > VF_ST_MAX_DIMS) return vf_fail(err, "%s: tensor %s: %d dimensions (max %d)", f, item->string, t->ndim, VF_ST_MAX_DIMS);
     t->numel = 1;
     for (int i = 0; i < t->ndim; i++) {
-        const cJSON *d = cJSON_GetArrayItem(js, i);
-        if (!cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble > 9.0e15 || d->valuedouble != (double)(int64_t)d->valuedouble)
+        uint64_t d;
+        if (whole_number(cJSON_GetArrayItem(js, i), 9.0e15, &d))
             return vf_fail(err, "%s: tensor %s: bad shape entry", f, item->string);
-        t->shape[i] = (int64_t)d->valuedouble;
+        t->shape[i] = (int64_t)d;
         if (t->shape[i] && t->numel > INT64_MAX / t->shape[i]) return vf_fail(err, "%s: tensor %s: shape overflows", f, item->string);
         t->numel *= t->shape[i];
     }
-    double b = cJSON_GetArrayItem(jo, 0)->valuedouble, e = cJSON_GetArrayItem(jo, 1)->valuedouble;
-    if (!cJSON_IsNumber(cJSON_GetArrayItem(jo, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(jo, 1)) || b < 0 || e < b)
-        return vf_fail(err, "%s: tensor %s: bad data_offsets", f, item->string);
-    if (e > (double)data_len)
-        return vf_fail(err, "%s: tensor %s: data_offsets [%.0f, %.0f] past the end of the %zu-byte data section (file truncated?)",
+    uint64_t b, e;
+    if (whole_number(cJSON_GetArrayItem(jo, 0), INFINITY, &b) || whole_number(cJSON_GetArrayItem(jo, 1), INFINITY, &e) || e < b)
+        return vf_fail(err, "%s: tensor %s: bad data_offsets (two whole numbers, begin <= end)", f, item->string);
+    if (e > data_len)
+        return vf_fail(err, "%s: tensor %s: data_offsets [%" PRIu64 ", %" PRIu64 "] past the end of the %zu-byte data section (file truncated?)",
                        f, item->string, b, e, data_len);
     t->begin = (size_t)b;
     t->end = (size_t)e;
@@ -139,16 +178,24 @@ static int parse_entry(vf_safetensors *st, const cJSON *item, vf_st_tensor *t, s
     return t->name ? 0 : vf_fail(err, "%s: out of memory", f);
 }
 
+/* Called once per header (a second "__metadata__" is refused before this);
+ * the arrays are sized from this object's own child count and the fill
+ * loop is bounded by it, so the two passes cannot disagree. */
 static int parse_metadata(vf_safetensors *st, const cJSON *meta, vf_error *err) {
     if (!cJSON_IsObject(meta)) return vf_fail(err, "%s: __metadata__ is not an object", st->path);
+    if (st->meta_keys) return vf_fail(err, "%s: key \"__metadata__\" appears twice in the header", st->path);
+    if (check_unique_keys(st->path, meta, "__metadata__: ", err)) return -1;
     int n = cJSON_GetArraySize(meta);
     st->meta_keys = calloc((size_t)n + 1, sizeof(char *));
     st->meta_vals = calloc((size_t)n + 1, sizeof(char *));
     if (!st->meta_keys || !st->meta_vals) return vf_fail(err, "%s: out of memory", st->path);
     for (const cJSON *m = meta->child; m; m = m->next) {
         if (!cJSON_IsString(m)) return vf_fail(err, "%s: __metadata__ value %s is not a string", st->path, m->string);
-        st->meta_keys[st->n_meta] = strdup(m->string);
-        st->meta_vals[st->n_meta] = strdup(m->valuestring);
+        if (st->n_meta >= n) return vf_fail(err, "%s: __metadata__ changed while it was read", st->path);
+        char *k = strdup(m->string), *v = strdup(m->valuestring);
+        if (!k || !v) { free(k); free(v); return vf_fail(err, "%s: out of memory", st->path); }
+        st->meta_keys[st->n_meta] = k;
+        st->meta_vals[st->n_meta] = v;
         st->n_meta++;
     }
     return 0;
@@ -175,13 +222,30 @@ static int check_layout(vf_safetensors *st, size_t data_len, vf_error *err) {
     return rc;
 }
 
+/* cJSON turns "\u0000" (and takes a raw NUL byte) into the end of a C
+ * string, so "a\u0000b" would silently become tensor "a" here while other
+ * readers see "a\0b".  JSON allows no raw control byte in a string, and
+ * outside strings only whitespace: any raw byte below 0x20 other than
+ * tab/newline/return, or a \u0000 escape, is refused. */
+static const char *header_bad_char(const unsigned char *p, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < 0x20 && p[i] != '\t' && p[i] != '\n' && p[i] != '\r') return "a control byte";
+        if (p[i] != '\\') continue;
+        if (i + 5 < n && p[i + 1] == 'u' && !memcmp(p + i + 2, "0000", 4)) return "a \\u0000 escape";
+        i++; /* the escaped character cannot start another escape */
+    }
+    return NULL;
+}
+
 int vf_st_open(vf_safetensors *st, const char *path, vf_error *err) {
     memset(st, 0, sizeof *st);
     snprintf(st->path, sizeof st->path, "%s", path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO given as a model path must not hang the open. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return vf_fail_errno(err, path);
     struct stat sb;
     if (fstat(fd, &sb) != 0) { close(fd); return vf_fail_errno(err, path); }
+    if (!S_ISREG(sb.st_mode)) { close(fd); return vf_fail(err, "%s: not a regular file", path); }
     if ((size_t)sb.st_size < 8) { close(fd); return vf_fail(err, "%s: %lld bytes is too short for a safetensors file", path, (long long)sb.st_size); }
     st->map_len = (size_t)sb.st_size;
     st->map = mmap(NULL, st->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -195,12 +259,24 @@ int vf_st_open(vf_safetensors *st, const char *path, vf_error *err) {
         goto fail;
     }
     if (hlen > 100u * 1024 * 1024) { vf_fail(err, "%s: header length %" PRIu64 " exceeds 100 MiB", path, hlen); goto fail; }
-    cJSON *root = cJSON_ParseWithLength((const char *)st->map + 8, (size_t)hlen);
+    const char *hdr = (const char *)st->map + 8, *bad = header_bad_char((const unsigned char *)hdr, (size_t)hlen);
+    if (bad) { vf_fail(err, "%s: the header contains %s (a name would be cut short)", path, bad); goto fail; }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &end, 0);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
         vf_fail(err, "%s: header is not a valid JSON object", path);
         goto fail;
     }
+    /* The writer pads the header with spaces; anything else after the object
+     * is a second document other readers reject. */
+    for (; end < hdr + hlen; end++)
+        if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
+            cJSON_Delete(root);
+            vf_fail(err, "%s: characters after the header's JSON object (byte %td of %" PRIu64 ")", path, end - hdr, hlen);
+            goto fail;
+        }
+    if (check_unique_keys(path, root, "", err)) { cJSON_Delete(root); goto fail; }
     size_t data_len = st->map_len - 8 - (size_t)hlen;
     const unsigned char *data = st->map + 8 + hlen;
     int n = cJSON_GetArraySize(root);
@@ -209,6 +285,7 @@ int vf_st_open(vf_safetensors *st, const char *path, vf_error *err) {
     int rc = 0;
     for (const cJSON *it = root->child; it && rc == 0; it = it->next) {
         if (strcmp(it->string, "__metadata__") == 0) { rc = parse_metadata(st, it, err); continue; }
+        if (st->n_tensors >= n) { rc = vf_fail(err, "%s: header changed while it was read", path); break; }
         vf_st_tensor *t = &st->tensors[st->n_tensors];
         rc = parse_entry(st, it, t, data_len, err);
         if (rc == 0) { t->data = data + t->begin; st->n_tensors++; }
@@ -216,6 +293,8 @@ int vf_st_open(vf_safetensors *st, const char *path, vf_error *err) {
     cJSON_Delete(root);
     if (rc != 0) goto fail;
     qsort(st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_tensor_name);
+    /* Unreachable after check_unique_keys unless a name held a NUL, which
+     * header_bad_char refuses; kept because bsearch needs unique names. */
     for (int i = 1; i < st->n_tensors; i++)
         if (strcmp(st->tensors[i].name, st->tensors[i - 1].name) == 0) {
             vf_fail(err, "%s: tensor %s appears twice", path, st->tensors[i].name);

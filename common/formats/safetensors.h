@@ -6,9 +6,12 @@
  * map of strings.
  *
  * The reader checks everything a hostile or truncated file can get wrong
- * (header past the end, malformed JSON, unknown dtype, offsets out of range,
- * overlapping or gapped data, size not matching shape) and reports it naming
- * the file.  F32 tensors are used in place from the mapping; F16/BF16 are
+ * (header past the end, malformed JSON or text after it, a key repeated in
+ * any object of the header (tensor names, "__metadata__", fields of an
+ * entry, metadata keys), a NUL that would cut a name short, unknown dtype,
+ * offsets that are not whole numbers or out of range, overlapping or gapped
+ * data, size not matching shape, a path that is not a regular file) and
+ * reports it naming the file.  F32 tensors are used in place from the mapping; F16/BF16 are
  * converted into caller-provided buffers. */
 #ifndef VF_SAFETENSORS_H
 #define VF_SAFETENSORS_H

@@ -1,6 +1,11 @@
 /* test_safetensors: the safetensors reader's errors on damaged files (each
  * must name the file and the problem, never crash) and the F16/BF16 writer
- * and reader against IEEE bit patterns known independently of this code. */
+ * and reader against IEEE bit patterns known independently of this code.
+ * Repeated keys (a second "__metadata__" once overflowed the metadata arrays,
+ * sized from the second object and filled from the first count on), names
+ * cut short by a NUL, fractional offsets, text after the JSON object and
+ * non-regular files are refused; run under ASan (make asan) to see the
+ * overflow the first of these caught. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -128,6 +133,81 @@ static void test_missing_tensor_and_wrong_shape(void **state) {
     vf_st_close(&st);
 }
 
+/* A second "__metadata__" with more keys than the first: the old reader
+ * re-sized the arrays for the second and went on counting from the first,
+ * writing past the end of the heap block (ASan: heap-buffer-overflow). */
+static void test_duplicated_metadata(void **state) {
+    write_file("{\"__metadata__\":{\"a\":\"1\",\"b\":\"2\"},"
+               "\"__metadata__\":{\"c\":\"3\",\"d\":\"4\",\"e\":\"5\",\"f\":\"6\"},"
+               "\"x\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}",
+               k_data, 16);
+    expect_open_error("key \"__metadata__\" appears twice");
+}
+
+static void test_duplicated_tensor_name(void **state) {
+    write_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+               "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
+               k_data, 16);
+    expect_open_error("key \"a\" appears twice");
+}
+
+/* Inside one tensor entry: which dtype is meant?  cJSON takes the first,
+ * Python's json the last; the old reader took F32 and opened the file. */
+static void test_duplicated_key_in_entry(void **state) {
+    write_file("{\"a\":{\"dtype\":\"F32\",\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[0,16]}}", k_data, 16);
+    expect_open_error("tensor a: key \"dtype\" appears twice");
+}
+
+static void test_duplicated_key_in_metadata(void **state) {
+    write_file("{\"__metadata__\":{\"format\":\"pt\",\"format\":\"np\"},"
+               "\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}",
+               k_data, 16);
+    expect_open_error("__metadata__: key \"format\" appears twice");
+}
+
+/* "a\u0000b" is a different name from "a" to every other reader; cJSON's C
+ * string cut it to "a" and the old reader opened the file with tensor "a". */
+static void test_nul_in_name(void **state) {
+    write_file("{\"a\\u0000b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", k_data, 16);
+    expect_open_error("\\u0000");
+}
+
+/* 0.25 was truncated to 0 and the file opened. */
+static void test_fractional_offsets(void **state) {
+    write_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0.25,16]}}", k_data, 16);
+    expect_open_error("bad data_offsets");
+}
+
+/* A second JSON value after the header object was ignored. */
+static void test_text_after_header(void **state) {
+    write_file("{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}{\"b\":1}", k_data, 16);
+    expect_open_error("characters after the header's JSON object");
+}
+
+static void test_not_a_regular_file(void **state) {
+    char dir[] = "/tmp/vf_test_safetensors_dir_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    vf_safetensors st;
+    vf_error err = {{0}};
+    assert_int_equal(vf_st_open(&st, dir, &err), -1);
+    printf("    error: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, dir));
+    assert_non_null(strstr(err.msg, "not a regular file"));
+    rmdir(dir);
+}
+
+/* Space padding (what the writer emits) stays valid, and metadata reads back. */
+static void test_padding_and_metadata_accepted(void **state) {
+    write_file("{\"__metadata__\":{\"format\":\"pt\"},\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}   ",
+               k_data, 16);
+    vf_safetensors st;
+    vf_error err = {{0}};
+    assert_int_equal(vf_st_open(&st, g_path, &err), 0);
+    assert_string_equal(vf_st_meta(&st, "format"), "pt");
+    assert_int_equal(st.n_tensors, 1);
+    vf_st_close(&st);
+}
+
 /* IEEE-754 binary16 / bfloat16 encodings, from the standard (not this code). */
 static const struct { float value; uint16_t f16, bf16; } k_half[] = {
     {1.0f, 0x3C00, 0x3F80},     {-2.0f, 0xC000, 0xC000},          {0.5f, 0x3800, 0x3F00},
@@ -186,6 +266,15 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_size_overflow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_dtype, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_tensor_and_wrong_shape, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicated_metadata, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicated_tensor_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicated_key_in_entry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicated_key_in_metadata, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nul_in_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fractional_offsets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_text_after_header, setup, teardown),
+        cmocka_unit_test(test_not_a_regular_file),
+        cmocka_unit_test_setup_teardown(test_padding_and_metadata_accepted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_f16_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bf16_roundtrip, setup, teardown),
         cmocka_unit_test(test_half_rounding),
