@@ -114,18 +114,6 @@ static size_t decode(vf_rpc_call *k, const uint8_t *data, size_t len, int *gone)
     return used;
 }
 
-uint8_t *vf_rpc_call_place_data(vf_rpc_conn *c, const uint8_t hd[9], size_t payload_len) {
-    size_t frame_len = (size_t)hd[0] << 16 | (size_t)hd[1] << 8 | hd[2];
-    if (!c->h2 || hd[3] != NGHTTP2_DATA || (hd[4] & NGHTTP2_FLAG_PADDED) || frame_len != payload_len) return NULL;
-    int32_t stream_id = (int32_t)(((uint32_t)hd[5] << 24 | (uint32_t)hd[6] << 16 | (uint32_t)hd[7] << 8 | hd[8]) &
-                                  0x7fffffffu);
-    vf_rpc_call *k = stream_id > 0 ? nghttp2_session_get_stream_user_data(c->h2, stream_id) : NULL;
-    if (!k || k->done || k->recv_error || k->recv_paused || vf_rpc_buf_size(&k->recv_held) > 0) return NULL;
-    vf_grpc_decoder *d = &k->dec;
-    if (d->hdr_have < 5 || d->buf_cap < d->msg_len || d->buf_have + payload_len > d->msg_len) return NULL;
-    return d->buf + d->buf_have;
-}
-
 static void finish_remote_close(vf_rpc_call *k);
 
 void vf_rpc_call_on_data(vf_rpc_call *k, const uint8_t *data, size_t len) {

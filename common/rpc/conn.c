@@ -28,8 +28,8 @@
 
 static _Thread_local uint8_t g_dbuf[TLS_RECORD + 2048]; /* decrypted record; used only inside one callback */
 /* Socket reads of every connection of this thread: on_read consumes all of a
- * read before it returns (a partial TLS record is copied aside), so one
- * buffer serves them all and an idle connection holds none. */
+ * read before it returns (mbedTLS keeps a partial record in its own input
+ * buffer), so one buffer serves them all and an idle connection holds none. */
 static _Thread_local uint8_t g_rbuf[RBUF_SIZE];
 
 uint8_t *vf_rpc_buf_extend(vf_rpc_buf *b, size_t n) {
@@ -124,7 +124,6 @@ static void conn_free(vf_rpc_conn *c) {
     if (c->h2) nghttp2_session_del(c->h2);
     c->h2 = NULL;
     mbedtls_ssl_free(&c->ssl);
-    vf_tls_records_free(c);
     free(c->plain);
     vf_rpc_buf_free(&c->out_fill);
     vf_rpc_buf_free(&c->out_flight);
@@ -166,12 +165,7 @@ void vf_rpc_conn_close(vf_rpc_conn *c, const char *fmt, ...) {
     if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
     /* flush what is pending (GOAWAY, TLS alert), bounded by a short timer */
-    if (c->rec.active) {
-        static const uint8_t close_notify[2] = {1, 0};
-        vf_tls_records_write(c, 21, close_notify, 2);
-    } else if (c->ssl_ready && was_open) {
-        mbedtls_ssl_close_notify(&c->ssl);
-    }
+    if (c->ssl_ready && was_open) mbedtls_ssl_close_notify(&c->ssl);
     if (c->writing || vf_rpc_buf_size(&c->out_fill) > 0) {
         conn_write_start(c);
         uv_timer_start(&c->timer, on_timer, CLOSE_FLUSH_MS, 0);
@@ -232,11 +226,6 @@ static void on_write(uv_write_t *req, int status) {
 
 static int tls_write_all(vf_rpc_conn *c, const uint8_t *p, size_t n) {
     if (c->fuzz) return 0;
-    if (c->rec.active) {
-        if (vf_tls_records_write(c, 23, p, n) == 0) return 0;
-        vf_rpc_conn_close(c, "TLS write failed (out of memory or cipher error)");
-        return -1;
-    }
     while (n > 0) {
         int ret = mbedtls_ssl_write(&c->ssl, p, n);
         if (ret == MBEDTLS_ERR_SSL_WANT_WRITE || ret == MBEDTLS_ERR_SSL_WANT_READ) continue;
@@ -289,8 +278,8 @@ static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t length, i
     return stage(c, data, length) < 0 ? NGHTTP2_ERR_CALLBACK_FAILURE : (ssize_t)length;
 }
 
-/* A DATA frame: header and payload are sealed as one TLS record straight
- * from the call's send queue (the frame size is capped so they fit). */
+/* A DATA frame: header and payload go into one TLS record straight from the
+ * call's send queue (the frame size is capped so they fit one record). */
 static int on_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
                         nghttp2_data_source *src, void *ud) {
     vf_rpc_conn *c = ud;
@@ -299,14 +288,6 @@ static int on_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t 
     vf_rpc_call *k = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
     if (!k) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     const uint8_t *data = vf_rpc_call_take_frame(k, length);
-    if (c->rec.active) {
-        if (stage_flush(c) < 0) return NGHTTP2_ERR_CALLBACK_FAILURE;
-        if (vf_tls_records_write2(c, framehd, 9, data, length) < 0) {
-            vf_rpc_conn_close(c, "TLS write failed (out of memory or cipher error)");
-            return NGHTTP2_ERR_CALLBACK_FAILURE;
-        }
-        return 0;
-    }
     return stage(c, framehd, 9) < 0 || stage(c, data, length) < 0 ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
 }
 
@@ -363,7 +344,6 @@ void vf_rpc_conn_start_reading(vf_rpc_conn *c) {
 }
 
 static int handshake_step(vf_rpc_conn *c) {
-    vf_tls_records_handshaking(c);
     int ret = mbedtls_ssl_handshake(&c->ssl);
     if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) return 0;
     if (ret != 0) {
@@ -388,7 +368,6 @@ static int handshake_step(vf_rpc_conn *c) {
         vf_rpc_conn_close(c, "peer certificate rejected: %s", err.msg);
         return -1;
     }
-    vf_tls_records_start(c);
     c->state = CONN_OPEN;
     if (c->is_server)
         vf_rpc_server_on_conn_ready(c);
@@ -416,32 +395,7 @@ static void feed_h2(vf_rpc_conn *c, const uint8_t *p, size_t n) {
     }
 }
 
-static void read_records(vf_rpc_conn *c) {
-    char e[200];
-    while (c->state == CONN_OPEN && c->h2) {
-        size_t n, body_len;
-        uint8_t *body;
-        int r = vf_tls_records_read(c, g_dbuf, &n, &body, &body_len, e, sizeof e);
-        if (r == 0) break;
-        if (r == 2) {
-            vf_rpc_conn_close(c, "peer closed the connection (close_notify)");
-            break;
-        }
-        if (r < 0) {
-            vf_rpc_conn_close(c, "TLS read failed: %s", e);
-            break;
-        }
-        feed_h2(c, g_dbuf, n);
-        /* the payload's length is in the header just fed: nghttp2 hands it to the call in place */
-        if (body && c->state == CONN_OPEN) feed_h2(c, body, body_len);
-    }
-}
-
 static void read_tls(vf_rpc_conn *c) {
-    if (c->rec.active) {
-        read_records(c);
-        return;
-    }
     while (c->state == CONN_OPEN) {
         int ret = mbedtls_ssl_read(&c->ssl, g_dbuf, TLS_RECORD);
         if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) break;

@@ -80,8 +80,7 @@ int vf_grpc_decoder_feed(vf_grpc_decoder *d, const uint8_t *data, size_t len, vf
                 snprintf(errbuf, errsize, "out of memory for a %u-byte message", d->msg_len);
                 return VF_GRPC_INTERNAL;
             }
-            if (data != d->buf + d->buf_have) /* else decrypted in place (vf_rpc_call_place_data) */
-                memcpy(d->buf + d->buf_have, data, take);
+            memcpy(d->buf + d->buf_have, data, take);
             d->buf_have += take;
             data += take;
             len -= take;

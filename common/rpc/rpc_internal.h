@@ -79,28 +79,6 @@ void vf_rpc_tls_describe(int ret, const mbedtls_ssl_context *ssl, char *out, siz
 int vf_rpc_tls_crt_names_host(const mbedtls_x509_crt *crt, const char *host);
 int vf_rpc_host_is_ip(const char *host);
 
-/* ---- tls_record.c ---------------------------------------------------------- */
-
-struct vf_rpc_conn;
-void vf_tls_records_configure(mbedtls_ssl_config *conf);
-/* Call before each mbedtls_ssl_handshake step of c (the key export names no
- * connection). */
-void vf_tls_records_handshaking(struct vf_rpc_conn *c);
-/* After a successful handshake: 1 when records now go through tls_record.c,
- * 0 when the connection stays on mbedTLS's record layer. */
-int vf_tls_records_start(struct vf_rpc_conn *c);
-/* Seals n bytes (type 23 = application data, 21 = alert) into out_fill. */
-int vf_tls_records_write(struct vf_rpc_conn *c, uint8_t type, const uint8_t *p, size_t n);
-/* One application-data record of head || body (head_len + n <= 16384). */
-int vf_tls_records_write2(struct vf_rpc_conn *c, const uint8_t *head, size_t head_len, const uint8_t *p, size_t n);
-/* Opens the next record from c->in: 1 = plaintext in out (*outlen bytes),
- * followed, when *body is set, by the rest of the record (*body_len bytes
- * at *body: a DATA frame's payload placed by vf_rpc_call_place_data);
- * 0 = need more bytes, 2 = close_notify, -1 = error (message in e). */
-int vf_tls_records_read(struct vf_rpc_conn *c, uint8_t *out, size_t *outlen, uint8_t **body, size_t *body_len,
-                        char *e, size_t esize);
-void vf_tls_records_free(struct vf_rpc_conn *c);
-
 /* ---- conn.c -------------------------------------------------------------- */
 
 typedef struct vf_rpc_buf {
@@ -114,20 +92,6 @@ void vf_rpc_buf_free(vf_rpc_buf *b);
 static inline size_t vf_rpc_buf_size(const vf_rpc_buf *b) { return b->len - b->off; }
 
 enum { CONN_TCP_CONNECTING, CONN_HANDSHAKE, CONN_OPEN, CONN_CLOSED };
-
-/* tls_record.c: the AES-GCM record layer used after mbedTLS's handshake. */
-typedef struct vf_tls_records {
-    int active;
-    struct evp_cipher_ctx_st *enc, *dec;
-    uint8_t enc_iv[4], dec_iv[4];
-    uint64_t enc_seq, dec_seq;
-    uint8_t *buf;          /* one incoming record being assembled */
-    size_t have;
-    /* from mbedTLS's key export, during the handshake */
-    int have_secret, prf;
-    uint8_t master[48], client_random[32], server_random[32];
-    size_t keylen, maclen;
-} vf_tls_records;
 
 typedef struct vf_rpc_conn {
     uv_tcp_t tcp;
@@ -163,7 +127,6 @@ typedef struct vf_rpc_conn {
     vf_peer_identity peer;
     char peer_addr[64];
     char close_reason[512];
-    vf_tls_records rec;
     struct vf_rpc_call *calls;   /* open calls */
     int n_calls;
     int in_pump;                 /* re-entrancy guard for conn_pump */
@@ -246,12 +209,6 @@ vf_rpc_call *vf_rpc_call_new(vf_rpc_conn *c, int32_t stream_id, int is_server);
 /* Ends the call for the application (on_done) once, unlinks it from its
  * stream and frees it. */
 void vf_rpc_call_end(vf_rpc_call *call, int status, const char *message);
-/* Where the payload of a DATA frame (its 9-byte header given, payload_len
- * bytes, exactly the rest of a TLS record) may be decrypted so that it needs
- * no copy: the spot in its call's message buffer where the decoder would copy
- * it, when the whole payload continues the message being reassembled; NULL
- * otherwise (also when the call is paused or holds data). */
-uint8_t *vf_rpc_call_place_data(vf_rpc_conn *c, const uint8_t frame_header[9], size_t payload_len);
 /* DATA chunk for this call from nghttp2. */
 void vf_rpc_call_on_data(vf_rpc_call *call, const uint8_t *data, size_t len);
 /* The peer ended its side; returns 0, or -1 when a message was truncated. */

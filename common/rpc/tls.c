@@ -71,7 +71,6 @@ int vf_rpc_tls_init(vf_rpc_tls *t, const vf_rpc_tls_files *files, int is_server,
     mbedtls_ssl_conf_curves(&t->conf, vf_tls_curves);
     mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
     mbedtls_ssl_conf_renegotiation(&t->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
-    vf_tls_records_configure(&t->conf);
     if ((ret = mbedtls_ssl_conf_alpn_protocols(&t->conf, vf_tls_alpn)) != 0)
         return tls_fail(err, ret, "%s: ALPN configuration failed: %s", "TLS");
     if ((ret = mbedtls_ssl_conf_own_cert(&t->conf, &t->own, &t->key)) != 0)

@@ -1,10 +1,12 @@
-"""Our client against our server with messages of many TLS records: the path
-where a record that is one DATA frame is decrypted straight into the
-message's reassembly buffer (common/rpc/tls_record.c + call.c) runs on both
-sides only when both ends are ours (grpcio's records do not line up with its
-frames).  Payloads are checked against pattern() re-derived here, crc32 from
-zlib; sizes are chosen so that messages start and end mid-record."""
+"""Our client against our server with messages of many TLS records: our
+sender puts one DATA frame (header and payload) in one TLS record, which
+grpcio's does not, so these record and frame boundaries are seen only when
+both ends are ours.  Payloads are checked against pattern() re-derived here,
+crc32 from zlib; sizes are chosen so that messages start and end
+mid-record."""
 import json
+import os
+import re
 import zlib
 
 import pytest
@@ -55,3 +57,15 @@ def test_bidi_echo_of_large_messages_both_ways(vflclip, pki, server):
     lines = c_call(vflclip, pki.kp, server.port, "--method", "bidi", "--count", str(n), "--size", str(size))
     got = [(m["seq"], m["len"], m["crc32"]) for m in lines if "seq" in m]
     assert got == [(i, size, zlib.crc32(pattern(i, size))) for i in range(n)]
+
+
+def test_records_are_sealed_by_mbedtls_alone(vflclip):
+    """The transport keeps no record layer of its own (issue 13): nothing in
+    the library refers to OpenSSL's libcrypto (EVP_*, OPENSSL_*), so every
+    record these tests and the interop tests exchange went through mbedTLS."""
+    lib = os.path.join(os.path.dirname(vflclip), "libvflclip.a")
+    assert os.path.exists(lib), f"{lib} is missing: run `make` first"
+    undefined = run(["nm", "-u", "-A", lib]).stdout.split("\n")
+    crypto = sorted({ln.strip() for ln in undefined if re.search(r"\b(EVP_|OPENSSL_|CRYPTO_)\w+$", ln)})
+    assert not crypto, "libcrypto symbols used by:\n" + "\n".join(crypto[:20])
+    assert any(re.search(r":conn\.o:\s+U mbedtls_ssl_read$", ln) for ln in undefined), "conn.o does not read with mbedTLS"
