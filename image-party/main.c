@@ -16,6 +16,7 @@
 #include "data/dataset.h"
 #include "data/embed_cache.h"
 #include "device/device.h"
+#include "image/image_io.h"
 #include "image/preprocess.h"
 #include "privacy/embed_dp.h"
 #include "util/fileio.h"
@@ -30,6 +31,9 @@
 #include <string.h>
 
 #define PROGRAM "vflclip-image-party"
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+#define MAX_PIXELS_TEXT STRINGIFY(VF_IMAGE_DEFAULT_MAX_PIXELS)   /* one default, image_io.h's */
 
 static const vf_ini_key schema[] = {
     VF_INI_TLS_KEYS,
@@ -39,6 +43,8 @@ static const vf_ini_key schema[] = {
     {"data", "class_codes", VF_INI_STR, 0, NULL, "CSV dx codes in label order (default akiec,bcc,bkl,df,mel,nv,vasc)"},
     {"data", "image_dir", VF_INI_PATH, 0, NULL, "where the CSV's images are (default: beside the CSV)"},
     {"data", "split_seed", VF_INI_INT, 0, "0", "seed of the 7:1:2 split of a CSV without a split column"},
+    {"data", "max_pixels", VF_INI_INT, 0, MAX_PIXELS_TEXT,
+     "refuse an image whose header declares more pixels (width x height) than this, before decoding it"},
     {"encode", "batch", VF_INI_INT, 0, "32", "images per vision-tower batch"},
     {"encode", "cache", VF_INI_BOOL, 0, "true", "keep embeddings in <state>/embeddings so a restart does not re-encode"},
     {"encode", "device", VF_INI_STR, 0, "auto", "where images are encoded: auto (a GPU when there is one) | cpu | cuda"},
@@ -269,7 +275,7 @@ static int encode_on_device(void *ctx, const float *pixels, int B, float *out, v
 /* Opens the data set and embeds every non-empty split (on the configured device). */
 static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) {
     char model[4096], data[4096], image_dir[4096];
-    long split_seed, batch;
+    long split_seed, batch, max_pixels;
     int cache;
     char **codes;
     int n_codes;
@@ -277,6 +283,7 @@ static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) 
         vf_ini_path(ini, "data", "path", 1, data, sizeof data, err) ||
         vf_ini_path(ini, "data", "image_dir", 0, image_dir, sizeof image_dir, err) ||
         vf_ini_int(ini, "data", "split_seed", 0, 1L << 62, &split_seed, err) ||
+        vf_ini_int(ini, "data", "max_pixels", 1, 1L << 40, &max_pixels, err) ||
         vf_ini_int(ini, "encode", "batch", 1, 4096, &batch, err) || vf_ini_bool(ini, "encode", "cache", &cache, err) ||
         parse_codes(vf_ini_get(ini, "data", "class_codes"), &codes, &n_codes, err))
         return -1;
@@ -285,6 +292,7 @@ static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) 
     if (vf_device_kind_parse(vf_ini_get(ini, "encode", "device"), "[encode] device", &device, err) ||
         vf_device_precision_parse(vf_ini_get(ini, "encode", "precision"), "[encode] precision", &precision, err))
         return vf_error_prefix(err, "%s", ini->name);
+    vf_image_set_max_pixels((uint64_t)max_pixels);   /* before the first image is decoded */
     vf_dataset_options o = {.class_codes = (const char *const *)codes, .n_classes = n_codes,
                             .image_dir = image_dir[0] ? image_dir : NULL, .split_seed = (unsigned long long)split_seed};
     if (vf_dataset_open(&g_p.ds, data, &o, err)) return -1;
@@ -346,8 +354,10 @@ int main(int argc, char **argv) {
     vf_error err;
     if (d.check_only) {
         char p[4096];
+        long max_pixels;
         if (vf_ini_path(&d.ini, "model", "dir", 1, p, sizeof p, &err) ||
-            vf_ini_path(&d.ini, "data", "path", 1, p, sizeof p, &err))
+            vf_ini_path(&d.ini, "data", "path", 1, p, sizeof p, &err) ||
+            vf_ini_int(&d.ini, "data", "max_pixels", 1, 1L << 40, &max_pixels, &err))
             return vf_daemon_fail(&d, &err);
         printf("%s: configuration %s is valid\n", PROGRAM, d.config);
         vf_daemon_end(&d);

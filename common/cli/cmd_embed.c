@@ -19,13 +19,15 @@
 
 static void usage(FILE *out) {
     fprintf(out, "usage: vflclip embed --model DIR (--image FILE... | --text \"...\"...) --out OUT.npy [--batch N]\n"
-                 "                     [--tokenizer PATH] [--device cpu|cuda|auto] [--precision bf16|tf32|fp32]\n"
+                 "                     [--tokenizer PATH] [--device cpu|cuda|auto] [--precision bf16|tf32|fp32] [--max-pixels N]\n"
                  "Writes float32 [N, projection_dim] embeddings before L2 normalisation, in input order.\n"
                  "  --tokenizer PATH  for --text: a directory with vocab.json + merges.txt or OpenAI's\n"
                  "                    bpe_simple_vocab_16e6.txt.gz (default: those files in the model directory)\n"
                  "  --device D        where images are encoded: cpu (default) | cuda | auto (a GPU when there is\n"
                  "                    one, else the CPU, saying why); texts are embedded on the CPU\n"
-                 "  --precision P     image encoding on CUDA: bf16 (default) | tf32 | fp32; the CPU computes in fp32\n");
+                 "  --precision P     image encoding on CUDA: bf16 (default) | tf32 | fp32; the CPU computes in fp32\n"
+                 "  --max-pixels N    refuse an image whose header declares more than N pixels (width x height)\n"
+                 "                    before decoding it (default %llu)\n", (unsigned long long)VF_IMAGE_DEFAULT_MAX_PIXELS);
 }
 
 static void warn_random(const char *model) {
@@ -79,6 +81,11 @@ static int parse_args(int argc, char **argv, embed_args *a) {
             }
         }
         else if (strcmp(o, "--pixels") == 0) a->pixels = argv[++i]; /* hidden: preprocessed (N,3,H,W) .npy */
+        else if (strcmp(o, "--max-pixels") == 0) {
+            uint64_t max;
+            if (vf_image_max_pixels_parse(argv[++i], o, &max, &perr)) { fprintf(stderr, "embed: %s\n", perr.msg); return -1; }
+            vf_image_set_max_pixels(max);
+        }
         else if (strcmp(o, "--batch") == 0) {
             char *end;
             long b = strtol(argv[++i], &end, 10);

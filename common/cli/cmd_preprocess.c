@@ -15,11 +15,13 @@
 
 static void usage(FILE *o) {
     fprintf(o, "usage: vflclip preprocess (--model DIR | --image-size N) --image FILE [--image FILE...] --out OUT.npy\n"
-               "                          [--decoded RGB.npy]\n"
+               "                          [--decoded RGB.npy] [--max-pixels N]\n"
                "  --model DIR       reads DIR/preprocessor_config.json (or transformers 5.x processor_config.json)\n"
                "  --image-size N    CLIP defaults for an N x N model instead\n"
                "  --out OUT.npy     float32 (N, 3, crop_h, crop_w)\n"
-               "  --decoded F.npy   with one --image: its decoded RGB as float32 (H, W, 3)\n");
+               "  --decoded F.npy   with one --image: its decoded RGB as float32 (H, W, 3)\n"
+               "  --max-pixels N    refuse an image whose header declares more than N pixels (width x height)\n"
+               "                    before decoding it (default %llu)\n", (unsigned long long)VF_IMAGE_DEFAULT_MAX_PIXELS);
 }
 
 int vf_cmd_preprocess(int argc, char **argv) {
@@ -37,6 +39,16 @@ int vf_cmd_preprocess(int argc, char **argv) {
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--decoded")) decoded = v;
         else if (!strcmp(a, "--image-size")) image_size = atoi(v);
+        else if (!strcmp(a, "--max-pixels")) {
+            uint64_t max;
+            vf_error perr;
+            if (vf_image_max_pixels_parse(v, a, &max, &perr)) {
+                fprintf(stderr, "vflclip preprocess: %s\n", perr.msg);
+                free(images);
+                return 2;
+            }
+            vf_image_set_max_pixels(max);
+        }
         else { fprintf(stderr, "vflclip preprocess: unknown option %s\n", a); usage(stderr); free(images); return 2; }
     }
     if (!out || !n_images || (!model == !(image_size > 0)) || (decoded && n_images != 1)) {

@@ -1,7 +1,8 @@
 /* image_io: PNG and JPEG decoding to 8-bit RGB (see image_io.h for the exact
  * PIL-compatible conversions).  Both decoders work from memory; files are read
  * whole first.  libpng and libjpeg report errors through callbacks that
- * longjmp back here, so a corrupt file never exits the process. */
+ * longjmp back here, so a corrupt file never exits the process.  This file
+ * also owns the process-wide pixel limit checked from each header. */
 #include "image/image_io.h"
 #include "util/fileio.h"
 
@@ -9,7 +10,9 @@
 #include <jpeglib.h>
 #include <jerror.h>
 #include <png.h>
+#include <errno.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +27,37 @@ void vf_image_free(vf_image *img) {
 static int check_size(const char *name, long w, long h, vf_error *err) {
     if (w <= 0 || h <= 0 || w > VF_IMAGE_MAX_SIDE || h > VF_IMAGE_MAX_SIDE)
         return vf_fail(err, "%s: image size %ldx%ld is outside 1..%d", name, w, h, VF_IMAGE_MAX_SIDE);
+    return 0;
+}
+
+/* ---- the pixel limit ------------------------------------------------------- */
+
+static atomic_ullong g_max_pixels = VF_IMAGE_DEFAULT_MAX_PIXELS;
+
+void vf_image_set_max_pixels(uint64_t max_pixels) {
+    atomic_store_explicit(&g_max_pixels, max_pixels ? max_pixels : VF_IMAGE_DEFAULT_MAX_PIXELS, memory_order_relaxed);
+}
+
+uint64_t vf_image_max_pixels(void) { return atomic_load_explicit(&g_max_pixels, memory_order_relaxed); }
+
+int vf_image_max_pixels_parse(const char *text, const char *what, uint64_t *out, vf_error *err) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (!*text || *end || errno || v == 0 || strchr(text, '-'))
+        return vf_fail(err, "%s %s: expected a positive whole number of pixels (width x height)", what, text);
+    *out = v;
+    return 0;
+}
+
+/* What a decoder checks from the header, before allocating: the sides, then
+ * width x height (in 64 bits: sides are below 2^31, so it cannot wrap). */
+static int check_header_size(const char *name, long w, long h, vf_error *err) {
+    if (check_size(name, w, h, err)) return -1;
+    uint64_t n = (uint64_t)w * (uint64_t)h, max = vf_image_max_pixels();
+    if (n > max)
+        return vf_fail(err, "%s: image is %ldx%ld = %llu pixels, over the limit of %llu (max_pixels)", name, w, h,
+                       (unsigned long long)n, (unsigned long long)max);
     return 0;
 }
 
@@ -90,7 +124,7 @@ static int decode_png(const unsigned char *data, size_t len, const char *name, v
     png_read_info(png, info);
     png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
     int color = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
-    if (check_size(name, (long)w, (long)h, err)) {
+    if (check_header_size(name, (long)w, (long)h, err)) {
         png_destroy_read_struct(&png, &info, NULL);
         return -1;
     }
@@ -165,7 +199,7 @@ static int decode_jpeg(const unsigned char *data, size_t len, const char *name, 
     jpeg_create_decompress(&cinfo);
     jpeg_mem_src(&cinfo, data, (unsigned long)len);
     jpeg_read_header(&cinfo, TRUE);
-    if (check_size(name, (long)cinfo.image_width, (long)cinfo.image_height, err)) {
+    if (check_header_size(name, (long)cinfo.image_width, (long)cinfo.image_height, err)) {
         jpeg_destroy_decompress(&cinfo);
         return -1;
     }

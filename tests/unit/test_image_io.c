@@ -2,7 +2,8 @@
  * files are encoded here with libpng / libjpeg themselves, then truncated,
  * CRC-corrupted, replaced by garbage or emptied; every case must return -1
  * with a message naming the file (or the in-memory name), never crash or
- * exit.  Also: a lossless PNG round trip, preprocess argument errors. */
+ * exit.  Also: a lossless PNG round trip, preprocess argument errors, and
+ * the pixel limit (huge headers refused before any allocation). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -14,6 +15,8 @@
 #include <png.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -230,6 +233,104 @@ static void test_hostile_png_size(void **state) {
     free(b.data);
 }
 
+/* ---- the pixel limit -------------------------------------------------------- */
+
+/* Sets a PNG's IHDR width and height and fixes up its CRC, so that the size,
+ * not the CRC check, is what the decoder meets. */
+static void png_set_size(mem_buf *b, uint32_t w, uint32_t h) {
+    unsigned char *ihdr = b->data + 8;   /* length, "IHDR", width, height, ... */
+    assert_memory_equal(ihdr + 4, "IHDR", 4);
+    for (int i = 0; i < 4; i++) ihdr[8 + i] = (unsigned char)(w >> (24 - 8 * i)), ihdr[12 + i] = (unsigned char)(h >> (24 - 8 * i));
+    uLong crc = crc32(0L, ihdr + 4, 17);
+    for (int i = 0; i < 4; i++) ihdr[21 + i] = (unsigned char)(crc >> (24 - 8 * i));
+}
+
+/* Sets the height and width of a baseline JPEG's SOF0 frame header. */
+static void jpeg_set_size(mem_buf *b, unsigned w, unsigned h) {
+    size_t i = 2;   /* after SOI: walk the marker segments up to SOF0 */
+    while (i + 9 < b->len && !(b->data[i] == 0xFF && b->data[i + 1] == 0xC0))
+        i += 2 + ((size_t)b->data[i + 2] << 8 | b->data[i + 3]);
+    assert_true(i + 9 < b->len);
+    b->data[i + 5] = (unsigned char)(h >> 8), b->data[i + 6] = (unsigned char)h;
+    b->data[i + 7] = (unsigned char)(w >> 8), b->data[i + 8] = (unsigned char)w;
+}
+
+/* Decodes b in a child process whose address space is capped at its current
+ * size plus 256 MB, so that allocating the 1.2 GB a 20000x20000 header asks
+ * for cannot succeed: the child reports whether the decode was refused with a
+ * message containing `needle` (and never got as far as allocating). */
+static int refused_within_256mb(const mem_buf *b, const char *needle) {
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        unsigned long pages = 0;
+        FILE *f = fopen("/proc/self/statm", "r");
+        if (!f || fscanf(f, "%lu", &pages) != 1) _exit(3);
+        fclose(f);
+        rlim_t cap = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)256 << 20);
+        struct rlimit rl = {cap, cap};
+        if (setrlimit(RLIMIT_AS, &rl)) _exit(3);
+        vf_image img;
+        vf_error err = {{0}};
+        int rc = vf_image_decode(b->data, b->len, "big.img", &img, &err);
+        fprintf(stderr, "    child: %s\n", rc ? err.msg : "decoded");
+        _exit(rc == -1 && strstr(err.msg, needle) ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/* A 20000x20000 header (1.2 GB of RGB) on a few hundred bytes of data is
+ * refused from the header by the default limit, for PNG and for JPEG. */
+static void test_pixel_limit_refuses_huge_headers(void **state) {
+    (void)state;
+    assert_int_equal(vf_image_max_pixels(), VF_IMAGE_DEFAULT_MAX_PIXELS);
+    const char *expect = "big.img: image is 20000x20000 = 400000000 pixels, over the limit of 50000000 (max_pixels)";
+    mem_buf png = encode_png(W, H), jpg = encode_jpeg(W, H);
+    png_set_size(&png, 20000, 20000);
+    jpeg_set_size(&jpg, 20000, 20000);
+    assert_true(refused_within_256mb(&png, expect));
+    assert_true(refused_within_256mb(&jpg, expect));
+    write_file(png.data, png.len);   /* and through vf_image_load, naming the file */
+    expect_load_error("= 400000000 pixels, over the limit of 50000000 (max_pixels)");
+    free(png.data);
+    free(jpg.data);
+}
+
+/* The limit is inclusive and settable: W*H pixels decode under a limit of W*H
+ * and are refused under W*H - 1; 0 restores the default. */
+static void test_pixel_limit_is_settable(void **state) {
+    (void)state;
+    mem_buf png = encode_png(W, H), jpg = encode_jpeg(W, H);
+    const mem_buf *bufs[2] = {&png, &jpg};
+    for (int k = 0; k < 2; k++) {
+        vf_image img;
+        vf_error err = {{0}};
+        vf_image_set_max_pixels(W * H);
+        assert_int_equal(vf_image_decode(bufs[k]->data, bufs[k]->len, "small.img", &img, &err), 0);
+        vf_image_free(&img);
+        vf_image_set_max_pixels(W * H - 1);
+        assert_int_equal(vf_image_decode(bufs[k]->data, bufs[k]->len, "small.img", &img, &err), -1);
+        print_message("    %s\n", err.msg);
+        assert_string_equal(err.msg, "small.img: image is 37x23 = 851 pixels, over the limit of 850 (max_pixels)");
+        assert_null(img.rgb);
+    }
+    vf_image_set_max_pixels(0);
+    assert_int_equal(vf_image_max_pixels(), VF_IMAGE_DEFAULT_MAX_PIXELS);
+    uint64_t v = 0;
+    vf_error err = {{0}};
+    assert_int_equal(vf_image_max_pixels_parse("1000000", "--max-pixels", &v, &err), 0);
+    assert_int_equal(v, 1000000);
+    static const char *const bad[] = {"", "0", "-5", " -5", "12x", "1e6", "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(vf_image_max_pixels_parse(bad[i], "--max-pixels", &v, &err), -1);
+        assert_non_null(strstr(err.msg, "--max-pixels"));
+    }
+    free(png.data);
+    free(jpg.data);
+}
+
 static void test_memory_variant_names_the_source(void **state) {
     (void)state;
     mem_buf b = encode_png(W, H);
@@ -276,6 +377,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_png_bad_crc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_and_empty, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_png_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pixel_limit_refuses_huge_headers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pixel_limit_is_settable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_variant_names_the_source, setup, teardown),
         cmocka_unit_test_setup_teardown(test_from_rgb_and_preprocess_errors, setup, teardown),
     };
