@@ -24,6 +24,7 @@ static const vf_ini_key schema[] = {
     {"server", "keepalive_ms", VF_INI_INT, 0, "60000", "ping a connection idle this long (0: never)"},
     {"server", "max_parties", VF_INI_INT, 0, "64", "parties (image and knowledge) connected at once, 2..256; more are refused and logged"},
     {"server", "hello_timeout_s", VF_INI_INT, 0, "10", "a party's Join stream must send its Hello within this many seconds"},
+    {"server", "crl_missing", VF_INI_STR, 0, "keep", "while [tls] crl is missing or bad: keep (the last good list, ERROR logged) | refuse-all (every connection)"},
     {"runs", "default_config", VF_INI_PATH, 0, NULL, "run configuration used when `vflclip run start` sends none"},
     {"runs", "audit_log", VF_INI_PATH, 0, NULL, "audit log of run starts/aborts/results (default <state dir>/audit.log)"},
     VF_INI_STATE_KEYS,
@@ -60,6 +61,11 @@ static int read_config(const vf_daemon *d, vf_rpc_server_config *sc, vf_error *e
         vf_ini_path(&d->ini, "runs", "audit_log", 0, audit, sizeof audit, err) ||
         vf_identity_from_file(d->paths.cert, &g_agg.me, err))
         return -1;
+    const char *crl_missing = vf_ini_get(&d->ini, "server", "crl_missing");
+    int crl_mode = strcmp(crl_missing, "keep") == 0 ? VF_RPC_CRL_KEEP
+                   : strcmp(crl_missing, "refuse-all") == 0 ? VF_RPC_CRL_REFUSE_ALL : -1;
+    if (crl_mode < 0)
+        return vf_fail(err, "%s: [server] crl_missing = '%s' is not keep or refuse-all", d->config, crl_missing);
     if (g_agg.me.role != VF_ROLE_AGGREGATOR)
         return vf_fail(err, "%s is a %s certificate, not an aggregator's", d->paths.cert, vf_role_name(g_agg.me.role));
     snprintf(g_agg.name, sizeof g_agg.name, "%s", g_agg.me.name);
@@ -77,6 +83,7 @@ static int read_config(const vf_daemon *d, vf_rpc_server_config *sc, vf_error *e
     sc->max_recv_message = (size_t)max_mb << 20;
     sc->keepalive_ms = (int)keepalive;
     sc->watch_sighup = 1;
+    sc->crl_missing = crl_mode;
     return 0;
 }
 

@@ -254,7 +254,8 @@ static int serve(int argc, char **argv) {
                                    {"max-connections", 1, 0, 'm'},  {"handshake-timeout-ms", 1, 0, 'h'},
                                    {"keepalive-ms", 1, 0, 'K'},     {"keepalive-timeout-ms", 1, 0, 'T'},
                                    {"max-message", 1, 0, 'M'},      {"grace-ms", 1, 0, 'g'},
-                                   {"quiet", 0, 0, 'q'},            {0, 0, 0, 0}};
+                                   {"crl-missing", 1, 0, 'C'},      {"quiet", 0, 0, 'q'},
+                                   {0, 0, 0, 0}};
     int o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -271,6 +272,14 @@ static int serve(int argc, char **argv) {
         case 'T': cfg.keepalive_timeout_ms = atoi(optarg); break;
         case 'M': cfg.max_recv_message = (size_t)atoll(optarg); break;
         case 'g': g_grace_ms = atoi(optarg); break;
+        case 'C':
+            if (strcmp(optarg, "keep") == 0) cfg.crl_missing = VF_RPC_CRL_KEEP;
+            else if (strcmp(optarg, "refuse-all") == 0) cfg.crl_missing = VF_RPC_CRL_REFUSE_ALL;
+            else {
+                fprintf(stderr, "vflclip rpc-test serve: --crl-missing wants keep or refuse-all\n");
+                return 2;
+            }
+            break;
         case 'q': vf_log_set_level(VF_WARN); break;
         default: return 2;
         }
@@ -569,6 +578,7 @@ int vf_cmd_rpc_test(int argc, char **argv) {
             "usage: vflclip rpc-test serve --ca F --cert F --key F [--crl F] [--listen IP] [--port N]\n"
             "                              [--max-connections N] [--handshake-timeout-ms N] [--keepalive-ms N]\n"
             "                              [--keepalive-timeout-ms N] [--max-message BYTES] [--grace-ms N]\n"
+            "                              [--crl-missing keep|refuse-all]\n"
             "       vflclip rpc-test call --target HOST:PORT --ca F --cert F --key F [--server-name N]\n"
             "                              [--method unary|server-stream|bidi|admin-only|status|join|/raw/Path]\n"
             "                              [--count N] [--size BYTES] [--text S] [--timeout-ms N] [--fail-code N]\n"

@@ -91,6 +91,13 @@ typedef struct vf_rpc_method {
     void *ud;
 } vf_rpc_method;
 
+/* What a server does while its revocation list file is missing or unusable
+ * (deleted, unreadable, not a list, not signed by the CA, expired): */
+typedef enum {
+    VF_RPC_CRL_KEEP = 0,       /* keep the last good list, log an ERROR at every reload */
+    VF_RPC_CRL_REFUSE_ALL = 1, /* refuse every connection (and close the open ones) until a good list is back */
+} vf_rpc_crl_missing;
+
 typedef struct vf_rpc_server_config {
     const char *host;            /* "0.0.0.0", "::", "127.0.0.1" */
     int port;                    /* 0: pick one (vf_rpc_server_port) */
@@ -103,6 +110,9 @@ typedef struct vf_rpc_server_config {
     uint32_t stream_window;      /* default 4 MiB: per-stream receive window */
     uint32_t max_concurrent_streams; /* default 100 */
     int watch_sighup;            /* reload the CRL on SIGHUP */
+    int crl_missing;             /* vf_rpc_crl_missing; default VF_RPC_CRL_KEEP.  Never "no list" once one
+                                    was loaded; a file missing at start is an ERROR (KEEP: no list until
+                                    it appears; REFUSE_ALL: every peer refused until it appears) */
 } vf_rpc_server_config;
 
 /* Fills defaults into zero fields. */
@@ -115,7 +125,8 @@ int vf_rpc_server_start(uv_loop_t *loop, const vf_rpc_server_config *cfg, const 
 int vf_rpc_server_port(const vf_rpc_server *s);
 /* Re-reads the CRL file; established connections whose certificate is now
  * revoked are closed.  Also done on SIGHUP (watch_sighup) and when the file's
- * mtime changes (checked at each new connection). */
+ * mtime changes (checked at each new connection).  A missing or bad file
+ * fails (-1) and never replaces the list in force: see crl_missing. */
 int vf_rpc_server_reload_crl(vf_rpc_server *s, vf_error *err);
 /* Graceful shutdown: stop accepting, GOAWAY every connection, let in-flight
  * calls finish; calls on_closed once every connection is gone (or after

@@ -64,13 +64,20 @@ typedef struct vf_rpc_tls {
     mbedtls_pk_context key;
     mbedtls_x509_crl *crl;         /* current list (heap; swapped on reload) */
     char crl_path[1024];
-    struct stat crl_stat;          /* of the loaded file; st_mtime 0 when none */
+    struct stat crl_stat;          /* of the file last looked at; zero when it was missing */
+    int crl_loaded;                /* a good list was read from crl_path (then it is never dropped) */
+    int crl_unusable;              /* the file is missing or bad now: the last good list (if any) stays */
+    char crl_problem[400];         /* why, while crl_unusable */
     int is_server;
 } vf_rpc_tls;
 
+/* Loads the kit.  A configured CRL file that is missing does not fail (the
+ * list may appear later; crl_unusable is set and crl_problem says so); one
+ * that exists but is bad does. */
 int vf_rpc_tls_init(vf_rpc_tls *t, const vf_rpc_tls_files *files, int is_server, vf_error *err);
 /* Reloads the CRL when force or when the file changed; *changed set when a
- * new list is in place. */
+ * new list is in place.  A missing, unreadable or bad file returns -1 and
+ * sets crl_unusable; the list in force (the last good one) stays. */
 int vf_rpc_tls_reload_crl(vf_rpc_tls *t, int force, int *changed, vf_error *err);
 void vf_rpc_tls_free(vf_rpc_tls *t);
 /* "X509 - Certificate verification failed (revoked)" style text. */

@@ -30,6 +30,7 @@ struct vf_rpc_server {
     vf_rpc_server_stats st;
     int port;
     int shutting_down, notified;
+    uint64_t crl_alarm_at;       /* uv_now of the last rpc_crl_unusable line */
     void (*on_closed)(vf_rpc_server *, void *);
     void *on_closed_ud;
     nghttp2_session_callbacks *cbs;
@@ -281,18 +282,58 @@ static void check_revoked(vf_rpc_server *s) {
     }
 }
 
-int vf_rpc_server_reload_crl(vf_rpc_server *s, vf_error *err) {
-    int changed;
-    if (vf_rpc_tls_reload_crl(&s->tls, 1, &changed, err) < 0) return -1;
-    vf_log(VF_INFO, "event=rpc_crl_reloaded file=%s", s->crl_file[0] ? s->crl_file : "-");
-    check_revoked(s);
+#define CRL_ALARM_MS 60000 /* while the list is unusable, new connections repeat the alarm this often */
+
+static int refuse_all(const vf_rpc_server *s) {
+    return s->tls.crl_unusable && s->cfg.crl_missing == VF_RPC_CRL_REFUSE_ALL;
+}
+
+/* The ERROR line an operator must see while the revocation list is missing
+ * or bad: what is wrong and what the server does about it. */
+static void crl_alarm(vf_rpc_server *s, const char *why) {
+    const char *action = s->cfg.crl_missing == VF_RPC_CRL_REFUSE_ALL
+                             ? "refusing every connection until a good list is back (crl_missing = refuse-all)"
+                         : s->tls.crl_loaded ? "keeping the last good list (crl_missing = keep)"
+                                             : "no list was ever loaded: no certificate is treated as revoked until one is";
+    vf_log(VF_ERROR, "event=rpc_crl_unusable file=%s when=%s error=\"%s\" action=\"%s\"", s->crl_file, why,
+           s->tls.crl_problem, action);
+    s->crl_alarm_at = s->loop ? uv_now(s->loop) : 0;
+}
+
+static void close_all_for_crl(vf_rpc_server *s) {
+    for (vf_rpc_conn *c = s->conns, *nx; c; c = nx) {
+        nx = c->next;
+        if (c->state != CONN_CLOSED && !c->fuzz)
+            vf_rpc_conn_close(c, "the revocation list %s is unusable (%s); crl_missing = refuse-all closes every connection",
+                              s->crl_file, s->tls.crl_problem);
+    }
+}
+
+/* Looks at the list (force: re-read it even if unchanged), swaps in a new
+ * good one and cuts newly revoked peers, or alarms and keeps the list in
+ * force.  Returns the reload's result. */
+static int crl_refresh(vf_rpc_server *s, int force, const char *why, vf_error *err) {
+    int changed = 0, was_unusable = s->tls.crl_unusable;
+    if (vf_rpc_tls_reload_crl(&s->tls, force, &changed, err) < 0) {
+        crl_alarm(s, why);
+        if (refuse_all(s)) close_all_for_crl(s);
+        return -1;
+    }
+    if (changed) {
+        vf_log(VF_INFO, "event=rpc_crl_reloaded file=%s reason=%s%s", s->crl_file[0] ? s->crl_file : "-", why,
+               was_unusable ? " note=\"the list is usable again\"" : "");
+        check_revoked(s);
+    } else if (s->tls.crl_unusable && s->loop && uv_now(s->loop) - s->crl_alarm_at >= CRL_ALARM_MS) {
+        crl_alarm(s, "still");
+    }
     return 0;
 }
 
+int vf_rpc_server_reload_crl(vf_rpc_server *s, vf_error *err) { return crl_refresh(s, 1, "reload", err); }
+
 static void on_sighup(uv_signal_t *h, int sig) {
     vf_error err;
-    if (vf_rpc_server_reload_crl(h->data, &err) < 0)
-        vf_log(VF_ERROR, "event=rpc_crl_reload_failed error=\"%s\" note=\"keeping the previous list\"", err.msg);
+    crl_refresh(h->data, 1, "sighup", &err); /* a failure is logged by crl_alarm */
 }
 
 static void peer_name(uv_tcp_t *t, char *out, size_t size) {
@@ -340,12 +381,11 @@ static void on_connection(uv_stream_t *l, int status) {
         return;
     }
     vf_error err;
-    int changed = 0;
-    if (vf_rpc_tls_reload_crl(&s->tls, 0, &changed, &err) < 0)
-        vf_log(VF_ERROR, "event=rpc_crl_reload_failed error=\"%s\" note=\"keeping the previous list\"", err.msg);
-    else if (changed) {
-        vf_log(VF_INFO, "event=rpc_crl_reloaded file=%s reason=changed", s->crl_file);
-        check_revoked(s);
+    crl_refresh(s, 0, "changed", &err);
+    if (refuse_all(s)) {
+        vf_rpc_conn_close(c, "refused: the revocation list %s is unusable (%s) and crl_missing = refuse-all",
+                          s->crl_file, s->tls.crl_problem);
+        return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
     c->keepalive_ms = s->cfg.keepalive_ms;
@@ -392,6 +432,10 @@ int vf_rpc_server_start(uv_loop_t *loop, const vf_rpc_server_config *cfg_in, con
     snprintf(s->key_file, sizeof s->key_file, "%s", cfg_in->tls.key_file ? cfg_in->tls.key_file : "");
     snprintf(s->crl_file, sizeof s->crl_file, "%s", cfg_in->tls.crl_file ? cfg_in->tls.crl_file : "");
     vf_rpc_tls_files files = {s->ca_file, s->cert_file, s->key_file, s->crl_file[0] ? s->crl_file : NULL};
+    if (s->cfg.crl_missing != VF_RPC_CRL_KEEP && s->cfg.crl_missing != VF_RPC_CRL_REFUSE_ALL) {
+        vf_fail(err, "crl_missing must be keep or refuse-all (got %d)", s->cfg.crl_missing);
+        goto fail;
+    }
     if (copy_methods(s, methods, n_methods, err) < 0) goto fail;
     if (vf_rpc_tls_init(&s->tls, &files, 1, err) < 0) goto fail_tls;
     s->tls_ready = 1;
@@ -427,6 +471,7 @@ int vf_rpc_server_start(uv_loop_t *loop, const vf_rpc_server_config *cfg_in, con
     }
     vf_log(VF_INFO, "event=rpc_listening addr=%s port=%d methods=%d max_connections=%d", s->cfg.host, s->port,
            s->n_methods, s->cfg.max_connections);
+    if (s->tls.crl_unusable) crl_alarm(s, "start");
     *out = s;
     return 0;
 fail_tls:

@@ -8,6 +8,7 @@
 #include "rpc/rpc_internal.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <mbedtls/asn1.h>
 #include <mbedtls/error.h>
 #include <mbedtls/oid.h>
@@ -76,41 +77,62 @@ int vf_rpc_tls_init(vf_rpc_tls *t, const vf_rpc_tls_files *files, int is_server,
     if ((ret = mbedtls_ssl_conf_own_cert(&t->conf, &t->own, &t->key)) != 0)
         return tls_fail(err, ret, "%s: cannot use the certificate: %s", files->cert_file);
     snprintf(t->crl_path, sizeof t->crl_path, "%s", files->crl_file ? files->crl_file : "");
+    mbedtls_ssl_conf_ca_chain(&t->conf, &t->ca, NULL);
     int changed;
-    if (vf_rpc_tls_reload_crl(t, 1, &changed, err) < 0) return -1;
+    /* a missing file is not fatal here (it may appear later); a bad one is */
+    if (vf_rpc_tls_reload_crl(t, 1, &changed, err) < 0 && t->crl_stat.st_ino != 0) return -1;
     return 0;
 }
 
+static int crl_unusable(vf_rpc_tls *t, vf_error *err) {
+    t->crl_unusable = 1;
+    snprintf(t->crl_problem, sizeof t->crl_problem, "%s", err->msg);
+    return -1;
+}
+
+/* The file is looked at (stat) on every call; it is read again only when
+ * forced or when it changed (mtime, size, inode), so a bad file is not
+ * re-parsed at every connection.  Whatever goes wrong, conf keeps pointing at
+ * the last good list: a deleted file must not un-revoke anyone. */
 int vf_rpc_tls_reload_crl(vf_rpc_tls *t, int force, int *changed, vf_error *err) {
     *changed = 0;
+    if (!t->crl_path[0]) return 0; /* no list configured */
     struct stat st;
     memset(&st, 0, sizeof st);
-    if (t->crl_path[0] && stat(t->crl_path, &st) != 0) memset(&st, 0, sizeof st);
+    int stat_errno = stat(t->crl_path, &st) != 0 ? errno : 0;
+    if (stat_errno) memset(&st, 0, sizeof st);
     if (!force && st.st_mtim.tv_sec == t->crl_stat.st_mtim.tv_sec && st.st_mtim.tv_nsec == t->crl_stat.st_mtim.tv_nsec &&
         st.st_size == t->crl_stat.st_size && st.st_ino == t->crl_stat.st_ino)
         return 0;
+    t->crl_stat = st;
+    if (stat_errno) {
+        vf_fail(err, "%s: %s", t->crl_path,
+                stat_errno == ENOENT ? "the revocation list file is missing" : strerror(stat_errno));
+        return crl_unusable(t, err);
+    }
     mbedtls_x509_crl *crl = malloc(sizeof *crl);
-    if (!crl) return vf_fail(err, "%s: out of memory", t->crl_path);
-    if (vf_pki_load_crl(t->crl_path[0] ? t->crl_path : NULL, crl, err) < 0) {
+    if (!crl) {
+        vf_fail(err, "%s: out of memory", t->crl_path);
+        return crl_unusable(t, err);
+    }
+    int bad = vf_pki_load_crl(t->crl_path, crl, err) < 0;
+    if (!bad && crl->version == 0) /* vf_pki_load_crl's "no file": it went between stat and open */
+        bad = vf_fail(err, "%s: the revocation list file is missing", t->crl_path);
+    if (!bad) bad = vf_pki_check_crl(crl, &t->ca, t->crl_path, err) < 0;
+    if (bad) {
         mbedtls_x509_crl_free(crl);
         free(crl);
-        /* remember the bad file so it is not re-read on every connection */
-        t->crl_stat = st;
-        return -1;
+        return crl_unusable(t, err);
     }
-    if (crl->version != 0 && vf_pki_check_crl(crl, &t->ca, t->crl_path, err) < 0) {
-        mbedtls_x509_crl_free(crl);
-        free(crl);
-        t->crl_stat = st;
-        return -1;
-    }
-    mbedtls_ssl_conf_ca_chain(&t->conf, &t->ca, crl->version != 0 ? crl : NULL);
+    mbedtls_ssl_conf_ca_chain(&t->conf, &t->ca, crl);
     if (t->crl) {
         mbedtls_x509_crl_free(t->crl);
         free(t->crl);
     }
     t->crl = crl;
-    t->crl_stat = st;
+    t->crl_loaded = 1;
+    t->crl_unusable = 0;
+    t->crl_problem[0] = 0;
     *changed = 1;
     return 0;
 }

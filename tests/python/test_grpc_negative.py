@@ -105,6 +105,70 @@ def test_revocation_list_reloaded_on_change_and_on_sighup(vflclip, stubs, tmp_pa
         assert s.stop() == 0
 
 
+def test_deleted_revocation_list_keeps_the_last_good_one(vflclip, stubs, tmp_path):
+    """Deleting (or spoiling) the server's CRL must not un-revoke anyone: the
+    last good list stays, with an ERROR at every reload while it is missing."""
+    d = tmp_path / "fed"
+    run([vflclip, "provision", "--out", d, "--aggregator", "localhost", "--image-party", "a", "--image-party", "b"])
+    a, b = Kit(d / "image-party-a"), Kit(d / "image-party-b")
+    run([vflclip, "cert", "revoke", "--ca", d / "ca", "--cert", a.cert])
+    kit = Kit(d / "aggregator-localhost")
+    s = RpcServer(vflclip, kit)
+    try:
+        expect_rejected(stubs, a.creds(), s.port, s, "has been revoked")
+        kit.crl.unlink()
+        # 1. the change is seen at the next connection: a is still refused
+        expect_rejected(stubs, a.creds(), s.port, s, "event=rpc_crl_unusable")
+        assert "the revocation list file is missing" in s.log() and "keeping the last good list" in s.log()
+        assert s.log().count("has been revoked") >= 2, s.log()[-3000:]
+        # 2. every SIGHUP while it is missing alarms again and keeps the list
+        for i in range(2):
+            s.proc.send_signal(signal.SIGHUP)
+            assert s.wait_log_count("event=rpc_crl_unusable", 2 + i), s.log()[-3000:]
+        assert "when=sighup" in s.log()
+        expect_rejected(stubs, a.creds(), s.port, s, "has been revoked")
+        # 3. a file that is not a list is no better than none
+        kit.crl.write_text("not a revocation list\n")
+        expect_rejected(stubs, a.creds(), s.port, s, "not a valid DER revocation list")
+        assert s.log().count("has been revoked") >= 4, s.log()[-3000:]
+        unary_ok(stubs, b, s.port)
+        # 4. the good list back: used again
+        kit.crl.write_bytes((d / "ca" / "crl.pem").read_bytes())
+        unary_ok(stubs, b, s.port)
+        assert s.wait_log("the list is usable again"), s.log()[-3000:]
+        expect_rejected(stubs, a.creds(), s.port, s, "has been revoked")
+    finally:
+        assert s.stop() == 0
+
+
+def test_unusable_revocation_list_can_refuse_everyone(vflclip, stubs, tmp_path):
+    """crl_missing = refuse-all: while the list is missing nobody gets in and
+    open connections are cut; a good list back restores service."""
+    d = tmp_path / "fed"
+    run([vflclip, "provision", "--out", d, "--aggregator", "localhost", "--image-party", "a", "--image-party", "b"])
+    a, b = Kit(d / "image-party-a"), Kit(d / "image-party-b")
+    run([vflclip, "cert", "revoke", "--ca", d / "ca", "--cert", a.cert])
+    kit = Kit(d / "aggregator-localhost")
+    s = RpcServer(vflclip, kit, "--crl-missing", "refuse-all")
+    try:
+        ch_b = channel(b, s.port)
+        st_b = stubs.pbg.RpcTestStub(ch_b)
+        assert st_b.Unary(stubs.pb.EchoRequest(text="before"), timeout=10).peer_name == "b"
+        kit.crl.unlink()
+        s.proc.send_signal(signal.SIGHUP)
+        assert s.wait_log("crl_missing = refuse-all closes every connection"), s.log()[-3000:]
+        with pytest.raises(grpc.RpcError) as e:
+            st_b.Unary(stubs.pb.EchoRequest(text="after"), timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        ch_b.close()
+        expect_rejected(stubs, b.creds(), s.port, s, "refused: the revocation list")
+        kit.crl.write_bytes((d / "ca" / "crl.pem").read_bytes())
+        unary_ok(stubs, b, s.port)
+        expect_rejected(stubs, a.creds(), s.port, s, "has been revoked")
+    finally:
+        assert s.stop() == 0
+
+
 # ---- authorization -----------------------------------------------------------------
 
 

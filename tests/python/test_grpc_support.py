@@ -170,6 +170,15 @@ class RpcServer:
             time.sleep(0.05)
         return False
 
+    def wait_log_count(self, text, n, timeout=10.0):
+        """True once text is in the log at least n times."""
+        t = time.time() + timeout
+        while time.time() < t:
+            if self.log().count(text) >= n:
+                return True
+            time.sleep(0.05)
+        return False
+
     def stop(self, timeout=15):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
