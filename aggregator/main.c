@@ -24,6 +24,10 @@ static const vf_ini_key schema[] = {
     {"server", "keepalive_ms", VF_INI_INT, 0, "60000", "ping a connection idle this long (0: never)"},
     {"server", "max_parties", VF_INI_INT, 0, "64", "parties (image and knowledge) connected at once, 2..256; more are refused and logged"},
     {"server", "hello_timeout_s", VF_INI_INT, 0, "10", "a party's Join stream must send its Hello within this many seconds"},
+    {"server", "max_connections", VF_INI_INT, 0, "256", "connections at once in any state (hard cap); more are closed at once"},
+    {"server", "max_per_source", VF_INI_INT, 0, "16", "connections at once from one IP address; more are closed at once"},
+    {"server", "admin_reserve", VF_INI_INT, 0, "16", "of max_connections, kept for admins: other peers past max_connections - admin_reserve are closed after their handshake"},
+    {"server", "handshake_timeout_ms", VF_INI_INT, 0, "5000", "a new connection must finish TLS and the HTTP/2 preface within this"},
     {"server", "crl_missing", VF_INI_STR, 0, "keep", "while [tls] crl is missing or bad: keep (the last good list, ERROR logged) | refuse-all (every connection)"},
     {"runs", "default_config", VF_INI_PATH, 0, NULL, "run configuration used when `vflclip run start` sends none"},
     {"runs", "audit_log", VF_INI_PATH, 0, NULL, "audit log of run starts/aborts/results (default <state dir>/audit.log)"},
@@ -49,13 +53,17 @@ static const vf_daemon_spec spec = {
 
 /* [server] and [runs] into sc and g_agg; the certificate must be an aggregator's. */
 static int read_config(const vf_daemon *d, vf_rpc_server_config *sc, vf_error *err) {
-    long port, max_mb, keepalive, max_parties, hello_s;
+    long port, max_mb, keepalive, max_parties, hello_s, max_conns, per_source, reserve, handshake_ms;
     char audit[4096];
     if (vf_ini_int(&d->ini, "server", "port", 0, 65535, &port, err) ||
         vf_ini_int(&d->ini, "server", "max_message_mb", 1, 1024, &max_mb, err) ||
         vf_ini_int(&d->ini, "server", "keepalive_ms", 0, 86400000, &keepalive, err) ||
         vf_ini_int(&d->ini, "server", "max_parties", 2, AGG_MAX_PARTIES, &max_parties, err) ||
         vf_ini_int(&d->ini, "server", "hello_timeout_s", 1, 3600, &hello_s, err) ||
+        vf_ini_int(&d->ini, "server", "max_connections", 2, 65536, &max_conns, err) ||
+        vf_ini_int(&d->ini, "server", "max_per_source", 1, 65536, &per_source, err) ||
+        vf_ini_int(&d->ini, "server", "admin_reserve", 1, 65535, &reserve, err) ||
+        vf_ini_int(&d->ini, "server", "handshake_timeout_ms", 100, 600000, &handshake_ms, err) ||
         vf_ini_path(&d->ini, "runs", "default_config", vf_ini_given(&d->ini, "runs", "default_config"),
                     g_agg.default_config, sizeof g_agg.default_config, err) ||
         vf_ini_path(&d->ini, "runs", "audit_log", 0, audit, sizeof audit, err) ||
@@ -64,6 +72,9 @@ static int read_config(const vf_daemon *d, vf_rpc_server_config *sc, vf_error *e
     const char *crl_missing = vf_ini_get(&d->ini, "server", "crl_missing");
     int crl_mode = strcmp(crl_missing, "keep") == 0 ? VF_RPC_CRL_KEEP
                    : strcmp(crl_missing, "refuse-all") == 0 ? VF_RPC_CRL_REFUSE_ALL : -1;
+    if (reserve >= max_conns)
+        return vf_fail(err, "%s: [server] admin_reserve = %ld must be below max_connections = %ld", d->config, reserve,
+                       max_conns);
     if (crl_mode < 0)
         return vf_fail(err, "%s: [server] crl_missing = '%s' is not keep or refuse-all", d->config, crl_missing);
     if (g_agg.me.role != VF_ROLE_AGGREGATOR)
@@ -84,6 +95,10 @@ static int read_config(const vf_daemon *d, vf_rpc_server_config *sc, vf_error *e
     sc->keepalive_ms = (int)keepalive;
     sc->watch_sighup = 1;
     sc->crl_missing = crl_mode;
+    sc->max_connections = (int)max_conns;
+    sc->max_per_source = (int)per_source;
+    sc->admin_reserve = (int)reserve;
+    sc->handshake_timeout_ms = (int)handshake_ms;
     return 0;
 }
 

@@ -102,8 +102,12 @@ typedef struct vf_rpc_server_config {
     const char *host;            /* "0.0.0.0", "::", "127.0.0.1" */
     int port;                    /* 0: pick one (vf_rpc_server_port) */
     vf_rpc_tls_files tls;
-    int max_connections;         /* default 256; more are accepted and closed at once */
-    int handshake_timeout_ms;    /* default 10000: TCP+TLS+HTTP/2 preface must complete in this */
+    int max_connections;         /* default 256 (hard cap, any state); more are accepted and closed at once */
+    int max_per_source;          /* default 16: connections (any state) from one IP address; more closed at once */
+    int admin_reserve;           /* default max_connections / 16 (at least 1): authenticated non-admins may hold
+                                    at most max_connections - admin_reserve; one beyond that is closed right
+                                    after its handshake, so the rest stays free for admins */
+    int handshake_timeout_ms;    /* default 5000: TCP+TLS+HTTP/2 preface must complete in this */
     size_t max_recv_message;     /* default 4 MiB; larger -> RESOURCE_EXHAUSTED */
     int keepalive_ms;            /* default 60000: PING after this long without frames; 0 = off */
     int keepalive_timeout_ms;    /* default 20000: close when the PING ack is this late */
@@ -136,7 +140,8 @@ void vf_rpc_server_free(vf_rpc_server *s);
 /* Counters for tests and status pages. */
 typedef struct vf_rpc_server_stats {
     int connections, handshaking, calls_active;
-    unsigned long long accepted, rejected_cap, handshake_failures, handshake_timeouts, calls_total;
+    unsigned long long accepted, rejected_cap, rejected_source, rejected_reserve, handshake_failures,
+        handshake_timeouts, calls_total;
 } vf_rpc_server_stats;
 void vf_rpc_server_stats_get(const vf_rpc_server *s, vf_rpc_server_stats *st);
 

@@ -132,7 +132,8 @@ typedef struct vf_rpc_conn {
     uint32_t stream_window;
     size_t max_recv_message;
     vf_peer_identity peer;
-    char peer_addr[64];
+    char peer_addr[64];          /* "ip:port" */
+    char peer_ip[48];            /* "ip": per-source accounting (server) */
     char close_reason[512];
     struct vf_rpc_call *calls;   /* open calls */
     int n_calls;

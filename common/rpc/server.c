@@ -39,7 +39,9 @@ struct vf_rpc_server {
 void vf_rpc_server_config_defaults(vf_rpc_server_config *cfg) {
     if (!cfg->host) cfg->host = "0.0.0.0";
     if (!cfg->max_connections) cfg->max_connections = 256;
-    if (!cfg->handshake_timeout_ms) cfg->handshake_timeout_ms = 10000;
+    if (!cfg->max_per_source) cfg->max_per_source = 16;
+    if (!cfg->admin_reserve) cfg->admin_reserve = cfg->max_connections >= 32 ? cfg->max_connections / 16 : 1;
+    if (!cfg->handshake_timeout_ms) cfg->handshake_timeout_ms = 5000;
     if (!cfg->max_recv_message) cfg->max_recv_message = 4u << 20;
     if (!cfg->keepalive_ms) cfg->keepalive_ms = 60000;
     if (!cfg->keepalive_timeout_ms) cfg->keepalive_timeout_ms = 20000;
@@ -247,9 +249,26 @@ static nghttp2_session_callbacks *server_callbacks(void) {
 
 /* ---- connections ------------------------------------------------------------- */
 
+/* Authenticated connections of peers that are not admins, other than c. */
+static int established_non_admins(const vf_rpc_server *s, const vf_rpc_conn *c) {
+    int n = 0;
+    for (const vf_rpc_conn *o = s->conns; o; o = o->next)
+        n += o != c && o->state == CONN_OPEN && !o->fuzz && o->peer.role != VF_ROLE_ADMIN;
+    return n;
+}
+
 void vf_rpc_server_on_conn_ready(vf_rpc_conn *c) {
     vf_rpc_server *s = c->server;
     vf_error err;
+    int soft = s->cfg.max_connections - s->cfg.admin_reserve;
+    if (c->peer.role != VF_ROLE_ADMIN && !c->fuzz && established_non_admins(s, c) >= soft) {
+        s->st.rejected_reserve++;
+        vf_log(VF_WARN, "event=rpc_conn_refused peer=%s role=%s name=%s serial=%s reason=\"admin reserve\"", c->peer_addr,
+               vf_role_name(c->peer.role), c->peer.name, c->peer.serial_hex);
+        vf_rpc_conn_close(c, "connection limit for non-admin peers (%d = max_connections %d - admin_reserve %d) reached; "
+                             "the rest is kept for admins", soft, s->cfg.max_connections, s->cfg.admin_reserve);
+        return;
+    }
     if (vf_rpc_conn_start_h2(c, s->cbs, &err) < 0) {
         vf_rpc_conn_close(c, "%s", err.msg);
         return;
@@ -336,19 +355,28 @@ static void on_sighup(uv_signal_t *h, int sig) {
     crl_refresh(h->data, 1, "sighup", &err); /* a failure is logged by crl_alarm */
 }
 
-static void peer_name(uv_tcp_t *t, char *out, size_t size) {
+static void peer_name(vf_rpc_conn *c) {
     struct sockaddr_storage ss;
     int len = sizeof ss;
-    snprintf(out, size, "?");
-    if (uv_tcp_getpeername(t, (struct sockaddr *)&ss, &len) != 0) return;
-    char ip[64];
+    snprintf(c->peer_addr, sizeof c->peer_addr, "?");
+    snprintf(c->peer_ip, sizeof c->peer_ip, "?");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) return;
     if (ss.ss_family == AF_INET) {
-        uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
-        snprintf(out, size, "%s:%d", ip, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+        uv_ip4_name((struct sockaddr_in *)&ss, c->peer_ip, sizeof c->peer_ip);
+        snprintf(c->peer_addr, sizeof c->peer_addr, "%s:%d", c->peer_ip, ntohs(((struct sockaddr_in *)&ss)->sin_port));
     } else if (ss.ss_family == AF_INET6) {
-        uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
-        snprintf(out, size, "[%s]:%d", ip, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+        uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer_ip, sizeof c->peer_ip);
+        snprintf(c->peer_addr, sizeof c->peer_addr, "[%s]:%d", c->peer_ip,
+                 ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
     }
+}
+
+/* Connections from c's address other than c, in any state but closed. */
+static int same_source(const vf_rpc_server *s, const vf_rpc_conn *c) {
+    int n = 0;
+    for (const vf_rpc_conn *o = s->conns; o; o = o->next)
+        n += o != c && o->state != CONN_CLOSED && strcmp(o->peer_ip, c->peer_ip) == 0;
+    return n;
 }
 
 static void on_connection(uv_stream_t *l, int status) {
@@ -370,7 +398,7 @@ static void on_connection(uv_stream_t *l, int status) {
         return;
     }
     s->st.accepted++;
-    peer_name(&c->tcp, c->peer_addr, sizeof c->peer_addr);
+    peer_name(c);
     if (s->shutting_down) {
         vf_rpc_conn_close(c, "the server is shutting down");
         return;
@@ -378,6 +406,11 @@ static void on_connection(uv_stream_t *l, int status) {
     if (s->n_conns > s->cfg.max_connections) {
         s->st.rejected_cap++;
         vf_rpc_conn_close(c, "connection limit (%d) reached", s->cfg.max_connections);
+        return;
+    }
+    if (same_source(s, c) >= s->cfg.max_per_source) {
+        s->st.rejected_source++;
+        vf_rpc_conn_close(c, "per-source connection limit (%d from %s) reached", s->cfg.max_per_source, c->peer_ip);
         return;
     }
     vf_error err;
@@ -432,6 +465,13 @@ int vf_rpc_server_start(uv_loop_t *loop, const vf_rpc_server_config *cfg_in, con
     snprintf(s->key_file, sizeof s->key_file, "%s", cfg_in->tls.key_file ? cfg_in->tls.key_file : "");
     snprintf(s->crl_file, sizeof s->crl_file, "%s", cfg_in->tls.crl_file ? cfg_in->tls.crl_file : "");
     vf_rpc_tls_files files = {s->ca_file, s->cert_file, s->key_file, s->crl_file[0] ? s->crl_file : NULL};
+    if (s->cfg.max_connections < 1 || s->cfg.max_per_source < 1 || s->cfg.handshake_timeout_ms < 1 ||
+        s->cfg.admin_reserve < 0 || s->cfg.admin_reserve >= s->cfg.max_connections) {
+        vf_fail(err, "connection limits: max_connections %d, max_per_source %d and handshake_timeout_ms %d must be "
+                     "positive and admin_reserve %d below max_connections", s->cfg.max_connections, s->cfg.max_per_source,
+                s->cfg.handshake_timeout_ms, s->cfg.admin_reserve);
+        goto fail;
+    }
     if (s->cfg.crl_missing != VF_RPC_CRL_KEEP && s->cfg.crl_missing != VF_RPC_CRL_REFUSE_ALL) {
         vf_fail(err, "crl_missing must be keep or refuse-all (got %d)", s->cfg.crl_missing);
         goto fail;
@@ -469,8 +509,11 @@ int vf_rpc_server_start(uv_loop_t *loop, const vf_rpc_server_config *cfg_in, con
         uv_signal_start(&s->sighup, on_sighup, SIGHUP);
         s->handles_open++;
     }
-    vf_log(VF_INFO, "event=rpc_listening addr=%s port=%d methods=%d max_connections=%d", s->cfg.host, s->port,
-           s->n_methods, s->cfg.max_connections);
+    vf_log(VF_INFO,
+           "event=rpc_listening addr=%s port=%d methods=%d max_connections=%d max_per_source=%d admin_reserve=%d "
+           "handshake_timeout_ms=%d",
+           s->cfg.host, s->port, s->n_methods, s->cfg.max_connections, s->cfg.max_per_source, s->cfg.admin_reserve,
+           s->cfg.handshake_timeout_ms);
     if (s->tls.crl_unusable) crl_alarm(s, "start");
     *out = s;
     return 0;

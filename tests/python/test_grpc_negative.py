@@ -323,6 +323,74 @@ def test_many_idle_connections_are_bounded(stubs, pki, server):
     unary_ok(stubs, pki.hosp1, server.port)
 
 
+def test_idle_sockets_from_one_source_do_not_lock_others_out(vflclip, stubs, pki):
+    """Idle unauthenticated sockets from one address hit the per-source cap,
+    not the server's: an admin (and a party) from another address still get
+    in, and the idle sockets go at the handshake deadline.  (127.0.0.0/8 is
+    all local on Linux: the idle sockets come from 127.0.0.2.)"""
+    per_source, handshake_ms = 3, 1500
+    s = RpcServer(vflclip, pki.server, "--max-connections", 12, "--max-per-source", per_source, "--admin-reserve", 2,
+                  "--handshake-timeout-ms", handshake_ms)
+    socks = []
+    try:
+        t0 = time.time()
+        socks = [socket.create_connection(("127.0.0.1", s.port), source_address=("127.0.0.2", 0))
+                 for _ in range(per_source)]
+        extra = socket.create_connection(("127.0.0.1", s.port), source_address=("127.0.0.2", 0))
+        assert closed_by_peer(extra, 1.0), "a connection beyond the per-source limit was kept"
+        extra.close()
+        assert s.wait_log(f"per-source connection limit ({per_source} from 127.0.0.2) reached"), s.log()[-3000:]
+        assert time.time() - t0 < handshake_ms / 1000 * 0.8  # the idle ones are all still held
+        with channel(pki.admin, s.port) as ch:  # from 127.0.0.1
+            assert stubs.pbg.RpcTestStub(ch).AdminOnly(stubs.pb.EchoRequest(text="a"), timeout=10).peer_role == "admin"
+        unary_ok(stubs, pki.hosp1, s.port)
+        assert not any(closed_by_peer(k, 0.05) for k in socks), "an idle socket went before the handshake deadline"
+        # a socket that never sends a byte goes at the handshake deadline
+        for k in socks:
+            assert closed_by_peer(k, 10)
+        waited = time.time() - t0
+        print(f"idle sockets closed after {waited:.2f} s (handshake timeout {handshake_ms} ms)")
+        assert handshake_ms / 1000 * 0.8 < waited < handshake_ms / 1000 + 5
+        assert s.log().count("TLS handshake not completed in time") >= per_source
+        # the source may connect again
+        unary_ok(stubs, pki.hosp2, s.port)
+    finally:
+        for k in socks:
+            k.close()
+        assert s.stop() == 0
+
+
+def test_admin_reserve_keeps_room_for_admins(vflclip, stubs, pki):
+    """With max_connections 4 and admin_reserve 2, authenticated parties may
+    hold 2 connections; a third party is closed after its handshake, while an
+    admin still gets in."""
+    s = RpcServer(vflclip, pki.server, "--max-connections", 4, "--admin-reserve", 2)
+    own = [("grpc.use_local_subchannel_pool", 1)]  # one connection per channel
+    chans = []
+    try:
+        for kit in (pki.hosp1, pki.hosp2):
+            ch = grpc.secure_channel(f"localhost:{s.port}", kit.creds(), options=[*own, ("grpc.enable_http_proxy", 0)])
+            chans.append(ch)
+            stubs.pbg.RpcTestStub(ch).Unary(stubs.pb.EchoRequest(text="hold"), timeout=10)
+        with grpc.secure_channel(f"localhost:{s.port}", pki.kp.creds(), options=[*own, ("grpc.enable_http_proxy", 0)]) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                stubs.pbg.RpcTestStub(ch).Unary(stubs.pb.EchoRequest(text="third"), timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value
+        assert s.wait_log("the rest is kept for admins"), s.log()[-3000:]
+        assert "event=rpc_conn_refused" in s.log() and "name=kp" in s.log()
+        with grpc.secure_channel(f"localhost:{s.port}", pki.admin.creds(), options=[*own, ("grpc.enable_http_proxy", 0)]) as ch:
+            assert stubs.pbg.RpcTestStub(ch).AdminOnly(stubs.pb.EchoRequest(text="a"), timeout=10).peer_role == "admin"
+        for ch in chans:  # the parties held on
+            stubs.pbg.RpcTestStub(ch).Unary(stubs.pb.EchoRequest(text="still"), timeout=10)
+        chans.pop().close()
+        time.sleep(0.3)
+        unary_ok(stubs, pki.kp, s.port)  # a party slot is free again
+    finally:
+        for ch in chans:
+            ch.close()
+        assert s.stop() == 0
+
+
 def test_keepalive_closes_a_peer_that_does_not_answer_pings(stubs, pki, server):
     c = RawH2(pki.hosp2, server.port)
     t = time.time()
