@@ -1,8 +1,10 @@
 /* cmd_transcript: `vflclip transcript verify FILE` — checks a run's
  * transcript (transcript.jsonl from `vflclip run results`): the hash chain,
  * the aggregator's signature (its certificate against the federation CA
- * and/or a given aggregator certificate), and with --party-log that a
- * party's own log of what it sent and received agrees (transcript/transcript.h). */
+ * and/or a given aggregator certificate), that it covers the whole run
+ * (run_start at seq 1, run_end last), and with --party-log that a party's
+ * own log of what it sent and received in that run agrees
+ * (transcript/transcript.h). */
 #include "cli/commands.h"
 #include "transcript/transcript.h"
 
@@ -48,15 +50,26 @@ int vf_cmd_transcript(int argc, char **argv) {
         fprintf(stderr, "vflclip transcript verify: FAILED: %s\n", err.msg);
         return 1;
     }
-    printf("%s: run %s, %llu messages, hash chain intact (head %.16s), signed by aggregator '%s' (serial %s)%s%s\n", file,
-           rep.run_id, (unsigned long long)rep.entries, rep.head, rep.signer_name, rep.signer_serial,
+    printf("%s: run %s, seq 1 (run start) to %llu (run end), hash chain intact (head %.16s), signed by aggregator '%s' "
+           "(serial %s)%s%s\n", file, rep.run_id, (unsigned long long)rep.entries, rep.head, rep.signer_name, rep.signer_serial,
            ca ? ", certificate issued by " : "", ca ? ca : "");
+    if (rep.resumes) printf("%s: the aggregator restarted and resumed the run %llu time(s)\n", file, (unsigned long long)rep.resumes);
+    if (rep.decisions)
+        printf("%s: NOTE: %llu operator decision(s) to go on over a truncated or damaged transcript, the first at seq %llu: "
+               "messages before it may be missing\n", file, (unsigned long long)rep.decisions,
+               (unsigned long long)rep.first_decision_seq);
     for (int i = 0; i < n_logs; i++) {
         if (vf_transcript_verify(file, ca, cert, logs[i], &rep, &err)) {
             fprintf(stderr, "vflclip transcript verify: FAILED: %s\n", err.msg);
             return 1;
         }
-        printf("%s: agrees with the transcript (%d messages sent, %d received)\n", logs[i], rep.party_sent, rep.party_received);
+        printf("%s: party '%s' in run %s, transcript seq %llu to %llu: agrees with the transcript (%llu messages sent, %llu "
+               "received)", logs[i], rep.party_name, rep.run_id, (unsigned long long)rep.party_first_seq,
+               (unsigned long long)rep.party_last_seq, (unsigned long long)rep.party_sent, (unsigned long long)rep.party_received);
+        if (rep.party_unrecorded_sent)
+            printf("; %llu sent after its last recorded message (in flight when the run ended) are not in the transcript",
+                   (unsigned long long)rep.party_unrecorded_sent);
+        printf("\n");
     }
     return 0;
 }
