@@ -38,16 +38,16 @@ static void on_status(vf_rpc_call *call, const uint8_t *data, size_t len, void *
     snprintf(state, sizeof state, "%s%s", agg_run_state_name(r->state), r->paused ? "-paused" : "");
     s.state = state;
     s.run_id = (char *)r->id;
-    s.step = (uint64_t)r->global_step;
-    s.total_steps = (uint64_t)r->total_steps;
-    s.last_loss = r->last_loss;
+    s.step = (uint64_t)r->sess.global_step;
+    s.total_steps = (uint64_t)r->sess.total_steps;
+    s.last_loss = r->sess.last_loss;
     s.parties_connected = (uint32_t)agg_parties_connected();
     s.started_unix = r->started_unix;
     s.aggregator_name = g_agg.name;
     s.software_version = AGG_VERSION;
-    s.epoch = (uint32_t)(r->epoch + (r->state == RUN_TRAINING ? 1 : 0));
+    s.epoch = (uint32_t)(r->sess.epoch + (r->state == RUN_TRAINING ? 1 : 0));
     s.total_epochs = (uint32_t)r->cfg.epochs;
-    s.best_val_auc = r->best_auc;
+    s.best_val_auc = r->sess.best_auc;
     s.message = (char *)r->message;
     s.cert_not_after_unix = g_agg.me.not_after_unix;
     s.epsilon = r->state == RUN_IDLE ? NAN : agg_run_epsilon();
@@ -141,18 +141,18 @@ static void send_event(vf_rpc_call *call, const char *kind, const char *message)
     e.run_id = (char *)r->id;
     e.kind = (char *)kind;
     e.state = state;
-    e.step = (uint64_t)r->global_step;
-    e.loss = r->last_loss;
+    e.step = (uint64_t)r->sess.global_step;
+    e.loss = r->sess.last_loss;
     e.message = (char *)(message ? message : r->message);
     Vflclip__V1__Metric m[12], *mp[12];
     int n = 0;
     const char *names[9] = {"epoch", "total_epochs", "total_steps", "val_auc", "val_acc", "train_loss", "best_val_auc",
                             "test_auc", "epsilon"};
-    double vals[9] = {r->epoch + (r->state == RUN_TRAINING), r->cfg.epochs, (double)r->total_steps,
-                      r->trainer_ready && r->log.n ? r->log.val_auc[r->log.n - 1] : NAN,
-                      r->trainer_ready && r->log.n ? r->log.val_acc[r->log.n - 1] : NAN,
-                      r->trainer_ready && r->log.n ? r->log.train_loss[r->log.n - 1] : NAN, r->best_auc,
-                      r->state == RUN_DONE && r->n[2] ? r->m_test.auc : NAN, r->trainer_ready ? agg_run_epsilon() : NAN};
+    double vals[9] = {r->sess.epoch + (r->state == RUN_TRAINING), r->cfg.epochs, (double)r->sess.total_steps,
+                      r->session_ready && r->sess.log.n ? r->sess.log.val_auc[r->sess.log.n - 1] : NAN,
+                      r->session_ready && r->sess.log.n ? r->sess.log.val_acc[r->sess.log.n - 1] : NAN,
+                      r->session_ready && r->sess.log.n ? r->sess.log.train_loss[r->sess.log.n - 1] : NAN, r->sess.best_auc,
+                      r->state == RUN_DONE && r->n[2] ? r->sess.m_test.auc : NAN, r->session_ready ? agg_run_epsilon() : NAN};
     for (int i = 0; i < 9; i++) {
         if (!isfinite(vals[i])) continue;
         vflclip__v1__metric__init(&m[n]);
@@ -164,7 +164,7 @@ static void send_event(vf_rpc_call *call, const char *kind, const char *message)
     if (r->state == RUN_DONE && r->n[2]) {
         vflclip__v1__metric__init(&m[n]);
         m[n].name = "test_acc";
-        m[n].value = r->m_test.acc;
+        m[n].value = r->sess.m_test.acc;
         mp[n] = &m[n];
         n++;
     }

@@ -13,11 +13,9 @@
 
 #include <stdint.h>
 
-#include "coop/trainer.h"
-#include "coop/trainer_io.h"
+#include "coop/train_session.h"
 #include "daemon/run_config.h"
 #include "privacy/privacy_report.h"
-#include "privacy/text_grad_guard.h"
 #include "proto/admin.pb-c.h"
 #include "proto/federation.pb-c.h"
 #include "rpc/rpc.h"
@@ -71,7 +69,7 @@ typedef struct agg_run {
     int C, D, have_text;
     char **class_names;
     float logit_scale;
-    float *T, *dT;                   /* (C, D) current text features, dL/dT */
+    float *T;                        /* (C, D) text features as last received */
     /* image side */
     int n_img;
     agg_img img[AGG_MAX_PARTIES];
@@ -79,23 +77,16 @@ typedef struct agg_run {
     int *labels[3];
     uint64_t n[3];
     vf_embedded_split split[3];
-    /* training */
-    int trainer_ready;
-    vf_text_grad_guard guard;        /* dL/dT accumulation / clipping / noise (cfg.privacy) */
-    int guarded, steps_per_epoch, pending_batches, budget_stop;
-    vf_batcher batcher;
-    vf_loss_step ls;
-    vf_metrics m_train, m_val, m_test;
-    vf_run_log log;
-    int epoch, step_in_epoch, stop;
-    long global_step, committed_step, total_steps;
-    double loss_sum, last_loss, best_auc, first_loss;
-    int best_epoch, have_best;
-    double t0;
+    /* training: the one CoOp loop (coop/train_session.h), driven from the
+     * network callbacks.  Before it is set up (a restarted aggregator whose
+     * parties are not back yet) its plain fields (global_step, best_auc, ...)
+     * hold the last committed values, for status. */
+    vf_train_session sess;
+    int session_ready, epochs_reported;   /* epochs and steps already told to the log and the admins */
+    long steps_reported;
     /* the task in flight */
     agg_wait wait;
     uint64_t task;
-    float pending_loss;
     uint64_t bytes_out, bytes_in;    /* protobuf bytes of training-step messages */
     vf_transcript transcript;        /* every message while the run is active (run dir, transcript.jsonl) */
     double step_t0, step_min_s, step_sum_s;   /* wall time of each step: loss + round trip */

@@ -38,7 +38,7 @@ static const vf_ini_key schema[] = {
 static void on_closed(vf_rpc_server *s, void *ud) { vf_log(VF_INFO, "event=server_closed"); }
 
 static void on_stop(int sig) {
-    vf_log(VF_INFO, "event=stopping signal=%d run=%s step=%ld", sig, g_agg.run.id[0] ? g_agg.run.id : "-", g_agg.run.global_step);
+    vf_log(VF_INFO, "event=stopping signal=%d run=%s step=%ld", sig, g_agg.run.id[0] ? g_agg.run.id : "-", g_agg.run.sess.global_step);
     g_agg.shutting_down = 1;
     uv_close((uv_handle_t *)&g_agg.run.pause_timer, NULL);
     agg_admin_run_over();

@@ -1,26 +1,27 @@
-/* run: one federated CoOp run on the aggregator.
+/* run: one federated CoOp run on the aggregator: the network side of the
+ * one training loop.
  *
- * The training maths is the trainer library's (coop/trainer.h), called in the
- * same order as vf_trainer_run so that a federated run and `vflclip train`
- * give the same numbers: per step vf_batcher_next -> vf_loss_step_run (here)
- * -> vf_text_update (at the knowledge party, which answers with the text
- * features of the updated context); per epoch vf_evaluate_split on train and
- * val, best-val-AUC selection, vf_run_log_epoch; at the end the best context,
- * val/test metrics, confusion plots and the context file.
+ * The loop itself is coop/train_session.c, the same one `vflclip train`
+ * drives.  Here its actions become tasks for the knowledge party, which
+ * holds the context: UPDATE -> TextBackward (answered with the text features
+ * of the updated context), SAVE -> Checkpoint save, MARK_BEST -> Checkpoint
+ * mark-best, RESTORE_BEST -> Checkpoint restore-best, DONE -> export of the
+ * context file.  This file keeps what is about the network: who is asked
+ * what, waiting, pausing and resuming.
  *
  * Phases: SETUP (RunSetup to the knowledge party: class names, D, the first
  * text features) -> ENCODING (each image party streams its splits; parties in
  * parallel, splits in order) -> TRAINING -> FINISHING -> DONE.  Exactly one
  * task to the knowledge party is in flight at a time (r->wait, r->task).
  *
- * Durability: every checkpoint_every steps and at each epoch end the
- * knowledge party saves its state for the step, and only after its Ack the
- * aggregator commits its own progress (progress.c).  When the knowledge party
- * goes away, the aggregator rolls back to its last committed step and pauses;
- * when it returns, RunSetup(resume_step) restores the party to that same
- * step.  An image party that leaves while its splits are streaming is asked
- * again when it returns.  A pause longer than party_timeout_s fails the run.
- * Starting, aborting and resuming after a restart are in run_control.c. */
+ * Durability: at every SAVE the knowledge party saves its state for the
+ * step, and only after its Ack the aggregator commits its own progress
+ * (progress.c: the session's state).  When the knowledge party goes away,
+ * the aggregator rolls back to its last committed step and pauses; when it
+ * returns, RunSetup(resume_step) restores the party to that same step.  An
+ * image party that leaves while its splits are streaming is asked again when
+ * it returns.  A pause longer than party_timeout_s fails the run.  Starting,
+ * aborting and resuming after a restart are in run_control.c. */
 #include "agg.h"
 #include "daemon/audit.h"
 #include "daemon/notify.h"
@@ -57,25 +58,16 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static void end_epoch(void);
-
 /* ---- state changes ------------------------------------------------------------ */
-static void free_trainer(agg_run *r) {
-    if (!r->trainer_ready) return;
-    vf_batcher_free(&r->batcher);
-    vf_loss_step_free(&r->ls);
-    vf_metrics_free(&r->m_train);
-    vf_metrics_free(&r->m_val);
-    vf_metrics_free(&r->m_test);
-    vf_run_log_free(&r->log);
-    if (r->guarded) vf_text_grad_guard_free(&r->guard);
-    r->guarded = 0;
-    r->trainer_ready = 0;
+static void free_session(agg_run *r) {
+    if (!r->session_ready) return;
+    vf_train_session_free(&r->sess);
+    r->session_ready = 0;
 }
 
 void agg_run_free(agg_run *r) {
     vf_transcript_close(&r->transcript);
-    free_trainer(r);
+    free_session(r);
     for (int k = 0; k < 3; k++) {
         free(r->emb[k]);
         free(r->labels[k]);
@@ -86,7 +78,6 @@ void agg_run_free(agg_run *r) {
         for (int c = 0; c < r->C; c++) free(r->class_names[c]);
     free(r->class_names);
     free(r->T);
-    free(r->dT);
     free(r->config_text);
     uv_timer_t timer = r->pause_timer;
     memset(r, 0, sizeof *r);
@@ -119,7 +110,7 @@ void agg_run_end(agg_run_state s, const char *msg) {
     uv_timer_stop(&r->pause_timer);
     snprintf(r->message, sizeof r->message, "%s", msg ? msg : "");
     vf_log(s == RUN_DONE ? VF_INFO : VF_WARN, "event=run_%s run=%s step=%ld message=\"%s\"", agg_run_state_name(s), r->id,
-           r->global_step, r->message);
+           r->sess.global_step, r->message);
     save_progress_logged();
     if (r->transcript.f) {
         vf_error err;
@@ -164,7 +155,7 @@ static void pause_run(const char *fmt, ...) {
     if (!r->paused) uv_timer_start(&r->pause_timer, on_pause_timeout, (uint64_t)r->cfg.party_timeout_s * 1000, 0);
     r->paused = 1;
     snprintf(r->message, sizeof r->message, "%s", msg);
-    vf_log(VF_WARN, "event=run_paused run=%s step=%ld reason=\"%s\" timeout_s=%d", r->id, r->global_step, msg,
+    vf_log(VF_WARN, "event=run_paused run=%s step=%ld reason=\"%s\" timeout_s=%d", r->id, r->sess.global_step, msg,
            r->cfg.party_timeout_s);
     agg_admin_event("state", msg);
 }
@@ -174,7 +165,7 @@ static void unpause(void) {
     if (!r->paused) return;
     r->paused = 0;
     uv_timer_stop(&r->pause_timer);
-    vf_log(VF_INFO, "event=run_resumed run=%s step=%ld", r->id, r->global_step);
+    vf_log(VF_INFO, "event=run_resumed run=%s step=%ld", r->id, r->sess.global_step);
     r->message[0] = 0;
     agg_admin_event("state", "resumed");
 }
@@ -211,19 +202,19 @@ static void send_setup(void) {
     rs.beta1 = c->optim.beta1;
     rs.beta2 = c->optim.beta2;
     rs.eps = c->optim.eps;
-    rs.resume_step = (uint64_t)r->committed_step;
+    rs.resume_step = (uint64_t)r->sess.committed_step;
     Vflclip__V1__AggregatorMessage am = VFLCLIP__V1__AGGREGATOR_MESSAGE__INIT;
     am.body_case = VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_RUN_SETUP;
     am.run_setup = &rs;
     if (send_kp(&am, WAIT_SETUP) == 0)
-        vf_log(VF_INFO, "event=run_setup_sent run=%s peer=%s resume_step=%ld", r->id, r->kp_name, r->committed_step);
+        vf_log(VF_INFO, "event=run_setup_sent run=%s peer=%s resume_step=%ld", r->id, r->kp_name, r->sess.committed_step);
 }
 
 static void send_checkpoint(const char *action, agg_wait wait, uint32_t epoch, double val_auc) {
     agg_run *r = &g_agg.run;
     Vflclip__V1__Checkpoint ck = VFLCLIP__V1__CHECKPOINT__INIT;
     ck.tag = r->id;
-    ck.step = (uint64_t)r->global_step;
+    ck.step = (uint64_t)r->sess.global_step;
     ck.action = (char *)action;
     ck.epoch = epoch;
     ck.val_auc = val_auc;
@@ -355,37 +346,30 @@ static void on_chunk(agg_party *p, uint64_t task, const Vflclip__V1__EmbeddingsC
 }
 
 /* ---- training -------------------------------------------------------------------- */
+static void drive_session(void);
+
 static void start_training(void) {
     agg_run *r = &g_agg.run;
     vf_error err;
-    if (!r->trainer_ready) {
+    if (!r->session_ready) {
         for (int k = 0; k < 3; k++) r->split[k] = (vf_embedded_split){(int)r->n[k], r->D, r->emb[k], r->labels[k]};
-        int B_eval = 256;
-        int rc = vf_batcher_init(&r->batcher, (int)r->n[0], r->cfg.batch_size, r->cfg.seed, &err);
-        if (!rc) rc = vf_loss_step_init(&r->ls, r->C, r->D, r->batcher.batch_size > B_eval ? r->batcher.batch_size : B_eval, &err);
-        if (!rc) rc = vf_metrics_init(&r->m_train, r->C, &err) || vf_metrics_init(&r->m_val, r->C, &err) ||
-                      vf_metrics_init(&r->m_test, r->C, &err);
-        if (!rc) rc = vf_run_log_init(&r->log, r->dir, r->cfg.epochs, (const char *const *)r->class_names, r->C, &err);
-        if (!rc && vf_text_grad_privacy_active(&r->cfg.privacy)) {
-            rc = vf_text_grad_guard_init(&r->guard, &r->cfg.privacy, r->C, r->D, r->batcher.batch_size, &err);
-            r->guarded = !rc;
-        }
-        if (!rc && r->cfg.privacy.epsilon_budget > 0 &&
-            vf_text_grad_epsilon(&r->cfg.privacy, r->batcher.batch_size, (int)r->n[0], 1) > r->cfg.privacy.epsilon_budget)
-            rc = vf_fail(&err, "epsilon_budget %g is below the epsilon of a single step (%.4f)", r->cfg.privacy.epsilon_budget,
-                         vf_text_grad_epsilon(&r->cfg.privacy, r->batcher.batch_size, (int)r->n[0], 1));
-        if (rc) return fail_run("cannot start training: %s", err.msg);
-        r->trainer_ready = 1;
-        r->steps_per_epoch = (r->batcher.steps_per_epoch + r->cfg.privacy.accumulate - 1) / r->cfg.privacy.accumulate;
-        long total = (long)r->cfg.epochs * r->steps_per_epoch;
-        r->total_steps = r->cfg.max_steps > 0 && r->cfg.max_steps < total ? r->cfg.max_steps : total;
+        const vf_run_config *c = &r->cfg;
+        vf_train_session_config sc = {.epochs = c->epochs, .batch_size = c->batch_size, .max_steps = c->max_steps,
+                                      .seed = c->seed, .schedule = c->schedule, .privacy = c->privacy,
+                                      .checkpoint_every = c->checkpoint_every, .out_dir = r->dir,
+                                      .class_names = (const char *const *)r->class_names, .quiet = 1};
+        if (vf_train_session_init(&r->sess, &sc, r->split, r->C, r->D, r->logit_scale, &err))
+            return fail_run("cannot start training: %s", err.msg);
+        r->session_ready = 1;
         /* The committed progress (nothing on a fresh run) decides where to start. */
         if (agg_progress_load(r, r->dir, &err)) return fail_run("cannot resume: %s", err.msg);
-        r->t0 = now_s();
+        r->epochs_reported = r->sess.log.n;
+        r->steps_reported = r->sess.global_step;
+        vf_train_session_set_text(&r->sess, r->T, r->logit_scale);
         vf_log(VF_INFO, "event=train_start run=%s train=%" PRIu64 " val=%" PRIu64 " test=%" PRIu64 " classes=%d epochs=%d "
                "steps_per_epoch=%d batch=%d optimizer=%s lr=%g seed=%llu resume_step=%ld", r->id, r->n[0], r->n[1],
-               r->n[2], r->C, r->cfg.epochs, r->steps_per_epoch, r->batcher.batch_size,
-               vf_optim_kind_name(r->cfg.optim.kind), r->cfg.schedule.base_lr, r->cfg.seed, r->global_step);
+               r->n[2], r->C, c->epochs, r->sess.steps_per_epoch, r->sess.batcher.batch_size,
+               vf_optim_kind_name(c->optim.kind), c->schedule.base_lr, c->seed, r->sess.global_step);
     }
     r->state = RUN_TRAINING;
     for (int i = 0; i < r->n_img; i++) {
@@ -396,71 +380,70 @@ static void start_training(void) {
     agg_run_continue();
 }
 
-static void begin_finish(void) {
+/* UPDATE: dL/dT of the step's batches to the knowledge party. */
+static void send_update(void) {
     agg_run *r = &g_agg.run;
-    r->state = RUN_FINISHING;
-    agg_admin_event("state", "finishing");
-    send_checkpoint("restore-best", WAIT_RESTORE_BEST, 0, 0);
-}
-
-static void train_step(void) {
-    agg_run *r = &g_agg.run;
-    if (r->stop || r->epoch >= r->cfg.epochs) return begin_finish();
-    /* every optimizer step but an epoch's last takes `accumulate` batches */
-    long batch_pos = (long)r->step_in_epoch * r->cfg.privacy.accumulate;
-    if (batch_pos > r->batcher.steps_per_epoch) batch_pos = r->batcher.steps_per_epoch;
-    if (r->batcher.epoch != r->epoch || r->batcher.step != batch_pos) {
-        vf_batcher_start_epoch(&r->batcher, r->epoch);
-        r->batcher.step = (int)batch_pos;
-    }
-    const int *idx;
-    int B = vf_batcher_next(&r->batcher, &idx);
-    if (B == 0) return end_epoch();
-    const vf_text_grad_privacy *priv = &r->cfg.privacy;
-    if (priv->epsilon_budget > 0 &&
-        vf_text_grad_epsilon(priv, r->batcher.batch_size, (int)r->n[0], r->global_step + 1) > priv->epsilon_budget) {
-        r->batcher.step--;
-        r->stop = r->budget_stop = 1;
-        vf_log(VF_INFO, "event=epsilon_budget_reached run=%s step=%ld epsilon=%.4f budget=%g", r->id, r->global_step,
-               agg_run_epsilon(), priv->epsilon_budget);
-        snprintf(r->message, sizeof r->message, "stopped before step %ld: the next step would exceed epsilon_budget %g",
-                 r->global_step + 1, priv->epsilon_budget);
-        return r->step_in_epoch > 0 ? end_epoch() : begin_finish();
-    }
     r->step_t0 = now_s();
-    vf_error err;
-    float loss;
-    double batch_loss_sum = 0;
-    int n_batches = 0;
-    if (r->guarded) vf_text_grad_guard_begin(&r->guard);
-    for (;;) {   /* the step's `accumulate` batches, all under the same T (as vf_trainer_run) */
-        if (vf_loss_step_run(&r->ls, &r->split[0], idx, B, r->T, r->logit_scale, &loss, r->dT, &err))   // dT (C, D)
-            return fail_run("step %ld: %s", r->global_step, err.msg);
-        if (r->guarded && vf_text_grad_guard_add(&r->guard, &r->ls, B, r->T, r->logit_scale, r->dT, &err))
-            return fail_run("step %ld: %s", r->global_step, err.msg);
-        batch_loss_sum += loss;
-        if (++n_batches >= priv->accumulate || (B = vf_batcher_next(&r->batcher, &idx)) == 0) break;
-    }
-    if (r->guarded) vf_text_grad_guard_release(&r->guard, r->cfg.seed, (uint64_t)r->global_step, r->dT);   // (C, D)
-    r->pending_batches = n_batches;
-    r->pending_loss = (float)(batch_loss_sum / n_batches);
     uint32_t shape[2] = {(uint32_t)r->C, (uint32_t)r->D};
     Vflclip__V1__Tensor t = VFLCLIP__V1__TENSOR__INIT;
     t.n_shape = 2;
     t.shape = shape;
     t.n_data = (size_t)r->C * r->D;
-    t.data = r->dT;
+    t.data = r->sess.dtext;
     Vflclip__V1__TextBackward tb = VFLCLIP__V1__TEXT_BACKWARD__INIT;
-    tb.step = (uint64_t)r->global_step;
+    tb.step = (uint64_t)r->sess.global_step;
     tb.grad_text_features = &t;
-    tb.learning_rate = vf_lr_at_epoch(&r->cfg.schedule, r->epoch);
+    tb.learning_rate = r->sess.lr;
     Vflclip__V1__AggregatorMessage am = VFLCLIP__V1__AGGREGATOR_MESSAGE__INIT;
     am.body_case = VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_TEXT_BACKWARD;
     am.text_backward = &tb;
     r->bytes_out += vflclip__v1__aggregator_message__get_packed_size(&am) + 5;
-    /* the batches must be drawn again if this task is lost */
-    r->batcher.step -= r->pending_batches;
     send_kp(&am, WAIT_STEP);
+}
+
+/* Steps and epochs the session has done since last told: the admins' watch
+ * streams, the log and privacy.json hear of them. */
+static void report_progress(void) {
+    agg_run *r = &g_agg.run;
+    const vf_run_log *l = &r->sess.log;
+    if (r->sess.global_step != r->steps_reported) {
+        r->steps_reported = r->sess.global_step;
+        agg_admin_event("step", NULL);
+    }
+    for (; r->epochs_reported < l->n; r->epochs_reported++) {
+        int e = r->epochs_reported;
+        vf_log(VF_INFO, "event=epoch_done run=%s epoch=%d step=%ld train_loss=%.6f val_auc=%.6f val_acc=%.6f best_epoch=%d",
+               r->id, e + 1, r->sess.global_step, l->train_loss[e], l->val_auc[e], l->val_acc[e], r->sess.best_epoch);
+        agg_admin_event("eval", NULL);
+        agg_privacy_report_write();
+    }
+}
+
+/* The session's next action, as a task for the knowledge party. */
+static void drive_session(void) {
+    agg_run *r = &g_agg.run;
+    vf_error err;
+    vf_train_action a = vf_train_session_next(&r->sess, &err);
+    report_progress();
+    switch (a) {
+    case VF_TRAIN_ERROR: return fail_run("%s", err.msg);
+    case VF_TRAIN_UPDATE: return send_update();
+    case VF_TRAIN_SAVE: return send_checkpoint("save", WAIT_SAVE, 0, 0);
+    case VF_TRAIN_MARK_BEST:
+        return send_checkpoint("mark-best", WAIT_BEST, (uint32_t)r->sess.best_epoch, r->sess.best_auc);
+    case VF_TRAIN_RESTORE_BEST:
+        if (r->sess.budget_stop) snprintf(r->message, sizeof r->message, "%s", r->sess.message);
+        if (r->state != RUN_FINISHING) {
+            r->state = RUN_FINISHING;
+            agg_admin_event("state", "finishing");
+        }
+        return send_checkpoint("restore-best", WAIT_RESTORE_BEST, 0, 0);
+    case VF_TRAIN_DONE:
+        if (r->n[2] > 0)
+            vf_log(VF_INFO, "event=train_done run=%s best_epoch=%d best_val_auc=%.4f test_auc=%.4f test_acc=%.4f steps=%ld",
+                   r->id, r->sess.best_epoch, r->sess.best_auc, r->sess.m_test.auc, r->sess.m_test.acc, r->sess.global_step);
+        return send_checkpoint("export", WAIT_EXPORT, 0, 0);
+    }
 }
 
 static void after_step(void) {
@@ -469,73 +452,8 @@ static void after_step(void) {
     if (r->step_count == 0 || dt < r->step_min_s) r->step_min_s = dt;
     r->step_sum_s += dt;
     r->step_count++;
-    r->batcher.step += r->pending_batches;
-    r->loss_sum += r->pending_loss;
-    r->last_loss = r->pending_loss;
-    r->step_in_epoch++;
-    r->global_step++;
-    agg_admin_event("step", NULL);
-    if (r->cfg.max_steps > 0 && r->global_step >= r->cfg.max_steps) r->stop = 1;
-    if (r->stop) return end_epoch();
-    if (r->global_step % r->cfg.checkpoint_every == 0) return send_checkpoint("save", WAIT_SAVE, 0, 0);
-    train_step();
-}
-
-static void log_epoch(void);
-
-static void end_epoch(void) {
-    agg_run *r = &g_agg.run;
-    vf_error err;
-    const int has_val = r->n[1] > 0;
-    double train_loss = r->loss_sum / r->step_in_epoch;
-    if (r->epoch == 0) r->first_loss = train_loss;
-    if (vf_evaluate_split(&r->ls, &r->split[0], r->T, r->logit_scale, &r->m_train, NULL, &err) ||
-        (has_val && vf_evaluate_split(&r->ls, &r->split[1], r->T, r->logit_scale, &r->m_val, NULL, &err)))
-        return fail_run("epoch %d evaluation: %s", r->epoch + 1, err.msg);
-    double v_auc = has_val ? r->m_val.auc : NAN;
-    if (!r->have_best || isnan(r->best_auc) || v_auc > r->best_auc) {
-        r->have_best = 1;
-        r->best_auc = v_auc;
-        r->best_epoch = r->epoch + 1;
-        return send_checkpoint("mark-best", WAIT_BEST, (uint32_t)r->best_epoch, v_auc);
-    }
-    log_epoch();
-}
-
-static void log_epoch(void) {
-    agg_run *r = &g_agg.run;
-    vf_error err;
-    const int has_val = r->n[1] > 0;
-    double train_loss = r->loss_sum / r->step_in_epoch;
-    vf_epoch_record rec = {.epoch = r->epoch + 1, .steps = r->step_in_epoch, .lr = vf_lr_at_epoch(&r->cfg.schedule, r->epoch),
-                           .train_loss = train_loss, .seconds = now_s() - r->t0, .best_epoch = r->best_epoch};
-    if (vf_run_log_epoch(&r->log, &rec, &r->m_train, has_val ? &r->m_val : NULL, &err))
-        return fail_run("epoch %d: %s", r->epoch + 1, err.msg);
-    vf_log(VF_INFO, "event=epoch_done run=%s epoch=%d step=%ld train_loss=%.6f val_auc=%.6f val_acc=%.6f best_epoch=%d",
-           r->id, r->epoch + 1, r->global_step, train_loss, has_val ? r->m_val.auc : NAN, has_val ? r->m_val.acc : NAN,
-           r->best_epoch);
-    agg_admin_event("eval", NULL);
-    agg_privacy_report_write();
-    r->epoch++;
-    r->step_in_epoch = 0;
-    r->loss_sum = 0;
-    send_checkpoint("save", WAIT_SAVE, 0, 0);
-}
-
-static void finish_metrics(void) {
-    agg_run *r = &g_agg.run;
-    vf_error err;
-    if (r->n[1] > 0 && (vf_evaluate_split(&r->ls, &r->split[1], r->T, r->logit_scale, &r->m_val, NULL, &err) ||
-                        vf_run_log_confusion(&r->log, "val", &r->m_val, &err)))
-        return fail_run("final validation: %s", err.msg);
-    if (r->n[2] > 0) {
-        if (vf_evaluate_split(&r->ls, &r->split[2], r->T, r->logit_scale, &r->m_test, NULL, &err) ||
-            vf_run_log_test(&r->log, &r->m_test, r->best_epoch, &err) || vf_run_log_confusion(&r->log, "test", &r->m_test, &err))
-            return fail_run("test evaluation: %s", err.msg);
-        vf_log(VF_INFO, "event=train_done run=%s best_epoch=%d best_val_auc=%.4f test_auc=%.4f test_acc=%.4f steps=%ld",
-               r->id, r->best_epoch, r->best_auc, r->m_test.auc, r->m_test.acc, r->global_step);
-    }
-    send_checkpoint("export", WAIT_EXPORT, 0, 0);
+    vf_train_session_set_text(&r->sess, r->T, r->logit_scale);
+    drive_session();
 }
 
 static void on_context_file(const Vflclip__V1__ContextFile *cf) {
@@ -544,15 +462,15 @@ static void on_context_file(const Vflclip__V1__ContextFile *cf) {
     vf_error err;
     snprintf(path, sizeof path, "%s/context.safetensors", r->dir);
     if (vf_write_atomic(path, cf->data.data, cf->data.len, &err)) return fail_run("%s", err.msg);
-    long steps = r->global_step > 0 ? r->global_step : 1;
+    long steps = r->sess.global_step > 0 ? r->sess.global_step : 1;
     vf_log(VF_INFO, "event=run_bytes run=%s steps=%ld bytes_out=%" PRIu64 " bytes_in=%" PRIu64 " bytes_per_step=%.0f", r->id,
-           r->global_step, r->bytes_out, r->bytes_in, (double)(r->bytes_out + r->bytes_in) / steps);
+           r->sess.global_step, r->bytes_out, r->bytes_in, (double)(r->bytes_out + r->bytes_in) / steps);
     if (r->step_count)
         vf_log(VF_INFO, "event=step_time run=%s steps=%ld min_ms=%.3f mean_ms=%.3f", r->id, r->step_count,
                r->step_min_s * 1e3, r->step_sum_s / r->step_count * 1e3);
     agg_privacy_report_write();
     char why[sizeof r->message];   /* agg_run_end rewrites r->message */
-    snprintf(why, sizeof why, "%s", r->budget_stop ? r->message : "");
+    snprintf(why, sizeof why, "%s", r->sess.budget_stop ? r->sess.message : "");
     agg_run_end(RUN_DONE, why);
 }
 
@@ -569,8 +487,7 @@ void agg_run_continue(void) {
     if (!r->have_text) return send_setup();
     if (r->state == RUN_SETUP) r->state = RUN_ENCODING;
     if (r->state == RUN_ENCODING) return continue_encoding();
-    if (r->state == RUN_TRAINING) return train_step();
-    if (r->state == RUN_FINISHING) return begin_finish();
+    if (r->state == RUN_TRAINING || r->state == RUN_FINISHING) return drive_session();
 }
 
 /* The knowledge party went away: what it held since the last commit is lost. */
@@ -580,10 +497,10 @@ static void roll_back(void) {
     r->wait = WAIT_NONE;
     r->task = 0;
     r->have_text = 0;
-    if (r->trainer_ready) {
+    if (r->session_ready) {
         if (agg_progress_load(r, r->dir, &err)) return fail_run("cannot roll back: %s", err.msg);
         r->state = RUN_TRAINING;
-        vf_log(VF_INFO, "event=rolled_back run=%s step=%ld epoch=%d", r->id, r->global_step, r->epoch + 1);
+        vf_log(VF_INFO, "event=rolled_back run=%s step=%ld epoch=%d", r->id, r->sess.global_step, r->sess.epoch + 1);
     }
 }
 
@@ -601,6 +518,7 @@ static void on_text_features(const Vflclip__V1__TextFeatures *tf, size_t wire) {
     r->wait = WAIT_NONE;
     if (w == WAIT_SETUP) {
         r->have_text = 1;
+        if (r->session_ready) vf_train_session_set_text(&r->sess, r->T, r->logit_scale);   /* the restored context's T */
         vf_log(VF_INFO, "event=text_ready run=%s peer=%s step=%" PRIu64 " classes=%d dim=%d", r->id, r->kp_name, tf->step, r->C, r->D);
         return agg_run_continue();
     }
@@ -608,7 +526,10 @@ static void on_text_features(const Vflclip__V1__TextFeatures *tf, size_t wire) {
         r->bytes_in += wire + 5;
         return after_step();
     }
-    if (w == WAIT_RESTORE_BEST) return finish_metrics();
+    if (w == WAIT_RESTORE_BEST) {
+        vf_train_session_set_text(&r->sess, r->T, r->logit_scale);
+        return drive_session();
+    }
     fail_run("knowledge party '%s' sent text features nobody asked for", r->kp_name);
 }
 
@@ -627,8 +548,7 @@ static void on_text_ready(const Vflclip__V1__TextReady *tr) {
         r->D = (int)tr->dim;
         r->class_names = calloc((size_t)r->C, sizeof *r->class_names);
         r->T = malloc((size_t)r->C * r->D * sizeof(float));
-        r->dT = malloc((size_t)r->C * r->D * sizeof(float));
-        if (!r->class_names || !r->T || !r->dT) return fail_run("out of memory");
+        if (!r->class_names || !r->T) return fail_run("out of memory");
         for (int c = 0; c < r->C; c++) r->class_names[c] = strdup(tr->class_names[c]);
     }
     /* TextFeatures of the same task follow. */
@@ -658,13 +578,14 @@ void agg_run_on_message(agg_party *p, const Vflclip__V1__PartyMessage *m, size_t
         if (r->wait == WAIT_SAVE) {
             vf_error err;
             r->wait = WAIT_NONE;
-            r->committed_step = r->global_step;
+            vf_train_session_saved(&r->sess);
             if (agg_progress_save(r, &err)) return fail_run("cannot commit progress: %s", err.msg);
             return agg_run_continue();
         }
         if (r->wait == WAIT_BEST) {
             r->wait = WAIT_NONE;
-            return log_epoch();
+            vf_train_session_marked(&r->sess);
+            return drive_session();
         }
         break;
     case VFLCLIP__V1__PARTY_MESSAGE__BODY_CONTEXT_FILE:

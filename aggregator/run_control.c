@@ -110,7 +110,7 @@ int agg_run_start(const char *config_text, const char *run_id, const vf_peer_ide
     r->n_img = cfg.n_parties;
     for (int i = 0; i < cfg.n_parties; i++) snprintf(r->img[i].name, sizeof r->img[i].name, "%s", cfg.parties[i]);
     r->started_unix = (int64_t)time(NULL);
-    r->best_auc = NAN;
+    r->sess.best_auc = NAN;
     r->state = RUN_SETUP;
     agg_transcript_open();
     if (agg_progress_save(r, err) || agg_current_run_set(id, err)) {
@@ -133,7 +133,7 @@ int agg_run_abort(const char *reason, const vf_peer_identity *who, vf_error *err
     agg_run *r = &g_agg.run;
     if (!agg_run_active()) return vf_fail(err, "no run is in progress");
     char details[768];
-    snprintf(details, sizeof details, "run=%s step=%ld reason=\"%s\"", r->id, r->global_step, reason && *reason ? reason : "");
+    snprintf(details, sizeof details, "run=%s step=%ld reason=\"%s\"", r->id, r->sess.global_step, reason && *reason ? reason : "");
     vf_error aerr;
     if (vf_audit(g_agg.audit_path, "run_abort", who, details, &aerr)) vf_log(VF_ERROR, "event=audit_failed error=\"%s\"", aerr.msg);
     char msg[600];
@@ -171,8 +171,8 @@ void agg_run_resume_at_start(void) {
     }
     r->config_text = text;
     r->state = RUN_SETUP;
-    r->best_auc = NAN;
+    r->sess.best_auc = NAN;
     agg_transcript_open();
-    vf_log(VF_INFO, "event=run_resuming run=%s committed_step=%ld detail=\"waiting for its parties\"", r->id, r->committed_step);
+    vf_log(VF_INFO, "event=run_resuming run=%s committed_step=%ld detail=\"waiting for its parties\"", r->id, r->sess.committed_step);
     agg_run_continue();
 }

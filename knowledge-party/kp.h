@@ -7,6 +7,7 @@
 
 #include "clip/clip_model.h"
 #include "clip/tokenizer.h"
+#include "coop/context_learner.h"
 #include "coop/trainer.h"
 #include "proto/federation.pb-c.h"
 
@@ -23,11 +24,7 @@ typedef struct kp_state {
     char template_[1024], init_words[256];
     vf_coop_config coop_cfg;
     vf_coop *coop;
-    vf_optim optim;
-    int optim_ok;
-    float *text, *dtext, *dctx, *best_ctx;    /* (C, D) (C, D) (ctx) (ctx) */
-    int best_epoch;
-    double best_auc;
+    vf_context_learner learner;              /* the context, its optimizer, the best context */
     unsigned long long seed;
 } kp_state;
 

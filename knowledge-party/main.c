@@ -39,12 +39,9 @@ static vf_party_link *g_link;
 
 /* ---- run set-up ------------------------------------------------------------ */
 void kp_free_run(kp_state *k) {
+    vf_context_learner_free(&k->learner);
     if (k->coop) vf_coop_free(k->coop);
-    if (k->optim_ok) vf_optim_free(&k->optim);
-    free(k->text); free(k->dtext); free(k->dctx); free(k->best_ctx);
     k->coop = NULL;
-    k->optim_ok = 0;
-    k->text = k->dtext = k->dctx = k->best_ctx = NULL;
     k->run_id[0] = 0;
 }
 
@@ -76,17 +73,7 @@ int kp_setup_run(kp_state *k, const Vflclip__V1__RunSetup *rs, vf_error *err) {
     if (rs->beta1 > 0) oc.beta1 = rs->beta1;
     if (rs->beta2 > 0) oc.beta2 = rs->beta2;
     if (rs->eps > 0) oc.eps = rs->eps;
-    int n = vf_coop_ctx_count(k->coop), CD = k->n_classes * vf_coop_feature_dim(k->coop);
-    if (vf_optim_init(&k->optim, &oc, n, err)) return -1;
-    k->optim_ok = 1;
-    k->text = malloc((size_t)CD * sizeof(float));
-    k->dtext = malloc((size_t)CD * sizeof(float));
-    k->dctx = malloc((size_t)n * sizeof(float));
-    k->best_ctx = malloc((size_t)n * sizeof(float));
-    if (!k->text || !k->dtext || !k->dctx || !k->best_ctx) return vf_fail(err, "out of memory");
-    memcpy(k->best_ctx, vf_coop_ctx(k->coop), (size_t)n * sizeof(float));
-    k->best_epoch = 0;
-    k->best_auc = NAN;
+    if (vf_context_learner_init(&k->learner, k->coop, &oc, err)) return -1;
     if (rs->resume_step > 0 && kp_checkpoint_load(k, rs->resume_step, err)) return -1;
     vf_log(VF_INFO, "event=run_setup run=%s step=%" PRIu64 " classes=%d ctx_rows=%d width=%d optimizer=%s template=\"%s\"",
            k->run_id, rs->resume_step, k->n_classes, vf_coop_ctx_rows(k->coop), vf_coop_width(k->coop),
@@ -124,14 +111,14 @@ static void send_ack(uint64_t task, const char *detail) {
 
 /* Forward of the current context, answered as TextFeatures (C, D). */
 static int send_features(uint64_t task, uint64_t step, vf_error *err) {
-    if (vf_coop_text_forward(g_kp.coop, g_kp.text, err)) return -1;   // (C, D)
+    if (vf_context_learner_forward(&g_kp.learner, err)) return -1;   // (C, D)
     const int C = g_kp.n_classes, D = vf_coop_feature_dim(g_kp.coop);
     uint32_t shape[2] = {(uint32_t)C, (uint32_t)D};
     Vflclip__V1__Tensor t = VFLCLIP__V1__TENSOR__INIT;
     t.n_shape = 2;
     t.shape = shape;
     t.n_data = (size_t)C * D;
-    t.data = g_kp.text;
+    t.data = g_kp.learner.text;
     Vflclip__V1__TextFeatures tf = VFLCLIP__V1__TEXT_FEATURES__INIT;
     tf.step = step;
     tf.features = &t;
@@ -184,27 +171,22 @@ static void on_text_backward(uint64_t task, const Vflclip__V1__TextBackward *tb)
         send_error(task, 3, "TextBackward: learning rate is not a finite non-negative number");
         return;
     }
-    memcpy(g_kp.dtext, g->data, (size_t)C * D * sizeof(float));
-    if (vf_text_update(g_kp.coop, &g_kp.optim, g_kp.dtext, tb->learning_rate, g_kp.dctx, &err) ||
+    if (vf_context_learner_update(&g_kp.learner, g->data, tb->learning_rate, &err) ||
         send_features(task, tb->step + 1, &err))
         send_error(task, 13, err.msg);
 }
 
 static void on_checkpoint(uint64_t task, const Vflclip__V1__Checkpoint *ck) {
     vf_error err;
-    const int n = vf_coop_ctx_count(g_kp.coop);
     const char *a = ck->action;
     if (!strcmp(a, "save")) {
         if (kp_checkpoint_save(&g_kp, ck->step, &err)) send_error(task, 13, err.msg);
         else send_ack(task, "saved");
     } else if (!strcmp(a, "mark-best")) {
-        memcpy(g_kp.best_ctx, vf_coop_ctx(g_kp.coop), (size_t)n * sizeof(float));
-        g_kp.best_epoch = (int)ck->epoch;
-        g_kp.best_auc = ck->val_auc;
+        vf_context_learner_mark_best(&g_kp.learner, (int)ck->epoch, ck->val_auc);
         send_ack(task, "best");
     } else if (!strcmp(a, "restore-best")) {
-        if (vf_coop_set_ctx(g_kp.coop, g_kp.best_ctx, vf_coop_ctx_rows(g_kp.coop), vf_coop_width(g_kp.coop), "best context", &err) ||
-            send_features(task, ck->step, &err))
+        if (vf_context_learner_restore_best(&g_kp.learner, &err) || send_features(task, ck->step, &err))
             send_error(task, 13, err.msg);
     } else if (!strcmp(a, "export")) {
         char path[4400];
@@ -213,11 +195,11 @@ static void on_checkpoint(uint64_t task, const Vflclip__V1__Checkpoint *ck) {
                                 .class_names = (const char *const *)g_kp.class_names, .n_classes = g_kp.n_classes,
                                 .n_ctx = vf_coop_n_ctx(g_kp.coop), .csc = g_kp.coop_cfg.csc,
                                 .class_pos = g_kp.coop_cfg.class_pos, .model_fingerprint = g_kp.fingerprint,
-                                .epoch = g_kp.best_epoch, .val_auc = g_kp.best_auc, .seed = g_kp.seed};
+                                .epoch = g_kp.learner.best_epoch, .val_auc = g_kp.learner.best_auc, .seed = g_kp.seed};
         char *data = NULL;
         size_t len = 0;
-        if (vf_coop_set_ctx(g_kp.coop, g_kp.best_ctx, vf_coop_ctx_rows(g_kp.coop), vf_coop_width(g_kp.coop), "best context", &err) ||
-            vf_context_save(path, g_kp.coop, &info, &err) || vf_read_file(path, &data, &len, &err)) {
+        if (vf_context_learner_restore_best(&g_kp.learner, &err) || vf_context_save(path, g_kp.coop, &info, &err) ||
+            vf_read_file(path, &data, &len, &err)) {
             send_error(task, 13, err.msg);
             return;
         }
@@ -230,7 +212,7 @@ static void on_checkpoint(uint64_t task, const Vflclip__V1__Checkpoint *ck) {
         pm.context_file = &cf;
         send_pm(&pm);
         free(data);
-        vf_log(VF_INFO, "event=context_exported run=%s best_epoch=%d bytes=%zu", g_kp.run_id, g_kp.best_epoch, len);
+        vf_log(VF_INFO, "event=context_exported run=%s best_epoch=%d bytes=%zu", g_kp.run_id, g_kp.learner.best_epoch, len);
     } else {
         char msg[160];
         snprintf(msg, sizeof msg, "unknown checkpoint action '%s'", a);

@@ -1,11 +1,12 @@
-/* trainer: batches, the aggregator's loss step, evaluation, the knowledge
- * party's update, and the single-process epoch loop (see trainer.h).  The
- * run directory's files are written by trainer_io.c. */
+/* trainer: batches, the loss step, evaluation, the context update, and
+ * `vflclip train`'s driver of the one training loop (train_session.c) with
+ * the context in this process (context_learner.c).  The run directory's
+ * files are written by trainer_io.c. */
 #include "coop/trainer.h"
+#include "coop/context_learner.h"
 #include "coop/loss.h"
-#include "coop/trainer_io.h"
+#include "coop/train_session.h"
 #include "data/shuffle.h"
-#include "privacy/text_grad_guard.h"
 #include "util/log.h"
 
 #include <math.h>
@@ -130,209 +131,82 @@ int vf_text_update(vf_coop *c, vf_optim *o, const float *dtext, float lr, float 
     return 0;
 }
 
-/* ---- progress ------------------------------------------------------------- */
-typedef struct progress {
-    int tty, quiet;
-    struct timespec t0;
-    long total, done, next_report;
-    int line_open;
-} progress;
-
-static double elapsed_s(const struct timespec *t0) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
-}
-
-static void fmt_duration(double s, char *out, size_t size) {
-    long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(out, size, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-    else snprintf(out, size, "%02ld:%02ld", t / 60, t % 60);
-}
-
-static void progress_step(progress *p, int epoch, int epochs, int step, int steps, float loss, float lr) {
-    p->done++;
-    if (p->quiet) return;
-    double el = elapsed_s(&p->t0);
-    char eta[32];
-    fmt_duration(p->done ? el / p->done * (double)(p->total - p->done) : 0, eta, sizeof eta);
-    if (p->tty) {
-        fprintf(stderr, "\r\033[Kepoch %d/%d  step %d/%d  loss %.4f  lr %.3g  ETA %s", epoch + 1, epochs, step, steps,
-                loss, lr, eta);
-        p->line_open = 1;
-    } else if (p->done >= p->next_report || p->done == p->total) {
-        fprintf(stderr, "epoch %d/%d step %d/%d loss %.4f lr %.3g eta %s\n", epoch + 1, epochs, step, steps, loss, lr, eta);
-        p->next_report = p->done + (p->total >= 10 ? p->total / 10 : 1);
+/* ---- the single-process driver ----------------------------------------------- */
+/* Answers each action of the session at once with the context in this process. */
+static int drive(vf_train_session *s, vf_context_learner *l, const char *ctx_path, const vf_context_info *info, vf_error *err) {
+    for (;;) {
+        switch (vf_train_session_next(s, err)) {
+        case VF_TRAIN_ERROR: return -1;
+        case VF_TRAIN_UPDATE:
+            if (vf_context_learner_update(l, s->dtext, s->lr, err) || vf_context_learner_forward(l, err)) return -1;
+            vf_train_session_set_text(s, l->text, s->logit_scale);
+            break;
+        case VF_TRAIN_SAVE: vf_train_session_saved(s); break;
+        case VF_TRAIN_MARK_BEST: {
+            vf_context_learner_mark_best(l, s->best_epoch, s->best_auc);
+            /* Saved as soon as it is the best, so an interrupted run keeps its best context. */
+            vf_context_info ci = *info;
+            ci.epoch = s->best_epoch;
+            ci.val_auc = s->best_auc;
+            if (vf_context_save(ctx_path, l->coop, &ci, err)) return -1;
+            vf_train_session_marked(s);
+            break;
+        }
+        case VF_TRAIN_RESTORE_BEST:
+            if (vf_context_learner_restore_best(l, err) || vf_context_learner_forward(l, err)) return -1;
+            vf_train_session_set_text(s, l->text, s->logit_scale);
+            break;
+        case VF_TRAIN_DONE: return 0;
+        }
     }
-    fflush(stderr);
-}
-
-static void progress_epoch(progress *p, int epoch, int epochs, double train_loss, const vf_metrics *val) {
-    if (p->quiet) return;
-    if (p->line_open) fputc('\n', stderr);
-    p->line_open = 0;
-    if (val)
-        fprintf(stderr, "epoch %d/%d done: train loss %.4f  val AUC %.4f  ACC %.4f  (%.1fs)\n", epoch + 1, epochs, train_loss,
-                val->auc, val->acc, elapsed_s(&p->t0));
-    else
-        fprintf(stderr, "epoch %d/%d done: train loss %.4f  (%.1fs)\n", epoch + 1, epochs, train_loss, elapsed_s(&p->t0));
-    fflush(stderr);
-}
-
-/* ---- the single-process loop ----------------------------------------------- */
-typedef struct run_buffers {
-    float *text, *dtext, *dctx, *best_ctx;
-} run_buffers;
-
-static int evaluate_current(vf_coop *c, vf_loss_step *ls, float logit_scale, float *text, const vf_embedded_split *sp,
-                            vf_metrics *m, vf_error *err) {
-    if (vf_coop_text_forward(c, text, err)) return -1;
-    return vf_evaluate_split(ls, sp, text, logit_scale, m, NULL, err);
 }
 
 int vf_trainer_run(const vf_train_config *cfg, vf_coop *c, float logit_scale, const vf_embedded_split *train,
                    const vf_embedded_split *val, const vf_embedded_split *test, const vf_context_info *info,
                    vf_train_result *res, vf_error *err) {
     memset(res, 0, sizeof *res);
-    const int C = vf_coop_n_classes(c), D = vf_coop_feature_dim(c), n_ctx_f = vf_coop_ctx_count(c);
-    if (cfg->epochs < 1) return vf_fail(err, "epochs %d must be at least 1", cfg->epochs);
-    if (train->D != D) return vf_fail(err, "image embeddings are %d wide but the text tower projects to %d", train->D, D);
-    const int has_val = val && val->n > 0, has_test = test && test->n > 0;
-
-    vf_batcher batcher;
-    vf_loss_step ls;
-    vf_optim opt = {0};
-    vf_metrics m_train = {0}, m_val = {0}, m_test = {0};
-    vf_run_log log = {0};
-    run_buffers buf = {0};
-    vf_text_grad_guard guard;
-    int rc = -1, ls_ok = 0, guard_ok = 0;
-    if (vf_batcher_init(&batcher, train->n, cfg->batch_size, cfg->seed, err)) return -1;
-    int B_eval = 256;
-    if (vf_loss_step_init(&ls, C, D, batcher.batch_size > B_eval ? batcher.batch_size : B_eval, err)) goto done;
-    ls_ok = 1;
-    if (vf_optim_init(&opt, &cfg->optim, n_ctx_f, err)) goto done;
-    if (vf_metrics_init(&m_train, C, err) || vf_metrics_init(&m_val, C, err) || vf_metrics_init(&m_test, C, err)) goto done;
-    buf.text = malloc((size_t)C * D * sizeof(float));
-    buf.dtext = malloc((size_t)C * D * sizeof(float));
-    buf.dctx = malloc((size_t)n_ctx_f * sizeof(float));
-    buf.best_ctx = malloc((size_t)n_ctx_f * sizeof(float));
-    if (!buf.text || !buf.dtext || !buf.dctx || !buf.best_ctx) { vf_fail(err, "out of memory"); goto done; }
-    if (vf_run_log_init(&log, cfg->out_dir, cfg->epochs, info->class_names, C, err)) goto done;
-
-    progress pr = {.tty = cfg->progress_tty, .quiet = cfg->quiet};
-    clock_gettime(CLOCK_MONOTONIC, &pr.t0);
-    vf_text_grad_privacy priv = vf_text_grad_privacy_default();
-    if (cfg->privacy) priv = *cfg->privacy;
-    const int guarded = vf_text_grad_privacy_active(&priv);
-    if (guarded && vf_text_grad_guard_init(&guard, &priv, C, D, batcher.batch_size, err)) goto done;
-    guard_ok = guarded;
-    if (priv.epsilon_budget > 0 &&
-        vf_text_grad_epsilon(&priv, batcher.batch_size, train->n, 1) > priv.epsilon_budget) {
-        vf_fail(err, "epsilon_budget %g is below the epsilon of a single step (%.4f)", priv.epsilon_budget,
-                vf_text_grad_epsilon(&priv, batcher.batch_size, train->n, 1));
-        goto done;
+    const int C = vf_coop_n_classes(c), D = vf_coop_feature_dim(c);
+    const vf_embedded_split none = {0, D, NULL, NULL};
+    const vf_embedded_split split[3] = {*train, val ? *val : none, test ? *test : none};
+    vf_train_session_config sc = {.epochs = cfg->epochs, .batch_size = cfg->batch_size, .max_steps = cfg->max_steps,
+                                  .seed = cfg->seed, .schedule = cfg->schedule,
+                                  .privacy = cfg->privacy ? *cfg->privacy : vf_text_grad_privacy_default(),
+                                  .out_dir = cfg->out_dir, .class_names = info->class_names,
+                                  .progress_tty = cfg->progress_tty, .quiet = cfg->quiet};
+    vf_context_learner l;
+    vf_train_session s;
+    if (vf_context_learner_init(&l, c, &cfg->optim, err)) return -1;
+    if (vf_train_session_init(&s, &sc, split, C, D, logit_scale, err)) {
+        vf_context_learner_free(&l);
+        return -1;
     }
-    const int steps_per_epoch = (batcher.steps_per_epoch + priv.accumulate - 1) / priv.accumulate;
-    long total = (long)cfg->epochs * steps_per_epoch;
-    pr.total = cfg->max_steps > 0 && cfg->max_steps < total ? cfg->max_steps : total;
     vf_log(VF_INFO, "event=train_start train=%d val=%d test=%d classes=%d ctx_floats=%d epochs=%d steps_per_epoch=%d "
-           "batch=%d optimizer=%s lr=%g seed=%llu", train->n, has_val ? val->n : 0, has_test ? test->n : 0, C, n_ctx_f,
-           cfg->epochs, steps_per_epoch, batcher.batch_size, vf_optim_kind_name(cfg->optim.kind),
-           cfg->schedule.base_lr, cfg->seed);
-
+           "batch=%d optimizer=%s lr=%g seed=%llu", train->n, split[1].n, split[2].n, C, vf_coop_ctx_count(c), cfg->epochs,
+           s.steps_per_epoch, s.batcher.batch_size, vf_optim_kind_name(cfg->optim.kind), cfg->schedule.base_lr, cfg->seed);
     char ctx_path[4400];
     snprintf(ctx_path, sizeof ctx_path, "%s/context.safetensors", cfg->out_dir);
-    double best_auc = NAN;
-    int have_best = 0, stop = 0;
-    for (int epoch = 0; epoch < cfg->epochs && !stop; epoch++) {
-        float lr = vf_lr_at_epoch(&cfg->schedule, epoch);
-        vf_batcher_start_epoch(&batcher, epoch);
-        const int *idx;
-        int B;
-        double loss_sum = 0;
-        int steps = 0;
-        while ((B = vf_batcher_next(&batcher, &idx)) > 0) {
-            if (priv.epsilon_budget > 0 &&
-                vf_text_grad_epsilon(&priv, batcher.batch_size, train->n, res->steps + 1) > priv.epsilon_budget) {
-                res->budget_stop = stop = 1;
-                vf_log(VF_INFO, "event=epsilon_budget_reached steps=%ld epsilon=%.4f budget=%g", res->steps,
-                       vf_text_grad_epsilon(&priv, batcher.batch_size, train->n, res->steps), priv.epsilon_budget);
-                break;
-            }
-            float loss;
-            double batch_loss_sum = 0;
-            int n_batches = 0;
-            if (vf_coop_text_forward(c, buf.text, err)) goto done;                                    // T (C, D)
-            if (guarded) vf_text_grad_guard_begin(&guard);
-            for (;;) {   /* the step's `accumulate` batches, all under the same T */
-                if (vf_loss_step_run(&ls, train, idx, B, buf.text, logit_scale, &loss, buf.dtext, err)) goto done;
-                if (guarded && vf_text_grad_guard_add(&guard, &ls, B, buf.text, logit_scale, buf.dtext, err)) goto done;
-                batch_loss_sum += loss;
-                if (++n_batches >= priv.accumulate || (B = vf_batcher_next(&batcher, &idx)) == 0) break;
-            }
-            if (guarded) vf_text_grad_guard_release(&guard, cfg->seed, (uint64_t)res->steps, buf.dtext);   // (C, D)
-            loss = (float)(batch_loss_sum / n_batches);
-            if (vf_text_update(c, &opt, buf.dtext, lr, buf.dctx, err)) goto done;
-            loss_sum += loss;
-            steps++;
-            res->steps++;
-            progress_step(&pr, epoch, cfg->epochs, steps, steps_per_epoch, loss, lr);
-            if (cfg->max_steps > 0 && res->steps >= cfg->max_steps) { stop = 1; break; }
-        }
-        if (steps == 0) break;   /* the budget ran out at an epoch boundary: nothing new to evaluate */
-        double train_loss = loss_sum / steps;
-        if (epoch == 0) res->first_loss = train_loss;
-        res->last_loss = train_loss;
-        res->epochs_run = epoch + 1;
-
-        if (evaluate_current(c, &ls, logit_scale, buf.text, train, &m_train, err)) goto done;
-        if (has_val && vf_evaluate_split(&ls, val, buf.text, logit_scale, &m_val, NULL, err)) goto done;
-        double v_auc = has_val ? m_val.auc : NAN;
-        if (!have_best || isnan(best_auc) || v_auc > best_auc) {
-            have_best = 1;
-            best_auc = v_auc;
-            res->best_epoch = epoch + 1;
-            memcpy(buf.best_ctx, vf_coop_ctx(c), (size_t)n_ctx_f * sizeof(float));
-            /* Saved as soon as it is the best, so an interrupted run keeps its best context. */
-            vf_context_info ci = *info;
-            ci.epoch = epoch + 1;
-            ci.val_auc = v_auc;
-            if (vf_context_save(ctx_path, c, &ci, err)) goto done;
-        }
-        progress_epoch(&pr, epoch, cfg->epochs, train_loss, has_val ? &m_val : NULL);
-        vf_epoch_record rec = {.epoch = epoch + 1, .steps = steps, .lr = lr, .train_loss = train_loss,
-                               .seconds = elapsed_s(&pr.t0), .best_epoch = res->best_epoch};
-        if (vf_run_log_epoch(&log, &rec, &m_train, has_val ? &m_val : NULL, err)) goto done;
+    int rc = vf_context_learner_forward(&l, err);
+    if (rc == 0) {
+        vf_train_session_set_text(&s, l.text, logit_scale);
+        rc = drive(&s, &l, ctx_path, info, err);
     }
-    res->best_val_auc = best_auc;
-    res->epsilon = vf_text_grad_epsilon(&priv, batcher.batch_size, train->n, res->steps);
-
-    /* The best-val-AUC context is the run's result. */
-    if (vf_coop_set_ctx(c, buf.best_ctx, vf_coop_ctx_rows(c), vf_coop_width(c), "best context", err)) goto done;
-    if (vf_coop_text_forward(c, buf.text, err)) goto done;
-    if (has_val) {
-        if (vf_evaluate_split(&ls, val, buf.text, logit_scale, &m_val, NULL, err)) goto done;
-        if (vf_run_log_confusion(&log, "val", &m_val, err)) goto done;
+    if (rc == 0) {
+        res->epochs_run = s.log.n;
+        res->best_epoch = s.best_epoch;
+        res->steps = s.global_step;
+        res->best_val_auc = s.best_auc;
+        res->first_loss = s.first_loss;
+        res->last_loss = s.log.n ? s.log.train_loss[s.log.n - 1] : NAN;
+        res->epsilon = s.epsilon;
+        res->budget_stop = s.budget_stop;
+        if (split[2].n > 0)
+            vf_log(VF_INFO, "event=train_done best_epoch=%d best_val_auc=%.4f test_auc=%.4f test_acc=%.4f steps=%ld",
+                   s.best_epoch, s.best_auc, s.m_test.auc, s.m_test.acc, s.global_step);
+        else
+            vf_log(VF_INFO, "event=train_done best_epoch=%d best_val_auc=%.4f test=none steps=%ld", s.best_epoch, s.best_auc,
+                   s.global_step);
     }
-    if (has_test) {
-        if (vf_evaluate_split(&ls, test, buf.text, logit_scale, &m_test, NULL, err)) goto done;
-        if (vf_run_log_test(&log, &m_test, res->best_epoch, err)) goto done;
-        if (vf_run_log_confusion(&log, "test", &m_test, err)) goto done;
-        vf_log(VF_INFO, "event=train_done best_epoch=%d best_val_auc=%.4f test_auc=%.4f test_acc=%.4f steps=%ld",
-               res->best_epoch, best_auc, m_test.auc, m_test.acc, res->steps);
-    } else {
-        vf_log(VF_INFO, "event=train_done best_epoch=%d best_val_auc=%.4f test=none steps=%ld", res->best_epoch, best_auc,
-               res->steps);
-    }
-    rc = 0;
-done:
-    vf_run_log_free(&log);
-    free(buf.text); free(buf.dtext); free(buf.dctx); free(buf.best_ctx);
-    vf_metrics_free(&m_train); vf_metrics_free(&m_val); vf_metrics_free(&m_test);
-    vf_optim_free(&opt);
-    if (ls_ok) vf_loss_step_free(&ls);
-    if (guard_ok) vf_text_grad_guard_free(&guard);
-    vf_batcher_free(&batcher);
+    vf_train_session_free(&s);
+    vf_context_learner_free(&l);
     return rc;
 }

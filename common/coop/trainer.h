@@ -12,10 +12,11 @@
  * Following CoOp (Dassl's train loader), the last incomplete batch of an
  * epoch is dropped when the split holds at least one full batch.
  *
- * vf_trainer_run strings these together for one process: epochs of steps,
- * train and val metrics after every epoch, the best-validation-AUC context
- * kept, test metrics with it at the end, and the run directory's files
- * (all written atomically):
+ * The loop over these is train_session.h (the one loop, which the
+ * aggregator drives too); vf_trainer_run drives it in one process with the
+ * context here: epochs of steps, train and val metrics after every epoch, the
+ * best-validation-AUC context kept, test metrics with it at the end, and
+ * the run directory's files (all written atomically):
  *   metrics.jsonl       one JSON object per epoch (rewritten whole each epoch)
  *   test_metrics.json   test metrics of the best-val-AUC context
  *   context.safetensors "ctx" (n_ctx, W) or (C, n_ctx, W) for CSC; metadata:

@@ -1,0 +1,375 @@
+/* train_session: the CoOp training loop as a state machine (see
+ * train_session.h).  Each phase is one thing the loop does; next() runs
+ * phases until one needs the driver, and the driver's answer (set_text,
+ * saved, marked) moves the loop on. */
+#include "coop/train_session.h"
+#include "util/log.h"
+
+#include <cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    P_START = 0,        /* no text features yet */
+    P_STEP,             /* draw the next step's batches */
+    P_WAIT_UPDATE,      /* the driver applies dL/dT */
+    P_AFTER_UPDATE,     /* the new T arrived: count the step */
+    P_WAIT_SAVE,        /* the driver makes the context durable */
+    P_END_EPOCH,        /* train/val metrics, best selection */
+    P_WAIT_MARK,        /* the driver keeps the best context */
+    P_LOG_EPOCH,        /* metrics.jsonl and plots, next epoch */
+    P_WAIT_RESTORE,     /* the driver puts the best context back */
+    P_FINISH,           /* its T arrived: final val/test metrics */
+    P_DONE,
+};
+
+static double elapsed_s(const struct timespec *t0) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
+}
+
+/* ---- set-up ------------------------------------------------------------------ */
+int vf_train_session_init(vf_train_session *s, const vf_train_session_config *cfg, const vf_embedded_split split[3], int C,
+                          int D, float logit_scale, vf_error *err) {
+    memset(s, 0, sizeof *s);
+    s->cfg = *cfg;
+    s->C = C;
+    s->D = D;
+    s->logit_scale = logit_scale;
+    for (int k = 0; k < 3; k++) s->split[k] = split[k];
+    s->best_auc = NAN;
+    s->first_loss = s->last_loss = NAN;
+    s->epsilon = INFINITY;
+    if (cfg->epochs < 1) return vf_fail(err, "epochs %d must be at least 1", cfg->epochs);
+    if (split[0].D != D) return vf_fail(err, "image embeddings are %d wide but the text tower projects to %d", split[0].D, D);
+    if (s->cfg.privacy.accumulate < 1) s->cfg.privacy.accumulate = 1;
+    const vf_text_grad_privacy *priv = &s->cfg.privacy;
+    if (vf_batcher_init(&s->batcher, split[0].n, cfg->batch_size, cfg->seed, err)) return -1;
+    const int B_eval = 256, B = s->batcher.batch_size;
+    s->text = malloc((size_t)C * D * sizeof(float));
+    s->dtext = malloc((size_t)C * D * sizeof(float));
+    if (!s->text || !s->dtext) goto oom;
+    if (vf_loss_step_init(&s->ls, C, D, B > B_eval ? B : B_eval, err) || vf_metrics_init(&s->m_train, C, err) ||
+        vf_metrics_init(&s->m_val, C, err) || vf_metrics_init(&s->m_test, C, err) ||
+        vf_run_log_init(&s->log, cfg->out_dir, cfg->epochs, cfg->class_names, C, err))
+        goto fail;
+    if (vf_text_grad_privacy_active(priv)) {
+        if (vf_text_grad_guard_init(&s->guard, priv, C, D, B, err)) goto fail;
+        s->guarded = 1;
+    }
+    if (priv->epsilon_budget > 0 && vf_text_grad_epsilon(priv, B, split[0].n, 1) > priv->epsilon_budget) {
+        vf_fail(err, "epsilon_budget %g is below the epsilon of a single step (%.4f)", priv->epsilon_budget,
+                vf_text_grad_epsilon(priv, B, split[0].n, 1));
+        goto fail;
+    }
+    s->steps_per_epoch = (s->batcher.steps_per_epoch + priv->accumulate - 1) / priv->accumulate;
+    long total = (long)cfg->epochs * s->steps_per_epoch;
+    s->total_steps = cfg->max_steps > 0 && cfg->max_steps < total ? cfg->max_steps : total;
+    clock_gettime(CLOCK_MONOTONIC, &s->t0);
+    return 0;
+oom:
+    vf_fail(err, "out of memory for %d x %d text features", C, D);
+fail:
+    vf_train_session_free(s);
+    return -1;
+}
+
+void vf_train_session_free(vf_train_session *s) {
+    vf_batcher_free(&s->batcher);
+    if (s->ls.arena.base) vf_loss_step_free(&s->ls);
+    vf_metrics_free(&s->m_train);
+    vf_metrics_free(&s->m_val);
+    vf_metrics_free(&s->m_test);
+    vf_run_log_free(&s->log);
+    if (s->guarded) vf_text_grad_guard_free(&s->guard);
+    s->guarded = 0;
+    free(s->text);
+    free(s->dtext);
+    s->text = s->dtext = NULL;
+}
+
+/* ---- progress on stderr (single-process runs) ------------------------------ */
+static void fmt_duration(double sec, char *out, size_t size) {
+    long t = (long)(sec + 0.5);
+    if (t >= 3600) snprintf(out, size, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(out, size, "%02ld:%02ld", t / 60, t % 60);
+}
+
+static void progress_step(vf_train_session *s) {
+    if (s->cfg.quiet) return;
+    double el = elapsed_s(&s->t0);
+    char eta[32];
+    long done = s->global_step, total = s->total_steps;
+    fmt_duration(done ? el / done * (double)(total - done) : 0, eta, sizeof eta);
+    if (s->cfg.progress_tty) {
+        fprintf(stderr, "\r\033[Kepoch %d/%d  step %d/%d  loss %.4f  lr %.3g  ETA %s", s->epoch + 1, s->cfg.epochs,
+                s->step_in_epoch, s->steps_per_epoch, s->last_loss, s->lr, eta);
+        s->progress_line = 1;
+    } else if (done >= s->progress_next || done == total) {
+        fprintf(stderr, "epoch %d/%d step %d/%d loss %.4f lr %.3g eta %s\n", s->epoch + 1, s->cfg.epochs, s->step_in_epoch,
+                s->steps_per_epoch, s->last_loss, s->lr, eta);
+        s->progress_next = done + (total >= 10 ? total / 10 : 1);
+    }
+    fflush(stderr);
+}
+
+static void progress_epoch(vf_train_session *s, double train_loss, int has_val) {
+    if (s->cfg.quiet) return;
+    if (s->progress_line) fputc('\n', stderr);
+    s->progress_line = 0;
+    if (has_val)
+        fprintf(stderr, "epoch %d/%d done: train loss %.4f  val AUC %.4f  ACC %.4f  (%.1fs)\n", s->epoch + 1, s->cfg.epochs,
+                train_loss, s->m_val.auc, s->m_val.acc, elapsed_s(&s->t0));
+    else
+        fprintf(stderr, "epoch %d/%d done: train loss %.4f  (%.1fs)\n", s->epoch + 1, s->cfg.epochs, train_loss,
+                elapsed_s(&s->t0));
+    fflush(stderr);
+}
+
+/* ---- the phases ----------------------------------------------------------------- */
+static double epsilon_after(const vf_train_session *s, long steps) {
+    return vf_text_grad_epsilon(&s->cfg.privacy, s->batcher.batch_size, s->split[0].n, steps);
+}
+
+/* The next step's batches under the current T: dL/dT into s->dtext.  Returns
+ * the next phase. */
+static int phase_step(vf_train_session *s, vf_error *err) {
+    const vf_text_grad_privacy *priv = &s->cfg.privacy;
+    if (s->stop || s->epoch >= s->cfg.epochs) return P_WAIT_RESTORE;
+    /* every optimizer step but an epoch's last takes `accumulate` batches */
+    long batch_pos = (long)s->step_in_epoch * priv->accumulate;
+    if (batch_pos > s->batcher.steps_per_epoch) batch_pos = s->batcher.steps_per_epoch;
+    if (s->batcher.epoch != s->epoch || s->batcher.step != batch_pos) {
+        vf_batcher_start_epoch(&s->batcher, s->epoch);
+        s->batcher.step = (int)batch_pos;
+    }
+    const int *idx;
+    int B = vf_batcher_next(&s->batcher, &idx);
+    if (B == 0) return P_END_EPOCH;
+    if (priv->epsilon_budget > 0 && epsilon_after(s, s->global_step + 1) > priv->epsilon_budget) {
+        s->batcher.step--;
+        s->stop = s->budget_stop = 1;
+        vf_log(VF_INFO, "event=epsilon_budget_reached step=%ld epsilon=%.4f budget=%g", s->global_step,
+               epsilon_after(s, s->global_step), priv->epsilon_budget);
+        snprintf(s->message, sizeof s->message, "stopped before step %ld: the next step would exceed epsilon_budget %g",
+                 s->global_step + 1, priv->epsilon_budget);
+        return s->step_in_epoch > 0 ? P_END_EPOCH : P_WAIT_RESTORE;
+    }
+    double batch_loss_sum = 0;
+    int n_batches = 0;
+    float loss;
+    if (s->guarded) vf_text_grad_guard_begin(&s->guard);
+    for (;;) {   /* the step's `accumulate` batches, all under the same T */
+        if (vf_loss_step_run(&s->ls, &s->split[0], idx, B, s->text, s->logit_scale, &loss, s->dtext, err))   // dT (C, D)
+            return vf_error_prefix(err, "step %ld", s->global_step), -1;
+        if (s->guarded && vf_text_grad_guard_add(&s->guard, &s->ls, B, s->text, s->logit_scale, s->dtext, err))
+            return vf_error_prefix(err, "step %ld", s->global_step), -1;
+        batch_loss_sum += loss;
+        if (++n_batches >= priv->accumulate || (B = vf_batcher_next(&s->batcher, &idx)) == 0) break;
+    }
+    if (s->guarded) vf_text_grad_guard_release(&s->guard, s->cfg.seed, (uint64_t)s->global_step, s->dtext);   // (C, D)
+    s->pending_batches = n_batches;
+    s->pending_loss = (float)(batch_loss_sum / n_batches);
+    s->lr = vf_lr_at_epoch(&s->cfg.schedule, s->epoch);
+    return P_WAIT_UPDATE;
+}
+
+static int phase_after_update(vf_train_session *s) {
+    s->loss_sum += s->pending_loss;
+    s->last_loss = s->pending_loss;
+    s->step_in_epoch++;
+    s->global_step++;
+    progress_step(s);
+    if (s->cfg.max_steps > 0 && s->global_step >= s->cfg.max_steps) s->stop = 1;
+    if (s->stop) return P_END_EPOCH;
+    if (s->cfg.checkpoint_every > 0 && s->global_step % s->cfg.checkpoint_every == 0) return P_WAIT_SAVE;
+    return P_STEP;
+}
+
+static int phase_end_epoch(vf_train_session *s, vf_error *err) {
+    const int has_val = s->split[1].n > 0;
+    if (s->epoch == 0) s->first_loss = s->loss_sum / s->step_in_epoch;
+    if (vf_evaluate_split(&s->ls, &s->split[0], s->text, s->logit_scale, &s->m_train, NULL, err) ||
+        (has_val && vf_evaluate_split(&s->ls, &s->split[1], s->text, s->logit_scale, &s->m_val, NULL, err)))
+        return vf_error_prefix(err, "epoch %d evaluation", s->epoch + 1), -1;
+    double v_auc = has_val ? s->m_val.auc : NAN;
+    if (!s->have_best || isnan(s->best_auc) || v_auc > s->best_auc) {
+        s->have_best = 1;
+        s->best_auc = v_auc;
+        s->best_epoch = s->epoch + 1;
+        return P_WAIT_MARK;
+    }
+    return P_LOG_EPOCH;
+}
+
+static int phase_log_epoch(vf_train_session *s, vf_error *err) {
+    const int has_val = s->split[1].n > 0;
+    double train_loss = s->loss_sum / s->step_in_epoch;
+    vf_epoch_record rec = {.epoch = s->epoch + 1, .steps = s->step_in_epoch, .lr = vf_lr_at_epoch(&s->cfg.schedule, s->epoch),
+                           .train_loss = train_loss, .seconds = elapsed_s(&s->t0), .best_epoch = s->best_epoch};
+    if (vf_run_log_epoch(&s->log, &rec, &s->m_train, has_val ? &s->m_val : NULL, err))
+        return vf_error_prefix(err, "epoch %d", s->epoch + 1), -1;
+    progress_epoch(s, train_loss, has_val);
+    s->epsilon = epsilon_after(s, s->global_step);
+    s->epoch++;
+    s->step_in_epoch = 0;
+    s->loss_sum = 0;
+    return P_WAIT_SAVE;
+}
+
+static int phase_finish(vf_train_session *s, vf_error *err) {
+    const vf_embedded_split *val = &s->split[1], *test = &s->split[2];
+    if (val->n > 0 && (vf_evaluate_split(&s->ls, val, s->text, s->logit_scale, &s->m_val, NULL, err) ||
+                       vf_run_log_confusion(&s->log, "val", &s->m_val, err)))
+        return vf_error_prefix(err, "final validation"), -1;
+    if (test->n > 0 && (vf_evaluate_split(&s->ls, test, s->text, s->logit_scale, &s->m_test, NULL, err) ||
+                        vf_run_log_test(&s->log, &s->m_test, s->best_epoch, err) ||
+                        vf_run_log_confusion(&s->log, "test", &s->m_test, err)))
+        return vf_error_prefix(err, "test evaluation"), -1;
+    s->epsilon = epsilon_after(s, s->global_step);
+    return P_DONE;
+}
+
+static const vf_train_action waiting_for[] = {
+    [P_WAIT_UPDATE] = VF_TRAIN_UPDATE, [P_WAIT_SAVE] = VF_TRAIN_SAVE, [P_WAIT_MARK] = VF_TRAIN_MARK_BEST,
+    [P_WAIT_RESTORE] = VF_TRAIN_RESTORE_BEST, [P_DONE] = VF_TRAIN_DONE,
+};
+
+vf_train_action vf_train_session_next(vf_train_session *s, vf_error *err) {
+    for (;;) {
+        int next;
+        switch (s->phase) {
+        case P_START: return vf_fail(err, "training session: no text features yet"), VF_TRAIN_ERROR;
+        case P_STEP: next = phase_step(s, err); break;
+        case P_AFTER_UPDATE: next = phase_after_update(s); break;
+        case P_END_EPOCH: next = phase_end_epoch(s, err); break;
+        case P_LOG_EPOCH: next = phase_log_epoch(s, err); break;
+        case P_FINISH: next = phase_finish(s, err); break;
+        default: return waiting_for[s->phase];
+        }
+        if (next < 0) return VF_TRAIN_ERROR;
+        s->phase = next;
+    }
+}
+
+void vf_train_session_set_text(vf_train_session *s, const float *text, float logit_scale) {
+    memcpy(s->text, text, (size_t)s->C * s->D * sizeof(float));
+    s->logit_scale = logit_scale;
+    if (s->phase == P_START) s->phase = P_STEP;
+    else if (s->phase == P_WAIT_UPDATE) s->phase = P_AFTER_UPDATE;
+    else if (s->phase == P_WAIT_RESTORE) s->phase = P_FINISH;
+}
+
+void vf_train_session_saved(vf_train_session *s) {
+    if (s->phase != P_WAIT_SAVE) return;
+    s->committed_step = s->global_step;
+    s->phase = P_STEP;
+}
+
+void vf_train_session_marked(vf_train_session *s) {
+    if (s->phase == P_WAIT_MARK) s->phase = P_LOG_EPOCH;
+}
+
+/* ---- state ------------------------------------------------------------------------ */
+static cJSON *doubles(const double *v, int n) {
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, isfinite(v[i]) ? cJSON_CreateNumber(v[i]) : cJSON_CreateNull());
+    return a;
+}
+
+static void read_doubles(const cJSON *a, double *v, int n) {
+    for (int i = 0; i < n; i++) {
+        const cJSON *x = cJSON_GetArrayItem(a, i);
+        v[i] = cJSON_IsNumber(x) ? x->valuedouble : NAN;
+    }
+}
+
+static void add_num(cJSON *o, const char *k, double v) {
+    if (isfinite(v)) cJSON_AddNumberToObject(o, k, v);
+    else cJSON_AddNullToObject(o, k);
+}
+
+static double num(const cJSON *o, const char *k, double def) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(x) ? x->valuedouble : def;
+}
+
+void vf_train_session_state_to_json(const vf_train_session *s, cJSON *o) {
+    cJSON_AddNumberToObject(o, "committed_step", (double)s->committed_step);
+    cJSON_AddNumberToObject(o, "epoch", s->epoch);
+    cJSON_AddNumberToObject(o, "step_in_epoch", s->step_in_epoch);
+    cJSON_AddNumberToObject(o, "global_step", (double)s->global_step);
+    cJSON_AddNumberToObject(o, "total_steps", (double)s->total_steps);
+    cJSON_AddBoolToObject(o, "stop", s->stop);
+    cJSON_AddBoolToObject(o, "budget_stop", s->budget_stop);
+    add_num(o, "loss_sum", s->loss_sum);
+    add_num(o, "last_loss", s->last_loss);
+    add_num(o, "first_loss", s->first_loss);
+    add_num(o, "best_val_auc", s->best_auc);
+    cJSON_AddNumberToObject(o, "best_epoch", s->best_epoch);
+    cJSON_AddBoolToObject(o, "have_best", s->have_best);
+    const vf_run_log *l = &s->log;
+    cJSON *h = cJSON_AddObjectToObject(o, "history");
+    cJSON_AddNumberToObject(h, "n", l->n);
+    cJSON_AddItemToObject(h, "train_loss", doubles(l->train_loss, l->n));
+    cJSON_AddItemToObject(h, "train_eval_loss", doubles(l->train_eval_loss, l->n));
+    cJSON_AddItemToObject(h, "val_loss", doubles(l->val_loss, l->n));
+    cJSON_AddItemToObject(h, "train_auc", doubles(l->train_auc, l->n));
+    cJSON_AddItemToObject(h, "train_acc", doubles(l->train_acc, l->n));
+    cJSON_AddItemToObject(h, "val_auc", doubles(l->val_auc, l->n));
+    cJSON_AddItemToObject(h, "val_acc", doubles(l->val_acc, l->n));
+    cJSON_AddStringToObject(h, "jsonl", l->jsonl ? l->jsonl : "");
+}
+
+int vf_train_session_state_from_json(vf_train_session *s, const cJSON *o, const char *what, vf_error *err) {
+    int epoch = (int)num(o, "epoch", 0), step_in_epoch = (int)num(o, "step_in_epoch", 0);
+    long global_step = (long)num(o, "global_step", 0);
+    if (epoch < 0 || epoch > s->cfg.epochs || step_in_epoch < 0 || step_in_epoch > s->steps_per_epoch || global_step < 0)
+        return vf_fail(err, "%s: epoch %d, step %d of %d, global step %ld do not fit a run of %d epochs", what, epoch,
+                       step_in_epoch, s->steps_per_epoch, global_step, s->cfg.epochs);
+    vf_run_log *l = &s->log;
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(o, "history");
+    int n = h ? (int)num(h, "n", 0) : 0;
+    if (n < 0 || n > l->max_epochs) return vf_fail(err, "%s: history of %d epochs for a run of %d", what, n, l->max_epochs);
+    const cJSON *j = h ? cJSON_GetObjectItemCaseSensitive(h, "jsonl") : NULL;
+    if (cJSON_IsString(j) && j->valuestring[0]) {
+        size_t len = strlen(j->valuestring);
+        char *copy = malloc(len + 4096);
+        if (!copy) return vf_fail(err, "out of memory");
+        memcpy(copy, j->valuestring, len + 1);
+        free(l->jsonl);
+        l->jsonl = copy;
+        l->jsonl_len = len;
+        l->jsonl_cap = len + 4096;
+    } else {
+        l->jsonl_len = 0;
+        if (l->jsonl) l->jsonl[0] = 0;
+    }
+    l->n = n;
+    if (h) {
+        read_doubles(cJSON_GetObjectItemCaseSensitive(h, "train_loss"), l->train_loss, n);
+        read_doubles(cJSON_GetObjectItemCaseSensitive(h, "train_eval_loss"), l->train_eval_loss, n);
+        read_doubles(cJSON_GetObjectItemCaseSensitive(h, "val_loss"), l->val_loss, n);
+        read_doubles(cJSON_GetObjectItemCaseSensitive(h, "train_auc"), l->train_auc, n);
+        read_doubles(cJSON_GetObjectItemCaseSensitive(h, "train_acc"), l->train_acc, n);
+        read_doubles(cJSON_GetObjectItemCaseSensitive(h, "val_auc"), l->val_auc, n);
+        read_doubles(cJSON_GetObjectItemCaseSensitive(h, "val_acc"), l->val_acc, n);
+    }
+    s->epoch = epoch;
+    s->step_in_epoch = step_in_epoch;
+    s->global_step = global_step;
+    s->committed_step = (long)num(o, "committed_step", 0);
+    s->stop = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "stop"));
+    s->budget_stop = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "budget_stop"));
+    s->loss_sum = num(o, "loss_sum", 0);
+    s->last_loss = num(o, "last_loss", NAN);
+    s->first_loss = num(o, "first_loss", NAN);
+    s->best_auc = num(o, "best_val_auc", NAN);
+    s->best_epoch = (int)num(o, "best_epoch", 0);
+    s->have_best = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "have_best"));
+    s->phase = s->phase == P_START ? P_START : P_STEP;   /* whatever was in flight is redone from here */
+    return 0;
+}
