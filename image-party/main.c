@@ -10,6 +10,7 @@
  * sent (privacy/embed_dp.h); the noise seed is [privacy] seed or a random one
  * kept in the state directory, so a restart re-sends the same noisy rows
  * instead of spending privacy on fresh noise. */
+#include "clip/model_preprocess.h"
 #include "clip/clip_model.h"
 #include "daemon/daemon_setup.h"
 #include "daemon/notify.h"
@@ -298,7 +299,7 @@ static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) 
     if (vf_dataset_open(&g_p.ds, data, &o, err)) return -1;
     vf_preprocess_cfg pp;
     vf_vision_tower vt;
-    if (vf_preprocess_config_load(model, &pp, err) || vf_vision_load(&vt, model, (int)batch, err)) return -1;
+    if (vf_model_preprocess_config(model, &pp, err) || vf_vision_load(&vt, model, (int)batch, err)) return -1;
     if (vt.random_weights)
         vf_log(VF_WARN, "event=random_weights model=%s detail=\"RANDOM weights: metrics mean nothing about dermatology\"", model);
     vf_fingerprint_hex(vt.fingerprint, g_p.fingerprint);

@@ -3,6 +3,7 @@
  * are encoded on the device chosen with --device (device/device.h); the
  * default is the CPU, the fp32 reference, so that results do not depend on
  * whether the machine has a GPU unless asked to. */
+#include "clip/model_preprocess.h"
 #include "cli/commands.h"
 #include "clip/clip_model.h"
 #include "clip/tokenizer.h"
@@ -134,7 +135,7 @@ static int embed_pixels(const embed_args *a, vf_device_vision *dv, float **emb, 
 static int embed_images(const embed_args *a, vf_device_vision *dv, float **emb, long *n, vf_error *err) {
     const vf_vision_tower *tower = dv->tower;
     vf_preprocess_cfg pp;
-    if (vf_preprocess_config_load(a->model, &pp, err) != 0) return -1;
+    if (vf_model_preprocess_config(a->model, &pp, err) != 0) return -1;
     const int S = tower->image_size;
     if (pp.crop_h != S || pp.crop_w != S)
         return vf_fail(err, "%s: preprocessor crop %dx%d does not match the model's image_size %d", a->model, pp.crop_h, pp.crop_w, S);

@@ -4,6 +4,7 @@
  * to a .npy.  For debugging and for the tests that compare with transformers;
  * --decoded writes the decoded 8-bit RGB of a single image as float32
  * (H, W, 3) so decoding can be checked against PIL on its own. */
+#include "clip/model_preprocess.h"
 #include "cli/commands.h"
 #include "formats/npy.h"
 #include "image/image_io.h"
@@ -59,7 +60,7 @@ int vf_cmd_preprocess(int argc, char **argv) {
     vf_error err = {{0}};
     vf_preprocess_cfg cfg;
     if (model) {
-        if (vf_preprocess_config_load(model, &cfg, &err)) goto fail;
+        if (vf_model_preprocess_config(model, &cfg, &err)) goto fail;
     } else {
         vf_preprocess_defaults(&cfg, image_size);
     }

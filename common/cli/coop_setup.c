@@ -1,5 +1,6 @@
 /* coop_setup: towers, tokenizer, data set and cached embeddings for the
  * CoOp commands. */
+#include "clip/model_preprocess.h"
 #include "cli/coop_setup.h"
 #include "data/embed_cache.h"
 #include "image/preprocess.h"
@@ -63,7 +64,7 @@ int vf_coop_setup_open(vf_coop_setup *s, const vf_coop_setup_options *o, vf_erro
     for (int k = 0; k < VF_SPLIT_COUNT; k++) any |= o->want[k] && s->ds.split[k].n > 0;
     if (!any) return 0;
     vf_preprocess_cfg pp;
-    if (vf_preprocess_config_load(o->model_dir, &pp, err)) goto fail;
+    if (vf_model_preprocess_config(o->model_dir, &pp, err)) goto fail;
     vf_vision_tower vt;
     if (vf_vision_load(&vt, o->model_dir, o->embed_batch > 0 ? o->embed_batch : 32, err)) goto fail;
     if (vt.random_weights) s->random_weights = 1;

@@ -10,15 +10,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-const char *vf_activation_name(vf_activation act) {
-    switch (act) {
-    case VF_ACT_QUICK_GELU: return "quick_gelu";
-    case VF_ACT_GELU: return "gelu";
-    case VF_ACT_GELU_TANH: return "gelu_pytorch_tanh";
-    }
-    return "?";
-}
-
 /* ---- defaults (transformers' CLIPTextConfig / CLIPVisionConfig) ---------- */
 static void text_defaults(vf_clip_text_config *t) {
     *t = (vf_clip_text_config){

@@ -165,7 +165,8 @@ static int phase_step(vf_train_session *s, vf_error *err) {
     for (;;) {   /* the step's `accumulate` batches, all under the same T */
         if (vf_loss_step_run(&s->ls, &s->split[0], idx, B, s->text, s->logit_scale, &loss, s->dtext, err))   // dT (C, D)
             return vf_error_prefix(err, "step %ld", s->global_step), -1;
-        if (s->guarded && vf_text_grad_guard_add(&s->guard, &s->ls, B, s->text, s->logit_scale, s->dtext, err))
+        const vf_guard_batch gb = {B, s->ls.image, s->ls.labels, s->ls.logits};
+        if (s->guarded && vf_text_grad_guard_add(&s->guard, &gb, s->text, s->logit_scale, s->dtext, err))
             return vf_error_prefix(err, "step %ld", s->global_step), -1;
         batch_loss_sum += loss;
         if (++n_batches >= priv->accumulate || (B = vf_batcher_next(&s->batcher, &idx)) == 0) break;

@@ -8,7 +8,6 @@
  * output pixels that survive the center crop are computed: each output pixel
  * depends on its own weights alone, so this equals resize-then-crop. */
 #include "image/preprocess.h"
-#include "clip/open_clip_config.h" /* issue 5 */
 #include "util/fileio.h"
 
 #include <cJSON.h>
@@ -144,24 +143,6 @@ int vf_preprocess_config_parse(const char *json, const char *name, vf_preprocess
     rc = 0;
 done:
     cJSON_Delete(root);
-    return rc;
-}
-
-int vf_preprocess_config_load(const char *model_dir, vf_preprocess_cfg *cfg, vf_error *err) {
-    char path[4096];
-    struct stat st;
-    if (vf_open_clip_is_dir(model_dir)) return vf_open_clip_preprocess_config(model_dir, cfg, err); /* issue 5: OpenCLIP */
-    snprintf(path, sizeof path, "%s/preprocessor_config.json", model_dir);
-    if (stat(path, &st) != 0) {
-        snprintf(path, sizeof path, "%s/processor_config.json", model_dir);
-        if (stat(path, &st) != 0)
-            return vf_fail(err, "%s: neither preprocessor_config.json nor processor_config.json exists", model_dir);
-    }
-    char *json;
-    size_t len;
-    if (vf_read_file(path, &json, &len, err)) return -1;
-    int rc = vf_preprocess_config_parse(json, path, cfg, err);
-    free(json);
     return rc;
 }
 

@@ -21,13 +21,12 @@ typedef struct vf_preprocess_cfg { int shortest_edge, crop_h, crop_w, do_resize,
                                     * top = int(round((h - crop_h) / 2)), not (h - crop_h) // 2 */
                                    int torchvision_crop; } vf_preprocess_cfg;
 
-/* model_dir/preprocessor_config.json (transformers 4.x: "size": 224 or
- * {"shortest_edge": 224}, "crop_size": 224 or {"height","width"}), or, when
- * that is absent, model_dir/processor_config.json's "image_processor" object
- * (transformers 5.x).  Missing keys take CLIPImageProcessor's defaults; a
- * resample other than BICUBIC (3) is refused. */
-int  vf_preprocess_config_load(const char *model_dir, vf_preprocess_cfg *cfg, vf_error *err);
-/* Parses one preprocessor/processor JSON text; name is used in errors. */
+/* Parses one transformers preprocessor/processor JSON text (4.x: "size": 224
+ * or {"shortest_edge": 224}, "crop_size": 224 or {"height","width"}; 5.x: the
+ * "image_processor" object); name is used in errors.  Missing keys take
+ * CLIPImageProcessor's defaults; a resample other than BICUBIC (3) is
+ * refused.  Which file a checkpoint uses is the clip layer's business
+ * (clip/model_preprocess.h). */
 int  vf_preprocess_config_parse(const char *json, const char *name, vf_preprocess_cfg *cfg, vf_error *err);
 void vf_preprocess_defaults(vf_preprocess_cfg *cfg, int image_size);  /* CLIP mean/std, bicubic */
 int  vf_preprocess(const vf_preprocess_cfg *cfg, const vf_image *img, float *out /*(3,crop_h,crop_w)*/, vf_error *err);

@@ -82,9 +82,9 @@ static int unit_rows(float *out, float *norms, const float *x, int R, int D) {
 }
 
 /* Per-example clipped gradients of the batch, summed into g->sum. */
-static int add_clipped(vf_text_grad_guard *g, const vf_loss_step *ls, int B, const float *text, float logit_scale,
+static int add_clipped(vf_text_grad_guard *g, const vf_guard_batch *ls, const float *text, float logit_scale,
                        vf_error *err) {
-    const int C = g->C, D = g->D;
+    const int C = g->C, D = g->D, B = ls->B;
     const double s = exp((double)logit_scale);
     if (unit_rows(g->unit_text, g->text_norm, text, C, D) || unit_rows(g->unit_image, NULL, ls->image, B, D))
         return vf_fail(err, "text gradient guard: a zero-norm text feature or image embedding");
@@ -120,11 +120,12 @@ static int add_clipped(vf_text_grad_guard *g, const vf_loss_step *ls, int B, con
     return 0;
 }
 
-int vf_text_grad_guard_add(vf_text_grad_guard *g, const vf_loss_step *ls, int B, const float *text, float logit_scale,
+int vf_text_grad_guard_add(vf_text_grad_guard *g, const vf_guard_batch *b, const float *text, float logit_scale,
                            const float *dtext_batch, vf_error *err) {
+    const int B = b->B;
     if (B < 1 || B > g->B_max) return vf_fail(err, "text gradient guard: batch of %d (1..%d)", B, g->B_max);
     if (g->p.clip > 0) {
-        if (add_clipped(g, ls, B, text, logit_scale, err)) return -1;
+        if (add_clipped(g, b, text, logit_scale, err)) return -1;
     } else {
         for (long i = 0; i < (long)g->C * g->D; i++) g->sum[i] += dtext_batch[i];
     }

@@ -27,7 +27,6 @@
 #define VF_PRIVACY_TEXT_GRAD_GUARD_H
 
 #include <stdint.h>
-#include "coop/trainer.h"
 #include "util/arena.h"
 #include "util/vf_error.h"
 
@@ -68,10 +67,17 @@ int vf_text_grad_guard_init(vf_text_grad_guard *g, const vf_text_grad_privacy *p
 void vf_text_grad_guard_free(vf_text_grad_guard *g);
 /* Starts a release (clears the sum). */
 void vf_text_grad_guard_begin(vf_text_grad_guard *g);
-/* Adds the batch the loss step just ran (ls->image, ls->labels, ls->logits of
- * B examples under text (C, D)); dtext_batch (C, D) is that step's mean dL/dT,
- * used when there is no clipping. */
-int vf_text_grad_guard_add(vf_text_grad_guard *g, const vf_loss_step *ls, int B, const float *text, float logit_scale,
+/* One batch as the loss saw it, with B examples under text features text (C, D). */
+typedef struct vf_guard_batch {
+    int B;
+    const float *image;    /* (B, D) the batch's image embeddings */
+    const int *labels;     /* (B) */
+    const float *logits;   /* (B, C) s * cos(image, text) */
+} vf_guard_batch;
+
+/* Adds a batch; dtext_batch (C, D) is its mean dL/dT, used when there is no
+ * clipping. */
+int vf_text_grad_guard_add(vf_text_grad_guard *g, const vf_guard_batch *b, const float *text, float logit_scale,
                            const float *dtext_batch, vf_error *err);
 /* dtext (C, D) = the release: mean over the batches (no clipping) or
  * (clipped sum + noise) / examples; noise seeded by (seed, step). */

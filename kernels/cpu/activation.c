@@ -45,3 +45,12 @@ void vf_residual_forward(float *out, const float *a, const float *b, long N) {
 #pragma omp parallel for simd schedule(static)
     for (long i = 0; i < N; i++) out[i] = a[i] + b[i];
 }
+
+const char *vf_activation_name(vf_activation act) {
+    switch (act) {
+    case VF_ACT_QUICK_GELU: return "quick_gelu";
+    case VF_ACT_GELU: return "gelu";
+    case VF_ACT_GELU_TANH: return "gelu_pytorch_tanh";
+    }
+    return "?";
+}

@@ -2,7 +2,7 @@
 #ifndef VF_CPU_ACTIVATION_H
 #define VF_CPU_ACTIVATION_H
 
-#include "clip/clip_config.h"
+#include "cpu/clip_shapes.h"
 
 /* out (N) = act(inp); out may equal inp. */
 void vf_quick_gelu_forward(float *out, const float *inp, long N); /* x * sigmoid(1.702 x) */

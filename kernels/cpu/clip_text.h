@@ -17,7 +17,7 @@
 #define VF_CPU_CLIP_TEXT_H
 
 #include <stdint.h>
-#include "clip/clip_config.h"
+#include "cpu/clip_shapes.h"
 #include "cpu/transformer.h"
 #include "util/arena.h"
 #include "util/vf_error.h"

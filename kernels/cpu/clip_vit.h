@@ -13,7 +13,7 @@
 #ifndef VF_CPU_CLIP_VIT_H
 #define VF_CPU_CLIP_VIT_H
 
-#include "clip/clip_config.h"
+#include "cpu/clip_shapes.h"
 #include "cpu/transformer.h"
 #include "util/arena.h"
 #include "util/vf_error.h"

@@ -15,7 +15,7 @@
 #define VF_CPU_TRANSFORMER_H
 
 #include <stddef.h>
-#include "clip/clip_config.h"
+#include "cpu/clip_shapes.h"
 #include "util/arena.h"
 
 /* Weights of one layer, PyTorch Linear layout (out, in). */

@@ -24,7 +24,7 @@
 #ifdef VF_HAVE_CUDA
 
 #include <stddef.h>
-#include "clip/clip_config.h"
+#include "cpu/clip_shapes.h"
 #include "cpu/clip_text.h"
 #include "cpu/clip_vit.h"
 #include "cpu/resnet.h"
