@@ -1,6 +1,8 @@
 # vflclip top-level build.
 #   make          build everything under build/
-#   make check    run every test (C unit tests, then the Python reference tests)
+#   make check    run every test (C unit tests, the Python reference tests, each
+#                 fuzz target for a few seconds, the unit/gRPC/federation tests
+#                 again under ASan+UBSan)
 #   make bench    run the benchmarks (CPU; the GPU ones live in tests/gpu/run.sh)
 #
 # Sources are discovered: every .c file under common/ and kernels/cpu/ goes into
@@ -108,6 +110,8 @@ venv: .venv/.installed
 check: all venv
 	tests/run-unit.sh $(BUILD)
 	$(PYTHON) -m pytest -q -rs tests/python
+	$(MAKE) fuzz-smoke
+	$(MAKE) asan
 
 check-unit: all
 	tests/run-unit.sh $(BUILD)
@@ -115,29 +119,87 @@ check-unit: all
 bench: all venv
 	tests/bench/run.sh $(BUILD)
 
-# ---- fuzzing and sanitizers (the gRPC transport; tests/fuzz) ---------------
-#   make fuzz   builds the libFuzzer target for the server's HTTP/2 + gRPC
-#               decoding with clang and runs it FUZZ_SECONDS (tests/fuzz/run.sh)
-#   make asan   rebuilds the library, `vflclip` and the unit tests with ASan+UBSan
-#               (CPU code only) in $(BUILD)/asan and runs the unit tests and the
-#               gRPC tests on them
+# ---- fuzzing and sanitizers (tests/fuzz) --------------------------------------
+#   make fuzz        builds every libFuzzer target tests/fuzz/fuzz_<name>.c with
+#                    clang (ASan+UBSan) into $(BUILD)/fuzz and runs each for
+#                    FUZZ_SECONDS from its seed corpus tests/fuzz/corpus/<name>
+#                    (tests/fuzz/run.sh); a crash fails the target and leaves
+#                    its input at $(BUILD)/fuzz/crash-<name>-*
+#   make fuzz-smoke  the same, FUZZ_SMOKE_SECONDS (3) each: `make check` runs it
+#   make asan        rebuilds the library, `vflclip`, the three daemons and the
+#                    unit tests with ASan+UBSan (CPU code only) in $(BUILD)/asan
+#                    and runs the unit tests, the gRPC tests and the federation
+#                    tests on them; any sanitizer report fails the test
+# The fuzz library is every LIB_SRC file compiled once with
+# -fsanitize=fuzzer-no-link,address,undefined into $(BUILD)/fuzz/libvflclip.a;
+# each target links it (and, for a daemon's handlers, that daemon's objects
+# other than main.c, FUZZ_EXTRA_<name>).  OpenMP pragmas are left out (one
+# thread: reproducible) and omp_* calls go to gcc's libgomp, so no clang
+# OpenMP runtime is needed.
 FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 30
-FUZZ_SRC     := $(wildcard common/rpc/*.c common/pki/*.c common/util/*.c)
-.PHONY: fuzz asan
-$(BUILD)/fuzz/fuzz_rpc_server: tests/fuzz/fuzz_rpc_server.c $(FUZZ_SRC) | $(PROTO_H)
-	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	  -Icommon -Ikernels -I$(BUILD)/gen $(PKG_CFLAGS) $< $(FUZZ_SRC) $(PKG_LIBS) -lm -lpthread -o $@
+FUZZ_SMOKE_SECONDS ?= 3
+FUZZ_DIR     := $(BUILD)/fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE -Wno-unknown-pragmas $(FUZZ_SAN) -idirafter $(FUZZ_DIR)/include
+FUZZ_LIB     := $(FUZZ_DIR)/libvflclip.a
+FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_DIR)/obj/%.o,$(LIB_SRC)) $(patsubst $(BUILD)/gen/%.c,$(FUZZ_DIR)/obj/gen/%.o,$(PROTO_C))
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN     := $(patsubst tests/fuzz/%.c,$(FUZZ_DIR)/%,$(FUZZ_SRC))
+FUZZ_EXTRA_aggregator      := $(patsubst %.c,$(FUZZ_DIR)/obj/%.o,$(filter-out aggregator/main.c,$(wildcard aggregator/*.c)))
+FUZZ_EXTRA_knowledge_party := $(patsubst %.c,$(FUZZ_DIR)/obj/%.o,$(filter-out knowledge-party/main.c,$(wildcard knowledge-party/*.c)))
+FUZZ_EXTRA_image_party     := $(patsubst %.c,$(FUZZ_DIR)/obj/%.o,$(filter-out image-party/main.c,$(wildcard image-party/*.c)))
+.PHONY: fuzz fuzz-build fuzz-smoke asan
 
-fuzz: $(BUILD)/fuzz/fuzz_rpc_server venv
+# gcc's omp.h alone (clang's comes with libomp-dev, which the test set-up lacks)
+$(FUZZ_DIR)/include/omp.h:
+	@mkdir -p $(dir $@)
+	cp "$$(gcc -print-file-name=include)/omp.h" $@
+
+$(FUZZ_DIR)/obj/gen/%.o: $(BUILD)/gen/%.c | $(PROTO_H) $(FUZZ_DIR)/include/omp.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -Icommon -Ikernels -I$(BUILD)/gen $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+$(FUZZ_DIR)/obj/%.o: %.c | $(PROTO_H) $(FUZZ_DIR)/include/omp.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -Icommon -Ikernels -I$(BUILD)/gen $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+$(FUZZ_LIB): $(FUZZ_LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $$(FUZZ_EXTRA_$$*) $(FUZZ_LIB)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(filter %.o,$^) $(FUZZ_LIB) $(PKG_LIBS) -lgomp -lm -lpthread -o $@
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz: $(FUZZ_BIN)
 	tests/fuzz/run.sh $(BUILD) $(FUZZ_SECONDS)
 
+fuzz-smoke: $(FUZZ_BIN)
+	tests/fuzz/run.sh $(BUILD) $(FUZZ_SMOKE_SECONDS)
+
+-include $(shell find $(FUZZ_DIR)/obj -name '*.d' 2>/dev/null)
+
+# Sanitizer reports end the process with a non-zero status (halt_on_error) and
+# are written to $(BUILD)/asan/reports/<program>.<pid> by every process,
+# daemons included (the federation tests do not read a daemon's exit status or
+# its log), so the last step fails on any report from any process.
+# LeakSanitizer stays on; the one suppression (tests/fuzz/lsan.supp) is
+# fontconfig's process-lifetime cache behind cairo's plot text.
+ASAN_REPORTS := $(CURDIR)/$(BUILD)/asan/reports
+ASAN_ENV := ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:exitcode=86:log_path=$(ASAN_REPORTS)/asan \
+            UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=87:log_path=$(ASAN_REPORTS)/ubsan \
+            LSAN_OPTIONS=suppressions=$(CURDIR)/tests/fuzz/lsan.supp:print_suppressions=0
 asan:
-	$(MAKE) BUILD=$(BUILD)/asan NVCC= OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer" \
-	  $(BUILD)/asan/vflclip $(patsubst $(BUILD)/%,$(BUILD)/asan/%,$(TEST_BIN))
-	tests/run-unit.sh $(BUILD)/asan
-	VF_BUILD=$(BUILD)/asan $(PYTHON) -m pytest -q tests/python/test_grpc_interop.py tests/python/test_grpc_negative.py
+	$(MAKE) BUILD=$(BUILD)/asan NVCC= OPT="-O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
+	  $(BUILD)/asan/vflclip $(patsubst $(BUILD)/%,$(BUILD)/asan/%,$(TEST_BIN) $(ROLE_BIN))
+	rm -rf $(ASAN_REPORTS) && mkdir -p $(ASAN_REPORTS)
+	$(ASAN_ENV) tests/run-unit.sh $(BUILD)/asan; s=$$?; \
+	$(ASAN_ENV) VF_BUILD=$(BUILD)/asan $(PYTHON) -m pytest -q tests/python/test_grpc_interop.py tests/python/test_grpc_negative.py \
+	  $(wildcard tests/python/test_federation*.py) || s=1; \
+	if [ -n "$$(ls -A $(ASAN_REPORTS))" ]; then \
+	  echo "sanitizer reports (ASan/UBSan/LSan) in $(ASAN_REPORTS):"; head -n 40 $(ASAN_REPORTS)/*; s=1; fi; \
+	exit $$s
 
 clean:
 	rm -rf $(BUILD)

@@ -111,7 +111,8 @@ static int parse_vision(const cJSON *v, vf_open_clip_config *c, const char *name
         c->is_resnet = 1;
         for (int i = 0; i < 4; i++) {
             const cJSON *e = cJSON_GetArrayItem(layers, i);
-            if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble))
+            /* bounded as vf_json_int bounds every other integer: a larger double does not fit an int (UB) */
+            if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) || fabs(e->valuedouble) > 1e9)
                 return vf_fail(err, "%s: vision_cfg.layers[%d] must be an integer", name, i);
             c->resnet_layers[i] = (int)e->valuedouble;
         }
