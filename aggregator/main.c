@@ -28,6 +28,9 @@ static const vf_ini_key schema[] = {
     {"server", "max_per_source", VF_INI_INT, 0, "16", "connections at once from one IP address; more are closed at once"},
     {"server", "admin_reserve", VF_INI_INT, 0, "16", "of max_connections, kept for admins: other peers past max_connections - admin_reserve are closed after their handshake"},
     {"server", "handshake_timeout_ms", VF_INI_INT, 0, "5000", "a new connection must finish TLS and the HTTP/2 preface within this"},
+    {"server", "recv_buffer_mb", VF_INI_INT, 0, "512", "MiB of partly received messages held across all calls (at least max_message_mb); a call past it is refused with RESOURCE_EXHAUSTED"},
+    {"server", "send_queue_mb", VF_INI_INT, 0, "128", "MiB queued for sending on one connection; a call past it is ended with RESOURCE_EXHAUSTED"},
+    {"server", "write_timeout_ms", VF_INI_INT, 0, "60000", "a connection with output queued that takes none of it for this long is closed"},
     {"server", "crl_missing", VF_INI_STR, 0, "keep", "while [tls] crl is missing or bad: keep (the last good list, ERROR logged) | refuse-all (every connection)"},
     {"runs", "default_config", VF_INI_PATH, 0, NULL, "run configuration used when `vflclip run start` sends none"},
     {"runs", "audit_log", VF_INI_PATH, 0, NULL, "audit log of run starts/aborts/results (default <state dir>/audit.log)"},
@@ -53,7 +56,8 @@ static const vf_daemon_spec spec = {
 
 /* [server] and [runs] into sc and g_agg; the certificate must be an aggregator's. */
 static int read_config(const vf_daemon *d, vf_rpc_server_config *sc, vf_error *err) {
-    long port, max_mb, keepalive, max_parties, hello_s, max_conns, per_source, reserve, handshake_ms;
+    long port, max_mb, keepalive, max_parties, hello_s, max_conns, per_source, reserve, handshake_ms, recv_mb, sendq_mb,
+        write_ms;
     char audit[4096];
     if (vf_ini_int(&d->ini, "server", "port", 0, 65535, &port, err) ||
         vf_ini_int(&d->ini, "server", "max_message_mb", 1, 1024, &max_mb, err) ||
@@ -64,6 +68,9 @@ static int read_config(const vf_daemon *d, vf_rpc_server_config *sc, vf_error *e
         vf_ini_int(&d->ini, "server", "max_per_source", 1, 65536, &per_source, err) ||
         vf_ini_int(&d->ini, "server", "admin_reserve", 1, 65535, &reserve, err) ||
         vf_ini_int(&d->ini, "server", "handshake_timeout_ms", 100, 600000, &handshake_ms, err) ||
+        vf_ini_int(&d->ini, "server", "recv_buffer_mb", 1, 65536, &recv_mb, err) ||
+        vf_ini_int(&d->ini, "server", "send_queue_mb", 1, 65536, &sendq_mb, err) ||
+        vf_ini_int(&d->ini, "server", "write_timeout_ms", 100, 86400000, &write_ms, err) ||
         vf_ini_path(&d->ini, "runs", "default_config", vf_ini_given(&d->ini, "runs", "default_config"),
                     g_agg.default_config, sizeof g_agg.default_config, err) ||
         vf_ini_path(&d->ini, "runs", "audit_log", 0, audit, sizeof audit, err) ||
@@ -72,6 +79,9 @@ static int read_config(const vf_daemon *d, vf_rpc_server_config *sc, vf_error *e
     const char *crl_missing = vf_ini_get(&d->ini, "server", "crl_missing");
     int crl_mode = strcmp(crl_missing, "keep") == 0 ? VF_RPC_CRL_KEEP
                    : strcmp(crl_missing, "refuse-all") == 0 ? VF_RPC_CRL_REFUSE_ALL : -1;
+    if (recv_mb < max_mb)
+        return vf_fail(err, "%s: [server] recv_buffer_mb = %ld must be at least max_message_mb = %ld", d->config, recv_mb,
+                       max_mb);
     if (reserve >= max_conns)
         return vf_fail(err, "%s: [server] admin_reserve = %ld must be below max_connections = %ld", d->config, reserve,
                        max_conns);
@@ -99,6 +109,9 @@ static int read_config(const vf_daemon *d, vf_rpc_server_config *sc, vf_error *e
     sc->max_per_source = (int)per_source;
     sc->admin_reserve = (int)reserve;
     sc->handshake_timeout_ms = (int)handshake_ms;
+    sc->max_recv_buffered = (size_t)recv_mb << 20;
+    sc->max_send_queued = (size_t)sendq_mb << 20;
+    sc->write_timeout_ms = (int)write_ms;
     return 0;
 }
 

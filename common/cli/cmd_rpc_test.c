@@ -255,7 +255,9 @@ static int serve(int argc, char **argv) {
                                    {"keepalive-ms", 1, 0, 'K'},     {"keepalive-timeout-ms", 1, 0, 'T'},
                                    {"max-message", 1, 0, 'M'},      {"grace-ms", 1, 0, 'g'},
                                    {"crl-missing", 1, 0, 'C'},      {"max-per-source", 1, 0, 'S'},
-                                   {"admin-reserve", 1, 0, 'A'},    {"quiet", 0, 0, 'q'},
+                                   {"admin-reserve", 1, 0, 'A'},    {"max-recv-buffered", 1, 0, 'B'},
+                                   {"max-send-queued", 1, 0, 'Q'},  {"write-timeout-ms", 1, 0, 'W'},
+                                   {"quiet", 0, 0, 'q'},
                                    {0, 0, 0, 0}};
     int o;
     optind = 1;
@@ -271,6 +273,9 @@ static int serve(int argc, char **argv) {
         case 'h': cfg.handshake_timeout_ms = atoi(optarg); break;
         case 'S': cfg.max_per_source = atoi(optarg); break;
         case 'A': cfg.admin_reserve = atoi(optarg); break;
+        case 'B': cfg.max_recv_buffered = (size_t)atoll(optarg); break;
+        case 'Q': cfg.max_send_queued = (size_t)atoll(optarg); break;
+        case 'W': cfg.write_timeout_ms = atoi(optarg); break;
         case 'K': cfg.keepalive_ms = atoi(optarg); break;
         case 'T': cfg.keepalive_timeout_ms = atoi(optarg); break;
         case 'M': cfg.max_recv_message = (size_t)atoll(optarg); break;
@@ -582,6 +587,7 @@ int vf_cmd_rpc_test(int argc, char **argv) {
             "                              [--max-connections N] [--handshake-timeout-ms N] [--keepalive-ms N]\n"
             "                              [--keepalive-timeout-ms N] [--max-message BYTES] [--grace-ms N]\n"
             "                              [--crl-missing keep|refuse-all] [--max-per-source N] [--admin-reserve N]\n"
+            "                              [--max-recv-buffered BYTES] [--max-send-queued BYTES] [--write-timeout-ms N]\n"
             "       vflclip rpc-test call --target HOST:PORT --ca F --cert F --key F [--server-name N]\n"
             "                              [--method unary|server-stream|bidi|admin-only|status|join|/raw/Path]\n"
             "                              [--count N] [--size BYTES] [--text S] [--timeout-ms N] [--fail-code N]\n"

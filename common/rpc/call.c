@@ -5,6 +5,7 @@
 #include "rpc/rpc_internal.h"
 
 #include <protobuf-c/protobuf-c.h>
+#include "util/log.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@ vf_rpc_call *vf_rpc_call_new(vf_rpc_conn *c, int32_t stream_id, int is_server) {
     k->is_server = is_server;
     k->timeout_ms = -1;
     k->dec.max_len = c->max_recv_message;
+    k->dec.pool = c->recv_pool;
     k->next = c->calls;
     if (c->calls) c->calls->prev = k;
     c->calls = k;
@@ -27,6 +29,7 @@ vf_rpc_call *vf_rpc_call_new(vf_rpc_conn *c, int32_t stream_id, int is_server) {
 }
 
 static void call_free(vf_rpc_call *k) {
+    k->conn->queued -= vf_rpc_buf_size(&k->sendq);
     vf_grpc_decoder_free(&k->dec);
     vf_rpc_buf_free(&k->sendq);
     vf_rpc_buf_free(&k->recv_held);
@@ -80,6 +83,10 @@ static void decode_error(vf_rpc_call *k, int status, const char *msg) {
     vf_rpc_conn *c = k->conn;
     k->recv_error = 1;
     k->stop_feed = 1;
+    if (status == VF_GRPC_RESOURCE_EXHAUSTED)
+        vf_log(VF_WARN, "event=rpc_call_refused side=%s peer=%s role=%s name=%s method=%s status=RESOURCE_EXHAUSTED "
+                        "reason=\"%s\"",
+               k->is_server ? "server" : "client", c->peer_addr, vf_role_name(c->peer.role), c->peer.name, k->path, msg);
     if (k->is_server) {
         vf_rpc_server_call_fail(k, status, msg);
     } else {
@@ -212,8 +219,11 @@ static ssize_t read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size
 }
 
 const uint8_t *vf_rpc_call_take_frame(vf_rpc_call *k, size_t length) {
+    vf_rpc_conn *c = k->conn;
     const uint8_t *p = k->sendq.p + k->sendq.off;
     k->sendq.off += length;
+    c->queued -= length;
+    if (c->loop) c->tx_progress = uv_now(c->loop);
     if (k->drain_wanted && vf_rpc_buf_size(&k->sendq) < SEND_LOW_WATER) {
         k->drain_wanted = 0;
         k->drain_due = 1;
@@ -251,9 +261,38 @@ static int send_check(vf_rpc_call *k, vf_error *err) {
     return 0;
 }
 
+/* The connection's send queues would pass their cap: the peer is not taking
+ * what it is sent.  The call's queue is dropped and its stream reset with
+ * ENHANCE_YOUR_CALM (RESOURCE_EXHAUSTED to a gRPC peer); on_done follows from
+ * the stream's close, not from inside the caller's send, so the call pointer
+ * stays valid until the caller returns to the loop. */
+static void send_refuse(vf_rpc_call *k, size_t len, vf_error *err) {
+    vf_rpc_conn *c = k->conn;
+    vf_fail(err, "%s: send queue to %s full: %zu bytes queued on the connection, a %zu-byte message would pass the "
+                 "limit of %zu (the peer is not reading)",
+            k->path, c->peer_addr, c->queued, len, c->max_send_queued);
+    vf_log(VF_WARN, "event=rpc_call_refused side=%s peer=%s role=%s name=%s method=%s status=RESOURCE_EXHAUSTED reason=\"%s\"",
+           k->is_server ? "server" : "client", c->peer_addr, vf_role_name(c->peer.role), c->peer.name, k->path, err->msg);
+    if (c->server) vf_rpc_server_note_send_refused(c);
+    c->queued -= vf_rpc_buf_size(&k->sendq);
+    k->sendq.off = k->sendq.len = 0;
+    k->send_refused = 1;
+    k->status_set = 1;
+    k->status = VF_GRPC_RESOURCE_EXHAUSTED;
+    snprintf(k->status_msg, sizeof k->status_msg, "%s", err->msg);
+    if (c->h2 && k->stream_id > 0) nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, k->stream_id, NGHTTP2_ENHANCE_YOUR_CALM);
+    c->pump_soon = 1;
+    vf_rpc_conn_arm_timer(c);
+}
+
 static uint8_t *send_reserve(vf_rpc_call *k, size_t len, vf_error *err) {
+    vf_rpc_conn *c = k->conn;
     if (len > 0xffffffffu) {
         vf_fail(err, "%s: message of %zu bytes is too large for gRPC", k->path, len);
+        return NULL;
+    }
+    if (c->max_send_queued && c->queued + 5 + len > c->max_send_queued) {
+        send_refuse(k, len, err);
         return NULL;
     }
     uint8_t *p = vf_rpc_buf_extend(&k->sendq, 5 + len);
@@ -261,6 +300,8 @@ static uint8_t *send_reserve(vf_rpc_call *k, size_t len, vf_error *err) {
         vf_fail(err, "%s: out of memory queueing a %zu-byte message", k->path, len);
         return NULL;
     }
+    if (c->queued == 0 && c->loop) c->tx_progress = uv_now(c->loop);
+    c->queued += 5 + len;
     p[0] = 0;
     p[1] = (uint8_t)(len >> 24);
     p[2] = (uint8_t)(len >> 16);

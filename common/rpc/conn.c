@@ -190,6 +190,7 @@ static void conn_write_start(vf_rpc_conn *c) {
     c->out_fill.len = c->out_fill.off = 0;
     uv_buf_t b = uv_buf_init((char *)c->out_flight.p + c->out_flight.off, (unsigned)vf_rpc_buf_size(&c->out_flight));
     c->wreq.data = c;
+    c->write_started = uv_now(c->loop);
     int r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
     if (r != 0) {
         c->out_flight.len = c->out_flight.off = 0;
@@ -444,7 +445,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 void vf_rpc_conn_arm_timer(vf_rpc_conn *c) {
     if (c->fuzz || c->state == CONN_CLOSED) return;
     uint64_t next = UINT64_MAX;
-    if (c->handshake_deadline) next = c->handshake_deadline;
+    if (c->pump_soon) next = 0;
+    if (c->handshake_deadline && c->handshake_deadline < next) next = c->handshake_deadline;
+    if (c->write_timeout_ms > 0) {
+        /* a peer that stopped reading: output queued, nothing leaving */
+        if (c->queued > 0 && c->tx_progress + (uint64_t)c->write_timeout_ms < next)
+            next = c->tx_progress + (uint64_t)c->write_timeout_ms;
+        if (c->writing && c->write_started + (uint64_t)c->write_timeout_ms < next)
+            next = c->write_started + (uint64_t)c->write_timeout_ms;
+    }
     if (c->ping_deadline) {
         if (c->ping_deadline < next) next = c->ping_deadline;
     } else if (c->keepalive_ms > 0 && c->state == CONN_OPEN) {
@@ -468,6 +477,22 @@ static void on_timer(uv_timer_t *t) {
         return;
     }
     uint64_t now = uv_now(c->loop);
+    c->pump_soon = 0;
+    if (c->write_timeout_ms > 0 && c->state == CONN_OPEN) {
+        uint64_t limit = (uint64_t)c->write_timeout_ms;
+        if (c->queued > 0 && now >= c->tx_progress + limit) {
+            if (c->is_server) vf_rpc_server_note_write_timeout(c);
+            vf_rpc_conn_close(c, "the peer stopped reading: %zu bytes queued for it and nothing sent for %d ms "
+                                 "(write timeout)", c->queued, c->write_timeout_ms);
+            return;
+        }
+        if (c->writing && now >= c->write_started + limit) {
+            if (c->is_server) vf_rpc_server_note_write_timeout(c);
+            vf_rpc_conn_close(c, "the peer stopped reading: a %zu-byte socket write not done in %d ms (write timeout)",
+                              vf_rpc_buf_size(&c->out_flight), c->write_timeout_ms);
+            return;
+        }
+    }
     if (c->handshake_deadline && now >= c->handshake_deadline) {
         if (c->is_server) vf_rpc_server_note_handshake_timeout(c);
         vf_rpc_conn_close(c, "%s not completed in time",

@@ -28,18 +28,38 @@ const char *vf_grpc_status_name(int s) {
     return s >= 0 && s <= 16 ? names[s] : "UNKNOWN_CODE";
 }
 
-/* Takes up to `want` bytes of the message body; grows the buffer only when a
- * message is larger than any before (no allocation per message otherwise). */
-static int decoder_reserve(vf_grpc_decoder *d, size_t need) {
-    if (need <= d->buf_cap) return 0;
+/* A buffer for a message of `need` bytes; grows it only when a message is
+ * larger than the one kept (no allocation per message for messages up to
+ * VF_GRPC_KEEP_BUF).  Charges the growth to the pool, refusing what would pass
+ * its max. */
+static int decoder_reserve(vf_grpc_decoder *d, size_t need, char *errbuf, size_t errsize) {
+    if (need <= d->buf_cap) return VF_GRPC_OK;
     size_t cap = d->buf_cap ? d->buf_cap : 4096;
     while (cap < need) cap *= 2;
     if (cap > d->max_len && need <= d->max_len) cap = d->max_len;
+    if (d->pool && d->pool->used - d->buf_cap + cap > d->pool->max) {
+        snprintf(errbuf, errsize,
+                 "receive buffers full: a %zu-byte message would take the partly received messages of all calls to "
+                 "%zu bytes (limit %zu)",
+                 need, d->pool->used - d->buf_cap + cap, d->pool->max);
+        return VF_GRPC_RESOURCE_EXHAUSTED;
+    }
     uint8_t *p = realloc(d->buf, cap);
-    if (!p) return -1;
+    if (!p) {
+        snprintf(errbuf, errsize, "out of memory for a %zu-byte message", need);
+        return VF_GRPC_INTERNAL;
+    }
+    if (d->pool) d->pool->used = d->pool->used - d->buf_cap + cap;
     d->buf = p;
     d->buf_cap = cap;
-    return 0;
+    return VF_GRPC_OK;
+}
+
+static void decoder_release(vf_grpc_decoder *d) {
+    if (d->pool) d->pool->used -= d->buf_cap;
+    free(d->buf);
+    d->buf = NULL;
+    d->buf_cap = 0;
 }
 
 int vf_grpc_decoder_feed(vf_grpc_decoder *d, const uint8_t *data, size_t len, vf_grpc_on_msg on_msg, void *ctx,
@@ -76,10 +96,8 @@ int vf_grpc_decoder_feed(vf_grpc_decoder *d, const uint8_t *data, size_t len, vf
             len -= want;
         } else {
             size_t take = want < len ? want : len;
-            if (decoder_reserve(d, d->msg_len) < 0) {
-                snprintf(errbuf, errsize, "out of memory for a %u-byte message", d->msg_len);
-                return VF_GRPC_INTERNAL;
-            }
+            int rc = decoder_reserve(d, d->msg_len, errbuf, errsize);
+            if (rc != VF_GRPC_OK) return rc;
             memcpy(d->buf + d->buf_have, data, take);
             d->buf_have += take;
             data += take;
@@ -88,6 +106,8 @@ int vf_grpc_decoder_feed(vf_grpc_decoder *d, const uint8_t *data, size_t len, vf
             d->hdr_have = 0;
             d->buf_have = 0;
             on_msg(ctx, d->buf, d->msg_len);
+            /* a large buffer is not kept: an idle stream must not pin it */
+            if (d->buf_cap > VF_GRPC_KEEP_BUF) decoder_release(d);
         }
         if (stop_flag && *stop_flag) break;
     }
@@ -98,9 +118,8 @@ int vf_grpc_decoder_feed(vf_grpc_decoder *d, const uint8_t *data, size_t len, vf
 int vf_grpc_decoder_partial(const vf_grpc_decoder *d) { return d->hdr_have > 0; }
 
 void vf_grpc_decoder_free(vf_grpc_decoder *d) {
-    free(d->buf);
-    d->buf = NULL;
-    d->buf_cap = d->buf_have = 0;
+    decoder_release(d);
+    d->buf_have = 0;
     d->hdr_have = 0;
 }
 

@@ -109,6 +109,14 @@ typedef struct vf_rpc_server_config {
                                     after its handshake, so the rest stays free for admins */
     int handshake_timeout_ms;    /* default 5000: TCP+TLS+HTTP/2 preface must complete in this */
     size_t max_recv_message;     /* default 4 MiB; larger -> RESOURCE_EXHAUSTED */
+    size_t max_recv_buffered;    /* default 256 MiB (at least max_recv_message): reassembly buffers of partly
+                                    received messages across all calls; a call that would pass it is refused
+                                    with RESOURCE_EXHAUSTED and logged */
+    size_t max_send_queued;      /* default 128 MiB: bytes queued for sending on one connection; a send past it
+                                    fails, its call ends RESOURCE_EXHAUSTED (RST_STREAM ENHANCE_YOUR_CALM to the
+                                    peer) and is logged */
+    int write_timeout_ms;        /* default 60000: a connection with output queued that sends nothing for this
+                                    long (the peer stopped reading) is closed */
     int keepalive_ms;            /* default 60000: PING after this long without frames; 0 = off */
     int keepalive_timeout_ms;    /* default 20000: close when the PING ack is this late */
     uint32_t stream_window;      /* default 4 MiB: per-stream receive window */
@@ -141,7 +149,8 @@ void vf_rpc_server_free(vf_rpc_server *s);
 typedef struct vf_rpc_server_stats {
     int connections, handshaking, calls_active;
     unsigned long long accepted, rejected_cap, rejected_source, rejected_reserve, handshake_failures,
-        handshake_timeouts, calls_total;
+        handshake_timeouts, calls_total, refused_send_queued, write_timeouts;
+    size_t recv_buffered;        /* bytes of reassembly buffers now */
 } vf_rpc_server_stats;
 void vf_rpc_server_stats_get(const vf_rpc_server *s, vf_rpc_server_stats *st);
 

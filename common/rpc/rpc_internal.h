@@ -20,21 +20,31 @@
 
 /* ---- grpc_wire.c --------------------------------------------------------- */
 
+/* Bytes of reassembly buffers allowed across many decoders (a server's calls):
+ * what peers can make it hold in partly received messages. */
+typedef struct vf_grpc_pool {
+    size_t used, max;
+} vf_grpc_pool;
+
 /* Incremental decoder of length-prefixed gRPC messages (1 flag byte, 4 length
  * bytes big-endian, then the message). */
 typedef struct vf_grpc_decoder {
     uint8_t hdr[5];
     int hdr_have;
     uint32_t msg_len;
-    uint8_t *buf;        /* reassembly buffer, grown to the largest message seen */
+    uint8_t *buf;        /* reassembly buffer: kept for reuse up to VF_GRPC_KEEP_BUF, larger ones freed after
+                            their message */
     size_t buf_cap, buf_have;
     size_t max_len;
+    vf_grpc_pool *pool;  /* may be NULL: buf_cap is charged to it; a buffer that would pass pool->max is refused */
 } vf_grpc_decoder;
+#define VF_GRPC_KEEP_BUF (64u * 1024)
 
 typedef void (*vf_grpc_on_msg)(void *ctx, const uint8_t *data, size_t len);
 /* Feeds bytes; calls on_msg for each complete message (data valid only during
  * the call).  Returns VF_GRPC_OK, or RESOURCE_EXHAUSTED (message over max_len,
- * nothing of it is buffered) / INTERNAL (compressed flag, out of memory) with
+ * or its buffer would take the pool past its max; nothing of it is buffered) /
+ * INTERNAL (compressed flag, out of memory) with
  * a message in errbuf; after an error the decoder must not be fed again.
  * *stop_flag (may be NULL) is checked after each message so a callback can
  * pause the feeding; *used says how many bytes were taken. */
@@ -131,6 +141,13 @@ typedef struct vf_rpc_conn {
     int close_when_flushed;
     uint32_t stream_window;
     size_t max_recv_message;
+    vf_grpc_pool *recv_pool;     /* server: the server's; NULL on clients */
+    /* output accounting: bytes in the calls' send queues, cap, stall detection (0 = off) */
+    size_t queued, max_send_queued;
+    int write_timeout_ms;
+    uint64_t tx_progress;        /* uv_now when a DATA frame last left the queues (or they became non-empty) */
+    uint64_t write_started;      /* uv_now of the socket write in flight */
+    int pump_soon;               /* run the pump from the timer (work queued where pumping is not safe) */
     vf_peer_identity peer;
     char peer_addr[64];          /* "ip:port" */
     char peer_ip[48];            /* "ip": per-source accounting (server) */
@@ -168,6 +185,8 @@ void vf_rpc_server_on_conn_ready(vf_rpc_conn *c);     /* TLS done */
 void vf_rpc_server_on_conn_freed(vf_rpc_conn *c);
 void vf_rpc_server_note_handshake_failure(vf_rpc_conn *c);
 void vf_rpc_server_note_handshake_timeout(vf_rpc_conn *c);
+void vf_rpc_server_note_send_refused(vf_rpc_conn *c);
+void vf_rpc_server_note_write_timeout(vf_rpc_conn *c);
 uint32_t vf_rpc_server_max_streams(vf_rpc_conn *c);
 void vf_rpc_client_on_conn_ready(vf_rpc_conn *c);
 void vf_rpc_client_on_conn_closed(vf_rpc_conn *c);    /* before free */
@@ -202,6 +221,7 @@ typedef struct vf_rpc_call {
     int drain_wanted, drain_due;
     int headers_sent;                    /* server: response headers submitted */
     int status_set, status;
+    int send_refused;                    /* the send queue cap ended this call */
     char status_msg[512];
     /* request headers (server) / response headers (client) */
     char content_type[64];

@@ -31,6 +31,7 @@ struct vf_rpc_server {
     int port;
     int shutting_down, notified;
     uint64_t crl_alarm_at;       /* uv_now of the last rpc_crl_unusable line */
+    vf_grpc_pool recv_pool;      /* reassembly buffers of all calls (max_recv_buffered) */
     void (*on_closed)(vf_rpc_server *, void *);
     void *on_closed_ud;
     nghttp2_session_callbacks *cbs;
@@ -43,6 +44,9 @@ void vf_rpc_server_config_defaults(vf_rpc_server_config *cfg) {
     if (!cfg->admin_reserve) cfg->admin_reserve = cfg->max_connections >= 32 ? cfg->max_connections / 16 : 1;
     if (!cfg->handshake_timeout_ms) cfg->handshake_timeout_ms = 5000;
     if (!cfg->max_recv_message) cfg->max_recv_message = 4u << 20;
+    if (!cfg->max_recv_buffered) cfg->max_recv_buffered = 256u << 20;
+    if (!cfg->max_send_queued) cfg->max_send_queued = 128u << 20;
+    if (!cfg->write_timeout_ms) cfg->write_timeout_ms = 60000;
     if (!cfg->keepalive_ms) cfg->keepalive_ms = 60000;
     if (!cfg->keepalive_timeout_ms) cfg->keepalive_timeout_ms = 20000;
     if (!cfg->stream_window) cfg->stream_window = 4u << 20;
@@ -52,6 +56,8 @@ void vf_rpc_server_config_defaults(vf_rpc_server_config *cfg) {
 uint32_t vf_rpc_server_max_streams(vf_rpc_conn *c) { return c->server->cfg.max_concurrent_streams; }
 void vf_rpc_server_note_handshake_failure(vf_rpc_conn *c) { c->server->st.handshake_failures++; }
 void vf_rpc_server_note_handshake_timeout(vf_rpc_conn *c) { c->server->st.handshake_timeouts++; }
+void vf_rpc_server_note_send_refused(vf_rpc_conn *c) { c->server->st.refused_send_queued++; }
+void vf_rpc_server_note_write_timeout(vf_rpc_conn *c) { c->server->st.write_timeouts++; }
 
 /* ---- responses ------------------------------------------------------------- */
 
@@ -425,6 +431,9 @@ static void on_connection(uv_stream_t *l, int status) {
     c->keepalive_timeout_ms = s->cfg.keepalive_timeout_ms;
     c->stream_window = s->cfg.stream_window;
     c->max_recv_message = s->cfg.max_recv_message;
+    c->recv_pool = &s->recv_pool;
+    c->max_send_queued = s->cfg.max_send_queued;
+    c->write_timeout_ms = s->cfg.write_timeout_ms;
     if (vf_rpc_conn_start_tls(c, NULL, &err) < 0) {
         vf_rpc_conn_close(c, "%s", err.msg);
         return;
@@ -466,16 +475,20 @@ int vf_rpc_server_start(uv_loop_t *loop, const vf_rpc_server_config *cfg_in, con
     snprintf(s->crl_file, sizeof s->crl_file, "%s", cfg_in->tls.crl_file ? cfg_in->tls.crl_file : "");
     vf_rpc_tls_files files = {s->ca_file, s->cert_file, s->key_file, s->crl_file[0] ? s->crl_file : NULL};
     if (s->cfg.max_connections < 1 || s->cfg.max_per_source < 1 || s->cfg.handshake_timeout_ms < 1 ||
-        s->cfg.admin_reserve < 0 || s->cfg.admin_reserve >= s->cfg.max_connections) {
-        vf_fail(err, "connection limits: max_connections %d, max_per_source %d and handshake_timeout_ms %d must be "
-                     "positive and admin_reserve %d below max_connections", s->cfg.max_connections, s->cfg.max_per_source,
-                s->cfg.handshake_timeout_ms, s->cfg.admin_reserve);
+        s->cfg.admin_reserve < 0 || s->cfg.admin_reserve >= s->cfg.max_connections || s->cfg.write_timeout_ms < 1 ||
+        s->cfg.max_recv_buffered < s->cfg.max_recv_message) {
+        vf_fail(err, "limits: max_connections %d, max_per_source %d, handshake_timeout_ms %d and write_timeout_ms %d "
+                     "must be positive, admin_reserve %d below max_connections, max_recv_buffered %zu at least "
+                     "max_recv_message %zu",
+                s->cfg.max_connections, s->cfg.max_per_source, s->cfg.handshake_timeout_ms, s->cfg.write_timeout_ms,
+                s->cfg.admin_reserve, s->cfg.max_recv_buffered, s->cfg.max_recv_message);
         goto fail;
     }
     if (s->cfg.crl_missing != VF_RPC_CRL_KEEP && s->cfg.crl_missing != VF_RPC_CRL_REFUSE_ALL) {
         vf_fail(err, "crl_missing must be keep or refuse-all (got %d)", s->cfg.crl_missing);
         goto fail;
     }
+    s->recv_pool.max = s->cfg.max_recv_buffered;
     if (copy_methods(s, methods, n_methods, err) < 0) goto fail;
     if (vf_rpc_tls_init(&s->tls, &files, 1, err) < 0) goto fail_tls;
     s->tls_ready = 1;
@@ -531,6 +544,7 @@ int vf_rpc_server_port(const vf_rpc_server *s) { return s->port; }
 void vf_rpc_server_stats_get(const vf_rpc_server *s, vf_rpc_server_stats *st) {
     *st = s->st;
     st->connections = s->n_conns;
+    st->recv_buffered = s->recv_pool.used;
     st->handshaking = 0;
     st->calls_active = 0;
     for (vf_rpc_conn *c = s->conns; c; c = c->next) {
@@ -600,6 +614,7 @@ vf_rpc_server *vf_rpc_fuzz_server_new(const vf_rpc_method *methods, int n_method
     if (!s) return NULL;
     s->cfg.max_recv_message = max_recv_message;
     vf_rpc_server_config_defaults(&s->cfg);
+    s->recv_pool.max = s->cfg.max_recv_buffered;
     if (copy_methods(s, methods, n_methods, &err) < 0) {
         vf_rpc_server_free(s);
         return NULL;
@@ -621,6 +636,7 @@ vf_rpc_conn *vf_rpc_fuzz_conn_new(vf_rpc_server *s, vf_role role) {
     s->n_conns++;
     c->stream_window = s->cfg.stream_window;
     c->max_recv_message = s->cfg.max_recv_message;
+    c->recv_pool = &s->recv_pool;
     c->peer.role = role;
     snprintf(c->peer.name, sizeof c->peer.name, "fuzz");
     snprintf(c->peer_addr, sizeof c->peer_addr, "fuzz");

@@ -8,6 +8,7 @@ import signal
 import socket
 import ssl
 import time
+import urllib.parse
 
 import grpc
 import h2.config
@@ -399,6 +400,98 @@ def test_keepalive_closes_a_peer_that_does_not_answer_pings(stubs, pki, server):
     assert server.wait_log("keepalive ping not acknowledged")
     c.close()
     unary_ok(stubs, pki.hosp1, server.port)
+
+
+# ---- memory a peer can pin ------------------------------------------------------------------
+
+
+def test_partial_messages_are_bounded_across_all_streams(vflclip, stubs, pki):
+    """Each stream announces a 512 KiB message and sends 1000 bytes of it: the
+    server reserves the message's buffer.  With max_recv_buffered 2 MiB the
+    fifth such stream (and then a grpcio client's large message) is refused
+    with RESOURCE_EXHAUSTED; once those streams are gone the memory is back."""
+    announced = 512 << 10
+    s = RpcServer(vflclip, pki.server, "--max-message", 1 << 20, "--max-recv-buffered", 4 * announced)
+    try:
+        c = RawH2(pki.hosp2, s.port)
+        sids = []
+        for _ in range(5):
+            sid = c.request("/vflclip.v1.test.RpcTest/Unary")
+            c.h2.send_data(sid, announced.to_bytes(5, "big") + b"\x0a" * 1000)  # no END_STREAM: a partial message
+            c.flush()
+            sids.append(sid)
+        r = c.response(sids[-1])
+        assert r.get("grpc-status") == "8", r
+        assert "receive buffers full" in urllib.parse.unquote(r.get("grpc-message", "")), r
+        assert s.wait_log("event=rpc_call_refused"), s.log()[-3000:]
+        refused = [ln for ln in s.log().splitlines() if "event=rpc_call_refused" in ln]
+        assert len(refused) == 1 and "name=hosp2" in refused[0] and "limit 2097152" in refused[0], refused
+        # the pool is full: a grpcio client's large message is refused too, a small one still goes
+        with channel(pki.hosp1, s.port) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                stubs.pbg.RpcTestStub(ch).Unary(stubs.pb.EchoRequest(payload=b"p" * 600_000), timeout=10)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value
+        assert "receive buffers full" in e.value.details()
+        unary_ok(stubs, pki.hosp1, s.port)
+        c.close()  # the four partial messages go with their connection
+        time.sleep(0.3)
+        with channel(pki.hosp1, s.port) as ch:
+            r = stubs.pbg.RpcTestStub(ch).Unary(stubs.pb.EchoRequest(payload=b"p" * 600_000), timeout=10)
+        assert r.payload == b"p" * 600_000
+    finally:
+        assert s.stop() == 0
+
+
+def test_send_queue_cap_refuses_a_stream_its_client_does_not_read(vflclip, stubs, pki):
+    """A results stream whose client stops reading: once the connection's send
+    queue would pass max_send_queued the call ends RESOURCE_EXHAUSTED, logged;
+    a client that reads the same stream gets all of it."""
+    s = RpcServer(vflclip, pki.server, "--max-send-queued", 256 << 10)
+    req = stubs.pb.StreamRequest(count=40, size=100_000, interval_ms=5)
+    try:
+        with channel(pki.hosp1, s.port) as ch:  # reads as it comes: 4 MB, never more than ~100 kB queued
+            got = list(stubs.pbg.RpcTestStub(ch).ServerStream(req, timeout=30))
+        assert [m.seq for m in got] == list(range(40))
+        with channel(pki.hosp2, s.port) as ch:
+            # 30 MB: more than grpcio buffers for an application that does not read
+            it = stubs.pbg.RpcTestStub(ch).ServerStream(stubs.pb.StreamRequest(count=300, size=100_000, interval_ms=5),
+                                                         timeout=30)
+            next(it)
+            time.sleep(2)  # stops reading
+            with pytest.raises(grpc.RpcError) as e:
+                for _ in it:
+                    pass
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value
+        assert s.wait_log("status=RESOURCE_EXHAUSTED"), s.log()[-3000:]
+        refused = [ln for ln in s.log().splitlines() if "event=rpc_call_refused" in ln]
+        assert len(refused) == 1 and "name=hosp2" in refused[0] and "send queue to 127.0.0.1:" in refused[0], refused
+        unary_ok(stubs, pki.hosp2, s.port)
+    finally:
+        assert s.stop() == 0
+
+
+def test_client_that_stops_reading_is_closed_after_the_write_timeout(vflclip, stubs, pki):
+    """The server has output for a client that takes none of it: the
+    connection is closed once nothing has been sent for write_timeout_ms."""
+    write_ms = 1000
+    s = RpcServer(vflclip, pki.server, "--write-timeout-ms", write_ms)
+    try:
+        with channel(pki.hosp1, s.port) as ch:
+            it = stubs.pbg.RpcTestStub(ch).ServerStream(stubs.pb.StreamRequest(count=1000, size=100_000), timeout=60)
+            next(it)
+            t = time.time()
+            assert s.wait_log("the peer stopped reading", timeout=15), s.log()[-3000:]
+            waited = time.time() - t
+            with pytest.raises(grpc.RpcError) as e:
+                for _ in it:
+                    pass
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value
+        print(f"closed {waited:.2f} s after the client stopped reading (write timeout {write_ms} ms)")
+        assert write_ms / 1000 * 0.8 < waited < write_ms / 1000 + 8
+        assert "(write timeout)" in s.log() and "name=hosp1" in s.log()
+        unary_ok(stubs, pki.hosp1, s.port)
+    finally:
+        assert s.stop() == 0
 
 
 # ---- graceful shutdown -------------------------------------------------------------------

@@ -110,6 +110,60 @@ static void test_decoder_rejects_corrupt_prefixes(void **state) {
     vf_grpc_decoder_free(&d3);
 }
 
+/* Two decoders share a pool of 300000 bytes: each partial message is charged
+ * its whole reassembly buffer; one that would pass the pool is refused with
+ * RESOURCE_EXHAUSTED before anything is allocated; a large buffer is given
+ * back once its message is delivered, and freeing a decoder returns the rest. */
+static void test_decoder_pool_bounds_partial_messages(void **state) {
+    vf_grpc_pool pool = {.used = 0, .max = 300000};
+    vf_grpc_decoder a = {.max_len = 1 << 20, .pool = &pool}, b = {.max_len = 1 << 20, .pool = &pool};
+    uint8_t hdr[5] = {0, 0, 0x02, 0x00, 0x00}; /* 131072 bytes announced */
+    uint8_t body[1000];
+    memset(body, 7, sizeof body);
+    got g = {0};
+    size_t used;
+    char e[256];
+    assert_int_equal(vf_grpc_decoder_feed(&a, hdr, 5, on_msg, &g, NULL, &used, e, sizeof e), VF_GRPC_OK);
+    assert_int_equal(vf_grpc_decoder_feed(&a, body, sizeof body, on_msg, &g, NULL, &used, e, sizeof e), VF_GRPC_OK);
+    assert_int_equal(pool.used, 131072);
+    assert_true(vf_grpc_decoder_partial(&a));
+    assert_int_equal(vf_grpc_decoder_feed(&b, hdr, 5, on_msg, &g, NULL, &used, e, sizeof e), VF_GRPC_OK);
+    assert_int_equal(vf_grpc_decoder_feed(&b, body, sizeof body, on_msg, &g, NULL, &used, e, sizeof e), VF_GRPC_OK);
+    assert_int_equal(pool.used, 2 * 131072);
+    /* a third such message does not fit */
+    vf_grpc_decoder c = {.max_len = 1 << 20, .pool = &pool};
+    uint8_t both[5 + 1000];
+    memcpy(both, hdr, 5);
+    memcpy(both + 5, body, sizeof body);
+    assert_int_equal(vf_grpc_decoder_feed(&c, both, sizeof both, on_msg, &g, NULL, &used, e, sizeof e),
+                     VF_GRPC_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(e, "receive buffers full"));
+    assert_null(c.buf);
+    assert_int_equal(pool.used, 2 * 131072);
+    /* a's message completes: delivered, its 128 KiB buffer given back */
+    uint8_t *rest = malloc(131072 - 1000);
+    memset(rest, 7, 131072 - 1000);
+    assert_int_equal(vf_grpc_decoder_feed(&a, rest, 131072 - 1000, on_msg, &g, NULL, &used, e, sizeof e), VF_GRPC_OK);
+    free(rest);
+    assert_int_equal(g.n, 1);
+    assert_int_equal(g.len[0], 131072);
+    assert_false(vf_grpc_decoder_partial(&a));
+    assert_null(a.buf);
+    assert_int_equal(pool.used, 131072);
+    /* small messages keep their buffer (no allocation per message) and stay charged */
+    uint8_t small[5 + 100] = {0, 0, 0, 0, 100};
+    assert_int_equal(vf_grpc_decoder_feed(&a, small, 60, on_msg, &g, NULL, &used, e, sizeof e), VF_GRPC_OK);
+    assert_int_equal(vf_grpc_decoder_feed(&a, small + 60, sizeof small - 60, on_msg, &g, NULL, &used, e, sizeof e),
+                     VF_GRPC_OK);
+    assert_int_equal(g.n, 2);
+    assert_non_null(a.buf);
+    assert_int_equal(pool.used, 131072 + 4096);
+    vf_grpc_decoder_free(&a);
+    vf_grpc_decoder_free(&b);
+    vf_grpc_decoder_free(&c);
+    assert_int_equal(pool.used, 0);
+}
+
 static void test_grpc_timeout(void **state) {
     /* PROTOCOL-HTTP2.md: TimeoutValue = 1*8 DIGIT, TimeoutUnit = H M S m u n */
     struct { const char *v; long long ms; } ok[] = {
@@ -167,6 +221,7 @@ int main(void) {
         cmocka_unit_test(test_decoder_every_split),
         cmocka_unit_test(test_decoder_stops_when_paused),
         cmocka_unit_test(test_decoder_rejects_corrupt_prefixes),
+        cmocka_unit_test(test_decoder_pool_bounds_partial_messages),
         cmocka_unit_test(test_grpc_timeout),
         cmocka_unit_test(test_grpc_message_encoding),
         cmocka_unit_test(test_server_h2_without_tls),
