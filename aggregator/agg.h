@@ -142,6 +142,9 @@ void agg_transcript_record(const vf_peer_identity *peer, int sent, const Protobu
 /* progress.c */
 int agg_progress_save(const agg_run *r, vf_error *err);
 int agg_progress_load(agg_run *r, const char *run_dir, vf_error *err);
+/* The commit before the last becomes the run's progress again (the knowledge
+ * party could not restore the last one), and is loaded. */
+int agg_progress_restore_previous(agg_run *r, vf_error *err);
 int agg_current_run_set(const char *run_id, vf_error *err);
 int agg_current_run_get(char *run_id, size_t size);
 

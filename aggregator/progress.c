@@ -5,7 +5,9 @@
  * (vf_train_session_state_to_json: position, losses, best, history).
  * <state>/current_run names the run a restarted aggregator resumes. */
 #include "agg.h"
+#include "formats/sealed_json.h"
 #include "util/fileio.h"
+#include "util/log.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -22,13 +24,10 @@ int agg_progress_save(const agg_run *r, vf_error *err) {
     for (int i = 0; i < r->n_img; i++) cJSON_AddItemToArray(ip, cJSON_CreateString(r->img[i].name));
     cJSON_AddNumberToObject(o, "started_unix", (double)r->started_unix);
     vf_train_session_state_to_json(&r->sess, o);
-    char *text = cJSON_Print(o);
-    cJSON_Delete(o);
-    if (!text) return vf_fail(err, "out of memory");
     char path[4500];
     snprintf(path, sizeof path, "%s/progress.json", r->dir);
-    int rc = vf_write_atomic(path, text, strlen(text), err);
-    free(text);
+    int rc = vf_sealed_json_write(path, o, 1, err);
+    cJSON_Delete(o);
     return rc;
 }
 
@@ -64,24 +63,52 @@ static void load_identity(agg_run *r, const char *run_dir, const cJSON *o) {
     s->best_auc = num(o, "best_val_auc", NAN);
 }
 
-int agg_progress_load(agg_run *r, const char *run_dir, vf_error *err) {
-    char path[4500], *text;
-    size_t len;
+/* progress.json, or where it is damaged or missing the copy before it
+ * (progress.json.prev: an earlier commit, whose knowledge-party checkpoint
+ * is still kept), said loudly. */
+static cJSON *read_progress(const char *run_dir, vf_error *err) {
+    char path[4500], prev[4600];
     snprintf(path, sizeof path, "%s/progress.json", run_dir);
-    if (vf_read_file(path, &text, &len, err)) return -1;
-    cJSON *o = cJSON_Parse(text);
-    free(text);
-    if (!o) return vf_fail(err, "%s: not valid JSON", path);
+    snprintf(prev, sizeof prev, "%s.prev", path);
+    cJSON *o = vf_sealed_json_read(path, err);
+    if (o) return o;
+    vf_error e2;
+    o = vf_sealed_json_read(prev, &e2);
+    if (!o) {
+        char first[sizeof err->msg];
+        snprintf(first, sizeof first, "%s", err->msg);
+        vf_fail(err, "%s; and the copy before it: %s", first, e2.msg);
+        return NULL;
+    }
+    vf_log(VF_ERROR, "event=progress_damaged file=%s error=\"%s\" detail=\"falling back to %s, the commit before it\"", path,
+           err->msg, prev);
+    return o;
+}
+
+int agg_progress_load(agg_run *r, const char *run_dir, vf_error *err) {
+    cJSON *o = read_progress(run_dir, err);
+    if (!o) return -1;
     int rc = 0;
     if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "run_id")) ||
         !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "state")) ||
         !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "knowledge_party")) ||
         !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(o, "image_parties")))
-        rc = vf_fail(err, "%s: run_id, state, knowledge_party or image_parties missing", path);
+        rc = vf_fail(err, "%s/progress.json: run_id, state, knowledge_party or image_parties missing", run_dir);
     else if (!r->session_ready) load_identity(r, run_dir, o);
-    else rc = vf_train_session_state_from_json(&r->sess, o, path, err);
+    else rc = vf_train_session_state_from_json(&r->sess, o, "progress.json", err);
     cJSON_Delete(o);
     return rc;
+}
+
+int agg_progress_restore_previous(agg_run *r, vf_error *err) {
+    char path[4500], prev[4600];
+    snprintf(path, sizeof path, "%s/progress.json", r->dir);
+    snprintf(prev, sizeof prev, "%s.prev", path);
+    cJSON *o = vf_sealed_json_read(prev, err);
+    if (!o) return -1;
+    int rc = vf_sealed_json_write(path, o, 0, err);
+    cJSON_Delete(o);
+    return rc ? rc : agg_progress_load(r, r->dir, err);
 }
 
 int agg_current_run_set(const char *run_id, vf_error *err) {

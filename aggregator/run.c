@@ -554,6 +554,26 @@ static void on_text_ready(const Vflclip__V1__TextReady *tr) {
     /* TextFeatures of the same task follow. */
 }
 
+/* The knowledge party cannot restore the committed step (its checkpoint is
+ * damaged or gone): go back one commit, whose checkpoint it still keeps,
+ * once; said loudly.  A second refusal fails the run with both reasons. */
+static void fall_back(const char *why) {
+    agg_run *r = &g_agg.run;
+    vf_error err;
+    long from = r->sess.committed_step;
+    r->wait = WAIT_NONE;
+    if (agg_progress_restore_previous(r, &err))
+        return fail_run("knowledge party '%s' cannot restore step %ld (%s), nor can the aggregator go back a commit: %s",
+                        r->kp_name, from, why, err.msg);
+    if (r->sess.committed_step >= from)
+        return fail_run("knowledge party '%s' cannot restore step %ld (%s), and there is no earlier commit to go back to",
+                        r->kp_name, from, why);
+    vf_log(VF_ERROR, "event=fell_back run=%s from_step=%ld to_step=%ld reason=\"knowledge party: %s\"", r->id, from,
+           r->sess.committed_step, why);
+    r->have_text = 0;
+    agg_run_continue();
+}
+
 void agg_run_on_message(agg_party *p, const Vflclip__V1__PartyMessage *m, size_t wire_bytes) {
     agg_run *r = &g_agg.run;
     if (!agg_run_active()) return;
@@ -569,6 +589,7 @@ void agg_run_on_message(agg_party *p, const Vflclip__V1__PartyMessage *m, size_t
     if (strcmp(p->id.name, r->kp_name) || m->task_id != r->task || r->wait == WAIT_NONE) return; /* stale */
     switch (m->body_case) {
     case VFLCLIP__V1__PARTY_MESSAGE__BODY_ERROR:
+        if (r->wait == WAIT_SETUP && r->sess.committed_step > 0) return fall_back(m->error->message);
         return fail_run("knowledge party '%s': %s", p->id.name, m->error->message);
     case VFLCLIP__V1__PARTY_MESSAGE__BODY_TEXT_READY:
         if (r->wait == WAIT_SETUP) return on_text_ready(m->text_ready);

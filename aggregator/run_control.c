@@ -149,11 +149,21 @@ void agg_run_resume_at_start(void) {
     char id[64], path[4500];
     vf_error err;
     if (agg_current_run_get(id, sizeof id)) return;
+    /* A run that cannot be picked up stays in status as failed, with the
+     * reason, and its files stay as they are for the operator. */
+    if (!valid_run_id(id)) {
+        r->state = RUN_FAILED;
+        snprintf(r->id, sizeof r->id, "?");
+        snprintf(r->message, sizeof r->message, "needs attention: %s/current_run names no valid run id", g_agg.state_dir);
+        vf_log(VF_ERROR, "event=resume_failed error=\"%s\"", r->message);
+        return;
+    }
     snprintf(r->dir, sizeof r->dir, "%s/runs/%s", g_agg.state_dir, id);
     if (agg_progress_load(r, r->dir, &err)) {
+        snprintf(r->id, sizeof r->id, "%s", id);
+        r->state = RUN_FAILED;
+        snprintf(r->message, sizeof r->message, "needs attention: cannot resume: %s", err.msg);
         vf_log(VF_ERROR, "event=resume_failed run=%s error=\"%s\"", id, err.msg);
-        memset(r->dir, 0, sizeof r->dir);
-        r->state = RUN_IDLE;
         return;
     }
     if (agg_run_terminal()) {

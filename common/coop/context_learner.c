@@ -56,6 +56,7 @@ int vf_context_learner_save(const vf_context_learner *l, const char *path, uint6
     char buf[64];
     vf_st_writer w;
     vf_st_writer_init(&w);
+    vf_st_writer_checksum(&w);   /* a state file: a torn or flipped copy is refused on load */
     int rc = vf_st_writer_add_f32(&w, "ctx", VF_DT_F32, 2, shape, vf_coop_ctx(l->coop), err) ||
              vf_st_writer_add_f32(&w, "best_ctx", VF_DT_F32, 2, shape, l->best_ctx, err) ||
              vf_optim_add_to_writer(&l->optim, &w, "optim.", err);

@@ -107,6 +107,7 @@ int vf_optim_load_from(vf_optim *o, const vf_safetensors *st, const char *prefix
 int vf_optim_save(const vf_optim *o, const char *path, vf_error *err) {
     vf_st_writer w;
     vf_st_writer_init(&w);
+    vf_st_writer_checksum(&w);   /* a state file: a torn or flipped copy is refused on load */
     int rc = vf_optim_add_to_writer(o, &w, "optim.", err);
     if (rc == 0) rc = vf_st_writer_save(&w, path, err);
     vf_st_writer_free(&w);

@@ -153,6 +153,7 @@ int vf_context_save(const char *path, const vf_coop *c_, const vf_context_info *
     snprintf(split_seed_s, sizeof split_seed_s, "%llu", info->split_seed);
     vf_st_writer w;
     vf_st_writer_init(&w);
+    vf_st_writer_checksum(&w);   /* a state file: a torn or flipped copy is refused on load */
     int rc = names_json ? 0 : vf_fail(err, "%s: out of memory", path);
     if (!rc) rc = vf_st_writer_add_f32(&w, "ctx", VF_DT_F32, ndim, shape, vf_coop_ctx(c), err);
     const char *meta[][2] = {

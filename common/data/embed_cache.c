@@ -88,6 +88,7 @@ static int cache_store(const char *dir, const char *path, const char *key, const
     hex(enc->fingerprint, 32, fp);
     vf_st_writer w;
     vf_st_writer_init(&w);
+    vf_st_writer_checksum(&w);   /* a state file: a torn or flipped copy is refused on load */
     int64_t shape[2] = {N, D};
     int rc = vf_st_writer_add_f32(&w, "embeddings", VF_DT_F32, 2, shape, emb, err);
     if (!rc) rc = vf_st_writer_meta(&w, "key", key, err);

@@ -1,5 +1,6 @@
 /* safetensors: validated mmap reader and atomic writer (see safetensors.h). */
 #include "formats/safetensors.h"
+#include "util/sha256.h"
 #include "util/fileio.h"
 
 #include <cJSON.h>
@@ -237,6 +238,8 @@ static const char *header_bad_char(const unsigned char *p, size_t n) {
     return NULL;
 }
 
+static int verify_checksum(const vf_safetensors *st, const unsigned char *data, size_t data_len, vf_error *err);
+
 int vf_st_open(vf_safetensors *st, const char *path, vf_error *err) {
     memset(st, 0, sizeof *st);
     snprintf(st->path, sizeof st->path, "%s", path);
@@ -300,7 +303,7 @@ int vf_st_open(vf_safetensors *st, const char *path, vf_error *err) {
             vf_fail(err, "%s: tensor %s appears twice", path, st->tensors[i].name);
             goto fail;
         }
-    if (check_layout(st, data_len, err) != 0) goto fail;
+    if (check_layout(st, data_len, err) != 0 || verify_checksum(st, data, data_len, err) != 0) goto fail;
     return 0;
 fail:
     vf_st_close(st);
@@ -434,8 +437,11 @@ int vf_st_writer_meta(vf_st_writer *w, const char *key, const char *value, vf_er
     return 0;
 }
 
-static int write_converted(vf_atomic_file *f, const vf_st_writer_entry *e, vf_error *err) {
-    if (!e->src_is_f32 || e->dtype == VF_DT_F32) return vf_atomic_write(f, e->src, e->nbytes, err);
+/* The bytes of one entry as stored (F16/BF16 converted in chunks), handed to sink. */
+typedef int (*data_sink)(void *ctx, const void *data, size_t len, vf_error *err);
+
+static int emit_entry(const vf_st_writer_entry *e, data_sink sink, void *ctx, vf_error *err) {
+    if (!e->src_is_f32 || e->dtype == VF_DT_F32) return sink(ctx, e->src, e->nbytes, err);
     const float *src = e->src;
     size_t n = e->nbytes / 2, chunk = 1 << 16;
     unsigned char buf[2 << 16];
@@ -446,16 +452,55 @@ static int write_converted(vf_atomic_file *f, const vf_st_writer_entry *e, vf_er
             buf[2 * j] = (unsigned char)(h & 0xff);
             buf[2 * j + 1] = (unsigned char)(h >> 8);
         }
-        if (vf_atomic_write(f, buf, 2 * m, err) != 0) return -1;
+        if (sink(ctx, buf, 2 * m, err) != 0) return -1;
     }
+    return 0;
+}
+
+static int sink_file(void *f, const void *data, size_t len, vf_error *err) { return vf_atomic_write(f, data, len, err); }
+
+static int sink_hash(void *h, const void *data, size_t len, vf_error *err) {
+    vf_sha256_add(h, data, len);
+    return 0;
+}
+
+void vf_st_writer_checksum(vf_st_writer *w) { w->checksum = 1; }
+
+#define DATA_SHA256_KEY "vflclip_data_sha256"
+
+static void data_checksum(const vf_st_writer *w, char hex[65]) {
+    vf_sha256_ctx h;
+    unsigned char d[32];
+    vf_sha256_begin(&h);
+    for (int i = 0; i < w->n; i++) emit_entry(&w->e[i], sink_hash, &h, NULL);
+    vf_sha256_end(&h, d);
+    vf_sha256_to_hex(d, hex);
+}
+
+/* A sealed file's data must still be what was written. */
+static int verify_checksum(const vf_safetensors *st, const unsigned char *data, size_t data_len, vf_error *err) {
+    const char *want = vf_st_meta(st, DATA_SHA256_KEY);
+    if (!want) return 0;
+    unsigned char d[32];
+    char hex[65];
+    vf_sha256(data, data_len, d);
+    vf_sha256_to_hex(d, hex);
+    if (strcmp(hex, want) != 0)
+        return vf_fail(err, "%s: the data does not match the file's checksum (%s %.16s..., computed %.16s...): the file is "
+                       "corrupt", st->path, DATA_SHA256_KEY, want, hex);
     return 0;
 }
 
 int vf_st_writer_save(vf_st_writer *w, const char *path, vf_error *err) {
     cJSON *root = cJSON_CreateObject();
-    if (w->n_meta) {
+    if (w->n_meta || w->checksum) {
         cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");
         for (int i = 0; i < w->n_meta; i++) cJSON_AddStringToObject(meta, w->meta_keys[i], w->meta_vals[i]);
+        if (w->checksum) {
+            char hex[65];
+            data_checksum(w, hex);
+            cJSON_AddStringToObject(meta, DATA_SHA256_KEY, hex);
+        }
     }
     size_t off = 0;
     for (int i = 0; i < w->n; i++) {
@@ -480,7 +525,7 @@ int vf_st_writer_save(vf_st_writer *w, const char *path, vf_error *err) {
     if (rc == 0) rc = vf_atomic_write(&f, hdr, 8, err);
     if (rc == 0) rc = vf_atomic_write(&f, json, jlen, err);
     if (rc == 0 && padded > jlen) rc = vf_atomic_write(&f, "        ", padded - jlen, err);
-    for (int i = 0; i < w->n && rc == 0; i++) rc = write_converted(&f, &w->e[i], err);
+    for (int i = 0; i < w->n && rc == 0; i++) rc = emit_entry(&w->e[i], sink_file, &f, err);
     free(json);
     if (rc != 0) { vf_atomic_abort(&f); return -1; }
     return vf_atomic_commit(&f, err);

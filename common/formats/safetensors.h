@@ -51,6 +51,8 @@ const char *vf_dtype_name(vf_dtype dt);
 size_t vf_dtype_size(vf_dtype dt);
 int vf_dtype_parse(const char *s, vf_dtype *dt);
 
+/* Validates the header and the layout, and the data against
+ * "vflclip_data_sha256" where the file carries one. */
 int vf_st_open(vf_safetensors *st, const char *path, vf_error *err);
 void vf_st_close(vf_safetensors *st);
 /* NULL when absent. */
@@ -90,6 +92,7 @@ typedef struct vf_st_writer {
     vf_st_writer_entry *e;
     int n_meta;
     char **meta_keys, **meta_vals;
+    int checksum;        /* vf_st_writer_checksum: seal the data section */
 } vf_st_writer;
 
 void vf_st_writer_init(vf_st_writer *w);
@@ -101,6 +104,11 @@ int vf_st_writer_add_f32(vf_st_writer *w, const char *name, vf_dtype dtype, int 
 int vf_st_writer_add_raw(vf_st_writer *w, const char *name, vf_dtype dtype, int ndim,
                          const int64_t *shape, const void *data, vf_error *err);
 int vf_st_writer_meta(vf_st_writer *w, const char *key, const char *value, vf_error *err);
+/* State files (checkpoints, context files, caches) ask for this: the SHA-256
+ * of the data section goes into __metadata__ as "vflclip_data_sha256", and
+ * vf_st_open refuses a file whose data no longer matches it (a torn or
+ * bit-flipped state file is named, never trained on). */
+void vf_st_writer_checksum(vf_st_writer *w);
 /* Writes the file atomically (temp + fsync + rename). */
 int vf_st_writer_save(vf_st_writer *w, const char *path, vf_error *err);
 void vf_st_writer_free(vf_st_writer *w);

@@ -93,3 +93,57 @@ def test_party_that_stays_away_fails_the_run_after_the_timeout(fed):
     human = fed.cli("status").stdout
     assert "knowledge party 'derm'" in human and "party_timeout_s" in human
     fed.kp.start()
+
+
+def flip_byte(path, where):
+    """Damages one byte of a state file in place, as a torn write or a bad disk would."""
+    b = bytearray(path.read_bytes())
+    i = where if where >= 0 else len(b) + where
+    b[i] ^= 0x5A
+    path.write_bytes(bytes(b))
+
+
+def test_damaged_progress_falls_back_to_the_commit_before(fed, reference, tmp_path):
+    """A kill -9 of the aggregator, then its progress.json damaged: the run
+    resumes from progress.json.prev (the commit before, whose knowledge-party
+    checkpoint is still kept), says so, and ends as an uninterrupted run."""
+    start_and_kill(fed, "bad-progress", fed.aggregator)
+    progress = fed.fed / "aggregator-localhost" / "state" / "runs" / "bad-progress" / "progress.json"
+    assert (progress.parent / "progress.json.prev").exists()
+    text = progress.read_text()
+    progress.write_text(text.replace('"global_step":\t', '"global_step":\t1', 1))   # still JSON, wrong number
+    fed.aggregator.start()
+    finish_and_compare(fed, "bad-progress", reference, tmp_path)
+    agg = fed.aggregator.text()
+    assert "event=progress_damaged" in agg and "does not match its sha256 checksum" in agg
+
+
+def test_damaged_checkpoint_of_the_knowledge_party_falls_back_one_commit(fed, reference, tmp_path):
+    """The knowledge party's newest checkpoint damaged while it is down: it
+    refuses to restore it (checksum), the aggregator goes back one commit,
+    and the run ends as an uninterrupted run."""
+    start_and_kill(fed, "bad-ckpt", fed.kp)
+    fed.wait_state(lambda s: s["state"] == "training-paused", what="the run to pause")
+    progress = fed.fed / "aggregator-localhost" / "state" / "runs" / "bad-ckpt" / "progress.json"
+    committed = json.loads(progress.read_text())["committed_step"]
+    ckpt = fed.fed / "knowledge-party-derm" / "state" / "runs" / "bad-ckpt" / f"kp-{committed}.safetensors"
+    print("damaging", ckpt.name, "of", sorted(p.name for p in ckpt.parent.glob("kp-*")))
+    flip_byte(ckpt, -3)                      # inside the data section
+    fed.kp.start()
+    finish_and_compare(fed, "bad-ckpt", reference, tmp_path)
+    assert "event=fell_back run=bad-ckpt" in fed.aggregator.text()
+    assert "does not match the file's checksum" in fed.aggregator.text()
+
+
+def test_unreadable_state_is_shown_as_needing_attention(fed, tmp_path):
+    """Both copies of the progress damaged: the aggregator does not quietly
+    forget the run; status names it, as failed, with the reason."""
+    start_and_kill(fed, "bad-both", fed.aggregator)
+    run_dir = fed.fed / "aggregator-localhost" / "state" / "runs" / "bad-both"
+    for name in ("progress.json", "progress.json.prev"):
+        flip_byte(run_dir / name, 10)
+    fed.aggregator.start()
+    s = fed.wait_state(lambda s: s["run_id"] == "bad-both", what="the damaged run in status")
+    human = fed.cli("status").stdout
+    print(human)
+    assert s["state"] == "failed" and "needs attention: cannot resume" in human and "progress.json" in human

@@ -18,6 +18,9 @@
 #include <unistd.h>
 
 #include "formats/safetensors.h"
+#include "formats/sealed_json.h"
+
+#include <cJSON.h>
 
 static char g_path[256];
 
@@ -253,6 +256,84 @@ static void test_half_rounding(void **state) {
     assert_int_equal(vf_f32_to_f16(1e6f), 0x7C00);                         /* overflow -> inf */
 }
 
+
+/* A state file is sealed: its data section's SHA-256 (as coreutils' sha256sum
+ * computes it) is in the metadata, and a flipped byte is refused on open. */
+static void test_checksum_seals_the_data(void **state) {
+    const float x[5] = {1.5f, -2.0f, 3.25f, 0.0f, 7.0f};
+    vf_st_writer w;
+    vf_st_writer_init(&w);
+    vf_st_writer_checksum(&w);
+    vf_error err = {{0}};
+    assert_int_equal(vf_st_writer_add_f32(&w, "a", VF_DT_F32, 1, (const int64_t[]){5}, x, &err), 0);
+    assert_int_equal(vf_st_writer_add_f32(&w, "b", VF_DT_BF16, 1, (const int64_t[]){5}, x, &err), 0);
+    assert_int_equal(vf_st_writer_meta(&w, "step", "7", &err), 0);
+    assert_int_equal(vf_st_writer_save(&w, g_path, &err), 0);
+    vf_st_writer_free(&w);
+    vf_safetensors st;
+    assert_int_equal(vf_st_open(&st, g_path, &err), 0);
+    char want[65];
+    snprintf(want, sizeof want, "%s", vf_st_meta(&st, "vflclip_data_sha256"));
+    size_t data_off = st.map_len - (5 * 4 + 5 * 2);
+    vf_st_close(&st);
+    char cmd[600], got[65] = {0};
+    snprintf(cmd, sizeof cmd, "tail -c +%zu %s | sha256sum", data_off + 1, g_path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    assert_int_equal(fscanf(p, "%64s", got), 1);
+    pclose(p);
+    printf("    sealed %s, sha256sum %s\n", want, got);
+    assert_string_equal(want, got);
+    FILE *f = fopen(g_path, "r+b");   /* one bit of the last float flipped */
+    fseek(f, -1, SEEK_END);
+    int c = fgetc(f);
+    fseek(f, -1, SEEK_END);
+    fputc(c ^ 1, f);
+    fclose(f);
+    expect_open_error("does not match the file's checksum");
+}
+
+static void test_sealed_json_roundtrip_previous_and_damage(void **state) {
+    vf_error err = {{0}};
+    cJSON *o = cJSON_Parse("{\"step\": 10, \"loss\": 0.1234567890123, \"name\": \"d\\u00e9j\\u00e0\"}");
+    assert_int_equal(vf_sealed_json_write(g_path, o, 1, &err), 0);
+    cJSON_ReplaceItemInObject(o, "step", cJSON_CreateNumber(15));
+    assert_int_equal(vf_sealed_json_write(g_path, o, 1, &err), 0);
+    cJSON_Delete(o);
+    cJSON *back = vf_sealed_json_read(g_path, &err);
+    assert_non_null(back);
+    assert_int_equal(cJSON_GetObjectItem(back, "step")->valueint, 15);
+    assert_null(cJSON_GetObjectItem(back, "sha256"));
+    assert_true(cJSON_GetObjectItem(back, "loss")->valuedouble == 0.1234567890123);
+    cJSON_Delete(back);
+    char prev[300];
+    snprintf(prev, sizeof prev, "%s.prev", g_path);
+    back = vf_sealed_json_read(prev, &err);
+    assert_non_null(back);
+    assert_int_equal(cJSON_GetObjectItem(back, "step")->valueint, 10);
+    cJSON_Delete(back);
+    unlink(prev);
+    FILE *f = fopen(g_path, "r");   /* 15 -> 16: still JSON, no longer what was sealed */
+    char text[4096];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    char *at = strstr(text, "15");
+    assert_non_null(at);
+    at[1] = '6';
+    f = fopen(g_path, "w");
+    fputs(text, f);
+    fclose(f);
+    assert_null(vf_sealed_json_read(g_path, &err));
+    printf("    error: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "does not match its sha256 checksum"));
+    f = fopen(g_path, "w");
+    fputs("{\"step\": 16}", f);
+    fclose(f);
+    assert_null(vf_sealed_json_read(g_path, &err));
+    assert_non_null(strstr(err.msg, "has no sha256 checksum"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_valid_file_opens, setup, teardown),
@@ -278,6 +359,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_f16_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bf16_roundtrip, setup, teardown),
         cmocka_unit_test(test_half_rounding),
+        cmocka_unit_test_setup_teardown(test_checksum_seals_the_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sealed_json_roundtrip_previous_and_damage, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
