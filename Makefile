@@ -119,6 +119,62 @@ check-unit: all
 bench: all venv
 	tests/bench/run.sh $(BUILD)
 
+# ---- install ----------------------------------------------------------------
+#   make install [PREFIX=/usr/local] [DESTDIR=...]   the four programs, the
+#       systemd units (ExecStart= pointing at $(BINDIR)), example INI files,
+#       man pages made from the programs' --help/--help-config
+#       (deploy/gen-man.sh) and the guides
+#   make uninstall [PREFIX=...] [DESTDIR=...]         removes exactly those files
+# The units go where systemd looks for them under PREFIX (/usr/local/lib/
+# systemd/system or /usr/lib/systemd/system); they read the kits from
+# /etc/vflclip/<kit>/ whatever PREFIX is (docs/deploy.md section 4).
+PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+MANDIR   ?= $(PREFIX)/share/man
+DOCDIR   ?= $(PREFIX)/share/doc/vflclip
+EXAMPLEDIR ?= $(DOCDIR)/examples
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
+INSTALL  ?= install
+INST_PROGS := vflclip $(addprefix vflclip-,$(ROLES))
+INST_UNITS := $(notdir $(wildcard deploy/systemd/*.service))
+INST_MAN1  := $(addsuffix .1,$(INST_PROGS))
+INST_MAN5  := $(addsuffix .ini.5,$(addprefix vflclip-,$(ROLES)))
+INST_EXAMPLES := $(addsuffix .ini,$(ROLES)) run.ini
+INST_DOCS  := README.md $(wildcard docs/*.md)
+.PHONY: install uninstall man
+
+man: $(BUILD)/man/.stamp
+$(BUILD)/man/.stamp: $(addprefix $(BUILD)/,$(INST_PROGS)) deploy/gen-man.sh
+	rm -rf $(BUILD)/man && deploy/gen-man.sh $(BUILD) $(BUILD)/man && touch $@
+
+# Example configurations: every key with its default (--help-config), set up
+# for the systemd units (key from the credentials, state in the state dir).
+$(BUILD)/examples/%.ini: $(BUILD)/vflclip-%
+	@mkdir -p $(dir $@)
+	$< --help-config | sed -e 's|^key = key.pem$$|key = $${CREDENTIALS_DIRECTORY}/key.pem|' \
+	  -e 's|^dir = state$$|dir = $${STATE_DIRECTORY}|' > $@
+$(BUILD)/examples/run.ini: $(BUILD)/vflclip
+	@mkdir -p $(dir $@)
+	$< run keys > $@
+
+install: $(addprefix $(BUILD)/,$(INST_PROGS)) $(BUILD)/man/.stamp $(addprefix $(BUILD)/examples/,$(INST_EXAMPLES))
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
+	  $(DESTDIR)$(DOCDIR) $(DESTDIR)$(EXAMPLEDIR)
+	$(INSTALL) -m 0755 $(addprefix $(BUILD)/,$(INST_PROGS)) $(DESTDIR)$(BINDIR)/
+	for u in $(INST_UNITS); do \
+	  sed 's|/usr/local/bin/|$(BINDIR)/|g' deploy/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u || exit 1; done
+	$(INSTALL) -m 0644 $(addprefix $(BUILD)/man/man1/,$(INST_MAN1)) $(DESTDIR)$(MANDIR)/man1/
+	$(INSTALL) -m 0644 $(addprefix $(BUILD)/man/man5/,$(INST_MAN5)) $(DESTDIR)$(MANDIR)/man5/
+	$(INSTALL) -m 0644 $(addprefix $(BUILD)/examples/,$(INST_EXAMPLES)) $(DESTDIR)$(EXAMPLEDIR)/
+	$(INSTALL) -m 0644 $(INST_DOCS) $(DESTDIR)$(DOCDIR)/
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(INST_PROGS)) $(addprefix $(DESTDIR)$(UNITDIR)/,$(INST_UNITS)) \
+	  $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(INST_MAN1)) $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(INST_MAN5)) \
+	  $(addprefix $(DESTDIR)$(EXAMPLEDIR)/,$(INST_EXAMPLES)) $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(INST_DOCS)))
+	-rmdir $(DESTDIR)$(EXAMPLEDIR) $(DESTDIR)$(DOCDIR) 2>/dev/null
+
 # ---- fuzzing and sanitizers (tests/fuzz) --------------------------------------
 #   make fuzz        builds every libFuzzer target tests/fuzz/fuzz_<name>.c with
 #                    clang (ASan+UBSan) into $(BUILD)/fuzz and runs each for

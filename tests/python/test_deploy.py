@@ -33,7 +33,7 @@ def test_systemd_units_verify(tmp_path):
         pytest.skip("SKIP: systemd-analyze is not installed")
     names = []
     for role in DAEMONS:
-        text = unit_file(role).read_text().replace("/usr/local/bin/", f"{BUILD}/")
+        text = unit_file(role).read_text().replace("/usr/local/bin/", f"{BUILD.resolve()}/")
         name = unit_file(role).name.replace("@.", "@hospital-a.")
         (tmp_path / unit_file(role).name).write_text(text)
         (tmp_path / name).write_text(text)
