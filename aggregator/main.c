@@ -6,11 +6,13 @@
  * last committed step (progress.c).  SIGTERM/SIGINT shut down gracefully,
  * SIGHUP reloads the revocation list. */
 #include "agg.h"
+#include "daemon/audit.h"
 #include "daemon/daemon_setup.h"
 #include "util/log.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define PROGRAM "vflclip-aggregator"
 
@@ -39,6 +41,30 @@ static const vf_ini_key schema[] = {
 };
 
 static void on_closed(vf_rpc_server *s, void *ud) { vf_log(VF_INFO, "event=server_closed"); }
+
+/* Refused handshakes and calls go to the audit log.  A refused call has an
+ * authenticated caller and is always written; failed handshakes come from
+ * anyone who can reach the port, so at most one a second is written (with
+ * how many were not), lest a scan fill the disk with fsync'd lines. */
+static void on_refused(const char *peer_addr, const vf_peer_identity *who, const char *why, void *ud) {
+    static time_t last;
+    static unsigned long skipped;
+    time_t now = time(NULL);
+    if (!who && now == last) {
+        skipped++;
+        return;
+    }
+    char details[1400], quoted[1100];
+    snprintf(details, sizeof details, "peer=%s reason=\"%s\" unaudited_before=%lu", peer_addr,
+             vf_log_quote(quoted, sizeof quoted, why), who ? 0 : skipped);
+    if (!who) {
+        last = now;
+        skipped = 0;
+    }
+    vf_error err;
+    if (vf_audit(g_agg.audit_path, who ? "call_refused" : "handshake_refused", who, details, &err))
+        vf_log(VF_ERROR, "event=audit_failed error=\"%s\"", err.msg);
+}
 
 static void on_stop(int sig) {
     vf_log(VF_INFO, "event=stopping signal=%d run=%s step=%ld", sig, g_agg.run.id[0] ? g_agg.run.id : "-", g_agg.run.sess.global_step);
@@ -104,6 +130,7 @@ static int read_config(const vf_daemon *d, vf_rpc_server_config *sc, vf_error *e
     sc->max_recv_message = (size_t)max_mb << 20;
     sc->keepalive_ms = (int)keepalive;
     sc->watch_sighup = 1;
+    sc->on_refused = on_refused;
     sc->crl_missing = crl_mode;
     sc->max_connections = (int)max_conns;
     sc->max_per_source = (int)per_source;

@@ -350,7 +350,7 @@ static int handshake_step(vf_rpc_conn *c) {
     if (ret != 0) {
         char e[400];
         vf_rpc_tls_describe(ret, &c->ssl, e, sizeof e);
-        if (c->is_server) vf_rpc_server_note_handshake_failure(c);
+        if (c->is_server) vf_rpc_server_note_handshake_failure(c, e);
         vf_rpc_conn_close(c, "TLS handshake failed: %s", e);
         return -1;
     }

@@ -125,6 +125,11 @@ typedef struct vf_rpc_server_config {
     int crl_missing;             /* vf_rpc_crl_missing; default VF_RPC_CRL_KEEP.  Never "no list" once one
                                     was loaded; a file missing at start is an ERROR (KEEP: no list until
                                     it appears; REFUSE_ALL: every peer refused until it appears) */
+    /* Told of every refusal an operator must be able to audit: a failed TLS
+     * handshake (who = NULL: no certificate was accepted) and a call refused
+     * for the caller's role (who = its certificate).  Optional. */
+    void (*on_refused)(const char *peer_addr, const vf_peer_identity *who, const char *why, void *ud);
+    void *refused_ud;
 } vf_rpc_server_config;
 
 /* Fills defaults into zero fields. */

@@ -183,7 +183,7 @@ void vf_rpc_conn_free_now(vf_rpc_conn *c);
 /* Role hooks, implemented in server.c / client.c. */
 void vf_rpc_server_on_conn_ready(vf_rpc_conn *c);     /* TLS done */
 void vf_rpc_server_on_conn_freed(vf_rpc_conn *c);
-void vf_rpc_server_note_handshake_failure(vf_rpc_conn *c);
+void vf_rpc_server_note_handshake_failure(vf_rpc_conn *c, const char *why);
 void vf_rpc_server_note_handshake_timeout(vf_rpc_conn *c);
 void vf_rpc_server_note_send_refused(vf_rpc_conn *c);
 void vf_rpc_server_note_write_timeout(vf_rpc_conn *c);

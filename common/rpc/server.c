@@ -54,7 +54,15 @@ void vf_rpc_server_config_defaults(vf_rpc_server_config *cfg) {
 }
 
 uint32_t vf_rpc_server_max_streams(vf_rpc_conn *c) { return c->server->cfg.max_concurrent_streams; }
-void vf_rpc_server_note_handshake_failure(vf_rpc_conn *c) { c->server->st.handshake_failures++; }
+static void refused(vf_rpc_conn *c, const vf_peer_identity *who, const char *why) {
+    const vf_rpc_server_config *cfg = &c->server->cfg;
+    if (cfg->on_refused) cfg->on_refused(c->peer_addr, who, why, cfg->refused_ud);
+}
+
+void vf_rpc_server_note_handshake_failure(vf_rpc_conn *c, const char *why) {
+    c->server->st.handshake_failures++;
+    refused(c, NULL, why);
+}
 void vf_rpc_server_note_handshake_timeout(vf_rpc_conn *c) { c->server->st.handshake_timeouts++; }
 void vf_rpc_server_note_send_refused(vf_rpc_conn *c) { c->server->st.refused_send_queued++; }
 void vf_rpc_server_note_write_timeout(vf_rpc_conn *c) { c->server->st.write_timeouts++; }
@@ -147,6 +155,7 @@ static void handle_request(vf_rpc_conn *c, vf_rpc_call *k) {
         snprintf(msg, sizeof msg, "role %s (%s) may not call %s", vf_role_name(c->peer.role), c->peer.name, k->path);
         vf_log(VF_WARN, "event=rpc_permission_denied peer=%s role=%s name=%s serial=%s method=%s", c->peer_addr,
                vf_role_name(c->peer.role), c->peer.name, c->peer.serial_hex, k->path);
+        refused(c, &c->peer, msg);
         vf_rpc_server_call_fail(k, VF_GRPC_PERMISSION_DENIED, msg);
         return;
     }

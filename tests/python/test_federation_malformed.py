@@ -275,3 +275,28 @@ def test_peer_text_cannot_forge_log_or_audit_lines(fed, stubs):  # noqa: F811
     failed = [l for l in lines if "event=run_failed run=forge" in l]
     print(failed)
     assert len(failed) == 1 and "disk full?" in failed[0] and "run=forged" in failed[0]
+
+
+def test_refused_calls_and_handshakes_are_audited(fed):
+    """An image party calling the Admin service, and a client that fails the
+    TLS handshake, are refused and each leaves a line in the audit log."""
+    import socket
+    with channel(fed, "image-party-hosp-a") as ch:
+        status = ch.unary_unary("/vflclip.v1.Admin/Status", request_serializer=lambda b: b,
+                                response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as e:
+            status(b"", timeout=10)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with socket.create_connection(("127.0.0.1", fed.port)) as s:   # not TLS at all
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(10)
+        try:
+            while s.recv(4096):
+                pass
+        except OSError:
+            pass
+    audit = (fed.fed / "aggregator-localhost" / "state" / "audit.log").read_text()
+    print("\n".join(l for l in audit.splitlines() if "refused" in l))
+    assert any("event=call_refused role=image-party name=hosp-a" in l and "may not call /vflclip.v1.Admin/Status" in l
+               for l in audit.splitlines())
+    assert any("event=handshake_refused" in l and "peer=127.0.0.1:" in l for l in audit.splitlines())
