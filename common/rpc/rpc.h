@@ -122,9 +122,9 @@ typedef struct vf_rpc_server_config {
     uint32_t stream_window;      /* default 4 MiB: per-stream receive window */
     uint32_t max_concurrent_streams; /* default 100 */
     int watch_sighup;            /* reload the CRL on SIGHUP */
-    int crl_missing;             /* vf_rpc_crl_missing; default VF_RPC_CRL_KEEP.  Never "no list" once one
-                                    was loaded; a file missing at start is an ERROR (KEEP: no list until
-                                    it appears; REFUSE_ALL: every peer refused until it appears) */
+    int crl_missing;             /* vf_rpc_crl_missing; default VF_RPC_CRL_KEEP.  Never "no list": a
+                                    configured file missing or bad at start is an ERROR and every peer is
+                                    refused until a good list appears, under either setting */
     /* Told of every refusal an operator must be able to audit: a failed TLS
      * handshake (who = NULL: no certificate was accepted) and a call refused
      * for the caller's role (who = its certificate).  Optional. */

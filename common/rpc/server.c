@@ -318,8 +318,11 @@ static void check_revoked(vf_rpc_server *s) {
 
 #define CRL_ALARM_MS 60000 /* while the list is unusable, new connections repeat the alarm this often */
 
+/* Fail closed: a configured list that is unusable refuses everyone under
+ * refuse-all, and under keep too while no good list was ever loaded (there
+ * is nothing to keep, and "no list" would un-revoke every revoked peer). */
 static int refuse_all(const vf_rpc_server *s) {
-    return s->tls.crl_unusable && s->cfg.crl_missing == VF_RPC_CRL_REFUSE_ALL;
+    return s->tls.crl_unusable && (s->cfg.crl_missing == VF_RPC_CRL_REFUSE_ALL || !s->tls.crl_loaded);
 }
 
 /* The ERROR line an operator must see while the revocation list is missing
@@ -328,7 +331,7 @@ static void crl_alarm(vf_rpc_server *s, const char *why) {
     const char *action = s->cfg.crl_missing == VF_RPC_CRL_REFUSE_ALL
                              ? "refusing every connection until a good list is back (crl_missing = refuse-all)"
                          : s->tls.crl_loaded ? "keeping the last good list (crl_missing = keep)"
-                                             : "no list was ever loaded: no certificate is treated as revoked until one is";
+                                             : "no good list was ever loaded: refusing every connection until one is";
     vf_log(VF_ERROR, "event=rpc_crl_unusable file=%s when=%s error=\"%s\" action=\"%s\"", s->crl_file, why,
            s->tls.crl_problem, action);
     s->crl_alarm_at = s->loop ? uv_now(s->loop) : 0;
@@ -338,8 +341,8 @@ static void close_all_for_crl(vf_rpc_server *s) {
     for (vf_rpc_conn *c = s->conns, *nx; c; c = nx) {
         nx = c->next;
         if (c->state != CONN_CLOSED && !c->fuzz)
-            vf_rpc_conn_close(c, "the revocation list %s is unusable (%s); crl_missing = refuse-all closes every connection",
-                              s->crl_file, s->tls.crl_problem);
+            vf_rpc_conn_close(c, "the revocation list %s is unusable (%s); %s closes every connection", s->crl_file,
+                              s->tls.crl_problem, s->tls.crl_loaded ? "crl_missing = refuse-all" : "having no good list");
     }
 }
 
@@ -431,8 +434,8 @@ static void on_connection(uv_stream_t *l, int status) {
     vf_error err;
     crl_refresh(s, 0, "changed", &err);
     if (refuse_all(s)) {
-        vf_rpc_conn_close(c, "refused: the revocation list %s is unusable (%s) and crl_missing = refuse-all",
-                          s->crl_file, s->tls.crl_problem);
+        vf_rpc_conn_close(c, "refused: the revocation list %s is unusable (%s) and %s", s->crl_file, s->tls.crl_problem,
+                          s->tls.crl_loaded ? "crl_missing = refuse-all" : "no good list was ever loaded");
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);

@@ -531,3 +531,25 @@ def test_shutdown_grace_period_cuts_calls_that_run_too_long(vflclip, stubs, pki)
     assert s.proc.wait(15) == 0
     assert "shutdown grace period over" in s.log()
     s.stop()
+
+
+def test_revocation_list_missing_at_start_refuses_everyone(vflclip, stubs, tmp_path):
+    """A configured list that is missing when the server starts: there is no
+    good list to keep, so (even under crl_missing = keep) nobody gets in until
+    one appears; then the revoked peer stays out and the others are back."""
+    d = tmp_path / "fed"
+    run([vflclip, "provision", "--out", d, "--aggregator", "localhost", "--image-party", "a", "--image-party", "b"])
+    a, b = Kit(d / "image-party-a"), Kit(d / "image-party-b")
+    run([vflclip, "cert", "revoke", "--ca", d / "ca", "--cert", a.cert])
+    kit = Kit(d / "aggregator-localhost")
+    good = kit.crl.read_bytes()
+    kit.crl.unlink()
+    s = RpcServer(vflclip, kit)
+    try:
+        expect_rejected(stubs, a.creds(), s.port, s, "no good list was ever loaded")
+        expect_rejected(stubs, b.creds(), s.port, s, "no good list was ever loaded")
+        kit.crl.write_bytes(good)
+        unary_ok(stubs, b, s.port)
+        expect_rejected(stubs, a.creds(), s.port, s, "has been revoked")
+    finally:
+        assert s.stop() == 0
