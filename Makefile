@@ -15,7 +15,7 @@ CC      ?= cc
 NVCC    ?= $(shell command -v nvcc 2>/dev/null)
 PYTHON  ?= .venv/bin/python
 
-PKGS     := openblas libuv libnghttp2 libprotobuf-c libcjson libpng libjpeg cairo inih libsystemd zlib icu-uc libcrypto libzip
+PKGS     := openblas libuv libnghttp2 libprotobuf-c libcjson libpng libjpeg cairo inih libsystemd zlib icu-uc libzip
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmbedtls -lmbedx509 -lmbedcrypto -lcsv
 

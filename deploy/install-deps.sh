@@ -7,7 +7,7 @@ set -eu
 PKGS="build-essential pkg-config git ca-certificates
  libopenblas-dev libuv1-dev libnghttp2-dev libmbedtls-dev libprotobuf-c-dev protobuf-c-compiler
  libcjson-dev libpng-dev libjpeg62-turbo-dev libcairo2-dev libinih-dev libsystemd-dev zlib1g-dev
- libicu-dev libcsv-dev libzip-dev libcmocka-dev openssl libssl-dev python3 python3-numpy"
+ libicu-dev libcsv-dev libzip-dev libcmocka-dev openssl python3 python3-numpy"
 if [ "${1:-}" = "--test" ]; then
   PKGS="$PKGS clang libclang-rt-14-dev systemd python3-venv python3-dev python3-torch python3-torchvision"
 fi
