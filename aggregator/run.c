@@ -419,6 +419,26 @@ static void report_progress(void) {
     }
 }
 
+/* Each image party's val and test metrics (site_metrics.json): its rows of
+ * the pooled splits are img[i].base[k] .. + n[k].  The pooled results stand
+ * without them, so a failure is logged, not fatal. */
+static void write_site_metrics(void) {
+    agg_run *r = &g_agg.run;
+    static vf_site_rows sites[AGG_MAX_PARTIES];
+    for (int i = 0; i < r->n_img; i++) {
+        sites[i] = (vf_site_rows){.name = r->img[i].name};
+        for (int k = 0; k < 3; k++) {
+            sites[i].first[k] = (int)r->img[i].base[k];
+            sites[i].n[k] = (int)r->img[i].n[k];
+        }
+    }
+    vf_error err;
+    if (vf_train_session_site_metrics(&r->sess, sites, r->n_img, &err))
+        vf_log(VF_ERROR, "event=site_metrics_failed run=%s error=\"%s\"", r->id, err.msg);
+    else
+        vf_log(VF_INFO, "event=site_metrics run=%s sites=%d file=%s/site_metrics.json", r->id, r->n_img, r->dir);
+}
+
 /* The session's next action, as a task for the knowledge party. */
 static void drive_session(void) {
     agg_run *r = &g_agg.run;
@@ -439,6 +459,7 @@ static void drive_session(void) {
         }
         return send_checkpoint("restore-best", WAIT_RESTORE_BEST, 0, 0);
     case VF_TRAIN_DONE:
+        write_site_metrics();
         if (r->n[2] > 0)
             vf_log(VF_INFO, "event=train_done run=%s best_epoch=%d best_val_auc=%.4f test_auc=%.4f test_acc=%.4f steps=%ld",
                    r->id, r->sess.best_epoch, r->sess.best_auc, r->sess.m_test.auc, r->sess.m_test.acc, r->sess.global_step);

@@ -89,6 +89,10 @@ void vf_train_session_free(vf_train_session *s) {
     free(s->text);
     free(s->dtext);
     s->text = s->dtext = NULL;
+    for (int k = 0; k < 3; k++) {
+        free(s->probs[k]);
+        s->probs[k] = NULL;
+    }
 }
 
 /* ---- progress on stderr (single-process runs) ------------------------------ */
@@ -221,17 +225,34 @@ static int phase_log_epoch(vf_train_session *s, vf_error *err) {
     return P_WAIT_SAVE;
 }
 
+/* The scores of split k's final evaluation, kept for per-site metrics. */
+static float *final_probs(vf_train_session *s, int k, vf_error *err) {
+    if (!s->probs[k]) s->probs[k] = malloc((size_t)s->split[k].n * s->C * sizeof(float));
+    if (!s->probs[k]) vf_fail(err, "out of memory for %d x %d scores", s->split[k].n, s->C);
+    return s->probs[k];
+}
+
 static int phase_finish(vf_train_session *s, vf_error *err) {
     const vf_embedded_split *val = &s->split[1], *test = &s->split[2];
-    if (val->n > 0 && (vf_evaluate_split(&s->ls, val, s->text, s->logit_scale, &s->m_val, NULL, err) ||
+    if (val->n > 0 && !final_probs(s, 1, err)) return -1;
+    if (test->n > 0 && !final_probs(s, 2, err)) return -1;
+    if (val->n > 0 && (vf_evaluate_split(&s->ls, val, s->text, s->logit_scale, &s->m_val, s->probs[1], err) ||
                        vf_run_log_confusion(&s->log, "val", &s->m_val, err)))
         return vf_error_prefix(err, "final validation"), -1;
-    if (test->n > 0 && (vf_evaluate_split(&s->ls, test, s->text, s->logit_scale, &s->m_test, NULL, err) ||
+    if (test->n > 0 && (vf_evaluate_split(&s->ls, test, s->text, s->logit_scale, &s->m_test, s->probs[2], err) ||
                         vf_run_log_test(&s->log, &s->m_test, s->best_epoch, err) ||
                         vf_run_log_confusion(&s->log, "test", &s->m_test, err)))
         return vf_error_prefix(err, "test evaluation"), -1;
     s->epsilon = epsilon_after(s, s->global_step);
     return P_DONE;
+}
+
+int vf_train_session_site_metrics(vf_train_session *s, const vf_site_rows *sites, int n_sites, vf_error *err) {
+    if (s->phase != P_DONE) return vf_fail(err, "per-site metrics: the run has not finished its final evaluation");
+    const float *const scores[3] = {NULL, s->probs[1], s->probs[2]};
+    const int *const labels[3] = {NULL, s->split[1].labels, s->split[2].labels};
+    const int n[3] = {s->split[0].n, s->split[1].n, s->split[2].n};
+    return vf_run_log_sites(&s->log, sites, n_sites, scores, labels, n, s->best_epoch, err);
 }
 
 static const vf_train_action waiting_for[] = {

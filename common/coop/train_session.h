@@ -73,6 +73,7 @@ typedef struct vf_train_session {
     double loss_sum, last_loss, first_loss, best_auc;
     /* final results */
     vf_metrics m_train, m_val, m_test;
+    float *probs[3];                   /* (n, C) softmax scores of the final val [1] and test [2] evaluation; [0] unused */
     double epsilon;                    /* of the dL/dT released so far; +inf without noise */
     char message[256];                 /* why it stopped early, if it did */
     /* internals */
@@ -100,6 +101,11 @@ void vf_train_session_set_text(vf_train_session *s, const float *text, float log
 vf_train_action vf_train_session_next(vf_train_session *s, vf_error *err);
 void vf_train_session_saved(vf_train_session *s);
 void vf_train_session_marked(vf_train_session *s);
+
+/* After DONE: site_metrics.json in the run directory, each site's val and
+ * test metrics from the scores of the final evaluation (vf_run_log_sites);
+ * a site's rows are given per split. */
+int vf_train_session_site_metrics(vf_train_session *s, const vf_site_rows *sites, int n_sites, vf_error *err);
 
 /* The session's state (position, losses, best, history) into / from o. */
 void vf_train_session_state_to_json(const vf_train_session *s, cJSON *o);

@@ -124,6 +124,56 @@ int vf_run_log_test(vf_run_log *l, const vf_metrics *test, int best_epoch, vf_er
     return vf_write_metrics_json(path, test, l->class_names, "context_epoch", best_epoch, err);
 }
 
+int vf_run_log_sites(vf_run_log *l, const vf_site_rows *sites, int n_sites, const float *const scores[3],
+                     const int *const labels[3], const int n[3], int context_epoch, vf_error *err) {
+    static const char *const split_names[3] = {"train", "val", "test"};
+    char path[4400];
+    snprintf(path, sizeof path, "%s/site_metrics.json", l->dir);
+    vf_metrics m;
+    if (vf_metrics_init(&m, l->n_classes, err)) return -1;
+    cJSON *o = cJSON_CreateObject(), *arr = o ? cJSON_AddArrayToObject(o, "sites") : NULL;
+    int rc = arr ? 0 : vf_fail(err, "%s: out of memory", path);
+    cJSON_AddNumberToObject(o, "context_epoch", context_epoch);
+    if (!rc && l->class_names) {
+        cJSON *names = cJSON_AddArrayToObject(o, "class_names");
+        for (int k = 0; k < l->n_classes; k++) cJSON_AddItemToArray(names, cJSON_CreateString(l->class_names[k]));
+    }
+    for (int i = 0; i < n_sites && !rc; i++) {
+        const vf_site_rows *st = &sites[i];
+        cJSON *so = cJSON_CreateObject();
+        cJSON_AddItemToArray(arr, so);
+        cJSON_AddStringToObject(so, "name", st->name);
+        for (int k = 1; k < 3 && !rc; k++) {
+            if (!scores[k] || !labels[k] || st->n[k] <= 0) {
+                cJSON_AddNullToObject(so, split_names[k]);
+                continue;
+            }
+            if (st->first[k] < 0 || st->first[k] > n[k] || st->n[k] > n[k] - st->first[k]) {
+                rc = vf_fail(err, "%s: site '%s' claims %s rows %d..%d of %d", path, st->name, split_names[k], st->first[k],
+                             st->first[k] + st->n[k], n[k]);
+                break;
+            }
+            if (vf_metrics_for_rows(&m, scores[k], labels[k], st->first[k], st->n[k], err)) {
+                rc = vf_error_prefix(err, "%s: site '%s' %s", path, st->name, split_names[k]);
+                break;
+            }
+            cJSON *sm = cJSON_AddObjectToObject(so, split_names[k]);
+            cJSON_AddNumberToObject(sm, "first_row", st->first[k]);
+            vf_metrics_add_to_json(sm, &m, NULL);
+        }
+    }
+    char *text = rc ? NULL : cJSON_Print(o);
+    cJSON_Delete(o);
+    vf_metrics_free(&m);
+    if (rc) return rc;
+    if (!text) return vf_fail(err, "%s: out of memory", path);
+    size_t len = strlen(text);
+    text[len] = '\n';   /* cJSON_Print leaves the NUL; replace it with a newline for the file */
+    rc = vf_write_atomic(path, text, len + 1, err);
+    free(text);
+    return rc;
+}
+
 int vf_run_log_confusion(vf_run_log *l, const char *split, const vf_metrics *m, vf_error *err) {
     char path[4400], title[128];
     snprintf(path, sizeof path, "%s/confusion_%s.png", l->dir, split);

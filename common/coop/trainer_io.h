@@ -32,6 +32,21 @@ int vf_run_log_epoch(vf_run_log *l, const vf_epoch_record *r, const vf_metrics *
                      vf_error *err);
 /* test_metrics.json. */
 int vf_run_log_test(vf_run_log *l, const vf_metrics *test, int best_epoch, vf_error *err);
+/* One part of the val and test splits: the rows one image party (site)
+ * contributed. */
+typedef struct vf_site_rows {
+    const char *name;
+    int first[3], n[3];   /* per split (train, val, test); n = 0: none in that split */
+} vf_site_rows;
+
+/* site_metrics.json: each site's val and test metrics (ACC, AUC, balanced
+ * accuracy, per-class AUC and recall, confusion matrix), computed with
+ * vf_metrics_for_rows from the scores of the final evaluation: scores[k]
+ * (n[k], C) softmax scores and labels[k] of split k (k = 1 val, 2 test;
+ * [0] is not used, a NULL split is skipped).  context_epoch is the epoch of
+ * the context that produced the scores. */
+int vf_run_log_sites(vf_run_log *l, const vf_site_rows *sites, int n_sites, const float *const scores[3],
+                     const int *const labels[3], const int n[3], int context_epoch, vf_error *err);
 /* confusion_<split>.png. */
 int vf_run_log_confusion(vf_run_log *l, const char *split, const vf_metrics *m, vf_error *err);
 

@@ -117,6 +117,11 @@ int vf_metrics_compute(vf_metrics *m, const float *scores, const int *labels, in
     return 0;
 }
 
+int vf_metrics_for_rows(vf_metrics *m, const float *scores, const int *labels, int first, int n, vf_error *err) {
+    if (first < 0 || n <= 0) return vf_fail(err, "metrics: rows %d..%d are not a range of samples", first, first + n);
+    return vf_metrics_compute(m, scores + (size_t)first * m->n_classes, labels + first, n, err);
+}
+
 static cJSON *num_or_null(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
 
 int vf_metrics_add_to_json(void *obj_, const vf_metrics *m, const char *const *class_names) {

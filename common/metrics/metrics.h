@@ -36,6 +36,11 @@ void vf_metrics_free(vf_metrics *m);
  * runs once per evaluation, not per training step.  m->loss is left alone. */
 int vf_metrics_compute(vf_metrics *m, const float *scores, const int *labels, int N, vf_error *err);
 
+/* Metrics of rows [first, first + n) of scores (N, C) and labels (N): one
+ * part of a split, such as the rows one image party contributed.  The same
+ * definitions as vf_metrics_compute; m->loss is left alone. */
+int vf_metrics_for_rows(vf_metrics *m, const float *scores, const int *labels, int first, int n, vf_error *err);
+
 /* Row-wise softmax of logits (N, C) into probs (N, C) (may alias). */
 void vf_softmax_rows(const float *logits, float *probs, int N, int C);
 
