@@ -15,12 +15,15 @@
 # Environment: MODEL_DIR, DATA_NPZ, DEMO_DIR (work directory, default a new
 # /tmp/vflclip-demo.*), DEMO_PORT (default: a free port), DEMO_EPOCHS (8),
 # DEMO_BATCH (16), DEMO_LR (0.01), DEMO_NCTX (4),
-# SKIP_DEPS=1 / SKIP_BUILD=1 (skip steps 1).
+# SKIP_DEPS=1 / SKIP_BUILD=1 (skip steps 1), VFLCLIP_BUILD (where the programs are,
+# default build/). The steps are the functions of deploy/lib-federation.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-B=$ROOT/build
+B=${VFLCLIP_BUILD:-$ROOT/build}
 say() { printf '\n== %s\n' "$*"; }
+# shellcheck source=deploy/lib-federation.sh
+. "$ROOT/deploy/lib-federation.sh"
 
 if [ -z "${SKIP_DEPS:-}" ]; then say "dependencies"; deploy/install-deps.sh; fi
 if [ -z "${SKIP_BUILD:-}" ]; then say "build"; make -j"$(nproc)" all >/dev/null; fi
@@ -32,21 +35,13 @@ PY=${PYTHON:-python3}
 WORK=${DEMO_DIR:-$(mktemp -d /tmp/vflclip-demo.XXXXXX)}
 mkdir -p "$WORK/logs"
 WORK=$(cd "$WORK" && pwd)
-PORT=${DEMO_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
+PORT=${DEMO_PORT:-$(fed_free_port)}
 EPOCHS=${DEMO_EPOCHS:-8}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
-HOSPITALS="hospital-a hospital-b hospital-c"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+trap fed_stop_daemons EXIT
 
 say "certificates (work directory $WORK, aggregator on localhost:$PORT)"
-# shellcheck disable=SC2086
-"$B/vflclip" provision --out "$WORK/fed" --aggregator localhost,127.0.0.1 --port "$PORT" \
-    --image-party $HOSPITALS --knowledge-party derm-centre --admin operator
+fed_provision "$WORK/fed" "$PORT"
 
 if [ -n "${MODEL_DIR:-}" ]; then
     MODEL=$(cd "$MODEL_DIR" && pwd)
@@ -58,29 +53,26 @@ else
 fi
 
 say "demo data"
-"$PY" - "$WORK" "$MODEL" "${DATA_NPZ:-}" "${MODEL_DIR:-}" "$ROOT/deploy" <<'EOF'
-import json, struct, sys
+if [ -n "${DATA_NPZ:-}" ]; then
+    fed_split_npz "$DATA_NPZ" "$WORK"
+else
+    "$PY" - "$WORK/shapes.npz" "$ROOT/deploy" <<'EOF'
+import sys
 import numpy as np
-work, model, data_npz, real_model, deploy_dir = sys.argv[1:6]
-sys.path.insert(0, deploy_dir)
+sys.path.insert(0, sys.argv[2])
 from demo_shapes import shapes
 rng = np.random.default_rng(0)
-
-
-if data_npz:
-    src = np.load(data_npz)
-    full = {k: src[k] for k in src.files}
-else:
-    full = {}
-    for split, n in [("train", 240), ("val", 60), ("test", 120)]:
-        full[f"{split}_images"], full[f"{split}_labels"] = shapes(rng, n)
-for h, part in enumerate(["hospital-a", "hospital-b", "hospital-c"]):
-    out = {}
-    for split in ("train", "val", "test"):
-        idx = np.array_split(np.arange(len(full[f"{split}_labels"])), 3)[h]
-        out[f"{split}_images"], out[f"{split}_labels"] = full[f"{split}_images"][idx], full[f"{split}_labels"][idx]
-    np.savez_compressed(f"{work}/{part}.npz", **out)
-    print(f"{part}: " + ", ".join(f"{s} {len(out[s + '_labels'])}" for s in ("train", "val", "test")))
+full = {}
+for split, n in [("train", 240), ("val", 60), ("test", 120)]:
+    full[f"{split}_images"], full[f"{split}_labels"] = shapes(rng, n)
+np.savez_compressed(sys.argv[1], **full)
+EOF
+    fed_split_npz "$WORK/shapes.npz" "$WORK"
+fi
+"$PY" - "$MODEL" "${MODEL_DIR:-}" <<'EOF'
+import json, struct, sys
+import numpy as np
+model, real_model = sys.argv[1:3]
 
 if not real_model:
     # make-model draws every matrix with std 0.02, which leaves a 2-layer tower
@@ -113,12 +105,8 @@ EOF
 
 say "configuration"
 FED=$WORK/fed
-sed -i 's/^host = 0.0.0.0$/host = 127.0.0.1/' "$FED/aggregator-localhost/aggregator.ini"
-for h in $HOSPITALS; do
-    sed -i "s|^dir =\$|dir = $MODEL|; s|^path =\$|path = $WORK/$h.npz|" "$FED/image-party-$h/image-party.ini"
-done
+fed_configure "$FED" "$MODEL" "$WORK"
 KP_INI=$FED/knowledge-party-derm-centre/knowledge-party.ini
-sed -i "s|^dir =\$|dir = $MODEL|" "$KP_INI"
 if [ -z "${DATA_NPZ:-}" ]; then
     printf '\n[prompt]\nclasses = red disc,green square,blue stripe,yellow cross\ntemplate = a photo of {ctx} {class}.\n' >> "$KP_INI"
 fi
@@ -133,20 +121,9 @@ EOF
 echo "kits in $FED; run configuration $WORK/run.ini"
 
 say "starting the daemons (logs in $WORK/logs)"
-"$B/vflclip-aggregator" --config "$FED/aggregator-localhost/aggregator.ini" >"$WORK/logs/aggregator.log" 2>&1 &
-PIDS+=($!)
-"$B/vflclip-knowledge-party" --config "$KP_INI" >"$WORK/logs/knowledge-party.log" 2>&1 &
-PIDS+=($!)
-for h in $HOSPITALS; do
-    "$B/vflclip-image-party" --config "$FED/image-party-$h/image-party.ini" >"$WORK/logs/$h.log" 2>&1 &
-    PIDS+=($!)
-done
+fed_start_daemons "$FED" "$WORK/logs"
 export VFLCLIP_ADMIN_CONFIG=$FED/admin-operator/admin.ini
-for _ in $(seq 1 300); do
-    n=$("$B/vflclip" status --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["parties_connected"])' || echo 0)
-    [ "$n" = 4 ] && break
-    sleep 0.2
-done
+fed_wait_parties 4 300 || true
 "$B/vflclip" status 2>/dev/null
 
 say "training run"
@@ -168,6 +145,5 @@ echo "context: $WORK/results/context.safetensors (the learned prompt context)"
 [ -n "${MODEL_DIR:-}" ] || echo "NOTE: the model has RANDOM weights: these metrics say nothing about dermatology."
 
 say "stopping the daemons"
-cleanup
-PIDS=()
+fed_stop_daemons
 echo "done; everything is in $WORK"
