@@ -11,7 +11,7 @@
 set -u
 BUILD=${1:-build}
 SECONDS_=${2:-30}
-shift 2 2>/dev/null || shift $#
+if [ $# -ge 2 ]; then shift 2; else shift $#; fi
 names=$*
 if [ -z "$names" ]; then
   for b in "$BUILD"/fuzz/fuzz_*; do
