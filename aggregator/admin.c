@@ -1,13 +1,17 @@
 /* admin: the Admin service on the aggregator, callable only with an admin
  * certificate: Status, ListParties, StartRun, AbortRun, WatchRun (a stream
- * of RunEvents until the run ends) and GetResults (the run directory's
- * files).  Start and abort are written to the audit log with the
+ * of RunEvents until the run ends), GetResults (a run directory's files),
+ * and the run history: ListRuns, ShowRun (every run kept in
+ * <state>/runs/<id>, read from its files) and ContinueRun.  Start, abort,
+ * continue and results fetches are written to the audit log with the
  * certificate that asked. */
 #include "agg.h"
 #include "daemon/audit.h"
+#include "formats/sealed_json.h"
 #include "util/fileio.h"
 #include "util/log.h"
 
+#include <cJSON.h>
 #include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
@@ -227,7 +231,7 @@ static void on_results(vf_rpc_call *call, const uint8_t *data, size_t len, void 
     if (!q) return fail(call, VF_GRPC_INVALID_ARGUMENT, "cannot decode GetResultsRequest");
     char dir[4500];
     if (q->run_id[0]) {
-        int ok = strlen(q->run_id) < 64 && !strchr(q->run_id, '/') && q->run_id[0] != '.';
+        int ok = agg_valid_run_id(q->run_id);
         snprintf(dir, sizeof dir, "%s/runs/%s", g_agg.state_dir, ok ? q->run_id : "");
         if (!ok) {
             vflclip__v1__get_results_request__free_unpacked(q, NULL);
@@ -277,6 +281,267 @@ static void on_results(vf_rpc_call *call, const uint8_t *data, size_t len, void 
     vf_rpc_call_finish(call, VF_GRPC_OK, NULL, &err);
 }
 
+/* ---- the run history ---------------------------------------------------------------- */
+#define MAX_SHOWN_FILE (16u << 20)   /* a run file larger than this is not put in a ShowRun reply */
+
+/* What one run folder says about its run; strings owned here. */
+typedef struct run_info {
+    Vflclip__V1__RunSummary s;
+    char id[64], state[64], fp[80], kp[128], message[768];
+    char **parties;
+    size_t n_parties;
+} run_info;
+
+static void run_info_free(run_info *ri) {
+    for (size_t i = 0; i < ri->n_parties; i++) free(ri->parties[i]);
+    free(ri->parties);
+    ri->parties = NULL;
+    ri->n_parties = 0;
+}
+
+/* A small file of the run folder as text (NULL when absent or too large). */
+static char *read_small(const char *dir, const char *name) {
+    char path[4600];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    struct stat st;
+    if (stat(path, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > MAX_SHOWN_FILE) return NULL;
+    char *text;
+    size_t len;
+    vf_error err;
+    if (vf_read_file(path, &text, &len, &err)) return NULL;
+    if (strlen(text) != len) {   /* not text */
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+static cJSON *read_json(const char *dir, const char *name) {
+    char *text = read_small(dir, name);
+    cJSON *o = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    return o;
+}
+
+static double json_num(const cJSON *o, const char *k) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(x) ? x->valuedouble : NAN;
+}
+
+static void json_str(const cJSON *o, const char *k, char *out, size_t size) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, k);
+    if (cJSON_IsString(x)) snprintf(out, size, "%s", x->valuestring);
+}
+
+/* The summary of run `id` from its folder; the current run's live values
+ * (state, step, best val AUC, message) from memory. */
+static void run_info_load(run_info *ri, const char *id) {
+    memset(ri, 0, sizeof *ri);
+    vflclip__v1__run_summary__init(&ri->s);
+    snprintf(ri->id, sizeof ri->id, "%s", id);
+    char dir[4500], path[4600];
+    snprintf(dir, sizeof dir, "%s/runs/%s", g_agg.state_dir, id);
+    snprintf(path, sizeof path, "%s/progress.json", dir);
+    vf_error err;
+    cJSON *p = vf_sealed_json_read(path, &err);
+    struct stat st;
+    int have_stat = stat(path, &st) == 0;
+    if (!p) {
+        char prev[4700];
+        vf_error e2;
+        snprintf(prev, sizeof prev, "%s.prev", path);
+        p = vf_sealed_json_read(prev, &e2);
+    }
+    ri->s.best_val_auc = ri->s.test_auc = ri->s.test_acc = ri->s.epsilon = NAN;
+    if (p) {
+        json_str(p, "state", ri->state, sizeof ri->state);
+        json_str(p, "message", ri->message, sizeof ri->message);
+        json_str(p, "knowledge_party", ri->kp, sizeof ri->kp);
+        double v = json_num(p, "started_unix");
+        ri->s.started_unix = isfinite(v) ? (int64_t)v : 0;
+        v = json_num(p, "global_step");
+        ri->s.step = isfinite(v) && v > 0 ? (uint64_t)v : 0;
+        v = json_num(p, "total_steps");
+        ri->s.total_steps = isfinite(v) && v > 0 ? (uint64_t)v : 0;
+        ri->s.best_val_auc = json_num(p, "best_val_auc");
+        v = json_num(p, "best_epoch");
+        ri->s.best_epoch = isfinite(v) ? (int32_t)v : 0;
+        const cJSON *ip = cJSON_GetObjectItemCaseSensitive(p, "image_parties"), *e;
+        int n = cJSON_GetArraySize(ip);
+        ri->parties = n > 0 ? calloc((size_t)n, sizeof *ri->parties) : NULL;
+        cJSON_ArrayForEach(e, ip) if (cJSON_IsString(e) && ri->parties && ri->n_parties < (size_t)n)
+            ri->parties[ri->n_parties++] = strdup(e->valuestring);
+        cJSON_Delete(p);
+    } else {
+        snprintf(ri->state, sizeof ri->state, "unreadable");
+        snprintf(ri->message, sizeof ri->message, "%s", err.msg);
+    }
+    int terminal = !strcmp(ri->state, "done") || !strcmp(ri->state, "aborted") || !strcmp(ri->state, "failed");
+    const agg_run *r = &g_agg.run;
+    if (r->state != RUN_IDLE && !strcmp(r->id, id)) {   /* the run status reports: live values */
+        ri->s.current = 1;
+        snprintf(ri->state, sizeof ri->state, "%s%s", agg_run_state_name(r->state), r->paused ? "-paused" : "");
+        snprintf(ri->message, sizeof ri->message, "%s", r->message);
+        ri->s.step = (uint64_t)r->sess.global_step;
+        if (r->sess.total_steps) ri->s.total_steps = (uint64_t)r->sess.total_steps;
+        if (r->session_ready) {
+            ri->s.best_val_auc = r->sess.best_auc;
+            ri->s.best_epoch = r->sess.best_epoch;
+        }
+        terminal = agg_run_terminal();
+    }
+    if (terminal && have_stat) ri->s.ended_unix = (int64_t)st.st_mtime;   /* the run's last write is its end */
+    cJSON *t = read_json(dir, "test_metrics.json");
+    if (t) {
+        ri->s.test_auc = json_num(t, "auc");
+        ri->s.test_acc = json_num(t, "acc");
+        cJSON_Delete(t);
+    }
+    cJSON *pr = read_json(dir, "privacy.json");
+    if (pr) {
+        ri->s.epsilon = json_num(cJSON_GetObjectItemCaseSensitive(pr, "text_grad"), "epsilon");
+        cJSON_Delete(pr);
+    }
+    cJSON *rs = read_json(dir, "run_settings.json");
+    if (rs) {
+        json_str(rs, "model_fingerprint", ri->fp, sizeof ri->fp);
+        cJSON_Delete(rs);
+    }
+    ri->s.run_id = ri->id;
+    ri->s.state = ri->state;
+    ri->s.model_fingerprint = ri->fp;
+    ri->s.knowledge_party = ri->kp;
+    ri->s.message = ri->message;
+    ri->s.n_image_parties = ri->n_parties;
+    ri->s.image_parties = ri->parties;
+}
+
+static int cmp_runs(const void *a, const void *b) {
+    const run_info *x = a, *y = b;
+    if (x->s.started_unix != y->s.started_unix) return x->s.started_unix < y->s.started_unix ? -1 : 1;
+    return strcmp(x->id, y->id);
+}
+
+static void on_list_runs(vf_rpc_call *call, const uint8_t *data, size_t len, void *ud) {
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/runs", g_agg.state_dir);
+    Vflclip__V1__ListRunsReply rep = VFLCLIP__V1__LIST_RUNS_REPLY__INIT;
+    DIR *d = opendir(dir);
+    if (!d) return reply(call, &rep.base);   /* no run yet */
+    size_t n = 0, cap = 0;
+    run_info *runs = NULL;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!agg_valid_run_id(e->d_name)) continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            run_info *nr = realloc(runs, nc * sizeof *nr);
+            if (!nr) break;
+            runs = nr;
+            cap = nc;
+        }
+        run_info_load(&runs[n++], e->d_name);
+    }
+    closedir(d);
+    qsort(runs, n, sizeof *runs, cmp_runs);
+    Vflclip__V1__RunSummary **ptrs = n ? malloc(n * sizeof *ptrs) : NULL;
+    if (n && !ptrs) {
+        fail(call, VF_GRPC_RESOURCE_EXHAUSTED, "aggregator is out of memory");
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            runs[i].s.run_id = runs[i].id;   /* the array moved: point into it again */
+            runs[i].s.state = runs[i].state;
+            runs[i].s.model_fingerprint = runs[i].fp;
+            runs[i].s.knowledge_party = runs[i].kp;
+            runs[i].s.message = runs[i].message;
+            ptrs[i] = &runs[i].s;
+        }
+        rep.n_runs = n;
+        rep.runs = ptrs;
+        reply(call, &rep.base);
+    }
+    for (size_t i = 0; i < n; i++) run_info_free(&runs[i]);
+    free(runs);
+    free(ptrs);
+}
+
+static void on_show_run(vf_rpc_call *call, const uint8_t *data, size_t len, void *ud) {
+    Vflclip__V1__ShowRunRequest *q = vflclip__v1__show_run_request__unpack(NULL, len, data);
+    if (!q) return fail(call, VF_GRPC_INVALID_ARGUMENT, "cannot decode ShowRunRequest");
+    char id[64];
+    snprintf(id, sizeof id, "%s", q->run_id[0] ? q->run_id : g_agg.run.id);
+    int ok = agg_valid_run_id(id);
+    vflclip__v1__show_run_request__free_unpacked(q, NULL);
+    if (!ok) return fail(call, id[0] ? VF_GRPC_INVALID_ARGUMENT : VF_GRPC_NOT_FOUND, id[0] ? "bad run id" : "no run yet");
+    char dir[4500];
+    snprintf(dir, sizeof dir, "%s/runs/%s", g_agg.state_dir, id);
+    DIR *d = opendir(dir);
+    if (!d) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "no run '%s' in the aggregator's history", id);
+        return fail(call, VF_GRPC_NOT_FOUND, msg);
+    }
+    char **files = NULL;
+    size_t n_files = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || strstr(e->d_name, ".tmp.")) continue;
+        if (n_files == cap) {
+            size_t nc = cap ? cap * 2 : 32;
+            char **nf = realloc(files, nc * sizeof *nf);
+            if (!nf) break;
+            files = nf;
+            cap = nc;
+        }
+        files[n_files++] = strdup(e->d_name);
+    }
+    closedir(d);
+    run_info ri;
+    run_info_load(&ri, id);
+    char *texts[5] = {read_small(dir, "run_settings.json"), read_small(dir, "test_metrics.json"),
+                      read_small(dir, "site_metrics.json"), read_small(dir, "metrics.jsonl"), read_small(dir, "privacy.json")};
+    Vflclip__V1__ShowRunReply rep = VFLCLIP__V1__SHOW_RUN_REPLY__INIT;
+    rep.summary = &ri.s;
+    rep.settings_json = texts[0] ? texts[0] : "";
+    rep.test_metrics_json = texts[1] ? texts[1] : "";
+    rep.site_metrics_json = texts[2] ? texts[2] : "";
+    rep.metrics_jsonl = texts[3] ? texts[3] : "";
+    rep.privacy_json = texts[4] ? texts[4] : "";
+    rep.n_files = n_files;
+    rep.files = files;
+    reply(call, &rep.base);
+    for (int i = 0; i < 5; i++) free(texts[i]);
+    for (size_t i = 0; i < n_files; i++) free(files[i]);
+    free(files);
+    run_info_free(&ri);
+}
+
+static void on_continue_run(vf_rpc_call *call, const uint8_t *data, size_t len, void *ud) {
+    Vflclip__V1__ContinueRunRequest *q = vflclip__v1__continue_run_request__unpack(NULL, len, data);
+    if (!q) return fail(call, VF_GRPC_INVALID_ARGUMENT, "cannot decode ContinueRunRequest");
+    char id[64];
+    snprintf(id, sizeof id, "%s", q->run_id);
+    int too_long = strlen(q->run_id) >= sizeof id;
+    vflclip__v1__continue_run_request__free_unpacked(q, NULL);
+    if (too_long) return fail(call, VF_GRPC_INVALID_ARGUMENT, "run id is too long");
+    const vf_peer_identity *who = vf_rpc_call_peer(call);
+    vf_error err;
+    int status;
+    uint64_t step = 0;
+    if (agg_run_continue_from(id, who, &step, &status, &err)) {
+        char details[1200], quoted[1100];
+        snprintf(details, sizeof details, "run=%s refused=\"%s\"", id, vf_log_quote(quoted, sizeof quoted, err.msg));
+        vf_error aerr;
+        vf_audit(g_agg.audit_path, "run_continue_refused", who, details, &aerr);
+        vf_log(VF_WARN, "event=run_continue_refused peer=%s %s", who->name, details);
+        return fail(call, status, err.msg);
+    }
+    Vflclip__V1__ContinueRunReply rep = VFLCLIP__V1__CONTINUE_RUN_REPLY__INIT;
+    rep.run_id = id;
+    rep.resume_step = step;
+    reply(call, &rep.base);
+}
+
 #define ADMIN VF_ROLE_BIT(VF_ROLE_ADMIN)
 const vf_rpc_method agg_admin_methods[] = {
     {"/vflclip.v1.Admin/Status", ADMIN, NULL, on_status, NULL, NULL, NULL, NULL},
@@ -285,5 +550,8 @@ const vf_rpc_method agg_admin_methods[] = {
     {"/vflclip.v1.Admin/AbortRun", ADMIN, NULL, on_abort_run, NULL, NULL, NULL, NULL},
     {"/vflclip.v1.Admin/WatchRun", ADMIN, NULL, on_watch, NULL, on_watch_done, NULL, NULL},
     {"/vflclip.v1.Admin/GetResults", ADMIN, NULL, on_results, NULL, NULL, NULL, NULL},
+    {"/vflclip.v1.Admin/ListRuns", ADMIN, NULL, on_list_runs, NULL, NULL, NULL, NULL},
+    {"/vflclip.v1.Admin/ShowRun", ADMIN, NULL, on_show_run, NULL, NULL, NULL, NULL},
+    {"/vflclip.v1.Admin/ContinueRun", ADMIN, NULL, on_continue_run, NULL, NULL, NULL, NULL},
 };
 const int agg_admin_n_methods = (int)(sizeof agg_admin_methods / sizeof agg_admin_methods[0]);

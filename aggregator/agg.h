@@ -6,7 +6,8 @@
  *   run_control.c  starting (checks), aborting, resuming after a restart
  *   progress.c  the run's durable progress (atomic JSON checkpoint)
  *   run_privacy.c  the run's transcript and privacy.json (epsilon spent)
- *   admin.c     the Admin service (status, parties, start/abort/watch/results)
+ *   admin.c     the Admin service (status, parties, start/abort/watch/results,
+ *               the run history: list, show, continue)
  * One libuv loop, no threads: every callback runs to completion. */
 #ifndef VF_AGG_H
 #define VF_AGG_H
@@ -61,6 +62,7 @@ typedef struct agg_run {
     agg_run_state state;
     int paused;                      /* waiting for a party to come back */
     char id[64], dir[4400], message[768], kp_name[128];
+    char model_fp[80], tok_fp[80], pp_fp[80];   /* fingerprints at the start, for run_settings.json */
     char *config_text;
     vf_run_config cfg;
     int64_t started_unix;
@@ -129,6 +131,15 @@ void agg_run_on_joined(agg_party *p);
 void agg_run_on_left(agg_party *p, const char *why);
 void agg_run_on_message(agg_party *p, const Vflclip__V1__PartyMessage *m, size_t wire_bytes);
 void agg_run_resume_at_start(void);
+/* run_control.c: `vflclip run continue`: an aborted or failed run of the
+ * history goes on from its last committed step, through the same path as a
+ * restarted aggregator's resume.  *resume_step: that step. */
+int agg_run_continue_from(const char *run_id, const vf_peer_identity *who, uint64_t *resume_step, int *grpc_status,
+                          vf_error *err);
+/* run_settings.json of the current run (daemon/run_settings.h); kp_template:
+ * the knowledge party's template when the run names none (NULL: not known yet). */
+int agg_run_settings_write(const char *kp_template, vf_error *err);
+int agg_valid_run_id(const char *s);
 /* run_privacy.c: epsilon of the dL/dT sent so far (+inf without noise; 0
  * before training), privacy.json, the transcript. */
 double agg_run_epsilon(void);

@@ -571,6 +571,9 @@ static void on_text_ready(const Vflclip__V1__TextReady *tr) {
         r->T = malloc((size_t)r->C * r->D * sizeof(float));
         if (!r->class_names || !r->T) return fail_run("out of memory");
         for (int c = 0; c < r->C; c++) r->class_names[c] = strdup(tr->class_names[c]);
+        /* run_settings.json again, now with the class names and the knowledge party's template */
+        if (agg_run_settings_write(tr->template_, &err))
+            vf_log(VF_ERROR, "event=run_settings_failed run=%s error=\"%s\"", r->id, err.msg);
     }
     /* TextFeatures of the same task follow. */
 }

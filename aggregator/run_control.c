@@ -5,17 +5,23 @@
 #include "agg.h"
 #include "daemon/audit.h"
 #include "daemon/notify.h"
+#include "daemon/run_settings.h"
+#include "formats/sealed_json.h"
 #include "util/fileio.h"
 #include "util/log.h"
 
+#include <cJSON.h>
+#include <inttypes.h>
 #include <math.h>
+#include <mbedtls/sha256.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- start, abort, restart ------------------------------------------------------ */
-static int valid_run_id(const char *s) {
+int agg_valid_run_id(const char *s) {
     if (!*s || strlen(s) > 60 || s[0] == '.' || s[0] == '-') return 0;
     for (; *s; s++)
         if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' || *s == '.'))
@@ -79,7 +85,7 @@ int agg_run_start(const char *config_text, const char *run_id, const vf_peer_ide
     }
     char id[64];
     if (run_id && *run_id) {
-        if (!valid_run_id(run_id)) {
+        if (!agg_valid_run_id(run_id)) {
             *grpc_status = VF_GRPC_INVALID_ARGUMENT;
             return vf_fail(err, "run id '%s' must be 1-60 characters of [A-Za-z0-9._-]", run_id);
         }
@@ -107,6 +113,13 @@ int agg_run_start(const char *config_text, const char *run_id, const vf_peer_ide
     snprintf(r->id, sizeof r->id, "%s", id);
     snprintf(r->dir, sizeof r->dir, "%s", dir);
     snprintf(r->kp_name, sizeof r->kp_name, "%s", kp->id.name);
+    snprintf(r->model_fp, sizeof r->model_fp, "%s", kp->fingerprint);
+    snprintf(r->tok_fp, sizeof r->tok_fp, "%s", kp->tok_fingerprint);
+    snprintf(r->pp_fp, sizeof r->pp_fp, "%s", agg_party_find(VF_ROLE_IMAGE_PARTY, cfg.parties[0])->pp_fingerprint);
+    if (agg_run_settings_write(NULL, err)) {
+        agg_run_free(r);
+        return -1;
+    }
     r->n_img = cfg.n_parties;
     for (int i = 0; i < cfg.n_parties; i++) snprintf(r->img[i].name, sizeof r->img[i].name, "%s", cfg.parties[i]);
     r->started_unix = (int64_t)time(NULL);
@@ -143,15 +156,33 @@ int agg_run_abort(const char *reason, const vf_peer_identity *who, vf_error *err
     return 0;
 }
 
+int agg_run_settings_write(const char *kp_template, vf_error *err) {
+    agg_run *r = &g_agg.run;
+    vf_run_settings s = {.program = "vflclip-aggregator", .run_id = r->id, .cfg = &r->cfg, .template_ = kp_template,
+                         .config_text = r->config_text, .model_fingerprint = r->model_fp, .tokenizer_fingerprint = r->tok_fp,
+                         .preprocessing_fingerprint = r->pp_fp, .knowledge_party = r->kp_name,
+                         .class_names = (const char *const *)r->class_names, .n_classes = r->C};
+    return vf_run_settings_write(r->dir, &s, err);
+}
+
+static void resume_run(const char *id);
+
 /* After a restart: the run that was going on carries on once its parties are back. */
 void agg_run_resume_at_start(void) {
-    agg_run *r = &g_agg.run;
-    char id[64], path[4500];
-    vf_error err;
+    char id[64];
     if (agg_current_run_get(id, sizeof id)) return;
+    resume_run(id);
+}
+
+/* The run in <state>/runs/<id> carries on from its committed progress once
+ * its parties are back (a restarted aggregator, `vflclip run continue`). */
+static void resume_run(const char *id) {
+    agg_run *r = &g_agg.run;
+    char path[4500];
+    vf_error err;
     /* A run that cannot be picked up stays in status as failed, with the
      * reason, and its files stay as they are for the operator. */
-    if (!valid_run_id(id)) {
+    if (!agg_valid_run_id(id)) {
         r->state = RUN_FAILED;
         snprintf(r->id, sizeof r->id, "?");
         snprintf(r->message, sizeof r->message, "needs attention: %s/current_run names no valid run id", g_agg.state_dir);
@@ -185,4 +216,120 @@ void agg_run_resume_at_start(void) {
     agg_transcript_open();
     vf_log(VF_INFO, "event=run_resuming run=%s committed_step=%ld detail=\"waiting for its parties\"", r->id, r->sess.committed_step);
     agg_run_continue();
+}
+
+/* ---- continuing a run of the history ----------------------------------------------- */
+static uint64_t json_u64(const cJSON *o, const char *k) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(x) && x->valuedouble >= 0 ? (uint64_t)x->valuedouble : 0;
+}
+
+/* The run's committed progress, made the current progress.json with the
+ * state "setup": progress.json when it is a commit (its position is the
+ * committed step), else progress.json.prev, the commit before it (an abort
+ * writes the position it reached, past the last commit). */
+static int reopen_progress(const char *dir, uint64_t *step, vf_error *err) {
+    char path[4500], prev[4600];
+    snprintf(path, sizeof path, "%s/progress.json", dir);
+    snprintf(prev, sizeof prev, "%s.prev", path);
+    vf_error e1;
+    cJSON *o = vf_sealed_json_read(path, &e1);
+    if (o && json_u64(o, "global_step") != json_u64(o, "committed_step")) {
+        uint64_t committed = json_u64(o, "committed_step");
+        cJSON_Delete(o);
+        o = vf_sealed_json_read(prev, err);
+        if (!o) return vf_error_prefix(err, "%s is past its last commit (step %" PRIu64 ") and the commit", path, committed);
+        uint64_t at = json_u64(o, "global_step");
+        if (at != committed || json_u64(o, "committed_step") != committed) {
+            cJSON_Delete(o);
+            return vf_fail(err, "%s holds step %" PRIu64 ", not the committed step %" PRIu64 " of %s", prev, at, committed, path);
+        }
+    } else if (!o) {
+        o = vf_sealed_json_read(prev, err);
+        if (!o) return vf_error_prefix(err, "%s; and the copy before it", e1.msg);
+        if (json_u64(o, "global_step") != json_u64(o, "committed_step")) {
+            cJSON_Delete(o);
+            return vf_fail(err, "%s is damaged (%s) and %s is not a commit", path, e1.msg, prev);
+        }
+    }
+    *step = json_u64(o, "committed_step");
+    cJSON_ReplaceItemInObjectCaseSensitive(o, "state", cJSON_CreateString(agg_run_state_name(RUN_SETUP)));
+    cJSON_ReplaceItemInObjectCaseSensitive(o, "message", cJSON_CreateString(""));
+    /* .prev is left as it is: the commit the knowledge party can fall back to */
+    int rc = vf_sealed_json_write(path, o, 0, err);
+    cJSON_Delete(o);
+    return rc;
+}
+
+/* The transcript of the ended part is signed and complete: it is kept as
+ * transcript.<k>.jsonl (with its .head), and the part that follows gets a
+ * transcript of its own that starts, as every transcript does, with the
+ * run_start record (SHA-256 of run.ini); resume_run adds run_resume. */
+static int new_transcript_part(const char *dir, const char *id, const char *config_text, vf_error *err) {
+    char path[4500], head[4600], old[4600], old_head[4700];
+    snprintf(path, sizeof path, "%s/transcript.jsonl", dir);
+    snprintf(head, sizeof head, "%s.head", path);
+    if (access(path, F_OK) == 0) {
+        for (int k = 1;; k++) {
+            snprintf(old, sizeof old, "%s/transcript.%d.jsonl", dir, k);
+            if (access(old, F_OK) != 0) break;
+        }
+        snprintf(old_head, sizeof old_head, "%s.head", old);
+        if (rename(path, old)) return vf_fail_errno(err, path);
+        if (access(head, F_OK) == 0 && rename(head, old_head)) return vf_fail_errno(err, head);
+        vf_log(VF_INFO, "event=transcript_part_kept run=%s file=%s", id, old);
+    }
+    vf_transcript t;
+    if (vf_transcript_open(&t, path, id, err)) return -1;
+    vf_transcript_entry e = {.sender = g_agg.me.serial_hex, .receiver = "-", .kind = VF_TRANSCRIPT_RUN_START};
+    mbedtls_sha256_ret((const unsigned char *)config_text, strlen(config_text), e.sha256, 0);
+    int rc = vf_transcript_append(&t, &e, err) || vf_transcript_commit(&t, err) ? -1 : 0;
+    vf_transcript_close(&t);
+    return rc;
+}
+
+int agg_run_continue_from(const char *run_id, const vf_peer_identity *who, uint64_t *resume_step, int *grpc_status,
+                          vf_error *err) {
+    agg_run *r = &g_agg.run;
+    *grpc_status = VF_GRPC_FAILED_PRECONDITION;
+    if (agg_run_active()) return vf_fail(err, "run %s is %s; it must end before another run goes on", r->id, agg_run_state_name(r->state));
+    if (!agg_valid_run_id(run_id)) {
+        *grpc_status = VF_GRPC_INVALID_ARGUMENT;
+        return vf_fail(err, "run id '%s' must be 1-60 characters of [A-Za-z0-9._-]", run_id);
+    }
+    char dir[4400], path[4500];
+    snprintf(dir, sizeof dir, "%s/runs/%s", g_agg.state_dir, run_id);
+    struct stat st;
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
+        *grpc_status = VF_GRPC_NOT_FOUND;
+        return vf_fail(err, "no run '%s' in %s/runs", run_id, g_agg.state_dir);
+    }
+    /* What the run's files say it is: only an aborted or failed run goes on. */
+    static agg_run probe;   /* large: not on the stack */
+    memset(&probe, 0, sizeof probe);
+    if (agg_progress_load(&probe, dir, err)) return vf_error_prefix(err, "run '%s' cannot go on", run_id);
+    if (probe.state == RUN_DONE) return vf_fail(err, "run '%s' is done; start a new run instead", run_id);
+    int stale = !(probe.state == RUN_ABORTED || probe.state == RUN_FAILED);
+    if (stale && !(r->state == RUN_FAILED && !strcmp(r->id, run_id)))
+        return vf_fail(err, "run '%s' is %s, not aborted or failed", run_id, agg_run_state_name(probe.state));
+    char *text;
+    size_t len;
+    vf_run_config cfg;
+    snprintf(path, sizeof path, "%s/run.ini", dir);
+    if (vf_read_file(path, &text, &len, err)) return -1;
+    int rc = vf_run_config_parse(text, path, &cfg, err);
+    if (rc == 0) rc = reopen_progress(dir, resume_step, err);
+    if (rc == 0) rc = new_transcript_part(dir, run_id, text, err);
+    free(text);
+    if (rc || agg_current_run_set(run_id, err)) return -1;
+    char details[512];
+    snprintf(details, sizeof details, "run=%s was=%s resume_step=%" PRIu64, run_id, agg_run_state_name(probe.state), *resume_step);
+    vf_error aerr;
+    if (vf_audit(g_agg.audit_path, "run_continue", who, details, &aerr)) vf_log(VF_ERROR, "event=audit_failed error=\"%s\"", aerr.msg);
+    vf_log(VF_INFO, "event=run_continue peer=%s %s", who ? who->name : "local", details);
+    agg_run_free(r);
+    resume_run(run_id);
+    if (r->state == RUN_FAILED) return vf_fail(err, "%s", r->message);
+    agg_admin_event("state", "continued");
+    return 0;
 }

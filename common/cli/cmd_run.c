@@ -1,6 +1,8 @@
-/* cmd_run: `vflclip run start|watch|abort|results`, the operator's control of
- * a federated training run through the aggregator's Admin API (mutual TLS
- * with an admin certificate).  `start` takes the run configuration as an INI
+/* cmd_run: `vflclip run start|watch|abort|results|list|show|continue`, the
+ * operator's control of federated training runs through the aggregator's
+ * Admin API (mutual TLS with an admin certificate): the current run, and
+ * every run the aggregator keeps (list, show, results and continue of any
+ * run id).  `start` takes the run configuration as an INI
  * file (--config RUN.ini, keys in daemon/run_config.h) or as flags, checks
  * it here against the same schema the aggregator uses, and sends it. */
 #include "cli/admin_client.h"
@@ -10,10 +12,12 @@
 #include "util/log.h"
 #include "util/fileio.h"
 
+#include <cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static void usage(FILE *o) {
@@ -21,7 +25,10 @@ static void usage(FILE *o) {
         "usage: vflclip run start (--config RUN.ini | [run flags]) [--run-id ID] [--watch]\n"
         "       vflclip run watch [--run-id ID]\n"
         "       vflclip run abort [--reason TEXT]\n"
-        "       vflclip run results --out DIR [--run-id ID]\n"
+        "       vflclip run results [ID] --out DIR      (any run of the history; default the current or last)\n"
+        "       vflclip run list [--json]                 every run the aggregator keeps\n"
+        "       vflclip run show [ID] [--json]            one run: settings, metrics, per-site results\n"
+        "       vflclip run continue ID [--watch]         an aborted or failed run goes on from its last commit\n"
         "common: --admin admin.ini (default $VFLCLIP_ADMIN_CONFIG or ./admin.ini), --timeout-ms N\n"
         "run flags (each is the [run] key of the same name, see `vflclip run keys`):\n"
         "  --epochs N --batch-size N --lr X --optimizer adam|sgd --momentum X --weight-decay X --n-ctx N\n"
@@ -251,6 +258,7 @@ static int run_results(const vf_admin *a, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--run-id") && i + 1 < argc) run_id = argv[++i];
+        else if (argv[i][0] != '-' && !run_id[0]) run_id = argv[i];
         else { fprintf(stderr, "vflclip run results: unknown option %s\n", argv[i]); return 2; }
     }
     if (!out) { fprintf(stderr, "vflclip run results: --out DIR is required\n"); return 2; }
@@ -265,6 +273,262 @@ static int run_results(const vf_admin *a, int argc, char **argv) {
     if (s.failed) return 1;
     fprintf(stderr, "vflclip run results: %d files in %s\n", s.files, out);
     return 0;
+}
+
+/* ---- the run history ------------------------------------------------------------ */
+static void fmt_time(int64_t t, char *out, size_t size) {
+    if (t <= 0) { snprintf(out, size, "-"); return; }
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(out, size, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+static void fmt_num(double v, const char *fmt, char *out, size_t size) {
+    if (isfinite(v)) snprintf(out, size, fmt, v);
+    else snprintf(out, size, "-");
+}
+
+static void add_num(cJSON *o, const char *k, double v) {
+    if (isfinite(v)) cJSON_AddNumberToObject(o, k, v);
+    else cJSON_AddNullToObject(o, k);
+}
+
+static cJSON *summary_json(const Vflclip__V1__RunSummary *s) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "run_id", s->run_id);
+    cJSON_AddStringToObject(o, "state", s->state);
+    cJSON_AddBoolToObject(o, "current", s->current);
+    cJSON_AddNumberToObject(o, "started_unix", (double)s->started_unix);
+    if (s->ended_unix) cJSON_AddNumberToObject(o, "ended_unix", (double)s->ended_unix);
+    else cJSON_AddNullToObject(o, "ended_unix");
+    cJSON_AddStringToObject(o, "model_fingerprint", s->model_fingerprint);
+    cJSON_AddStringToObject(o, "knowledge_party", s->knowledge_party);
+    cJSON *p = cJSON_AddArrayToObject(o, "image_parties");
+    for (size_t i = 0; i < s->n_image_parties; i++) cJSON_AddItemToArray(p, cJSON_CreateString(s->image_parties[i]));
+    add_num(o, "best_val_auc", s->best_val_auc);
+    cJSON_AddNumberToObject(o, "best_epoch", s->best_epoch);
+    add_num(o, "test_auc", s->test_auc);
+    add_num(o, "test_acc", s->test_acc);
+    add_num(o, "epsilon", s->epsilon);
+    cJSON_AddNumberToObject(o, "step", (double)s->step);
+    cJSON_AddNumberToObject(o, "total_steps", (double)s->total_steps);
+    cJSON_AddStringToObject(o, "message", s->message);
+    return o;
+}
+
+static void print_json(cJSON *o) {
+    char *t = cJSON_PrintUnformatted(o);
+    if (t) printf("%s\n", t);
+    free(t);
+    cJSON_Delete(o);
+}
+
+static void keep_list(const uint8_t *d, size_t n, void *ud) {
+    *(Vflclip__V1__ListRunsReply **)ud = vflclip__v1__list_runs_reply__unpack(NULL, n, d);
+}
+
+static int run_list(const vf_admin *a, int argc, char **argv) {
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else { fprintf(stderr, "vflclip run list: unknown option %s\n", argv[i]); return 2; }
+    }
+    Vflclip__V1__ListRunsRequest q = VFLCLIP__V1__LIST_RUNS_REQUEST__INIT;
+    Vflclip__V1__ListRunsReply *r = NULL;
+    vf_error err;
+    int st = vf_admin_call(a, "/vflclip.v1.Admin/ListRuns", &q.base, keep_list, &r, &err);
+    if (st || !r) {
+        fprintf(stderr, "vflclip run list: %s\n", st ? err.msg : "no answer from the aggregator");
+        if (r) vflclip__v1__list_runs_reply__free_unpacked(r, NULL);
+        return 1;
+    }
+    if (json) {
+        cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "runs");
+        for (size_t i = 0; i < r->n_runs; i++) cJSON_AddItemToArray(arr, summary_json(r->runs[i]));
+        print_json(o);
+    } else {
+        printf("%-2s%-24s %-16s %-19s  %-19s  %-12s %-24s %8s %8s %8s %8s\n", "", "RUN", "STATE", "STARTED (UTC)",
+               "ENDED (UTC)", "MODEL", "PARTIES", "BEST VAL", "TEST AUC", "TEST ACC", "EPSILON");
+        for (size_t i = 0; i < r->n_runs; i++) {
+            const Vflclip__V1__RunSummary *s = r->runs[i];
+            char st[32], en[32], bv[16], ta[16], tc[16], ep[16], parties[256] = "";
+            size_t used = 0;
+            fmt_time(s->started_unix, st, sizeof st);
+            fmt_time(s->ended_unix, en, sizeof en);
+            fmt_num(s->best_val_auc, "%.4f", bv, sizeof bv);
+            fmt_num(s->test_auc, "%.4f", ta, sizeof ta);
+            fmt_num(s->test_acc, "%.4f", tc, sizeof tc);
+            fmt_num(s->epsilon, "%.3g", ep, sizeof ep);
+            for (size_t k = 0; k < s->n_image_parties && used < sizeof parties - 1; k++)
+                used += (size_t)snprintf(parties + used, sizeof parties - used, "%s%s", k ? "," : "", s->image_parties[k]);
+            printf("%-2s%-24s %-16s %-19s  %-19s  %-12.12s %-24s %8s %8s %8s %8s\n", s->current ? "*" : "", s->run_id,
+                   s->state, st, en, s->model_fingerprint[0] ? s->model_fingerprint : "-", parties, bv, ta, tc, ep);
+        }
+        if (r->n_runs == 0) printf("  (no runs yet)\n");
+    }
+    vflclip__v1__list_runs_reply__free_unpacked(r, NULL);
+    return 0;
+}
+
+static void keep_show(const uint8_t *d, size_t n, void *ud) {
+    *(Vflclip__V1__ShowRunReply **)ud = vflclip__v1__show_run_reply__unpack(NULL, n, d);
+}
+
+/* One line of metrics from a metrics object ({"n", "acc", "auc", "balanced_acc", ...}). */
+static void print_metrics_line(const char *label, const cJSON *m) {
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(m, "n"), *acc = cJSON_GetObjectItemCaseSensitive(m, "acc"),
+                *auc = cJSON_GetObjectItemCaseSensitive(m, "auc"), *bal = cJSON_GetObjectItemCaseSensitive(m, "balanced_acc");
+    char a[16], b[16], c[16];
+    fmt_num(cJSON_IsNumber(auc) ? auc->valuedouble : NAN, "%.4f", a, sizeof a);
+    fmt_num(cJSON_IsNumber(acc) ? acc->valuedouble : NAN, "%.4f", b, sizeof b);
+    fmt_num(cJSON_IsNumber(bal) ? bal->valuedouble : NAN, "%.4f", c, sizeof c);
+    printf("  %-28s %6d %8s %8s %12s\n", label, cJSON_IsNumber(n) ? n->valueint : 0, a, b, c);
+}
+
+static void print_confusion(const char *label, const cJSON *m, const cJSON *names) {
+    const cJSON *cm = cJSON_GetObjectItemCaseSensitive(m, "confusion"), *row;
+    if (!cJSON_IsArray(cm)) return;
+    printf("  %s confusion (rows true, columns predicted%s):\n", label, cJSON_IsArray(names) ? ", classes in this order" : "");
+    int k = 0;
+    cJSON_ArrayForEach(row, cm) {
+        const cJSON *name = cJSON_GetArrayItem(names, k++), *x;
+        printf("    %-20.20s", cJSON_IsString(name) ? name->valuestring : "");
+        cJSON_ArrayForEach(x, row) printf(" %6d", x->valueint);
+        printf("\n");
+    }
+}
+
+static int run_show(const vf_admin *a, int argc, char **argv) {
+    int json = 0;
+    const char *id = "";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--run-id") && i + 1 < argc) id = argv[++i];
+        else if (argv[i][0] != '-' && !id[0]) id = argv[i];
+        else { fprintf(stderr, "vflclip run show: unknown option %s\n", argv[i]); return 2; }
+    }
+    Vflclip__V1__ShowRunRequest q = VFLCLIP__V1__SHOW_RUN_REQUEST__INIT;
+    q.run_id = (char *)id;
+    Vflclip__V1__ShowRunReply *r = NULL;
+    vf_error err;
+    int call_rc = vf_admin_call(a, "/vflclip.v1.Admin/ShowRun", &q.base, keep_show, &r, &err);
+    if (call_rc || !r || !r->summary) {
+        fprintf(stderr, "vflclip run show: %s\n", call_rc ? err.msg : "the aggregator sent no summary");
+        if (r) vflclip__v1__show_run_reply__free_unpacked(r, NULL);
+        return 1;
+    }
+    const Vflclip__V1__RunSummary *s = r->summary;
+    cJSON *settings = cJSON_Parse(r->settings_json), *test = cJSON_Parse(r->test_metrics_json),
+          *sites = cJSON_Parse(r->site_metrics_json), *privacy = cJSON_Parse(r->privacy_json);
+    if (json) {
+        cJSON *o = summary_json(s);
+        cJSON_AddItemToObject(o, "settings", settings ? settings : cJSON_CreateNull());
+        cJSON_AddItemToObject(o, "test_metrics", test ? test : cJSON_CreateNull());
+        cJSON_AddItemToObject(o, "site_metrics", sites ? sites : cJSON_CreateNull());
+        cJSON_AddItemToObject(o, "privacy", privacy ? privacy : cJSON_CreateNull());
+        cJSON *epochs = cJSON_AddArrayToObject(o, "epochs");
+        char *copy = strdup(r->metrics_jsonl), *save = NULL;
+        for (char *line = copy ? strtok_r(copy, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
+            cJSON *e = cJSON_Parse(line);
+            if (e) cJSON_AddItemToArray(epochs, e);
+        }
+        free(copy);
+        cJSON *files = cJSON_AddArrayToObject(o, "files");
+        for (size_t i = 0; i < r->n_files; i++) cJSON_AddItemToArray(files, cJSON_CreateString(r->files[i]));
+        print_json(o);
+        vflclip__v1__show_run_reply__free_unpacked(r, NULL);
+        return 0;
+    }
+    char st[32], en[32], bv[16], ep[16];
+    fmt_time(s->started_unix, st, sizeof st);
+    fmt_time(s->ended_unix, en, sizeof en);
+    fmt_num(s->best_val_auc, "%.4f", bv, sizeof bv);
+    fmt_num(s->epsilon, "%.4f", ep, sizeof ep);
+    printf("run         %s%s\n", s->run_id, s->current ? " (current)" : "");
+    printf("state       %s, step %llu/%llu%s%s\n", s->state, (unsigned long long)s->step, (unsigned long long)s->total_steps,
+           s->message[0] ? ": " : "", s->message);
+    printf("time        started %s UTC, ended %s%s\n", st, en, s->ended_unix ? " UTC" : "");
+    printf("model       %s\n", s->model_fingerprint[0] ? s->model_fingerprint : "-");
+    printf("parties     knowledge party %s; image parties", s->knowledge_party);
+    for (size_t i = 0; i < s->n_image_parties; i++) printf("%s %s", i ? "," : "", s->image_parties[i]);
+    printf("\nbest        val AUC %s at epoch %d; epsilon %s\n", bv, s->best_epoch, ep);
+    if (settings) {
+        const cJSON *run = cJSON_GetObjectItemCaseSensitive(settings, "run"), *x;
+        const cJSON *ver = cJSON_GetObjectItemCaseSensitive(settings, "software_version");
+        printf("settings    (run_settings.json, %s)\n", cJSON_IsString(ver) ? ver->valuestring : "?");
+        cJSON_ArrayForEach(x, run) {
+            char *v = cJSON_PrintUnformatted(x);
+            printf("  %-22s %s\n", x->string, v ? v : "?");
+            free(v);
+        }
+        const char *fps[] = {"model_fingerprint", "tokenizer_fingerprint", "preprocessing_fingerprint"};
+        for (int i = 0; i < 3; i++) {
+            const cJSON *f = cJSON_GetObjectItemCaseSensitive(settings, fps[i]);
+            printf("  %-22s %s\n", fps[i], cJSON_IsString(f) ? f->valuestring : "-");
+        }
+    }
+    printf("results     %28s %6s %8s %8s %12s\n", "", "n", "AUC", "ACC", "balanced ACC");
+    if (test) print_metrics_line("all sites, test", test);
+    const cJSON *names = cJSON_GetObjectItemCaseSensitive(sites, "class_names"), *site;
+    const cJSON *site_list = cJSON_GetObjectItemCaseSensitive(sites, "sites");
+    cJSON_ArrayForEach(site, site_list) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(site, "name");
+        for (int k = 0; k < 2; k++) {
+            const char *split = k ? "test" : "val";
+            const cJSON *m = cJSON_GetObjectItemCaseSensitive(site, split);
+            if (!cJSON_IsObject(m)) continue;
+            char label[160];
+            snprintf(label, sizeof label, "%s, %s", cJSON_IsString(name) ? name->valuestring : "?", split);
+            print_metrics_line(label, m);
+        }
+    }
+    if (!test && !sites) printf("  (no final results: the run did not finish)\n");
+    cJSON_ArrayForEach(site, site_list) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(site, "name"), *m = cJSON_GetObjectItemCaseSensitive(site, "test");
+        char label[160];
+        snprintf(label, sizeof label, "%s test", cJSON_IsString(name) ? name->valuestring : "?");
+        if (cJSON_IsObject(m)) print_confusion(label, m, names);
+    }
+    printf("files       ");
+    for (size_t i = 0; i < r->n_files; i++) printf("%s%s", i ? " " : "", r->files[i]);
+    printf("\n");
+    cJSON_Delete(settings);
+    cJSON_Delete(test);
+    cJSON_Delete(sites);
+    cJSON_Delete(privacy);
+    vflclip__v1__show_run_reply__free_unpacked(r, NULL);
+    return 0;
+}
+
+static void keep_continue(const uint8_t *d, size_t n, void *ud) {
+    *(Vflclip__V1__ContinueRunReply **)ud = vflclip__v1__continue_run_reply__unpack(NULL, n, d);
+}
+
+static int run_continue(const vf_admin *a, int argc, char **argv) {
+    const char *id = NULL;
+    int watch = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--watch")) watch = 1;
+        else if (!strcmp(argv[i], "--run-id") && i + 1 < argc) id = argv[++i];
+        else if (argv[i][0] != '-' && !id) id = argv[i];
+        else { fprintf(stderr, "vflclip run continue: unknown option %s\n", argv[i]); return 2; }
+    }
+    if (!id) { fprintf(stderr, "vflclip run continue: which run? (vflclip run list shows them)\n"); return 2; }
+    Vflclip__V1__ContinueRunRequest q = VFLCLIP__V1__CONTINUE_RUN_REQUEST__INIT;
+    q.run_id = (char *)id;
+    Vflclip__V1__ContinueRunReply *r = NULL;
+    vf_error err;
+    int st = vf_admin_call(a, "/vflclip.v1.Admin/ContinueRun", &q.base, keep_continue, &r, &err);
+    if (st || !r) {
+        fprintf(stderr, "vflclip run continue: %s\n", st ? err.msg : "no answer from the aggregator");
+        if (r) vflclip__v1__continue_run_reply__free_unpacked(r, NULL);
+        return 1;
+    }
+    printf("run_id=%s resume_step=%llu\n", r->run_id, (unsigned long long)r->resume_step);
+    fflush(stdout);
+    vflclip__v1__continue_run_reply__free_unpacked(r, NULL);
+    return watch ? run_watch(a, id) : 0;
 }
 
 int vf_cmd_run(int argc, char **argv) {
@@ -312,6 +576,9 @@ int vf_cmd_run(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(sub, "results")) return run_results(&a, argc - 1, argv + 1);
+    if (!strcmp(sub, "list")) return run_list(&a, argc - 1, argv + 1);
+    if (!strcmp(sub, "show")) return run_show(&a, argc - 1, argv + 1);
+    if (!strcmp(sub, "continue")) return run_continue(&a, argc - 1, argv + 1);
     fprintf(stderr, "vflclip run: unknown subcommand '%s'\n", sub);
     usage(stderr);
     return 2;

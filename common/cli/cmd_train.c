@@ -5,6 +5,8 @@
 #include "cli/coop_options.h"
 #include "cli/coop_setup.h"
 #include "coop/trainer.h"
+#include "daemon/run_settings.h"
+#include "util/fileio.h"
 #include "formats/npy.h"
 #include "privacy/embed_dp.h"
 #include "privacy/privacy_report.h"
@@ -178,6 +180,36 @@ static int load_init_ctx(const char *path, float **ctx, int *rows, int *width, i
     return 0;
 }
 
+/* run_settings.json in the run directory: the same file a federated run
+ * keeps (daemon/run_settings.h), with the [run] keys this run's options map
+ * to; the keys that only a federation has (party_timeout_s,
+ * checkpoint_every, chunk_size) are 0. */
+static int write_settings(const train_args *a, const vf_train_config *tc, const vf_coop *coop, const char *template_,
+                          vf_coop_setup *s, const char *const *class_names, int C, vf_error *err) {
+    vf_run_config rc;
+    if (vf_run_config_parse("[run]\n", "defaults", &rc, err)) return -1;
+    rc.epochs = a->epochs;
+    rc.batch_size = a->batch_size;
+    rc.max_steps = a->max_steps;
+    rc.seed = a->seed;
+    rc.optim = tc->optim;
+    rc.schedule = tc->schedule;
+    rc.n_ctx = vf_coop_n_ctx(coop);
+    rc.csc = a->csc;
+    rc.class_pos = a->class_pos;
+    snprintf(rc.template_, sizeof rc.template_, "%s", template_);
+    snprintf(rc.init_words, sizeof rc.init_words, "%s", a->init_words ? a->init_words : "");
+    rc.party_timeout_s = rc.checkpoint_every = rc.chunk_size = 0;
+    rc.privacy = a->privacy;
+    char tok_fp[65];
+    if (vf_tokenizer_fingerprint(s->tok, tok_fp, err)) return -1;
+    vf_run_settings st = {.program = "vflclip train", .cfg = &rc, .model_fingerprint = s->fingerprint,
+                          .tokenizer_fingerprint = tok_fp, .data = a->data, .split_seed = a->split_seed,
+                          .class_names = class_names, .n_classes = C};
+    if (vf_mkdirs(a->out, 0755, err)) return -1;
+    return vf_run_settings_write(a->out, &st, err);
+}
+
 int vf_cmd_train(int argc, char **argv) {
     train_args a;
     int prc = parse_args(&a, argc, argv);
@@ -253,6 +285,10 @@ int vf_cmd_train(int argc, char **argv) {
                             .n_classes = C, .n_ctx = vf_coop_n_ctx(coop), .csc = a.csc, .class_pos = a.class_pos,
                             .model_fingerprint = s.fingerprint, .seed = a.seed,
                             .split_seed = a.split_seed};
+    if (write_settings(&a, &tc, coop, cc.template_, &s, class_names, C, &err)) {
+        fprintf(stderr, "vflclip train: %s\n", err.msg);
+        goto out;
+    }
     vf_train_result res;
     if (vf_trainer_run(&tc, coop, s.text.logit_scale, &s.split[VF_SPLIT_TRAIN], &s.split[VF_SPLIT_VAL],
                        &s.split[VF_SPLIT_TEST], &info, &res, &err)) {

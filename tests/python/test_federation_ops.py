@@ -17,6 +17,7 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, recall_score, roc_auc_score
 
+from conftest import run
 from test_federation_support import HOSPITALS, RUN_FLAGS, SIZES, Federation
 from test_train import CLASSES
 
@@ -122,3 +123,106 @@ def test_per_site_metrics_match_sklearn(fed, finished):
             first += len(idx)
     print(f"per-site metrics vs scikit-learn on transformers scores: max abs diff {worst:.2e}; "
           + ", ".join(f"{s['name']} test AUC {s['test']['auc']:.3f} ACC {s['test']['acc']:.3f}" for s in sites["sites"]))
+
+
+# ---------------------------------------------------------------- history ----
+def run_dir(fed, run_id):
+    return fed.fed / "aggregator-localhost" / "state" / "runs" / run_id
+
+
+def test_run_list_show_and_results_of_a_past_run(fed, finished, tmp_path):
+    """After a second run, the first is still listed, shown and fetched whole."""
+    p = fed.cli("run", "start", "--epochs", "1", "--n-ctx", "2", "--run-id", "second", "--watch", timeout=300)
+    assert json.loads(p.stdout.splitlines()[-1])["state"] == "done", p.stderr
+    runs = {r["run_id"]: r for r in json.loads(fed.cli("run", "list", "--json").stdout)["runs"]}
+    assert {"sites", "second"} <= set(runs)
+    kp_fp = next(p["fingerprint"] for p in fed.status()["parties"] if p["role"] == "knowledge-party")
+    for run_id in ("sites", "second"):
+        r = runs[run_id]
+        test = json.loads((run_dir(fed, run_id) / "test_metrics.json").read_text())
+        assert r["state"] == "done" and r["image_parties"] == HOSPITALS and r["knowledge_party"] == "derm"
+        assert r["model_fingerprint"] == kp_fp
+        assert r["test_auc"] == pytest.approx(test["auc"], abs=1e-12) and r["test_acc"] == pytest.approx(test["acc"], abs=1e-12)
+        assert r["best_val_auc"] is not None and r["epsilon"] is None   # no noise: no epsilon
+        assert r["started_unix"] <= r["ended_unix"]
+    assert runs["second"]["current"] and not runs["sites"]["current"]
+    human = fed.cli("run", "list").stdout
+    print(human)
+    assert "sites" in human and "second" in human and "hosp-a,hosp-b,hosp-c" in human
+
+    shown = json.loads(fed.cli("run", "show", "sites", "--json").stdout)
+    settings = shown["settings"]
+    assert settings["run_id"] == "sites" and settings["format"] == "vflclip-run-settings-1"
+    flags = dict(zip(RUN_FLAGS[::2], RUN_FLAGS[1::2]))
+    assert settings["run"]["epochs"] == int(flags["--epochs"]) and settings["run"]["seed"] == int(flags["--seed"])
+    assert settings["run"]["template"] == flags["--template"] and settings["run"]["lr"] == pytest.approx(0.01)
+    assert settings["seeds"]["seed"] == int(flags["--seed"]) and settings["model_fingerprint"] == kp_fp
+    assert settings["tokenizer_fingerprint"] and settings["preprocessing_fingerprint"]
+    assert settings["class_names"] == CLASSES.split(",")
+    assert [s["name"] for s in shown["site_metrics"]["sites"]] == HOSPITALS
+    assert len(shown["epochs"]) == int(flags["--epochs"]) and "site_metrics.json" in shown["files"]
+    human = fed.cli("run", "show", "sites").stdout
+    print(human)
+    for h in HOSPITALS:
+        assert f"{h}, test" in human and f"{h}, val" in human
+
+    # results of the earlier run, by positional id, equal the files kept for it
+    out = tmp_path / "again"
+    fed.cli("run", "results", "sites", "--out", out)
+    for name in ("context.safetensors", "test_metrics.json", "site_metrics.json", "run_settings.json", "metrics.jsonl"):
+        assert (out / name).read_bytes() == (finished / name).read_bytes(), name
+    p = fed.cli("run", "show", "no-such-run", check=False)
+    assert p.returncode == 1 and "no run 'no-such-run'" in p.stderr
+
+
+def test_vflclip_train_writes_the_same_settings_file(fed, finished, tmp_path):
+    fed.train_single(tmp_path / "single")
+    single = json.loads((tmp_path / "single" / "run_settings.json").read_text())
+    fedset = json.loads((finished / "run_settings.json").read_text())
+    assert single["format"] == fedset["format"] and single["program"] == "vflclip train"
+    assert single["software_version"] == fedset["software_version"]
+    federation_only = {"party_timeout_s", "checkpoint_every", "chunk_size", "image_parties"}
+    assert set(single["run"]) == set(fedset["run"])
+    same = {k: (single["run"][k], fedset["run"][k]) for k in single["run"] if k not in federation_only}
+    assert all(a == b for a, b in same.values()), {k: v for k, v in same.items() if v[0] != v[1]}
+    for k in ("model_fingerprint", "tokenizer_fingerprint", "seeds", "class_names"):
+        assert single[k] == fedset[k], k
+    assert single["data"].endswith("all.npz") and single["run_id"] is None
+
+
+CONTINUE_FLAGS = ["--epochs", "8", "--batch-size", "8", "--lr", "0.01", "--n-ctx", "4", "--seed", "11",
+                  "--template", TEMPLATE]
+
+
+def test_an_aborted_run_continues_and_equals_an_uninterrupted_run(fed, tmp_path):
+    from test_federation_support import compare_runs
+    fed.cli("run", "start", *CONTINUE_FLAGS, "--checkpoint-every", "3", "--run-id", "cont")
+    s = fed.wait_state(lambda s: s["run_id"] == "cont" and s["step"] >= 20, what="step 20")
+    assert s["state"].startswith("training"), s
+    fed.cli("run", "abort", "--reason", "night shift")
+    aborted = {r["run_id"]: r for r in json.loads(fed.cli("run", "list", "--json").stdout)["runs"]}["cont"]
+    assert aborted["state"] == "aborted" and aborted["best_val_auc"] is not None and aborted["ended_unix"]
+    assert "night shift" in aborted["message"]
+    p = fed.cli("run", "continue", "cont", "--watch", timeout=300)
+    print(p.stdout.splitlines()[0])
+    resume_step = int(p.stdout.splitlines()[0].split("resume_step=")[1])
+    assert 0 < resume_step <= aborted["step"]
+    assert json.loads(p.stdout.splitlines()[-1])["state"] == "done", p.stderr
+    out = fed.results("cont", tmp_path / "cont")
+    fed.train_single(tmp_path / "single", *CONTINUE_FLAGS)
+    d = compare_runs(out, tmp_path / "single")
+    print(f"continued (from step {resume_step}) vs uninterrupted: max abs diff context {d['ctx']:.3g}, "
+          f"test {d['test']:.3g}, epochs {d['epochs']:.3g}")
+    assert d["ctx"] <= 1e-5 and d["test"] <= 1e-6 and d["epochs"] <= 1e-6
+    # both parts of the run's transcript verify on their own
+    ca = fed.fed / "aggregator-localhost" / "ca.crt"
+    for part in ("transcript.1.jsonl", "transcript.jsonl"):
+        p = run([fed.vflclip, "transcript", "verify", out / part, "--ca", ca], check=False)
+        assert p.returncode == 0, (part, p.stderr)
+    # a done run does not continue; an unknown one is named
+    p = fed.cli("run", "continue", "cont", check=False)
+    assert p.returncode == 1 and "is done" in p.stderr
+    p = fed.cli("run", "continue", "nope", check=False)
+    assert p.returncode == 1 and "no run 'nope'" in p.stderr
+    audit = (fed.fed / "aggregator-localhost" / "state" / "audit.log").read_text()
+    assert "event=run_continue " in audit and "run=cont" in audit
