@@ -24,6 +24,7 @@
  * aborting and resuming after a restart are in run_control.c. */
 #include "agg.h"
 #include "daemon/audit.h"
+#include "data/dataset.h"
 #include "daemon/notify.h"
 #include "daemon/peer_limits.h"
 #include "util/fileio.h"
@@ -38,7 +39,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-static const char *const split_names[3] = {"train", "val", "test"};
 
 const char *agg_run_state_name(agg_run_state s) {
     static const char *const n[] = {"idle", "setup", "encoding", "training", "finishing", "done", "aborted", "failed"};
@@ -258,7 +258,7 @@ static int prepare_encoding(void) {
         size_t n = r->n[k] ? (size_t)r->n[k] : 1, bytes;
         if (r->n[k] > INT32_MAX || vf_size_mul3(n, (size_t)r->D, sizeof(float), &bytes, &err)) {
             fail_run("the image parties declare %" PRIu64 " %s examples of dimension %d: more than one run can hold", r->n[k],
-                     split_names[k], r->D);
+                     vf_split_name((vf_split)k), r->D);
             return -1;
         }
         r->emb[k] = malloc(bytes);
@@ -280,7 +280,7 @@ static void request_next_split(agg_img *im) {
     agg_party *p = agg_party_find(VF_ROLE_IMAGE_PARTY, im->name);
     if (!p) return;
     Vflclip__V1__EncodeSplit es = VFLCLIP__V1__ENCODE_SPLIT__INIT;
-    es.split = (char *)split_names[im->split];
+    es.split = (char *)vf_split_name((vf_split)im->split);
     es.chunk_size = (uint32_t)r->cfg.chunk_size;
     es.seed = r->cfg.seed;
     Vflclip__V1__AggregatorMessage am = VFLCLIP__V1__AGGREGATOR_MESSAGE__INIT;
@@ -317,28 +317,28 @@ static void on_chunk(agg_party *p, uint64_t task, const Vflclip__V1__EmbeddingsC
     const char *who = p->id.name;
     vf_error err;
     if (vf_peer_check_chunk(ch, &err)) return fail_run("image party '%s': %s", who, err.msg);
-    if (strcmp(ch->split, split_names[k]) || ch->view != 0)
-        return fail_run("image party '%s' sent split %s view %u for a %s request", who, ch->split, ch->view, split_names[k]);
+    if (strcmp(ch->split, vf_split_name((vf_split)k)) || ch->view != 0)
+        return fail_run("image party '%s' sent split %s view %u for a %s request", who, ch->split, ch->view, vf_split_name((vf_split)k));
     if (ch->dim != (uint32_t)r->D)
         return fail_run("image party '%s' sent %u-dim embeddings; the run's dimension is %d", who, ch->dim, r->D);
     if (ch->offset != im->received[k] || ch->count > im->n[k] - ch->offset || ch->total != im->n[k])
         return fail_run("image party '%s': %s chunk at %" PRIu64 "+%u does not continue %" PRIu64 " of %" PRIu64, who,
-                        split_names[k], ch->offset, ch->count, im->received[k], im->n[k]);
+                        vf_split_name((vf_split)k), ch->offset, ch->count, im->received[k], im->n[k]);
     for (uint32_t i = 0; i < ch->count; i++)
         if (ch->labels[i] < 0 || ch->labels[i] >= r->C)
-            return fail_run("image party '%s': %s example %s has label %d outside 0..%d", who, split_names[k], ch->ids[i],
+            return fail_run("image party '%s': %s example %s has label %d outside 0..%d", who, vf_split_name((vf_split)k), ch->ids[i],
                             ch->labels[i], r->C - 1);
     for (size_t i = 0; i < ch->n_data; i++)
-        if (!isfinite(ch->data[i])) return fail_run("image party '%s': %s embedding value %zu is not finite", who, split_names[k], i);
+        if (!isfinite(ch->data[i])) return fail_run("image party '%s': %s embedding value %zu is not finite", who, vf_split_name((vf_split)k), i);
     uint64_t at = im->base[k] + ch->offset;
     memcpy(r->emb[k] + at * r->D, ch->data, ch->n_data * sizeof(float));
     for (uint32_t i = 0; i < ch->count; i++) r->labels[k][at + i] = ch->labels[i];
     im->received[k] += ch->count;
     if (!ch->last) return;
     if (im->received[k] != im->n[k])
-        return fail_run("image party '%s': %s ended after %" PRIu64 " of %" PRIu64 " examples", who, split_names[k],
+        return fail_run("image party '%s': %s ended after %" PRIu64 " of %" PRIu64 " examples", who, vf_split_name((vf_split)k),
                         im->received[k], im->n[k]);
-    vf_log(VF_INFO, "event=split_received run=%s peer=%s split=%s images=%" PRIu64, r->id, who, split_names[k], im->n[k]);
+    vf_log(VF_INFO, "event=split_received run=%s peer=%s split=%s images=%" PRIu64, r->id, who, vf_split_name((vf_split)k), im->n[k]);
     im->task = 0;
     im->split++;
     snprintf(p->state, sizeof p->state, "ready");
@@ -655,7 +655,7 @@ void agg_run_on_joined(agg_party *p) {
                 for (int k = 0; k < 3; k++)
                     if (p->split_n[k] != r->img[i].n[k])
                         return fail_run("image party '%s' came back holding %" PRIu64 " %s images instead of %" PRIu64,
-                                        p->id.name, p->split_n[k], split_names[k], r->img[i].n[k]);
+                                        p->id.name, p->split_n[k], vf_split_name((vf_split)k), r->img[i].n[k]);
             r->img[i].task = 0;
         }
     }

@@ -10,6 +10,7 @@
  * sent (privacy/embed_dp.h); the noise seed is [privacy] seed or a random one
  * kept in the state directory, so a restart re-sends the same noisy rows
  * instead of spending privacy on fresh noise. */
+#include "util/name_list.h"
 #include "clip/model_preprocess.h"
 #include "clip/clip_model.h"
 #include "daemon/daemon_setup.h"
@@ -21,8 +22,8 @@
 #include "image/preprocess.h"
 #include "privacy/embed_dp.h"
 #include "util/fileio.h"
-#include <mbedtls/sha256.h>
 #include "util/log.h"
+#include "util/sha256.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -139,16 +140,16 @@ static void pump(void) {
 
 static void on_encode(uint64_t task, const Vflclip__V1__EncodeSplit *es) {
     vf_split s;
-    if (vf_split_parse(es->split, &s)) { send_error(task, 3, "EncodeSplit: split must be train, val or test"); return; }
-    if (es->view != 0) { send_error(task, 3, "augmentation views are not supported by this image party (view 0 only)"); return; }
-    if (g_p.streaming) { send_error(task, 10, "another split is being sent"); return; }
+    if (vf_split_parse(es->split, &s)) { send_error(task, VF_GRPC_INVALID_ARGUMENT, "EncodeSplit: split must be train, val or test"); return; }
+    if (es->view != 0) { send_error(task, VF_GRPC_INVALID_ARGUMENT, "augmentation views are not supported by this image party (view 0 only)"); return; }
+    if (g_p.streaming) { send_error(task, VF_GRPC_ABORTED, "another split is being sent"); return; }
     uint32_t chunk = es->chunk_size ? es->chunk_size : 256;
     if (chunk > 8192) chunk = 8192;
     free(g_p.labels_buf); free(g_p.ids_buf); free(g_p.ids_storage);
     g_p.labels_buf = malloc(chunk * sizeof *g_p.labels_buf);
     g_p.ids_buf = malloc(chunk * sizeof *g_p.ids_buf);
     g_p.ids_storage = malloc((size_t)chunk * 128);
-    if (!g_p.labels_buf || !g_p.ids_buf || !g_p.ids_storage) { send_error(task, 8, "out of memory"); return; }
+    if (!g_p.labels_buf || !g_p.ids_buf || !g_p.ids_storage) { send_error(task, VF_GRPC_RESOURCE_EXHAUSTED, "out of memory"); return; }
     g_p.streaming = 1;
     g_p.task = task;
     g_p.split = s;
@@ -163,7 +164,7 @@ static void on_message(vf_party_link *l, const Vflclip__V1__AggregatorMessage *m
     case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_WELCOME: break;
     case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_ENCODE_SPLIT: on_encode(m->task_id, m->encode_split); break;
     case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_SHUTDOWN: g_p.streaming = 0; break;
-    default: send_error(m->task_id, 12, "an image party accepts only EncodeSplit tasks"); break;
+    default: send_error(m->task_id, VF_GRPC_UNIMPLEMENTED, "an image party accepts only EncodeSplit tasks"); break;
     }
 }
 
@@ -240,7 +241,7 @@ static void preprocessing_fingerprint(const vf_preprocess_cfg *pp, char hex[65])
                      pp->crop_w, pp->do_resize, pp->do_center_crop, pp->do_normalize, pp->rescale, pp->mean[0],
                      pp->mean[1], pp->mean[2], pp->std[0], pp->std[1], pp->std[2], pp->torchvision_crop);
     unsigned char d[32];
-    mbedtls_sha256_ret((const unsigned char *)text, (size_t)n, d, 0);
+    vf_sha256((const unsigned char *)text, (size_t)n, d);
     for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
 }
 
@@ -253,20 +254,17 @@ static void on_stop(int sig) {
 static int parse_codes(const char *csv, char ***codes, int *n, vf_error *err) {
     *codes = NULL;
     *n = 0;
-    if (!csv) return 0;
-    *codes = calloc(VF_DATASET_MAX_CLASSES, sizeof **codes);
-    char *copy = strdup(csv), *save = NULL;
-    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        while (*t == ' ') t++;
-        size_t len = strlen(t);
-        while (len && t[len - 1] == ' ') t[--len] = 0;
-        if (!len) continue;
-        if (*n == VF_DATASET_MAX_CLASSES) { free(copy); return vf_fail(err, "[data] class_codes: too many codes"); }
-        (*codes)[(*n)++] = strdup(t);
+    vf_name_list l;
+    if (vf_name_list_parse(&l, csv, "[data] class_codes", 2, err)) return -1;
+    if (l.n > VF_DATASET_MAX_CLASSES) {
+        vf_name_list_free(&l);
+        return vf_fail(err, "[data] class_codes: %d codes (at most %d)", l.n, VF_DATASET_MAX_CLASSES);
     }
-    free(copy);
-    if (*n < 2) return vf_fail(err, "[data] class_codes: need at least 2 codes");
-    return 0;
+    *codes = calloc((size_t)(l.n ? l.n : 1), sizeof **codes);
+    for (int i = 0; *codes && i < l.n; i++) (*codes)[i] = strdup(l.names[i]);
+    *n = l.n;
+    vf_name_list_free(&l);
+    return *codes ? 0 : vf_fail(err, "out of memory");
 }
 
 static int encode_on_device(void *ctx, const float *pixels, int B, float *out, vf_error *err) {

@@ -9,6 +9,9 @@
  *   Checkpoint    save | mark-best | restore-best | export
  * No weight and no context vector leaves except the final learned context
  * (export), which is the run's result. */
+#include "daemon/peer_limits.h"
+#include "data/dataset.h"
+#include "util/name_list.h"
 #include "daemon/daemon_setup.h"
 #include "kp.h"
 #include "util/fileio.h"
@@ -20,7 +23,6 @@
 #include <string.h>
 
 #define PROGRAM "vflclip-knowledge-party"
-#define DEFAULT_TEMPLATE "{ctx} {class}."
 
 static const vf_ini_key schema[] = {
     VF_INI_TLS_KEYS,
@@ -29,7 +31,7 @@ static const vf_ini_key schema[] = {
     {"model", "tokenizer", VF_INI_PATH, 0, NULL,
      "vocab.json + merges.txt directory or bpe_simple_vocab_16e6.txt.gz (default: those in [model] dir)"},
     {"prompt", "classes", VF_INI_STR, 0, NULL, "class names in label order, comma-separated (default: the 7 DermaMNIST names)"},
-    {"prompt", "template", VF_INI_STR, 0, DEFAULT_TEMPLATE, "prompt template with {ctx} and {class} (a run may override it)"},
+    {"prompt", "template", VF_INI_STR, 0, VF_COOP_DEFAULT_TEMPLATE, "prompt template with {ctx} and {class} (a run may override it)"},
     VF_INI_STATE_KEYS,
     {NULL, NULL, 0, 0, NULL, NULL},
 };
@@ -134,7 +136,7 @@ static int send_features(uint64_t task, uint64_t step, vf_error *err) {
 static void on_run_setup(uint64_t task, const Vflclip__V1__RunSetup *rs) {
     vf_error err;
     if (kp_setup_run(&g_kp, rs, &err)) {
-        send_error(task, 9 /* FAILED_PRECONDITION */, err.msg);
+        send_error(task, VF_GRPC_FAILED_PRECONDITION, err.msg);
         kp_free_run(&g_kp);
         return;
     }
@@ -154,7 +156,7 @@ static void on_run_setup(uint64_t task, const Vflclip__V1__RunSetup *rs) {
     pm.body_case = VFLCLIP__V1__PARTY_MESSAGE__BODY_TEXT_READY;
     pm.text_ready = &tr;
     send_pm(&pm);
-    if (send_features(task, rs->resume_step, &err)) send_error(task, 13, err.msg);
+    if (send_features(task, rs->resume_step, &err)) send_error(task, VF_GRPC_INTERNAL, err.msg);
 }
 
 static void on_text_backward(uint64_t task, const Vflclip__V1__TextBackward *tb) {
@@ -164,30 +166,30 @@ static void on_text_backward(uint64_t task, const Vflclip__V1__TextBackward *tb)
     if (!g || g->n_shape != 2 || g->shape[0] != (uint32_t)C || g->shape[1] != (uint32_t)D || g->n_data != (size_t)C * D) {
         char msg[256];
         snprintf(msg, sizeof msg, "TextBackward step %" PRIu64 ": dL/dT must be (%d, %d)", tb->step, C, D);
-        send_error(task, 3, msg);
+        send_error(task, VF_GRPC_INVALID_ARGUMENT, msg);
         return;
     }
     if (!isfinite(tb->learning_rate) || tb->learning_rate < 0) {
-        send_error(task, 3, "TextBackward: learning rate is not a finite non-negative number");
+        send_error(task, VF_GRPC_INVALID_ARGUMENT, "TextBackward: learning rate is not a finite non-negative number");
         return;
     }
     if (vf_context_learner_update(&g_kp.learner, g->data, tb->learning_rate, &err) ||
         send_features(task, tb->step + 1, &err))
-        send_error(task, 13, err.msg);
+        send_error(task, VF_GRPC_INTERNAL, err.msg);
 }
 
 static void on_checkpoint(uint64_t task, const Vflclip__V1__Checkpoint *ck) {
     vf_error err;
     const char *a = ck->action;
     if (!strcmp(a, "save")) {
-        if (kp_checkpoint_save(&g_kp, ck->step, &err)) send_error(task, 13, err.msg);
+        if (kp_checkpoint_save(&g_kp, ck->step, &err)) send_error(task, VF_GRPC_INTERNAL, err.msg);
         else send_ack(task, "saved");
     } else if (!strcmp(a, "mark-best")) {
         vf_context_learner_mark_best(&g_kp.learner, (int)ck->epoch, ck->val_auc);
         send_ack(task, "best");
     } else if (!strcmp(a, "restore-best")) {
         if (vf_context_learner_restore_best(&g_kp.learner, &err) || send_features(task, ck->step, &err))
-            send_error(task, 13, err.msg);
+            send_error(task, VF_GRPC_INTERNAL, err.msg);
     } else if (!strcmp(a, "export")) {
         char path[4400];
         snprintf(path, sizeof path, "%s/context.safetensors", g_kp.run_dir);
@@ -200,7 +202,7 @@ static void on_checkpoint(uint64_t task, const Vflclip__V1__Checkpoint *ck) {
         size_t len = 0;
         if (vf_context_learner_restore_best(&g_kp.learner, &err) || vf_context_save(path, g_kp.coop, &info, &err) ||
             vf_read_file(path, &data, &len, &err)) {
-            send_error(task, 13, err.msg);
+            send_error(task, VF_GRPC_INTERNAL, err.msg);
             return;
         }
         Vflclip__V1__ContextFile cf = VFLCLIP__V1__CONTEXT_FILE__INIT;
@@ -216,7 +218,7 @@ static void on_checkpoint(uint64_t task, const Vflclip__V1__Checkpoint *ck) {
     } else {
         char msg[160];
         snprintf(msg, sizeof msg, "unknown checkpoint action '%s'", a);
-        send_error(task, 3, msg);
+        send_error(task, VF_GRPC_INVALID_ARGUMENT, msg);
     }
 }
 
@@ -232,17 +234,17 @@ static void on_message(vf_party_link *l, const Vflclip__V1__AggregatorMessage *m
     default: break;
     }
     if (!g_kp.coop) {
-        send_error(task, 9, "no run is set up on this knowledge party (RunSetup first)");
+        send_error(task, VF_GRPC_FAILED_PRECONDITION, "no run is set up on this knowledge party (RunSetup first)");
         return;
     }
     vf_error err;
     switch (m->body_case) {
     case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_TEXT_FORWARD:
-        if (send_features(task, m->text_forward->step, &err)) send_error(task, 13, err.msg);
+        if (send_features(task, m->text_forward->step, &err)) send_error(task, VF_GRPC_INTERNAL, err.msg);
         break;
     case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_TEXT_BACKWARD: on_text_backward(task, m->text_backward); break;
     case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_CHECKPOINT: on_checkpoint(task, m->checkpoint); break;
-    default: send_error(task, 12, "task not for a knowledge party"); break;
+    default: send_error(task, VF_GRPC_UNIMPLEMENTED, "task not for a knowledge party"); break;
     }
 }
 
@@ -266,28 +268,21 @@ static void on_stop(int sig) {
     vf_party_link_stop(g_link);
 }
 
+/* [prompt] classes, else DermaMNIST's seven. */
 static int parse_classes(const char *csv, vf_error *err) {
-    static const char *const derma[7] = {"actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
-                                         "benign keratosis-like lesions", "dermatofibroma", "melanoma",
-                                         "melanocytic nevi", "vascular lesions"};
-    g_kp.class_names = calloc(64, sizeof *g_kp.class_names);
-    if (!csv) {
-        for (int i = 0; i < 7; i++) g_kp.class_names[i] = strdup(derma[i]);
-        g_kp.n_classes = 7;
-        return 0;
+    vf_name_list l;
+    if (vf_name_list_parse(&l, csv, "[prompt] classes", 2, err)) return -1;
+    const int n = csv ? l.n : 7;
+    const char *const *names = csv ? (const char *const *)l.names : vf_dermamnist_names;
+    if (n > VF_PEER_MAX_CLASSES) {
+        vf_name_list_free(&l);
+        return vf_fail(err, "[prompt] classes: %d classes (at most %u)", n, VF_PEER_MAX_CLASSES);
     }
-    char *copy = strdup(csv), *save = NULL;
-    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        while (*t == ' ') t++;
-        size_t n = strlen(t);
-        while (n && t[n - 1] == ' ') t[--n] = 0;
-        if (!n) continue;
-        if (g_kp.n_classes == 64) { free(copy); return vf_fail(err, "[prompt] classes: more than 64 classes"); }
-        g_kp.class_names[g_kp.n_classes++] = strdup(t);
-    }
-    free(copy);
-    if (g_kp.n_classes < 2) return vf_fail(err, "[prompt] classes: need at least 2 class names");
-    return 0;
+    g_kp.class_names = calloc((size_t)n, sizeof *g_kp.class_names);
+    for (int i = 0; g_kp.class_names && i < n; i++) g_kp.class_names[i] = strdup(names[i]);
+    g_kp.n_classes = n;
+    vf_name_list_free(&l);
+    return g_kp.class_names ? 0 : vf_fail(err, "out of memory");
 }
 
 static const vf_daemon_spec spec = {

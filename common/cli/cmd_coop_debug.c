@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/name_list.h"
 #include "cli/coop_options.h"
 #include "clip/clip_model.h"
 #include "clip/tokenizer.h"
@@ -93,12 +94,12 @@ int vf_cmd_coop_grad(int argc, char **argv) {
     vf_error err = {{0}};
     vf_clip_text_tower tower;
     vf_tokenizer *tok = NULL;
-    vf_class_list cl;
+    vf_name_list cl;
     vf_coop *coop = NULL;
     float *emb = NULL, *ctx0 = NULL, *text = NULL, *dtext = NULL, *dctx = NULL, *scratch = NULL;
     int *labels = NULL, rc = 1, tower_loaded = 0;
     int64_t eshape[8], cshape[8];
-    if (vf_class_list_parse(&cl, classes, &err) != 0) return fail_cmd(argv[0], &err);
+    if (vf_name_list_parse(&cl, classes, "class list", 2, &err) != 0) return fail_cmd(argv[0], &err);
     if (vf_clip_text_load(&tower, model, &err) != 0) goto done;
     tower_loaded = 1;
     if (vf_tokenizer_load_for_model(&tok, model, NULL, NULL, 0, &err) != 0) goto done;
@@ -132,7 +133,7 @@ done:
     vf_coop_free(coop);
     if (tok) vf_tokenizer_free(tok);
     if (tower_loaded) vf_clip_text_free(&tower);
-    vf_class_list_free(&cl);
+    vf_name_list_free(&cl);
     return rc;
 }
 

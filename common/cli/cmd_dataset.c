@@ -2,6 +2,7 @@
  * labels CSV) exactly as `train` does and reports what it found: per split
  * the image count, size, labels and ids as JSON on stdout; --dump DIR also
  * writes each npz split's images and labels as float32 .npy for inspection. */
+#include "util/name_list.h"
 #include "cli/coop_options.h"
 #include "cli/commands.h"
 #include "data/dataset.h"
@@ -52,14 +53,14 @@ int vf_cmd_dataset(int argc, char **argv) {
     }
     if (!data) { usage(stderr); return 2; }
     vf_error err = {{0}};
-    vf_class_list codes;
-    if (vf_class_list_parse(&codes, classes, &err)) { fprintf(stderr, "vflclip dataset: %s\n", err.msg); return 2; }
+    vf_name_list codes;
+    if (vf_name_list_parse(&codes, classes, "class list", 2, &err)) { fprintf(stderr, "vflclip dataset: %s\n", err.msg); return 2; }
     vf_dataset_options opt = {.class_codes = (const char *const *)codes.names, .n_classes = codes.n,
                               .image_dir = image_dir, .split_seed = split_seed};
     vf_dataset ds;
     if (vf_dataset_open(&ds, data, &opt, &err)) {
         fprintf(stderr, "vflclip dataset: %s\n", err.msg);
-        vf_class_list_free(&codes);
+        vf_name_list_free(&codes);
         return 1;
     }
     int rc = 0;
@@ -90,6 +91,6 @@ int vf_cmd_dataset(int argc, char **argv) {
     }
     cJSON_Delete(root);
     vf_dataset_close(&ds);
-    vf_class_list_free(&codes);
+    vf_name_list_free(&codes);
     return rc;
 }

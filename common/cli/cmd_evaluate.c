@@ -1,6 +1,7 @@
 /* cmd_evaluate: `vflclip evaluate` — the metrics of a saved CoOp context on
  * a split of a data set (reproducing a run's test_metrics.json), or, with
  * --scores/--labels, the metrics of given scores (no model involved). */
+#include "util/name_list.h"
 #include "cli/commands.h"
 #include "cli/coop_options.h"
 #include "cli/coop_setup.h"
@@ -111,8 +112,8 @@ int vf_cmd_evaluate(int argc, char **argv) {
     vf_context_file cf;
     if (vf_context_load(context, &cf, &err)) { fprintf(stderr, "vflclip evaluate: %s\n", err.msg); return 1; }
     if (!split_seed_given) split_seed = cf.split_seed;   /* the split the context was trained on */
-    vf_class_list codes;
-    if (vf_class_list_parse(&codes, codes_csv, &err)) { fprintf(stderr, "vflclip evaluate: %s\n", err.msg); vf_context_file_free(&cf); return 2; }
+    vf_name_list codes;
+    if (vf_name_list_parse(&codes, codes_csv, "class list", 2, &err)) { fprintf(stderr, "vflclip evaluate: %s\n", err.msg); vf_context_file_free(&cf); return 2; }
     int rc = 1;
     vf_coop *coop = NULL;
     vf_coop_setup s;
@@ -166,7 +167,7 @@ out:
     vf_coop_free(coop);
     vf_coop_setup_close(&s);
 out_noset:
-    vf_class_list_free(&codes);
+    vf_name_list_free(&codes);
     vf_context_file_free(&cf);
     return rc;
 }

@@ -1,6 +1,7 @@
 /* cmd_train: `vflclip train` — CoOp prompt tuning in one process: cached
  * image embeddings, the prompt learner over the frozen text tower, the
  * trainer loop, and the run directory (see coop/trainer.h). */
+#include "util/name_list.h"
 #include "cli/commands.h"
 #include "cli/coop_options.h"
 #include "cli/coop_setup.h"
@@ -19,7 +20,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define DEFAULT_TEMPLATE "{ctx} {class}."
 
 static void usage(FILE *o) {
     fprintf(o,
@@ -31,7 +31,7 @@ static void usage(FILE *o) {
         "  --data PATH            MedMNIST .npz, labels .csv (image_id,dx[,split]) or a folder with labels.csv\n"
         "  --out RUN_DIR          metrics.jsonl, test_metrics.json, context.safetensors, *.png\n"
         "prompt:\n"
-        "  --template T           with {ctx} and {class} slots (default \"" DEFAULT_TEMPLATE "\")\n"
+        "  --template T           with {ctx} and {class} slots (default \"" VF_COOP_DEFAULT_TEMPLATE "\")\n"
         "  --classes a,b,...      class names in label order (default: the 7 DermaMNIST names)\n"
         "  --n-ctx N              context vectors (default 16)\n"
         "  --init-words W         initialise the context from these words (n_ctx = their token count)\n"
@@ -215,8 +215,8 @@ int vf_cmd_train(int argc, char **argv) {
     int prc = parse_args(&a, argc, argv);
     if (prc) return prc == 1 ? 0 : prc;
     vf_error err = {{0}};
-    vf_class_list names, codes;
-    if (vf_class_list_parse(&names, a.classes, &err) || vf_class_list_parse(&codes, a.class_codes, &err)) {
+    vf_name_list names, codes;
+    if (vf_name_list_parse(&names, a.classes, "class list", 2, &err) || vf_name_list_parse(&codes, a.class_codes, "class list", 2, &err)) {
         fprintf(stderr, "vflclip train: %s\n", err.msg);
         return 2;
     }
@@ -254,7 +254,7 @@ int vf_cmd_train(int argc, char **argv) {
     cc.n_ctx = a.n_ctx;
     cc.csc = a.csc;
     cc.class_pos = a.class_pos;
-    cc.template_ = a.template_ ? a.template_ : DEFAULT_TEMPLATE;
+    cc.template_ = a.template_ ? a.template_ : VF_COOP_DEFAULT_TEMPLATE;
     cc.init_words = a.init_words;
     cc.seed = a.seed;
     if (vf_coop_create(&coop, &cc, &s.text.w, s.tok, class_names, C, &err)) { fprintf(stderr, "vflclip train: %s\n", err.msg); goto out; }
@@ -319,7 +319,7 @@ out:
     vf_coop_setup_close(&s);
 out_noset:
     free(init_ctx);
-    vf_class_list_free(&names);
-    vf_class_list_free(&codes);
+    vf_name_list_free(&names);
+    vf_name_list_free(&codes);
     return rc;
 }

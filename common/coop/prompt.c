@@ -137,7 +137,7 @@ int vf_coop_create(vf_coop **out, const vf_coop_config *cfg, const vf_clip_text_
                    const vf_tokenizer *tok, const char *const *class_names, int n_classes, vf_error *err) {
     *out = NULL;
     const int max_len = tower->cfg.max_positions, W = tower->cfg.enc.hidden_size;
-    const char *tmpl = cfg->template_ ? cfg->template_ : "{ctx} {class}.";
+    const char *tmpl = cfg->template_ ? cfg->template_ : VF_COOP_DEFAULT_TEMPLATE;
     if (n_classes < 1) return vf_fail(err, "CoOp: no class names");
     if (max_len > VF_CLIP_CONTEXT_LENGTH || max_len < 3)
         return vf_fail(err, "CoOp: text tower has %d positions (supported: 3..%d)", max_len, VF_CLIP_CONTEXT_LENGTH);

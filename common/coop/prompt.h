@@ -29,13 +29,16 @@
 #include "cpu/clip_text.h"
 #include "util/vf_error.h"
 
+/* CoOp's own prompt: the context vectors, then the class name. */
+#define VF_COOP_DEFAULT_TEMPLATE "{ctx} {class}."
+
 typedef enum { VF_CLASS_END = 0, VF_CLASS_MIDDLE, VF_CLASS_FRONT } vf_class_pos;
 
 typedef struct vf_coop_config {
     int n_ctx;               /* default 16; ignored when init_words is given */
     int csc;                 /* class-specific contexts */
     vf_class_pos class_pos;
-    const char *template_;   /* e.g. "a dermatoscopic image of {ctx} {class}."; NULL = "{ctx} {class}." (CoOp's) */
+    const char *template_;   /* e.g. "a dermatoscopic image of {ctx} {class}."; NULL = VF_COOP_DEFAULT_TEMPLATE */
     const char *init_words;  /* NULL = random N(0, 0.02) with the seed; else e.g. "a photo of a" */
     unsigned long long seed;
 } vf_coop_config;

@@ -1,5 +1,6 @@
 /* peer_limits: bounds on what a peer declares (see peer_limits.h). */
 #include "daemon/peer_limits.h"
+#include "data/dataset.h"
 
 #include <string.h>
 
@@ -30,13 +31,6 @@ int vf_size_mul3(size_t a, size_t b, size_t c, size_t *total, vf_error *err) {
     return 0;
 }
 
-static int split_index(const char *s) {
-    static const char *const names[3] = {"train", "val", "test"};
-    for (int k = 0; k < 3; k++)
-        if (!strcmp(s, names[k])) return k;
-    return -1;
-}
-
 int vf_peer_check_hello(const Vflclip__V1__Hello *h, uint64_t split_n[3], vf_error *err) {
     if (vf_peer_check_name("Hello name", h->name, err) || vf_peer_check_name("model_fingerprint", h->model_fingerprint, err) ||
         vf_peer_check_name("preprocessing_fingerprint", h->preprocessing_fingerprint, err) ||
@@ -50,8 +44,8 @@ int vf_peer_check_hello(const Vflclip__V1__Hello *h, uint64_t split_n[3], vf_err
     for (size_t i = 0; i < h->n_splits; i++) {
         const Vflclip__V1__SplitSize *s = h->splits[i];
         if (vf_peer_check_name("split name", s->split, err)) return -1;
-        int k = split_index(s->split);
-        if (k < 0) return vf_fail(err, "unknown split '%s' (train, val or test)", s->split);
+        vf_split k;
+        if (vf_split_parse(s->split, &k)) return vf_fail(err, "unknown split '%s' (train, val or test)", s->split);
         if (seen[k]++) return vf_fail(err, "split '%s' is declared twice", s->split);
         if (s->count > VF_PEER_MAX_SPLIT_EXAMPLES)
             return vf_fail(err, "split '%s' declares %llu examples, over the limit of %u", s->split,

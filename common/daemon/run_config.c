@@ -1,4 +1,5 @@
 /* run_config: the [run] schema and its parser (see run_config.h). */
+#include "util/name_list.h"
 #include "daemon/run_config.h"
 
 #include <string.h>
@@ -34,21 +35,17 @@ const vf_ini_key vf_run_config_schema[] = {
 };
 
 static int parse_parties(vf_run_config *rc, const char *list, const char *name, vf_error *err) {
-    char buf[8192];
-    snprintf(buf, sizeof buf, "%s", list);
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        while (*tok == ' ') tok++;
-        size_t n = strlen(tok);
-        while (n && tok[n - 1] == ' ') tok[--n] = 0;
-        if (!n) continue;
-        if (rc->n_parties == VF_RUN_MAX_PARTIES) return vf_fail(err, "%s: [run] image_parties: more than %d", name, VF_RUN_MAX_PARTIES);
-        if (n >= sizeof rc->parties[0]) return vf_fail(err, "%s: [run] image_parties: name '%s' too long", name, tok);
-        for (int i = 0; i < rc->n_parties; i++)
-            if (!strcmp(rc->parties[i], tok)) return vf_fail(err, "%s: [run] image_parties: '%s' listed twice", name, tok);
-        memcpy(rc->parties[rc->n_parties++], tok, n + 1);
+    vf_name_list l;
+    if (vf_name_list_parse(&l, list, "[run] image_parties", 0, err)) return vf_error_prefix(err, "%s", name);
+    int rc_ = 0;
+    if (l.n > VF_RUN_MAX_PARTIES) rc_ = vf_fail(err, "%s: [run] image_parties: more than %d", name, VF_RUN_MAX_PARTIES);
+    for (int i = 0; i < l.n && rc_ == 0; i++) {
+        if (strlen(l.names[i]) >= sizeof rc->parties[0])
+            rc_ = vf_fail(err, "%s: [run] image_parties: name '%s' too long", name, l.names[i]);
+        else snprintf(rc->parties[rc->n_parties++], sizeof rc->parties[0], "%s", l.names[i]);
     }
-    return 0;
+    vf_name_list_free(&l);
+    return rc_;
 }
 
 int vf_run_config_parse(const char *text, const char *name, vf_run_config *rc, vf_error *err) {

@@ -32,6 +32,7 @@ def reference(fed, tmp_path_factory):
 
 
 def start_and_kill(fed, run_id, victim):
+    fed.wait_parties(4)                      # a party restarted by the test before may still be dialling
     fed.cli("run", "start", *FLAGS, "--checkpoint-every", "5", "--run-id", run_id)
     s = fed.wait_state(lambda s: s["run_id"] == run_id and s["step"] >= KILL_AT, what=f"step {KILL_AT}")
     assert s["state"].startswith("training"), f"the run got past training before the kill: {s}"
