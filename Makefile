@@ -257,6 +257,13 @@ asan:
 	  echo "sanitizer reports (ASan/UBSan/LSan) in $(ASAN_REPORTS):"; head -n 40 $(ASAN_REPORTS)/*; s=1; fi; \
 	exit $$s
 
+# The same tree against mbedTLS 3.6 (Debian 13's packages, fetched and
+# unpacked under /tmp, system untouched), built in $(BUILD)-mbedtls36, and the
+# TLS tests on it (tests/mbedtls36-check.sh; docs/rpc.md).
+.PHONY: mbedtls36-check
+mbedtls36-check:
+	BUILD=$(BUILD)-mbedtls36 JOBS=2 PYTHON=$(PYTHON) tests/mbedtls36-check.sh
+
 clean:
 	rm -rf $(BUILD)
 

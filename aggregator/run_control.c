@@ -9,11 +9,11 @@
 #include "formats/sealed_json.h"
 #include "util/fileio.h"
 #include "util/log.h"
+#include "util/sha256.h"
 
 #include <cJSON.h>
 #include <inttypes.h>
 #include <math.h>
-#include <mbedtls/sha256.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -282,7 +282,7 @@ static int new_transcript_part(const char *dir, const char *id, const char *conf
     vf_transcript t;
     if (vf_transcript_open(&t, path, id, err)) return -1;
     vf_transcript_entry e = {.sender = g_agg.me.serial_hex, .receiver = "-", .kind = VF_TRANSCRIPT_RUN_START};
-    mbedtls_sha256_ret((const unsigned char *)config_text, strlen(config_text), e.sha256, 0);
+    vf_sha256(config_text, strlen(config_text), e.sha256);
     int rc = vf_transcript_append(&t, &e, err) || vf_transcript_commit(&t, err) ? -1 : 0;
     vf_transcript_close(&t);
     return rc;

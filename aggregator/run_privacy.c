@@ -9,9 +9,9 @@
 #include "privacy/embed_dp.h"
 #include "util/fileio.h"
 #include "util/log.h"
+#include "util/sha256.h"
 
 #include <math.h>
-#include <mbedtls/sha256.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +22,7 @@
 static int own_record(const char *kind, const char *text, vf_error *err) {
     agg_run *r = &g_agg.run;
     vf_transcript_entry e = {.sender = g_agg.me.serial_hex, .receiver = "-", .kind = kind, .step = (uint64_t)r->sess.committed_step};
-    mbedtls_sha256_ret((const unsigned char *)(text ? text : ""), text ? strlen(text) : 0, e.sha256, 0);
+    vf_sha256((const unsigned char *)(text ? text : ""), text ? strlen(text) : 0, e.sha256);
     return vf_transcript_append(&r->transcript, &e, err);
 }
 
@@ -122,7 +122,7 @@ void agg_transcript_record(const vf_peer_identity *peer, int sent, const Protobu
                              .receiver = sent ? peer->serial_hex : g_agg.me.serial_hex};
     e.kind = vf_transcript_kind(m, &e.step);
     e.task = sent ? ((const Vflclip__V1__AggregatorMessage *)m)->task_id : ((const Vflclip__V1__PartyMessage *)m)->task_id;
-    if (raw) mbedtls_sha256_ret(raw, len, e.sha256, 0);
+    if (raw) vf_sha256(raw, len, e.sha256);
     else vf_pb_sha256(m, e.sha256);
     if (sent && ((const Vflclip__V1__AggregatorMessage *)m)->body_case == VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_TEXT_BACKWARD) {
         e.has_loss = 1;

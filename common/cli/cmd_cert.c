@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "pki/mbedtls_compat.h"
 #include "pki/pki.h"
 #include "pki/pki_ca.h"
 #include "pki/pki_crl.h"
@@ -45,14 +46,14 @@ static void print_key_usage(const mbedtls_x509_crt *crt) {
         {MBEDTLS_X509_KU_KEY_AGREEMENT, "keyAgreement"},         {MBEDTLS_X509_KU_KEY_CERT_SIGN, "keyCertSign"},
         {MBEDTLS_X509_KU_CRL_SIGN, "cRLSign"},
     };
-    if (crt->ext_types & MBEDTLS_X509_EXT_KEY_USAGE) {
+    if (vf_mbedtls_crt_has_ext(crt, MBEDTLS_X509_EXT_KEY_USAGE)) {
         printf("%-13s", "key usage:");
         const char *sep = "";
         for (size_t i = 0; i < sizeof ku / sizeof ku[0]; i++)
-            if (crt->key_usage & ku[i].bit) { printf("%s%s", sep, ku[i].name); sep = ", "; }
+            if (vf_mbedtls_crt_key_usage(crt) & ku[i].bit) { printf("%s%s", sep, ku[i].name); sep = ", "; }
         printf("\n");
     }
-    if (crt->ext_types & MBEDTLS_X509_EXT_EXTENDED_KEY_USAGE) {
+    if (vf_mbedtls_crt_has_ext(crt, MBEDTLS_X509_EXT_EXTENDED_KEY_USAGE)) {
         printf("%-13s", "ext usage:");
         const char *sep = "";
         for (const mbedtls_x509_sequence *s = &crt->ext_key_usage; s && s->buf.p; s = s->next) {
@@ -68,7 +69,7 @@ static void print_key_usage(const mbedtls_x509_crt *crt) {
 }
 
 static void print_sans(const mbedtls_x509_crt *crt) {
-    if (!(crt->ext_types & MBEDTLS_X509_EXT_SUBJECT_ALT_NAME)) return;
+    if (!vf_mbedtls_crt_has_ext(crt, MBEDTLS_X509_EXT_SUBJECT_ALT_NAME)) return;
     printf("%-13s", "alt names:");
     const char *sep = "";
     for (const mbedtls_x509_sequence *s = &crt->subject_alt_names; s && s->buf.p; s = s->next) {
@@ -95,7 +96,7 @@ static void show_crt(const char *path, const mbedtls_x509_crt *crt) {
     if (vf_pki_identity_from_crt(crt, &id, &err) == 0) {
         printf("%-13s%s\n", "role:", vf_role_name(id.role));
         printf("%-13s%s\n", "name:", id.name);
-    } else if (crt->ca_istrue) {
+    } else if (vf_mbedtls_crt_is_ca(crt)) {
         printf("%-13s%s\n", "role:", "none (the federation CA)");
     } else {
         printf("%-13snone (%s)\n", "role:", err.msg);
@@ -108,7 +109,7 @@ static void show_crt(const char *path, const mbedtls_x509_crt *crt) {
     print_time("not after:", &crt->valid_to);
     long long left = days_left(&crt->valid_to);
     printf("%-13s%lld%s\n", "days left:", left, left < 0 ? " (expired)" : "");
-    printf("%-13s%s\n", "ca:", crt->ca_istrue ? "yes" : "no");
+    printf("%-13s%s\n", "ca:", vf_mbedtls_crt_is_ca(crt) ? "yes" : "no");
     print_key_usage(crt);
     print_sans(crt);
 }

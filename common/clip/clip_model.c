@@ -2,9 +2,9 @@
 #include "clip/clip_model.h"
 #include "clip/open_clip_model.h" /* issue 5: OpenCLIP checkpoint directories */
 #include "clip/weight_binder.h"
+#include "util/sha256.h"
 
 #include <math.h>
-#include <mbedtls/sha256.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -190,36 +190,34 @@ int vf_vision_encode(vf_vision_tower *t, const float *pixels, int B, float *out,
 }
 
 /* ---- fingerprint ------------------------------------------------------------- */
-static void sha_u64(mbedtls_sha256_context *c, uint64_t v) {
+static void sha_u64(vf_sha256_ctx *c, uint64_t v) {
     unsigned char b[8];
     for (int i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i));
-    mbedtls_sha256_update_ret(c, b, 8);
+    vf_sha256_add(c, b, 8);
 }
 
 int vf_clip_fingerprint(const vf_safetensors *st, const vf_clip_config *cfg, unsigned char out[VF_FINGERPRINT_LEN], vf_error *err) {
     char *json = vf_clip_config_to_json(cfg);
     if (!json) return vf_fail(err, "fingerprint: out of memory");
-    mbedtls_sha256_context c;
-    mbedtls_sha256_init(&c);
-    mbedtls_sha256_starts_ret(&c, 0);
-    mbedtls_sha256_update_ret(&c, (const unsigned char *)json, strlen(json) + 1);
+    vf_sha256_ctx c;
+    vf_sha256_begin(&c);
+    vf_sha256_add(&c, (const unsigned char *)json, strlen(json) + 1);
     free(json);
     /* Tensors are sorted by name, so both towers hash the same sequence.  Sample
      * 64 bytes from the start, middle and end of each: a different checkpoint
      * with the same shapes differs there with overwhelming probability. */
     for (int i = 0; i < st->n_tensors; i++) {
         const vf_st_tensor *t = &st->tensors[i];
-        mbedtls_sha256_update_ret(&c, (const unsigned char *)t->name, strlen(t->name) + 1);
+        vf_sha256_add(&c, (const unsigned char *)t->name, strlen(t->name) + 1);
         sha_u64(&c, (uint64_t)t->dtype);
         sha_u64(&c, (uint64_t)t->ndim);
         for (int d = 0; d < t->ndim; d++) sha_u64(&c, (uint64_t)t->shape[d]);
         size_t n = t->end - t->begin, k = n < 64 ? n : 64;
-        mbedtls_sha256_update_ret(&c, t->data, k);
-        mbedtls_sha256_update_ret(&c, t->data + (n - k) / 2, k);
-        mbedtls_sha256_update_ret(&c, t->data + n - k, k);
+        vf_sha256_add(&c, t->data, k);
+        vf_sha256_add(&c, t->data + (n - k) / 2, k);
+        vf_sha256_add(&c, t->data + n - k, k);
     }
-    mbedtls_sha256_finish_ret(&c, out);
-    mbedtls_sha256_free(&c);
+    vf_sha256_end(&c, out);
     return 0;
 }
 

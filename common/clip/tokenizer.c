@@ -8,10 +8,10 @@
  * everywhere" loop but O(n log n) in the word length, and without a cache. */
 #include "clip/tokenizer_internal.h"
 #include "util/fileio.h"
+#include "util/sha256.h"
 
 #include <cJSON.h>
 #include <math.h>
-#include <mbedtls/sha256.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,24 +151,22 @@ int vf_tokenizer_fingerprint(const vf_tokenizer *t, char hex[65], vf_error *err)
     }
     for (size_t i = 0; i < t->merge_cap; i++)
         if (t->merge_keys[i] != EMPTY_KEY) merge_by_rank[t->merge_rank[i]] = t->merge_keys[i];
-    mbedtls_sha256_context c;
-    mbedtls_sha256_init(&c);
-    mbedtls_sha256_starts_ret(&c, 0);
+    vf_sha256_ctx c;
+    vf_sha256_begin(&c);
     for (int id = 0; id < t->vocab_size; id++) {
         const char *s = by_id[id] ? by_id[id] : "";
-        mbedtls_sha256_update_ret(&c, (const unsigned char *)s, strlen(s));
-        mbedtls_sha256_update_ret(&c, (const unsigned char *)"\n", 1);
+        vf_sha256_add(&c, (const unsigned char *)s, strlen(s));
+        vf_sha256_add(&c, (const unsigned char *)"\n", 1);
     }
     for (int r = 0; r < t->n_merges; r++) {
         const char *a = by_id[merge_by_rank[r] >> 32], *b = by_id[(uint32_t)merge_by_rank[r]];
-        mbedtls_sha256_update_ret(&c, (const unsigned char *)a, strlen(a));
-        mbedtls_sha256_update_ret(&c, (const unsigned char *)" ", 1);
-        mbedtls_sha256_update_ret(&c, (const unsigned char *)b, strlen(b));
-        mbedtls_sha256_update_ret(&c, (const unsigned char *)"\n", 1);
+        vf_sha256_add(&c, (const unsigned char *)a, strlen(a));
+        vf_sha256_add(&c, (const unsigned char *)" ", 1);
+        vf_sha256_add(&c, (const unsigned char *)b, strlen(b));
+        vf_sha256_add(&c, (const unsigned char *)"\n", 1);
     }
     unsigned char d[32];
-    mbedtls_sha256_finish_ret(&c, d);
-    mbedtls_sha256_free(&c);
+    vf_sha256_end(&c, d);
     for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
     free(by_id);
     free(merge_by_rank);

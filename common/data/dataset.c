@@ -2,8 +2,8 @@
 #include "data/dataset.h"
 #include "data/dataset_internal.h"
 #include "util/fileio.h"
+#include "util/sha256.h"
 
-#include <mbedtls/sha256.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,23 +87,21 @@ void vf_dataset_close(vf_dataset *ds) {
 int vf_dataset_image_hash(const vf_dataset *ds, vf_split s, int i, unsigned char hash[32], vf_error *err) {
     const vf_split_data *d = &ds->split[s];
     if (i < 0 || i >= d->n) return vf_fail(err, "%s: %s image %d out of range (%d images)", ds->source, vf_split_name(s), i, d->n);
-    mbedtls_sha256_context c;
-    mbedtls_sha256_init(&c);
-    mbedtls_sha256_starts_ret(&c, 0);
+    vf_sha256_ctx c;
+    vf_sha256_begin(&c);
     if (d->pixels) {
         unsigned char dims[8] = {d->h, d->h >> 8, d->h >> 16, d->h >> 24, d->w, d->w >> 8, d->w >> 16, d->w >> 24};
         size_t bytes = (size_t)d->h * d->w * 3;
-        mbedtls_sha256_update_ret(&c, dims, sizeof dims);
-        mbedtls_sha256_update_ret(&c, d->pixels + (size_t)i * bytes, bytes);
+        vf_sha256_add(&c, dims, sizeof dims);
+        vf_sha256_add(&c, d->pixels + (size_t)i * bytes, bytes);
     } else {
         char *data;
         size_t len;
-        if (vf_read_file(d->paths[i], &data, &len, err)) { mbedtls_sha256_free(&c); return -1; }
-        mbedtls_sha256_update_ret(&c, (const unsigned char *)data, len);
+        if (vf_read_file(d->paths[i], &data, &len, err)) { vf_sha256_end(&c, hash); return -1; }
+        vf_sha256_add(&c, (const unsigned char *)data, len);
         free(data);
     }
-    mbedtls_sha256_finish_ret(&c, hash);
-    mbedtls_sha256_free(&c);
+    vf_sha256_end(&c, hash);
     return 0;
 }
 

@@ -4,8 +4,8 @@
 #include "image/image_io.h"
 #include "util/fileio.h"
 #include "util/log.h"
+#include "util/sha256.h"
 
-#include <mbedtls/sha256.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,19 +46,17 @@ int vf_embed_cache_key(const vf_dataset *ds, vf_split s, const vf_image_encoder 
                        fp, enc->compute, enc->image_size, pp->shortest_edge, pp->crop_h, pp->crop_w, pp->do_resize, pp->do_center_crop,
                        pp->do_normalize, pp->rescale, pp->mean[0], pp->mean[1], pp->mean[2], pp->std[0], pp->std[1],
                        pp->std[2], ds->split[s].n);
-    mbedtls_sha256_context c;
-    mbedtls_sha256_init(&c);
-    mbedtls_sha256_starts_ret(&c, 0);
-    mbedtls_sha256_update_ret(&c, (const unsigned char *)head, (size_t)len);
+    vf_sha256_ctx c;
+    vf_sha256_begin(&c);
+    vf_sha256_add(&c, (const unsigned char *)head, (size_t)len);
     int rc = 0;
     for (int i = 0; i < ds->split[s].n && rc == 0; i++) {
         unsigned char h[32];
         rc = vf_dataset_image_hash(ds, s, i, h, err);
-        mbedtls_sha256_update_ret(&c, h, 32);
+        vf_sha256_add(&c, h, 32);
     }
     unsigned char digest[32];
-    mbedtls_sha256_finish_ret(&c, digest);
-    mbedtls_sha256_free(&c);
+    vf_sha256_end(&c, digest);
     if (rc == 0) hex(digest, 32, key);
     return rc;
 }

@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <mbedtls/error.h>
-#include <mbedtls/md.h>
 #include <mbedtls/oid.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "pki/mbedtls_compat.h"
 #include "util/fileio.h"
 #include "util/log.h"
 
@@ -162,13 +162,9 @@ int vf_pki_check_crl(const mbedtls_x509_crl *crl, const mbedtls_x509_crt *ca, co
     for (const mbedtls_x509_crl *c = crl; c && c->version != 0; c = c->next) {
         if (c->issuer_raw.len != ca->subject_raw.len || memcmp(c->issuer_raw.p, ca->subject_raw.p, c->issuer_raw.len) != 0)
             return vf_fail(err, "%s: issued by a different CA than the federation's", path);
-        const mbedtls_md_info_t *md = mbedtls_md_info_from_type(c->sig_md);
-        unsigned char hash[MBEDTLS_MD_MAX_SIZE];
-        if (!md || mbedtls_md(md, c->tbs.p, c->tbs.len, hash) != 0)
-            return vf_fail(err, "%s: unsupported signature digest", path);
-        if (mbedtls_pk_verify_ext(c->sig_pk, c->sig_opts, (mbedtls_pk_context *)&ca->pk, c->sig_md, hash,
-                                  mbedtls_md_get_size(md), c->sig.p, c->sig.len) != 0)
-            return vf_fail(err, "%s: signature does not verify against the federation CA", path);
+        int sig = vf_mbedtls_crl_signed_by(c, &ca->pk);
+        if (sig == VF_MBEDTLS_SIG_DIGEST) return vf_fail(err, "%s: unsupported signature digest", path);
+        if (sig != 0) return vf_fail(err, "%s: signature does not verify against the federation CA", path);
         if (c->next_update.year != 0 && mbedtls_x509_time_is_past(&c->next_update))
             return vf_fail(err, "%s: expired on %04d-%02d-%02d %02d:%02d:%02d UTC; re-sign it with `vflclip cert crl --ca DIR/ca`", path,
                            c->next_update.year, c->next_update.mon, c->next_update.day, c->next_update.hour,

@@ -5,7 +5,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <mbedtls/md.h>
 #include <mbedtls/platform_util.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pki/mbedtls_compat.h"
 #include "pki/pki_crl.h"
 #include "util/fileio.h"
 
@@ -130,12 +130,12 @@ int vf_pki_ca_open(vf_pki_ca *ca, const char *dir, vf_error *err) {
     snprintf(path, sizeof path, "%s/%s", dir, VF_PKI_CA_CRT_FILE);
     if (vf_pki_load_crt(path, &ca->crt, err) != 0) return -1;
     if (ca->crt.next != NULL) return vf_fail(err, "%s: holds more than one certificate", path);
-    if (!ca->crt.ca_istrue) return vf_fail(err, "%s: is not a CA certificate", path);
+    if (!vf_mbedtls_crt_is_ca(&ca->crt)) return vf_fail(err, "%s: is not a CA certificate", path);
     snprintf(path, sizeof path, "%s/%s", dir, VF_PKI_CA_KEY_FILE);
     struct stat st;
     if (stat(path, &st) == 0 && (st.st_mode & 077) != 0) return vf_fail(err, "%s: mode %03o lets others read the CA key; chmod 600 it", path, st.st_mode & 0777);
     if (vf_pki_load_key(path, &ca->key, err) != 0) return -1;
-    if (mbedtls_pk_check_pair(&ca->crt.pk, &ca->key) != 0) return vf_fail(err, "%s: does not match %s/%s", path, dir, VF_PKI_CA_CRT_FILE);
+    if (vf_mbedtls_pk_check_pair(&ca->crt.pk, &ca->key) != 0) return vf_fail(err, "%s: does not match %s/%s", path, dir, VF_PKI_CA_CRT_FILE);
     return 0;
 }
 
@@ -147,12 +147,9 @@ void vf_pki_ca_close(vf_pki_ca *ca) {
 int vf_pki_ca_issued(const vf_pki_ca *ca, const mbedtls_x509_crt *crt, vf_error *err) {
     if (crt->issuer_raw.len != ca->crt.subject_raw.len || memcmp(crt->issuer_raw.p, ca->crt.subject_raw.p, crt->issuer_raw.len) != 0)
         return vf_fail(err, "certificate was issued by a different CA");
-    const mbedtls_md_info_t *md = mbedtls_md_info_from_type(crt->sig_md);
-    unsigned char hash[MBEDTLS_MD_MAX_SIZE];
-    if (!md || mbedtls_md(md, crt->tbs.p, crt->tbs.len, hash) != 0) return vf_fail(err, "certificate uses an unsupported digest");
-    if (mbedtls_pk_verify_ext(crt->sig_pk, crt->sig_opts, (mbedtls_pk_context *)&ca->crt.pk, crt->sig_md, hash, mbedtls_md_get_size(md),
-                              crt->sig.p, crt->sig.len) != 0)
-        return vf_fail(err, "certificate's signature does not verify under this CA");
+    int sig = vf_mbedtls_crt_signed_by(crt, &ca->crt.pk);
+    if (sig == VF_MBEDTLS_SIG_DIGEST) return vf_fail(err, "certificate uses an unsupported digest");
+    if (sig != 0) return vf_fail(err, "certificate's signature does not verify under this CA");
     return 0;
 }
 

@@ -7,12 +7,13 @@
 #include <mbedtls/error.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/pem.h>
-#include <mbedtls/sha1.h>
-#include <mbedtls/sha256.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "pki/mbedtls_compat.h"
+#include "util/sha256.h"
 
 int vf_der_wrap(unsigned char **p, unsigned char *start, unsigned char tag, size_t content_len) {
     size_t len = 0;
@@ -75,7 +76,7 @@ int vf_der_key_id(mbedtls_pk_context *key, unsigned char id[20], vf_error *err) 
     unsigned char *p = buf + sizeof buf;
     int n = mbedtls_pk_write_pubkey(&p, buf, key);
     if (n < 0) return vf_der_fail(err, n, "encoding the public key");
-    int ret = mbedtls_sha1_ret(p, (size_t)n, id);
+    int ret = vf_mbedtls_sha1(p, (size_t)n, id);
     return ret != 0 ? vf_der_fail(err, ret, "hashing the public key") : 0;
 }
 
@@ -83,9 +84,9 @@ int vf_der_sign_to_pem(const unsigned char *tbs, size_t tbs_len, mbedtls_pk_cont
                        const char *label, char *pem, size_t pem_size, vf_error *err) {
     unsigned char hash[32], sig[MBEDTLS_ECDSA_MAX_LEN];
     size_t sig_len = 0;
-    int ret = mbedtls_sha256_ret(tbs, tbs_len, hash, 0);
-    if (ret == 0)
-        ret = mbedtls_pk_sign(key, MBEDTLS_MD_SHA256, hash, sizeof hash, sig, &sig_len, mbedtls_ctr_drbg_random, drbg);
+    vf_sha256(tbs, tbs_len, hash);
+    int ret = vf_mbedtls_pk_sign(key, MBEDTLS_MD_SHA256, hash, sizeof hash, sig, sizeof sig, &sig_len, mbedtls_ctr_drbg_random,
+                                 drbg);
     if (ret != 0) return vf_der_fail(err, ret, "signing");
 
     size_t cap = tbs_len + sig_len + 64;

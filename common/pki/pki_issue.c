@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "pki/mbedtls_compat.h"
 #include "pki/pki_der.h"
 #include "util/fileio.h"
 
@@ -54,11 +55,11 @@ int vf_pki_load_key(const char *path, mbedtls_pk_context *key, vf_error *err) {
     if (vf_read_file(path, &data, &len, err) != 0) return -1;
     /* mbedtls takes PEM only NUL-terminated (the NUL counted), DER exactly. */
     int pem = strstr(data, "-----BEGIN") != NULL;
-    int ret = mbedtls_pk_parse_key(key, (const unsigned char *)data, pem ? len + 1 : len, NULL, 0);
+    int ret = vf_mbedtls_pk_parse_key(key, (const unsigned char *)data, pem ? len + 1 : len);
     mbedtls_platform_zeroize(data, len);
     free(data);
     if (ret != 0) return vf_der_fail(err, ret, path);
-    if (mbedtls_pk_get_type(key) != MBEDTLS_PK_ECKEY || mbedtls_pk_ec(*key)->grp.id != MBEDTLS_ECP_DP_SECP256R1)
+    if (mbedtls_pk_get_type(key) != MBEDTLS_PK_ECKEY || vf_mbedtls_pk_ec_group(key) != MBEDTLS_ECP_DP_SECP256R1)
         return vf_fail(err, "%s: not an ECDSA P-256 key", path);
     return 0;
 }
@@ -233,7 +234,7 @@ static int name_der(const char *text, unsigned char *buf, size_t size, const uns
     mbedtls_asn1_named_data *names = NULL;
     int ret = mbedtls_x509_string_to_names(&names, text);
     unsigned char *p = buf + size;
-    if (ret == 0) ret = mbedtls_x509_write_names(&p, buf, names);
+    if (ret == 0) ret = vf_mbedtls_write_names(&p, buf, names);
     mbedtls_asn1_free_named_data_list(&names);
     if (ret < 0) return vf_der_fail(err, ret, text);
     if (p == buf + size) return vf_fail(err, "%s: empty name", text);

@@ -223,7 +223,8 @@ const uint8_t *vf_rpc_call_take_frame(vf_rpc_call *k, size_t length) {
     const uint8_t *p = k->sendq.p + k->sendq.off;
     k->sendq.off += length;
     c->queued -= length;
-    if (c->loop) c->tx_progress = uv_now(c->loop);
+    uint64_t now;
+    if (vf_rpc_conn_clock(c, &now)) c->tx_progress = now;
     if (k->drain_wanted && vf_rpc_buf_size(&k->sendq) < SEND_LOW_WATER) {
         k->drain_wanted = 0;
         k->drain_due = 1;
@@ -300,7 +301,8 @@ static uint8_t *send_reserve(vf_rpc_call *k, size_t len, vf_error *err) {
         vf_fail(err, "%s: out of memory queueing a %zu-byte message", k->path, len);
         return NULL;
     }
-    if (c->queued == 0 && c->loop) c->tx_progress = uv_now(c->loop);
+    uint64_t now;
+    if (c->queued == 0 && vf_rpc_conn_clock(c, &now)) c->tx_progress = now;
     c->queued += 5 + len;
     p[0] = 0;
     p[1] = (uint8_t)(len >> 24);
@@ -346,7 +348,7 @@ void vf_rpc_call_set_user(vf_rpc_call *k, void *user) { k->user = user; }
 void *vf_rpc_call_user(const vf_rpc_call *k) { return k->user; }
 
 long long vf_rpc_call_deadline_left_ms(const vf_rpc_call *k) {
-    if (!k->deadline) return -1;
-    uint64_t now = uv_now(k->conn->loop);
+    uint64_t now;
+    if (!k->deadline || !vf_rpc_conn_clock(k->conn, &now)) return -1;
     return k->deadline > now ? (long long)(k->deadline - now) : 0;
 }

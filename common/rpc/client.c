@@ -181,7 +181,7 @@ void vf_rpc_call_cancel(vf_rpc_call *k) {
 
 void vf_rpc_client_on_conn_ready(vf_rpc_conn *c) {
     vf_rpc_client *cl = (vf_rpc_client *)c;
-    const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(&c->ssl);
+    const mbedtls_x509_crt *crt = c->type->peer_cert(c);
     if (!vf_rpc_tls_crt_names_host(crt, cl->server_name)) {
         vf_rpc_conn_close(c, "TLS handshake failed: the server certificate has no SAN for %s", cl->server_name);
         return;
@@ -237,7 +237,7 @@ static void on_connected(uv_connect_t *req, int status) {
     }
     uv_tcp_nodelay(&c->tcp, 1);
     vf_error err;
-    if (vf_rpc_conn_start_tls(c, cl->server_name, &err) < 0) {
+    if (vf_rpc_conn_start(c, cl->server_name, &err) < 0) {
         vf_rpc_conn_close(c, "%s", err.msg);
         return;
     }
@@ -287,7 +287,7 @@ int vf_rpc_client_connect(uv_loop_t *loop, const vf_rpc_client_config *cfg, cons
         return -1;
     }
     vf_rpc_conn *c = &cl->conn;
-    vf_rpc_conn_init(c, loop, 0, &cl->tls);
+    vf_rpc_conn_init(c, loop, 0, &vf_rpc_conn_tls, &cl->tls);
     snprintf(c->peer_addr, sizeof c->peer_addr, "%s", cl->authority);
     c->max_recv_message = cfg->max_recv_message ? cfg->max_recv_message : 4u << 20;
     c->stream_window = cfg->stream_window ? cfg->stream_window : 4u << 20;

@@ -1,16 +1,20 @@
-/* conn: one TCP connection of the transport, server or client side.
+/* conn: one connection of the transport, server or client side, whatever it
+ * runs over (its vf_rpc_conn_type, both defined below: TLS on a TCP socket,
+ * or the memory type of the fuzz targets and unit tests).  The core above the
+ * types calls only the type's functions for I/O.
  *
- * Bytes flow  socket -> read buffer -> (TLS BIO) mbedtls_ssl_read -> nghttp2 ->
- * streams, and  streams -> nghttp2_session_mem_send -> one-record staging ->
- * mbedtls_ssl_write -> (TLS BIO) out_fill -> uv_write.  The BIO never blocks:
- * an empty read buffer is MBEDTLS_ERR_SSL_WANT_READ ("in progress"), and the output
- * side always accepts into out_fill, which is double-buffered with the write in
- * flight so the steady state allocates nothing.  nghttp2 is only asked for more
- * output while out_fill is below a high-water mark, and reading stops while it
- * is far above it, so a peer that does not read cannot grow our memory.
+ * Bytes flow  wire -> vf_rpc_conn_input -> type->read (TLS: mbedtls_ssl_read)
+ * -> nghttp2 -> streams, and  streams -> nghttp2_session_mem_send ->
+ * one-record staging -> type->write (TLS: mbedtls_ssl_write into out_fill)
+ * -> type->flush (TCP: uv_write).  Reads never block: no input is "more input
+ * needed", and the output side always accepts into out_fill, which the TCP
+ * type double-buffers with the write in flight so the steady state allocates
+ * nothing.  nghttp2 is only asked for more output while out_fill is below a
+ * high-water mark, and the TCP type stops reading while it is far above it,
+ * so a peer that does not read cannot grow our memory.
  *
- * One uv timer per connection serves the handshake deadline, keepalive pings
- * and the deadlines of its calls. */
+ * One timer per connection (where the type has a clock) serves the handshake
+ * deadline, keepalive pings and the deadlines of its calls. */
 #include "rpc/rpc_internal.h"
 
 #include <stdarg.h>
@@ -20,17 +24,13 @@
 
 #include "util/log.h"
 
-#define RBUF_SIZE (256 * 1024)    /* large reads: fewer syscalls, fewer records split across reads */
-#define TLS_RECORD 16384
+#define TLS_RECORD 16384           /* staging unit: one full TLS record of plaintext */
 #define OUT_HIGH (1u << 20)        /* stop asking nghttp2 for output */
-#define OUT_STOP_READ (4u << 20)   /* stop reading the socket */
-#define CLOSE_FLUSH_MS 1000
+#define RBUF_SIZE (256 * 1024)     /* TLS type: large reads, fewer syscalls, fewer records split across reads */
+#define OUT_STOP_READ (4u << 20)   /* TLS type: stop reading the socket */
+#define CLOSE_FLUSH_MS 1000        /* TLS type: time to flush the last bytes of a closing connection */
 
 static _Thread_local uint8_t g_dbuf[TLS_RECORD + 2048]; /* decrypted record; used only inside one callback */
-/* Socket reads of every connection of this thread: on_read consumes all of a
- * read before it returns (mbedTLS keeps a partial record in its own input
- * buffer), so one buffer serves them all and an idle connection holds none. */
-static _Thread_local uint8_t g_rbuf[RBUF_SIZE];
 
 uint8_t *vf_rpc_buf_extend(vf_rpc_buf *b, size_t n) {
     if (b->off == b->len) b->off = b->len = 0;
@@ -69,61 +69,31 @@ void vf_rpc_buf_free(vf_rpc_buf *b) {
     memset(b, 0, sizeof *b);
 }
 
-/* ---- TLS BIO ------------------------------------------------------------- */
-
-static int bio_send(void *ctx, const unsigned char *buf, size_t len) {
-    vf_rpc_conn *c = ctx;
-    if (vf_rpc_buf_append(&c->out_fill, buf, len) < 0) return MBEDTLS_ERR_SSL_ALLOC_FAILED;
-    return (int)len;
-}
-
-static int bio_recv(void *ctx, unsigned char *buf, size_t len) {
-    vf_rpc_conn *c = ctx;
-    if (c->in_len == 0) return MBEDTLS_ERR_SSL_WANT_READ;
-    size_t n = len < c->in_len ? len : c->in_len;
-    memcpy(buf, c->in, n);
-    c->in += n;
-    c->in_len -= n;
-    return (int)n;
-}
-
 /* ---- life cycle ---------------------------------------------------------- */
 
-static void on_timer(uv_timer_t *t);
-
-void vf_rpc_conn_init(vf_rpc_conn *c, uv_loop_t *loop, int is_server, vf_rpc_tls *tls) {
+void vf_rpc_conn_init(vf_rpc_conn *c, uv_loop_t *loop, int is_server, const vf_rpc_conn_type *type, vf_rpc_tls *tls) {
+    c->type = type;
     c->loop = loop;
     c->is_server = is_server;
     c->tls = tls;
     c->state = CONN_TCP_CONNECTING;
     c->plain = malloc(TLS_RECORD);
-    mbedtls_ssl_init(&c->ssl);
-    if (loop) {
-        uv_tcp_init(loop, &c->tcp);
-        uv_timer_init(loop, &c->timer);
-        c->tcp.data = c;
-        c->timer.data = c;
-        c->handles_open = 2;
-    }
-    c->last_rx = loop ? uv_now(loop) : 0;
+    type->init(c);
+    uint64_t now;
+    c->last_rx = type->clock(c, &now) ? now : 0;
 }
 
-int vf_rpc_conn_start_tls(vf_rpc_conn *c, const char *hostname, vf_error *err) {
-    int ret = mbedtls_ssl_setup(&c->ssl, &c->tls->conf);
-    if (ret != 0) return vf_fail(err, "%s: TLS setup failed (-0x%04x)", c->peer_addr, -ret);
-    c->ssl_ready = 1;
+int vf_rpc_conn_start(vf_rpc_conn *c, const char *hostname, vf_error *err) {
+    if (c->type->start(c, hostname, err) < 0) return -1;
     if (!c->plain) return vf_fail(err, "%s: out of memory", c->peer_addr);
-    if (hostname && !vf_rpc_host_is_ip(hostname) && (ret = mbedtls_ssl_set_hostname(&c->ssl, hostname)) != 0)
-        return vf_fail(err, "%s: bad host name '%s' for TLS", c->peer_addr, hostname);
-    mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
     c->state = CONN_HANDSHAKE;
     return 0;
 }
 
-static void conn_free(vf_rpc_conn *c) {
+void vf_rpc_conn_free_now(vf_rpc_conn *c) {
     if (c->h2) nghttp2_session_del(c->h2);
     c->h2 = NULL;
-    mbedtls_ssl_free(&c->ssl);
+    c->type->free(c);
     free(c->plain);
     vf_rpc_buf_free(&c->out_fill);
     vf_rpc_buf_free(&c->out_flight);
@@ -132,21 +102,6 @@ static void conn_free(vf_rpc_conn *c) {
     else
         vf_rpc_client_on_conn_freed(c);
 }
-
-void vf_rpc_conn_free_now(vf_rpc_conn *c) { conn_free(c); }
-
-static void on_handle_closed(uv_handle_t *h) {
-    vf_rpc_conn *c = h->data;
-    if (--c->handles_open == 0) conn_free(c);
-}
-
-static void conn_close_handles(vf_rpc_conn *c) {
-    if (c->fuzz) return;
-    if (!uv_is_closing((uv_handle_t *)&c->tcp)) uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-    if (!uv_is_closing((uv_handle_t *)&c->timer)) uv_close((uv_handle_t *)&c->timer, on_handle_closed);
-}
-
-static void conn_write_start(vf_rpc_conn *c);
 
 void vf_rpc_conn_close(vf_rpc_conn *c, const char *fmt, ...) {
     if (c->state == CONN_CLOSED) return;
@@ -161,85 +116,19 @@ void vf_rpc_conn_close(vf_rpc_conn *c, const char *fmt, ...) {
            was_open ? c->peer.name : "-", c->close_reason);
     while (c->calls) vf_rpc_call_end(c->calls, VF_GRPC_UNAVAILABLE, c->close_reason);
     if (!c->is_server) vf_rpc_client_on_conn_closed(c);
-    if (c->fuzz) return;
-    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
-    c->reading = 0;
-    /* flush what is pending (GOAWAY, TLS alert), bounded by a short timer */
-    if (c->ssl_ready && was_open) mbedtls_ssl_close_notify(&c->ssl);
-    if (c->writing || vf_rpc_buf_size(&c->out_fill) > 0) {
-        conn_write_start(c);
-        uv_timer_start(&c->timer, on_timer, CLOSE_FLUSH_MS, 0);
-    } else {
-        conn_close_handles(c);
-    }
+    c->type->stop_reading(c);
+    /* flush what is pending (GOAWAY, TLS alert), bounded by the type */
+    if (was_open) c->type->shutdown(c);
+    c->type->close(c);
 }
 
 /* ---- output -------------------------------------------------------------- */
 
-static void on_write(uv_write_t *req, int status);
-
-static void conn_write_start(vf_rpc_conn *c) {
-    if (c->fuzz) {
-        c->out_fill.len = c->out_fill.off = 0;
-        return;
-    }
-    if (c->writing || vf_rpc_buf_size(&c->out_fill) == 0 || uv_is_closing((uv_handle_t *)&c->tcp)) return;
-    vf_rpc_buf t = c->out_flight;
-    c->out_flight = c->out_fill;
-    c->out_fill = t;
-    c->out_fill.len = c->out_fill.off = 0;
-    uv_buf_t b = uv_buf_init((char *)c->out_flight.p + c->out_flight.off, (unsigned)vf_rpc_buf_size(&c->out_flight));
-    c->wreq.data = c;
-    c->write_started = uv_now(c->loop);
-    int r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
-    if (r != 0) {
-        c->out_flight.len = c->out_flight.off = 0;
-        if (c->state == CONN_CLOSED)
-            conn_close_handles(c);
-        else
-            vf_rpc_conn_close(c, "write failed: %s", uv_strerror(r));
-        return;
-    }
-    c->writing = 1;
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-
-static void on_write(uv_write_t *req, int status) {
-    vf_rpc_conn *c = req->data;
-    c->writing = 0;
-    c->out_flight.len = c->out_flight.off = 0;
-    if (c->state == CONN_CLOSED) {
-        if (status == 0 && vf_rpc_buf_size(&c->out_fill) > 0)
-            conn_write_start(c);
-        else
-            conn_close_handles(c);
-        return;
-    }
-    if (status < 0) {
-        vf_rpc_conn_close(c, "write failed: %s", uv_strerror(status));
-        return;
-    }
-    if (!c->reading && vf_rpc_buf_size(&c->out_fill) < OUT_HIGH) vf_rpc_conn_start_reading(c);
-    vf_rpc_conn_pump(c);
-}
-
-static int tls_write_all(vf_rpc_conn *c, const uint8_t *p, size_t n) {
-    if (c->fuzz) return 0;
-    while (n > 0) {
-        int ret = mbedtls_ssl_write(&c->ssl, p, n);
-        if (ret == MBEDTLS_ERR_SSL_WANT_WRITE || ret == MBEDTLS_ERR_SSL_WANT_READ) continue;
-        if (ret < 0) {
-            char e[256];
-            vf_rpc_tls_describe(ret, &c->ssl, e, sizeof e);
-            vf_rpc_conn_close(c, "TLS write failed: %s", e);
-            return -1;
-        }
-        p += ret;
-        n -= (size_t)ret;
-    }
-    return 0;
+static int conn_write(vf_rpc_conn *c, const uint8_t *p, size_t n) {
+    char why[300];
+    if (c->type->write(c, p, n, why, sizeof why) == 0) return 0;
+    vf_rpc_conn_close(c, "%s", why);
+    return -1;
 }
 
 /* Collects nghttp2 output into full TLS records (one frame header plus a
@@ -247,7 +136,7 @@ static int tls_write_all(vf_rpc_conn *c, const uint8_t *p, size_t n) {
 static int stage(vf_rpc_conn *c, const uint8_t *data, size_t n) {
     while (n > 0) {
         if (c->plain_len == 0 && n >= TLS_RECORD) {
-            if (tls_write_all(c, data, TLS_RECORD) < 0) return -1;
+            if (conn_write(c, data, TLS_RECORD) < 0) return -1;
             data += TLS_RECORD;
             n -= TLS_RECORD;
             continue;
@@ -260,7 +149,7 @@ static int stage(vf_rpc_conn *c, const uint8_t *data, size_t n) {
         n -= take;
         if (c->plain_len == TLS_RECORD) {
             c->plain_len = 0;
-            if (tls_write_all(c, c->plain, TLS_RECORD) < 0) return -1;
+            if (conn_write(c, c->plain, TLS_RECORD) < 0) return -1;
         }
     }
     return 0;
@@ -269,7 +158,7 @@ static int stage(vf_rpc_conn *c, const uint8_t *data, size_t n) {
 static int stage_flush(vf_rpc_conn *c) {
     size_t n = c->plain_len;
     c->plain_len = 0;
-    return n ? tls_write_all(c, c->plain, n) : 0;
+    return n ? conn_write(c, c->plain, n) : 0;
 }
 
 static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t length, int flags, void *ud) {
@@ -328,45 +217,29 @@ void vf_rpc_conn_pump(vf_rpc_conn *c) {
     }
     c->in_pump = 0;
     if (c->state != CONN_CLOSED) {
-        conn_write_start(c);
+        c->type->flush(c);
         vf_rpc_conn_arm_timer(c);
     }
 }
 
 /* ---- input --------------------------------------------------------------- */
 
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-    *buf = uv_buf_init((char *)g_rbuf, RBUF_SIZE);
-}
-
 void vf_rpc_conn_start_reading(vf_rpc_conn *c) {
-    if (c->reading || c->fuzz || c->state == CONN_CLOSED) return;
-    if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read) == 0) c->reading = 1;
+    if (c->state == CONN_CLOSED) return;
+    c->type->start_reading(c);
 }
 
 static int handshake_step(vf_rpc_conn *c) {
-    int ret = mbedtls_ssl_handshake(&c->ssl);
-    if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) return 0;
-    if (ret != 0) {
-        char e[400];
-        vf_rpc_tls_describe(ret, &c->ssl, e, sizeof e);
-        if (c->is_server) vf_rpc_server_note_handshake_failure(c, e);
-        vf_rpc_conn_close(c, "TLS handshake failed: %s", e);
+    char why[512];
+    int r = c->type->handshake(c, why, sizeof why);
+    if (r == VF_RPC_HS_AGAIN) return 0;
+    if (r == VF_RPC_HS_FAILED) {
+        if (c->is_server) vf_rpc_server_note_handshake_failure(c, why);
+        vf_rpc_conn_close(c, "%s handshake failed: %s", c->type->security, why);
         return -1;
     }
-    const char *alpn = mbedtls_ssl_get_alpn_protocol(&c->ssl);
-    if (!alpn || strcmp(alpn, "h2") != 0) {
-        vf_rpc_conn_close(c, "TLS handshake failed: the peer did not negotiate ALPN \"h2\" (gRPC needs HTTP/2)");
-        return -1;
-    }
-    const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(&c->ssl);
-    vf_error err;
-    if (!crt) {
-        vf_rpc_conn_close(c, "TLS handshake failed: the peer sent no certificate");
-        return -1;
-    }
-    if (vf_pki_identity_from_crt(crt, &c->peer, &err) < 0) {
-        vf_rpc_conn_close(c, "peer certificate rejected: %s", err.msg);
+    if (r < 0) {
+        vf_rpc_conn_close(c, "%s", why);
         return -1;
     }
     c->state = CONN_OPEN;
@@ -382,68 +255,55 @@ void vf_rpc_conn_handshake(vf_rpc_conn *c) {
     if (c->state == CONN_OPEN)
         vf_rpc_conn_pump(c);
     else
-        conn_write_start(c);
+        c->type->flush(c);
 }
 
 static void feed_h2(vf_rpc_conn *c, const uint8_t *p, size_t n) {
     ssize_t rv = nghttp2_session_mem_recv(c->h2, p, n);
     if (rv < 0 && c->state != CONN_CLOSED) {
-        /* nghttp2 queued a GOAWAY where the protocol allows; send it */
+        /* nghttp2 queued a GOAWAY where the protocol allows: stage it (the close
+         * flushes it), then close with the error as the reason (a full pump
+         * would close first, as "GOAWAY and no calls left") */
         c->goaway = 1;
-        c->in_pump = 0;
-        vf_rpc_conn_pump(c);
+        if (nghttp2_session_send(c->h2) == 0 && c->state != CONN_CLOSED) stage_flush(c);
         vf_rpc_conn_close(c, "HTTP/2 protocol error: %s", nghttp2_strerror((int)rv));
     }
 }
 
-static void read_tls(vf_rpc_conn *c) {
+static void read_input(vf_rpc_conn *c) {
+    char why[300];
     while (c->state == CONN_OPEN) {
-        int ret = mbedtls_ssl_read(&c->ssl, g_dbuf, TLS_RECORD);
-        if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) break;
-        if (ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || ret == 0) {
-            vf_rpc_conn_close(c, "peer closed the connection");
-            break;
-        }
-        if (ret < 0) {
-            char e[256];
-            vf_rpc_tls_describe(ret, &c->ssl, e, sizeof e);
-            vf_rpc_conn_close(c, "TLS read failed: %s", e);
+        int n = c->type->read(c, g_dbuf, TLS_RECORD, why, sizeof why);
+        if (n == 0) break;
+        if (n < 0) {
+            vf_rpc_conn_close(c, "%s", why);
             break;
         }
         if (!c->h2) break;
-        feed_h2(c, g_dbuf, (size_t)ret);
+        feed_h2(c, g_dbuf, (size_t)n);
     }
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-    vf_rpc_conn *c = s->data;
-    if (nread == 0) return;
-    if (nread < 0) {
-        vf_rpc_conn_close(c, nread == UV_EOF ? "peer closed the connection" : "read failed: %s",
-                          uv_strerror((int)nread));
-        return;
-    }
+void vf_rpc_conn_input(vf_rpc_conn *c, const uint8_t *data, size_t len) {
     if (c->state == CONN_CLOSED) return;
-    c->in = (const uint8_t *)buf->base;
-    c->in_len = (size_t)nread;
-    c->last_rx = uv_now(c->loop);
+    c->in = data;
+    c->in_len = len;
+    uint64_t now;
+    if (vf_rpc_conn_clock(c, &now)) c->last_rx = now;
     if (c->state == CONN_HANDSHAKE && handshake_step(c) < 0) return;
     c->in_pump = 1; /* app calls made from callbacks defer their pump to the end */
-    if (c->state == CONN_OPEN) read_tls(c);
+    if (c->state == CONN_OPEN) read_input(c);
     c->in_pump = 0;
     c->in_len = 0;
     if (c->state == CONN_CLOSED) return;
     vf_rpc_conn_pump(c);
-    if (c->state != CONN_CLOSED && vf_rpc_buf_size(&c->out_fill) > OUT_STOP_READ && c->reading) {
-        uv_read_stop(s);
-        c->reading = 0;
-    }
 }
 
 /* ---- timers ---------------------------------------------------------------- */
 
 void vf_rpc_conn_arm_timer(vf_rpc_conn *c) {
-    if (c->fuzz || c->state == CONN_CLOSED) return;
+    uint64_t now;
+    if (c->state == CONN_CLOSED || !vf_rpc_conn_clock(c, &now)) return;
     uint64_t next = UINT64_MAX;
     if (c->pump_soon) next = 0;
     if (c->handshake_deadline && c->handshake_deadline < next) next = c->handshake_deadline;
@@ -463,20 +323,15 @@ void vf_rpc_conn_arm_timer(vf_rpc_conn *c) {
     for (vf_rpc_call *k = c->calls; k; k = k->next)
         if (k->deadline && k->deadline < next) next = k->deadline;
     if (next == UINT64_MAX) {
-        uv_timer_stop(&c->timer);
+        c->type->set_timer(c, UINT64_MAX);
         return;
     }
-    uint64_t now = uv_now(c->loop);
-    uv_timer_start(&c->timer, on_timer, next > now ? next - now : 0, 0);
+    c->type->set_timer(c, next > now ? next - now : 0);
 }
 
-static void on_timer(uv_timer_t *t) {
-    vf_rpc_conn *c = t->data;
-    if (c->state == CONN_CLOSED) { /* flush time is up */
-        conn_close_handles(c);
-        return;
-    }
-    uint64_t now = uv_now(c->loop);
+void vf_rpc_conn_on_timer(vf_rpc_conn *c) {
+    uint64_t now;
+    if (!vf_rpc_conn_clock(c, &now)) return;
     c->pump_soon = 0;
     if (c->write_timeout_ms > 0 && c->state == CONN_OPEN) {
         uint64_t limit = (uint64_t)c->write_timeout_ms;
@@ -495,8 +350,8 @@ static void on_timer(uv_timer_t *t) {
     }
     if (c->handshake_deadline && now >= c->handshake_deadline) {
         if (c->is_server) vf_rpc_server_note_handshake_timeout(c);
-        vf_rpc_conn_close(c, "%s not completed in time",
-                          c->state == CONN_OPEN ? "HTTP/2 connection preface" : "TLS handshake");
+        vf_rpc_conn_close(c, "%s%s not completed in time", c->state == CONN_OPEN ? "HTTP/2 connection preface" : c->type->security,
+                          c->state == CONN_OPEN ? "" : " handshake");
         return;
     }
     if (c->ping_deadline && now >= c->ping_deadline) {
@@ -595,3 +450,307 @@ void vf_rpc_conn_set_common_callbacks(nghttp2_session_callbacks *cbs) {
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk_recv);
     nghttp2_session_callbacks_set_error_callback2(cbs, on_error);
 }
+
+
+/* ==== the TLS type (vf_rpc_conn_tls) ============================================
+ * mbedTLS records over a libuv TCP socket: every real connection, server and
+ * client side.  The wire: socket reads land in one per-thread buffer and go to
+ * vf_rpc_conn_input at once; the output (out_fill, whole TLS records) is
+ * swapped with the buffer of the write in flight, so the steady state
+ * allocates nothing; reading stops while more than OUT_STOP_READ waits to be
+ * written.  A closing connection gets CLOSE_FLUSH_MS to flush its last bytes
+ * (GOAWAY, close_notify) before its handles close.  The session: mbedTLS
+ * reads and writes through a memory BIO that never blocks (an empty input is
+ * MBEDTLS_ERR_SSL_WANT_READ, "in progress"). */
+
+/* Socket reads of every connection of this thread: vf_rpc_conn_input
+ * consumes all of a read before it returns (mbedTLS keeps a partial record in
+ * its own input buffer), so one buffer serves them all and an idle connection
+ * holds none. */
+static _Thread_local uint8_t g_rbuf[RBUF_SIZE];
+
+/* ---- the TLS type: its session ----------------------------------------------------- */
+
+static int bio_send(void *ctx, const unsigned char *buf, size_t len) {
+    vf_rpc_conn *c = ctx;
+    if (vf_rpc_buf_append(&c->out_fill, buf, len) < 0) return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+    return (int)len;
+}
+
+static int bio_recv(void *ctx, unsigned char *buf, size_t len) {
+    vf_rpc_conn *c = ctx;
+    if (c->in_len == 0) return MBEDTLS_ERR_SSL_WANT_READ;
+    size_t n = len < c->in_len ? len : c->in_len;
+    memcpy(buf, c->in, n);
+    c->in += n;
+    c->in_len -= n;
+    return (int)n;
+}
+
+static int tls_start(vf_rpc_conn *c, const char *hostname, vf_error *err) {
+    int ret = mbedtls_ssl_setup(&c->ssl, &c->tls->conf);
+    if (ret != 0) return vf_fail(err, "%s: TLS setup failed (-0x%04x)", c->peer_addr, -ret);
+    c->ssl_ready = 1;
+    /* A client checks the DNS name in the handshake; an IP address is checked
+     * against the IP SANs once it is done (vf_rpc_tls_crt_names_host), so it
+     * sets no name, explicitly (mbedTLS 3.6 refuses to verify a server when no
+     * name was ever set; on 2.28 this is the default). */
+    if (hostname && (ret = mbedtls_ssl_set_hostname(&c->ssl, vf_rpc_host_is_ip(hostname) ? NULL : hostname)) != 0)
+        return vf_fail(err, "%s: bad host name '%s' for TLS", c->peer_addr, hostname);
+    mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+    return 0;
+}
+
+static int tls_handshake(vf_rpc_conn *c, char *why, size_t why_size) {
+    int ret = mbedtls_ssl_handshake(&c->ssl);
+    if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) return VF_RPC_HS_AGAIN;
+    if (ret != 0) {
+        vf_rpc_tls_describe(ret, &c->ssl, why, why_size < 400 ? why_size : 400);
+        return VF_RPC_HS_FAILED;
+    }
+    const char *alpn = mbedtls_ssl_get_alpn_protocol(&c->ssl);
+    if (!alpn || strcmp(alpn, "h2") != 0) {
+        snprintf(why, why_size, "TLS handshake failed: the peer did not negotiate ALPN \"h2\" (gRPC needs HTTP/2)");
+        return VF_RPC_HS_REJECTED;
+    }
+    const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(&c->ssl);
+    vf_error err;
+    if (!crt) {
+        snprintf(why, why_size, "TLS handshake failed: the peer sent no certificate");
+        return VF_RPC_HS_REJECTED;
+    }
+    if (vf_pki_identity_from_crt(crt, &c->peer, &err) < 0) {
+        snprintf(why, why_size, "peer certificate rejected: %s", err.msg);
+        return VF_RPC_HS_REJECTED;
+    }
+    return VF_RPC_HS_DONE;
+}
+
+static int tls_read(vf_rpc_conn *c, uint8_t *buf, size_t size, char *why, size_t why_size) {
+    int ret = mbedtls_ssl_read(&c->ssl, buf, size);
+    if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) return 0;
+    if (ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || ret == 0) {
+        snprintf(why, why_size, "peer closed the connection");
+        return -1;
+    }
+    if (ret < 0) {
+        char e[256];
+        vf_rpc_tls_describe(ret, &c->ssl, e, sizeof e);
+        snprintf(why, why_size, "TLS read failed: %s", e);
+        return -1;
+    }
+    return ret;
+}
+
+static int tls_write(vf_rpc_conn *c, const uint8_t *p, size_t n, char *why, size_t why_size) {
+    while (n > 0) {
+        int ret = mbedtls_ssl_write(&c->ssl, p, n);
+        if (ret == MBEDTLS_ERR_SSL_WANT_WRITE || ret == MBEDTLS_ERR_SSL_WANT_READ) continue;
+        if (ret < 0) {
+            char e[256];
+            vf_rpc_tls_describe(ret, &c->ssl, e, sizeof e);
+            snprintf(why, why_size, "TLS write failed: %s", e);
+            return -1;
+        }
+        p += ret;
+        n -= (size_t)ret;
+    }
+    return 0;
+}
+
+static void tls_shutdown(vf_rpc_conn *c) {
+    if (c->ssl_ready) mbedtls_ssl_close_notify(&c->ssl);
+}
+
+static const mbedtls_x509_crt *tls_peer_cert(const vf_rpc_conn *c) { return mbedtls_ssl_get_peer_cert(&c->ssl); }
+
+static void tls_free(vf_rpc_conn *c) { mbedtls_ssl_free(&c->ssl); }
+
+/* ---- the TLS type: its socket ------------------------------------------------------------ */
+
+static void on_timer(uv_timer_t *t);
+
+static void tcp_init(vf_rpc_conn *c) {
+    mbedtls_ssl_init(&c->ssl);
+    uv_tcp_init(c->loop, &c->tcp);
+    uv_timer_init(c->loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->handles_open = 2;
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+    vf_rpc_conn *c = h->data;
+    if (--c->handles_open == 0) vf_rpc_conn_free_now(c);
+}
+
+static void close_handles(vf_rpc_conn *c) {
+    if (!uv_is_closing((uv_handle_t *)&c->tcp)) uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    if (!uv_is_closing((uv_handle_t *)&c->timer)) uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+static void on_write(uv_write_t *req, int status);
+
+static void tcp_flush(vf_rpc_conn *c) {
+    if (c->writing || vf_rpc_buf_size(&c->out_fill) == 0 || uv_is_closing((uv_handle_t *)&c->tcp)) return;
+    vf_rpc_buf t = c->out_flight;
+    c->out_flight = c->out_fill;
+    c->out_fill = t;
+    c->out_fill.len = c->out_fill.off = 0;
+    uv_buf_t b = uv_buf_init((char *)c->out_flight.p + c->out_flight.off, (unsigned)vf_rpc_buf_size(&c->out_flight));
+    c->wreq.data = c;
+    c->write_started = uv_now(c->loop);
+    int r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (r != 0) {
+        c->out_flight.len = c->out_flight.off = 0;
+        if (c->state == CONN_CLOSED)
+            close_handles(c);
+        else
+            vf_rpc_conn_close(c, "write failed: %s", uv_strerror(r));
+        return;
+    }
+    c->writing = 1;
+}
+
+static void on_write(uv_write_t *req, int status) {
+    vf_rpc_conn *c = req->data;
+    c->writing = 0;
+    c->out_flight.len = c->out_flight.off = 0;
+    if (c->state == CONN_CLOSED) {
+        if (status == 0 && vf_rpc_buf_size(&c->out_fill) > 0)
+            tcp_flush(c);
+        else
+            close_handles(c);
+        return;
+    }
+    if (status < 0) {
+        vf_rpc_conn_close(c, "write failed: %s", uv_strerror(status));
+        return;
+    }
+    if (!c->reading && vf_rpc_buf_size(&c->out_fill) < OUT_HIGH) vf_rpc_conn_start_reading(c);
+    vf_rpc_conn_pump(c);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    *buf = uv_buf_init((char *)g_rbuf, RBUF_SIZE);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+    vf_rpc_conn *c = s->data;
+    if (nread == 0) return;
+    if (nread < 0) {
+        vf_rpc_conn_close(c, nread == UV_EOF ? "peer closed the connection" : "read failed: %s",
+                          uv_strerror((int)nread));
+        return;
+    }
+    if (c->state == CONN_CLOSED) return;
+    vf_rpc_conn_input(c, (const uint8_t *)buf->base, (size_t)nread);
+    if (c->state != CONN_CLOSED && vf_rpc_buf_size(&c->out_fill) > OUT_STOP_READ && c->reading) {
+        uv_read_stop(s);
+        c->reading = 0;
+    }
+}
+
+static void tcp_start_reading(vf_rpc_conn *c) {
+    if (c->reading) return;
+    if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read) == 0) c->reading = 1;
+}
+
+static void tcp_stop_reading(vf_rpc_conn *c) {
+    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+}
+
+static void tcp_close(vf_rpc_conn *c) {
+    if (c->writing || vf_rpc_buf_size(&c->out_fill) > 0) {
+        tcp_flush(c);
+        uv_timer_start(&c->timer, on_timer, CLOSE_FLUSH_MS, 0);
+    } else {
+        close_handles(c);
+    }
+}
+
+static int tcp_clock(const vf_rpc_conn *c, uint64_t *now_ms) {
+    *now_ms = uv_now(c->loop);
+    return 1;
+}
+
+static void tcp_set_timer(vf_rpc_conn *c, uint64_t delay_ms) {
+    if (delay_ms == UINT64_MAX)
+        uv_timer_stop(&c->timer);
+    else
+        uv_timer_start(&c->timer, on_timer, delay_ms, 0);
+}
+
+static void on_timer(uv_timer_t *t) {
+    vf_rpc_conn *c = t->data;
+    if (c->state == CONN_CLOSED) { /* flush time is up */
+        close_handles(c);
+        return;
+    }
+    vf_rpc_conn_on_timer(c);
+}
+
+const vf_rpc_conn_type vf_rpc_conn_tls = {
+    .name = "tls",
+    .security = "TLS",
+    .init = tcp_init,
+    .start = tls_start,
+    .handshake = tls_handshake,
+    .read = tls_read,
+    .write = tls_write,
+    .shutdown = tls_shutdown,
+    .peer_cert = tls_peer_cert,
+    .free = tls_free,
+    .flush = tcp_flush,
+    .start_reading = tcp_start_reading,
+    .stop_reading = tcp_stop_reading,
+    .close = tcp_close,
+    .clock = tcp_clock,
+    .set_timer = tcp_set_timer,
+};
+
+/* ---- the memory type --------------------------------------------------------
+ * Plaintext HTTP/2 handed in by vf_rpc_fuzz_feed, output dropped, no socket,
+ * no clock (so no timers and no deadlines), no certificate (the identity is
+ * set by vf_rpc_fuzz_conn_new, which also opens the connection: there is no
+ * handshake). */
+
+static void mem_init(vf_rpc_conn *c) {}
+static int mem_start(vf_rpc_conn *c, const char *hostname, vf_error *err) { return 0; }
+static int mem_handshake(vf_rpc_conn *c, char *why, size_t why_size) { return VF_RPC_HS_DONE; }
+
+static int mem_read(vf_rpc_conn *c, uint8_t *buf, size_t size, char *why, size_t why_size) {
+    size_t n = size < c->in_len ? size : c->in_len;
+    if (n > 0x7fffffff) n = 0x7fffffff;
+    memcpy(buf, c->in, n);
+    c->in += n;
+    c->in_len -= n;
+    return (int)n;
+}
+
+static int mem_write(vf_rpc_conn *c, const uint8_t *p, size_t n, char *why, size_t why_size) { return 0; }
+static void mem_nothing(vf_rpc_conn *c) {}
+static const mbedtls_x509_crt *mem_peer_cert(const vf_rpc_conn *c) { return NULL; }
+static void mem_flush(vf_rpc_conn *c) { c->out_fill.len = c->out_fill.off = 0; }
+static int mem_clock(const vf_rpc_conn *c, uint64_t *now_ms) { return 0; }
+static void mem_set_timer(vf_rpc_conn *c, uint64_t delay_ms) {}
+
+const vf_rpc_conn_type vf_rpc_conn_memory = {
+    .name = "memory",
+    .security = "no",
+    .init = mem_init,
+    .start = mem_start,
+    .handshake = mem_handshake,
+    .read = mem_read,
+    .write = mem_write,
+    .shutdown = mem_nothing,
+    .peer_cert = mem_peer_cert,
+    .free = mem_nothing,
+    .flush = mem_flush,
+    .start_reading = mem_nothing,
+    .stop_reading = mem_nothing,
+    .close = mem_nothing,
+    .clock = mem_clock,
+    .set_timer = mem_set_timer,
+};

@@ -1,8 +1,11 @@
 /* rpc_internal: the structures shared by the files of common/rpc/ (not a
  * public API).  Layers, bottom up:
  *   grpc_wire.c  gRPC framing, grpc-timeout, grpc-message encoding (pure)
- *   tls.c        mbedTLS configuration, certificates, CRL, memory BIO
- *   conn.c       one TCP connection: TLS + nghttp2 session pumping, timers
+ *   tls.c        mbedTLS configuration, certificates, CRL
+ *   conn.c       one connection, whatever it runs over: nghttp2 session
+ *                pumping, output staging, input, timers; its types: TLS (a
+ *                libuv TCP socket, mbedTLS records through a memory BIO) and
+ *                memory (fuzz targets, unit tests)
  *   call.c       one stream: send queue, message decoding, flow control
  *   server.c     listener, accept, authorization, server-side streams
  *   client.c     dialling, client-side streams */
@@ -16,6 +19,7 @@
 #include <mbedtls/ssl.h>
 #include <sys/stat.h>
 
+#include "pki/mbedtls_compat.h"
 #include "rpc/rpc.h"
 
 /* ---- grpc_wire.c --------------------------------------------------------- */
@@ -79,6 +83,7 @@ typedef struct vf_rpc_tls {
     int crl_unusable;              /* the file is missing or bad now: the last good list (if any) stays */
     char crl_problem[400];         /* why, while crl_unusable */
     int is_server;
+    vf_mbedtls_groups groups;      /* the ECDHE groups conf points at */
 } vf_rpc_tls;
 
 /* Loads the kit.  A configured CRL file that is missing does not fail (the
@@ -110,24 +115,66 @@ static inline size_t vf_rpc_buf_size(const vf_rpc_buf *b) { return b->len - b->o
 
 enum { CONN_TCP_CONNECTING, CONN_HANDSHAKE, CONN_OPEN, CONN_CLOSED };
 
+struct vf_rpc_conn;
+
+/* What a connection runs over, as redis's ConnectionType: conn.c calls only
+ * these for its I/O, so nothing else branches on the kind of connection.
+ * Bytes come in through vf_rpc_conn_input (c->in, c->in_len), plaintext goes
+ * out through write (into c->out_fill, the wire bytes), flush hands
+ * out_fill to the wire. */
+enum { VF_RPC_HS_AGAIN = 0, VF_RPC_HS_DONE = 1, VF_RPC_HS_FAILED = -1, VF_RPC_HS_REJECTED = -2 };
+typedef struct vf_rpc_conn_type {
+    const char *name;
+    const char *security;  /* names the handshake in messages: "TLS" */
+    void (*init)(struct vf_rpc_conn *c);
+    /* the socket is there (accepted / connected): set up the session; a client names the host it dialled */
+    int (*start)(struct vf_rpc_conn *c, const char *hostname, vf_error *err);
+    /* one handshake step with the input at hand: VF_RPC_HS_AGAIN (in progress), DONE (c->peer is set),
+     * FAILED (the handshake itself, why: the library's reason; counted by the server) or REJECTED (done,
+     * but the peer is not acceptable; why: the whole close reason) */
+    int (*handshake)(struct vf_rpc_conn *c, char *why, size_t why_size);
+    /* plaintext from the input at hand: bytes (> 0), 0 when more input is needed, -1 when the connection
+     * is over (why) */
+    int (*read)(struct vf_rpc_conn *c, uint8_t *buf, size_t size, char *why, size_t why_size);
+    /* all of p[0..n) out; 0, or -1 (why) */
+    int (*write)(struct vf_rpc_conn *c, const uint8_t *p, size_t n, char *why, size_t why_size);
+    void (*shutdown)(struct vf_rpc_conn *c);  /* an open connection closes: the goodbye (TLS close_notify) */
+    const mbedtls_x509_crt *(*peer_cert)(const struct vf_rpc_conn *c); /* NULL: none */
+    void (*free)(struct vf_rpc_conn *c);
+    /* the wire */
+    void (*flush)(struct vf_rpc_conn *c);         /* start writing out_fill (if not already writing) */
+    void (*start_reading)(struct vf_rpc_conn *c);
+    void (*stop_reading)(struct vf_rpc_conn *c);
+    void (*close)(struct vf_rpc_conn *c);         /* state is CLOSED: flush what is pending (bounded), then free */
+    int (*clock)(const struct vf_rpc_conn *c, uint64_t *now_ms); /* 0: no clock (no timers, no deadlines) */
+    void (*set_timer)(struct vf_rpc_conn *c, uint64_t delay_ms); /* UINT64_MAX: stop it */
+} vf_rpc_conn_type;
+
+/* mbedTLS over a libuv TCP socket: every real connection. */
+extern const vf_rpc_conn_type vf_rpc_conn_tls;
+/* Plaintext HTTP/2 from memory, output dropped, no clock: the
+ * server without a socket that the fuzz targets and unit tests drive
+ * (vf_rpc_fuzz_*). */
+extern const vf_rpc_conn_type vf_rpc_conn_memory;
+
 typedef struct vf_rpc_conn {
+    const vf_rpc_conn_type *type;
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_loop_t *loop;
     int is_server;
     int state;
     int handles_open;            /* uv handles still to close before freeing */
-    int fuzz;                    /* no socket: fed by vf_rpc_fuzz_feed */
     vf_rpc_server *server;       /* server side */
     struct vf_rpc_conn *prev, *next; /* in server->conns */
-    vf_rpc_tls *tls;
+    vf_rpc_tls *tls;             /* the TLS type's configuration and session */
     mbedtls_ssl_context ssl;
     int ssl_ready;
     nghttp2_session *h2;
-    /* input: the bytes of the current read (conn.c's per-thread buffer), drained by the TLS BIO */
+    /* input: the bytes of the current read (the TCP type's per-thread buffer), drained by the type's read */
     const uint8_t *in;
     size_t in_len;
-    /* output: TLS records being filled and the ones being written */
+    /* output: wire bytes (TLS records) being filled and the ones being written */
     vf_rpc_buf out_fill, out_flight;
     uv_write_t wreq;
     int writing, reading;
@@ -157,15 +204,24 @@ typedef struct vf_rpc_conn {
     int in_pump;                 /* re-entrancy guard for conn_pump */
 } vf_rpc_conn;
 
-/* Shared h2 callbacks fill these; server.c / client.c add their own. */
-void vf_rpc_conn_init(vf_rpc_conn *c, uv_loop_t *loop, int is_server, vf_rpc_tls *tls);
-int vf_rpc_conn_start_tls(vf_rpc_conn *c, const char *hostname, vf_error *err);
+/* Shared h2 callbacks fill these; server.c / client.c add their own.  loop
+ * and tls are NULL for the memory type. */
+void vf_rpc_conn_init(vf_rpc_conn *c, uv_loop_t *loop, int is_server, const vf_rpc_conn_type *type, vf_rpc_tls *tls);
+/* The socket is connected: starts the transport's session (state HANDSHAKE). */
+int vf_rpc_conn_start(vf_rpc_conn *c, const char *hostname, vf_error *err);
 /* After the TLS handshake: creates the nghttp2 session with the role's
  * callbacks and sends SETTINGS. */
 int vf_rpc_conn_start_h2(vf_rpc_conn *c, nghttp2_session_callbacks *cbs, vf_error *err);
 void vf_rpc_conn_start_reading(vf_rpc_conn *c);
-/* Advances the TLS handshake (client: sends the ClientHello) and flushes. */
+/* Advances the handshake (TLS client: sends the ClientHello) and flushes. */
 void vf_rpc_conn_handshake(vf_rpc_conn *c);
+/* Bytes that arrived (valid during the call): handshake, then plaintext into
+ * nghttp2, then a pump. */
+void vf_rpc_conn_input(vf_rpc_conn *c, const uint8_t *data, size_t len);
+/* The connection's timer fired (state not CLOSED): deadlines, keepalive. */
+void vf_rpc_conn_on_timer(vf_rpc_conn *c);
+/* uv_now-style milliseconds into *now; 0 when the transport has no clock. */
+static inline int vf_rpc_conn_clock(const vf_rpc_conn *c, uint64_t *now) { return c->type->clock(c, now); }
 /* Sends what nghttp2 wants to send, arms the timer, closes an idle GOAWAY'd
  * connection.  Safe to call from anywhere except inside nghttp2 callbacks
  * (there it is deferred until the callback's caller returns). */
@@ -177,7 +233,8 @@ void vf_rpc_conn_arm_timer(vf_rpc_conn *c);
 /* Common frame handling (PING acks, SETTINGS, GOAWAY); returns 0. */
 void vf_rpc_conn_on_frame_common(vf_rpc_conn *c, const nghttp2_frame *frame);
 void vf_rpc_conn_set_common_callbacks(nghttp2_session_callbacks *cbs);
-/* Frees a fuzz connection (no handles to close). */
+/* Frees the connection now (the memory type; the TCP type calls it once its
+ * handles are closed). */
 void vf_rpc_conn_free_now(vf_rpc_conn *c);
 
 /* Role hooks, implemented in server.c / client.c. */
@@ -255,7 +312,8 @@ int vf_rpc_server_call_send_headers(vf_rpc_call *call);
 int vf_rpc_server_call_fail(vf_rpc_call *call, int status, const char *message);
 void vf_rpc_server_call_deliver(vf_rpc_call *call, const uint8_t *data, size_t len);
 
-/* Fuzzing: a server connection without socket or TLS, fed plaintext HTTP/2. */
+/* Fuzzing and unit tests: a server connection of the memory type (no socket,
+ * no TLS), fed plaintext HTTP/2. */
 vf_rpc_server *vf_rpc_fuzz_server_new(const vf_rpc_method *methods, int n_methods, size_t max_recv_message);
 void vf_rpc_fuzz_server_free(vf_rpc_server *s);
 vf_rpc_conn *vf_rpc_fuzz_conn_new(vf_rpc_server *s, vf_role role);

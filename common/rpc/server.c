@@ -168,7 +168,8 @@ static void handle_request(vf_rpc_conn *c, vf_rpc_call *k) {
         vf_rpc_server_call_fail(k, VF_GRPC_INTERNAL, "malformed grpc-timeout header");
         return;
     }
-    if (k->timeout_ms >= 0 && !c->fuzz) k->deadline = uv_now(c->loop) + (uint64_t)k->timeout_ms + (k->timeout_ms == 0);
+    uint64_t now;
+    if (k->timeout_ms >= 0 && vf_rpc_conn_clock(c, &now)) k->deadline = now + (uint64_t)k->timeout_ms + (k->timeout_ms == 0);
     if (c->goaway && s->shutting_down) {
         vf_rpc_server_call_fail(k, VF_GRPC_UNAVAILABLE, "the server is shutting down");
         return;
@@ -268,7 +269,7 @@ static nghttp2_session_callbacks *server_callbacks(void) {
 static int established_non_admins(const vf_rpc_server *s, const vf_rpc_conn *c) {
     int n = 0;
     for (const vf_rpc_conn *o = s->conns; o; o = o->next)
-        n += o != c && o->state == CONN_OPEN && !o->fuzz && o->peer.role != VF_ROLE_ADMIN;
+        n += o != c && o->state == CONN_OPEN && o->peer.role != VF_ROLE_ADMIN;
     return n;
 }
 
@@ -276,7 +277,7 @@ void vf_rpc_server_on_conn_ready(vf_rpc_conn *c) {
     vf_rpc_server *s = c->server;
     vf_error err;
     int soft = s->cfg.max_connections - s->cfg.admin_reserve;
-    if (c->peer.role != VF_ROLE_ADMIN && !c->fuzz && established_non_admins(s, c) >= soft) {
+    if (c->peer.role != VF_ROLE_ADMIN && established_non_admins(s, c) >= soft) {
         s->st.rejected_reserve++;
         vf_log(VF_WARN, "event=rpc_conn_refused peer=%s role=%s name=%s serial=%s reason=\"admin reserve\"", c->peer_addr,
                vf_role_name(c->peer.role), c->peer.name, c->peer.serial_hex);
@@ -309,8 +310,8 @@ static void check_revoked(vf_rpc_server *s) {
     if (!s->tls.crl) return;
     for (vf_rpc_conn *c = s->conns, *nx; c; c = nx) {
         nx = c->next;
-        if (c->state != CONN_OPEN || c->fuzz) continue;
-        const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(&c->ssl);
+        if (c->state != CONN_OPEN) continue;
+        const mbedtls_x509_crt *crt = c->type->peer_cert(c);
         if (crt && s->tls.crl->version != 0 && mbedtls_x509_crt_is_revoked(crt, s->tls.crl))
             vf_rpc_conn_close(c, "certificate serial %s is now revoked (CRL reloaded)", c->peer.serial_hex);
     }
@@ -340,7 +341,7 @@ static void crl_alarm(vf_rpc_server *s, const char *why) {
 static void close_all_for_crl(vf_rpc_server *s) {
     for (vf_rpc_conn *c = s->conns, *nx; c; c = nx) {
         nx = c->next;
-        if (c->state != CONN_CLOSED && !c->fuzz)
+        if (c->state != CONN_CLOSED)
             vf_rpc_conn_close(c, "the revocation list %s is unusable (%s); %s closes every connection", s->crl_file,
                               s->tls.crl_problem, s->tls.crl_loaded ? "crl_missing = refuse-all" : "having no good list");
     }
@@ -405,7 +406,7 @@ static void on_connection(uv_stream_t *l, int status) {
     }
     vf_rpc_conn *c = calloc(1, sizeof *c);
     if (!c) return;
-    vf_rpc_conn_init(c, s->loop, 1, &s->tls);
+    vf_rpc_conn_init(c, s->loop, 1, &vf_rpc_conn_tls, &s->tls);
     c->server = s;
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;
@@ -446,7 +447,7 @@ static void on_connection(uv_stream_t *l, int status) {
     c->recv_pool = &s->recv_pool;
     c->max_send_queued = s->cfg.max_send_queued;
     c->write_timeout_ms = s->cfg.write_timeout_ms;
-    if (vf_rpc_conn_start_tls(c, NULL, &err) < 0) {
+    if (vf_rpc_conn_start(c, NULL, &err) < 0) {
         vf_rpc_conn_close(c, "%s", err.msg);
         return;
     }
@@ -639,8 +640,7 @@ void vf_rpc_fuzz_server_free(vf_rpc_server *s) { vf_rpc_server_free(s); }
 vf_rpc_conn *vf_rpc_fuzz_conn_new(vf_rpc_server *s, vf_role role) {
     vf_rpc_conn *c = calloc(1, sizeof *c);
     if (!c) return NULL;
-    vf_rpc_conn_init(c, NULL, 1, NULL);
-    c->fuzz = 1;
+    vf_rpc_conn_init(c, NULL, 1, &vf_rpc_conn_memory, NULL);
     c->server = s;
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;
@@ -661,17 +661,7 @@ vf_rpc_conn *vf_rpc_fuzz_conn_new(vf_rpc_server *s, vf_role role) {
     return c;
 }
 
-void vf_rpc_fuzz_feed(vf_rpc_conn *c, const uint8_t *data, size_t len) {
-    if (c->state == CONN_CLOSED) return;
-    c->in_pump = 1;
-    ssize_t rv = nghttp2_session_mem_recv(c->h2, data, len);
-    c->in_pump = 0;
-    if (rv < 0) {
-        vf_rpc_conn_close(c, "HTTP/2 protocol error: %s", nghttp2_strerror((int)rv));
-        return;
-    }
-    vf_rpc_conn_pump(c);
-}
+void vf_rpc_fuzz_feed(vf_rpc_conn *c, const uint8_t *data, size_t len) { vf_rpc_conn_input(c, data, len); }
 
 void vf_rpc_fuzz_conn_free(vf_rpc_conn *c) {
     vf_rpc_conn_close(c, "fuzz input done");

@@ -47,6 +47,7 @@ int vf_rpc_tls_init(vf_rpc_tls *t, const vf_rpc_tls_files *files, int is_server,
     int ret;
     if (!files->ca_file || !files->cert_file || !files->key_file)
         return vf_fail(err, "TLS: the CA certificate, own certificate and key files are all required");
+    if ((ret = vf_mbedtls_init()) != 0) return tls_fail(err, ret, "%s: crypto initialisation failed: %s", "TLS");
     if ((ret = mbedtls_ctr_drbg_seed(&t->drbg, mbedtls_entropy_func, &t->entropy, (const unsigned char *)"vflclip-rpc",
                                      11)) != 0)
         return tls_fail(err, ret, "%s: seeding the random generator failed: %s", "TLS");
@@ -54,22 +55,22 @@ int vf_rpc_tls_init(vf_rpc_tls *t, const vf_rpc_tls_files *files, int is_server,
         return tls_fail(err, ret, "%s: cannot load the CA certificate: %s", files->ca_file);
     if ((ret = mbedtls_x509_crt_parse_file(&t->own, files->cert_file)) != 0)
         return tls_fail(err, ret, "%s: cannot load the certificate: %s", files->cert_file);
-    if ((ret = mbedtls_pk_parse_keyfile(&t->key, files->key_file, NULL)) != 0)
+    if ((ret = vf_mbedtls_pk_parse_keyfile(&t->key, files->key_file)) != 0)
         return tls_fail(err, ret, "%s: cannot load the private key: %s", files->key_file);
     if (!mbedtls_pk_can_do(&t->key, MBEDTLS_PK_ECDSA))
         return vf_fail(err, "%s: the private key is not an ECDSA key (the federation uses ECDSA P-256)",
                        files->key_file);
-    if (mbedtls_pk_check_pair(&t->own.pk, &t->key) != 0)
+    if (vf_mbedtls_pk_check_pair(&t->own.pk, &t->key) != 0)
         return vf_fail(err, "%s: the private key does not match the certificate %s", files->key_file,
                        files->cert_file);
     if ((ret = mbedtls_ssl_config_defaults(&t->conf, is_server ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
                                            MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT)) != 0)
         return tls_fail(err, ret, "%s: configuration failed: %s", "TLS");
     mbedtls_ssl_conf_rng(&t->conf, mbedtls_ctr_drbg_random, &t->drbg);
-    mbedtls_ssl_conf_min_version(&t->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
-    mbedtls_ssl_conf_max_version(&t->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+    vf_mbedtls_ssl_conf_tls12_only(&t->conf);
     mbedtls_ssl_conf_ciphersuites(&t->conf, vf_tls_ciphersuites);
-    mbedtls_ssl_conf_curves(&t->conf, vf_tls_curves);
+    if ((ret = vf_mbedtls_ssl_conf_groups(&t->conf, &t->groups, vf_tls_curves)) != 0)
+        return tls_fail(err, ret, "%s: key exchange group configuration failed: %s", "TLS");
     mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
     mbedtls_ssl_conf_renegotiation(&t->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
     if ((ret = mbedtls_ssl_conf_alpn_protocols(&t->conf, vf_tls_alpn)) != 0)
@@ -175,7 +176,7 @@ int vf_rpc_host_is_ip(const char *host) {
 }
 
 /* mbedTLS 2.28 keeps only dNSName SANs, so iPAddress entries are read here
- * from the raw extensions. */
+ * from the raw extensions (the same on 3.x, which parses them too). */
 static int crt_has_ip_san(const mbedtls_x509_crt *crt, const unsigned char *ip, size_t iplen) {
     unsigned char *p = crt->v3_ext.p, *end = p + crt->v3_ext.len;
     size_t len;

@@ -5,11 +5,12 @@
 #include "pki/pki.h"
 #include "pki/pki_issue.h"
 #include "proto/federation.pb-c.h"
+#include "pki/mbedtls_compat.h"
 #include "util/fileio.h"
+#include "util/sha256.h"
 
 #include <cJSON.h>
 #include <mbedtls/base64.h>
-#include <mbedtls/sha256.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -17,20 +18,18 @@
 
 typedef struct sha_buffer {
     ProtobufCBuffer base;
-    mbedtls_sha256_context ctx;
+    vf_sha256_ctx ctx;
 } sha_buffer;
 
 static void sha_append(ProtobufCBuffer *b, size_t len, const uint8_t *data) {
-    mbedtls_sha256_update_ret(&((sha_buffer *)b)->ctx, data, len);
+    vf_sha256_add(&((sha_buffer *)b)->ctx, data, len);
 }
 
 void vf_pb_sha256(const ProtobufCMessage *m, unsigned char out[32]) {
     sha_buffer b = {.base = {sha_append}};
-    mbedtls_sha256_init(&b.ctx);
-    mbedtls_sha256_starts_ret(&b.ctx, 0);
+    vf_sha256_begin(&b.ctx);
     protobuf_c_message_pack_to_buffer(m, &b.base);
-    mbedtls_sha256_finish_ret(&b.ctx, out);
-    mbedtls_sha256_free(&b.ctx);
+    vf_sha256_end(&b.ctx, out);
 }
 
 void vf_sha256_hex(const unsigned char h[32], char hex[65]) {
@@ -59,13 +58,11 @@ const char *vf_transcript_kind(const ProtobufCMessage *m, uint64_t *step) {
 
 /* ---- writing --------------------------------------------------------------------- */
 static void genesis(const char *run_id, unsigned char out[32]) {
-    mbedtls_sha256_context c;
-    mbedtls_sha256_init(&c);
-    mbedtls_sha256_starts_ret(&c, 0);
-    mbedtls_sha256_update_ret(&c, (const unsigned char *)VF_TRANSCRIPT_MAGIC, strlen(VF_TRANSCRIPT_MAGIC));
-    mbedtls_sha256_update_ret(&c, (const unsigned char *)run_id, strlen(run_id));
-    mbedtls_sha256_finish_ret(&c, out);
-    mbedtls_sha256_free(&c);
+    vf_sha256_ctx c;
+    vf_sha256_begin(&c);
+    vf_sha256_add(&c, VF_TRANSCRIPT_MAGIC, strlen(VF_TRANSCRIPT_MAGIC));
+    vf_sha256_add(&c, run_id, strlen(run_id));
+    vf_sha256_end(&c, out);
 }
 
 void vf_transcript_genesis(const char *run_id, unsigned char out[32]) { genesis(run_id, out); }
@@ -75,13 +72,11 @@ void vf_transcript_chain_step(unsigned char head[32], uint64_t seq, const char *
     char text[512];
     int n = snprintf(text, sizeof text, "%llu|%s|%s|%llu|%s|%llu|%s|%s", (unsigned long long)seq, sender, receiver,
                      (unsigned long long)task, kind, (unsigned long long)step, sha_hex, loss);
-    mbedtls_sha256_context c;
-    mbedtls_sha256_init(&c);
-    mbedtls_sha256_starts_ret(&c, 0);
-    mbedtls_sha256_update_ret(&c, head, 32);
-    mbedtls_sha256_update_ret(&c, (const unsigned char *)text, (size_t)(n < (int)sizeof text ? n : (int)sizeof text - 1));
-    mbedtls_sha256_finish_ret(&c, head);
-    mbedtls_sha256_free(&c);
+    vf_sha256_ctx c;
+    vf_sha256_begin(&c);
+    vf_sha256_add(&c, head, 32);
+    vf_sha256_add(&c, text, (size_t)(n < (int)sizeof text ? n : (int)sizeof text - 1));
+    vf_sha256_end(&c, head);
 }
 
 /* ---- strict line parsing (shared with transcript_verify.c) ------------------------ */
@@ -335,7 +330,7 @@ int vf_transcript_append(vf_transcript *t, const vf_transcript_entry *e, vf_erro
 void vf_transcript_signed_hash(const char *run_id, uint64_t entries, const char *head_hex, unsigned char out[32]) {
     char text[256];
     int n = snprintf(text, sizeof text, VF_TRANSCRIPT_MAGIC "%s|%llu|%s", run_id, (unsigned long long)entries, head_hex);
-    mbedtls_sha256_ret((const unsigned char *)text, (size_t)n, out, 0);
+    vf_sha256(text, (size_t)n, out);
 }
 
 int vf_transcript_sign(vf_transcript *t, const char *key_path, const char *cert_path, vf_error *err) {
@@ -360,7 +355,7 @@ int vf_transcript_sign(vf_transcript *t, const char *key_path, const char *cert_
     rng_ok = 1;
     vf_sha256_hex(t->head, head);
     vf_transcript_signed_hash(t->run_id, t->entries, head, hash);
-    int ret = mbedtls_pk_sign(&key, MBEDTLS_MD_SHA256, hash, 0, sig, &sig_len, mbedtls_ctr_drbg_random, &rng.drbg);
+    int ret = vf_mbedtls_pk_sign(&key, MBEDTLS_MD_SHA256, hash, 0, sig, sizeof sig, &sig_len, mbedtls_ctr_drbg_random, &rng.drbg);
     if (ret) { vf_fail(err, "%s: cannot sign the transcript (mbedtls -0x%04x)", key_path, -ret); goto out; }
     for (size_t i = 0; i < sig_len; i++) snprintf(sig_hex + 2 * i, 3, "%02x", sig[i]);
     mbedtls_base64_encode(NULL, 0, &b64_len, crt.raw.p, crt.raw.len);
@@ -426,7 +421,7 @@ void vf_party_log_record(vf_party_log *l, int sent, const ProtobufCMessage *m, c
     }
     unsigned char h[32];
     char hex[65];
-    if (raw) mbedtls_sha256_ret(raw, raw_len, h, 0);
+    if (raw) vf_sha256(raw, raw_len, h);
     else vf_pb_sha256(m, h);
     vf_sha256_hex(h, hex);
     uint64_t step;
