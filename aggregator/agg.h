@@ -39,7 +39,7 @@ typedef struct agg_party {
     float embed_clip, embed_noise;   /* the party's embedding DP, from its Hello */
     double embed_delta;
     int64_t connected_unix;
-    char state[32];
+    char state[64];                  /* "connected", "encoding 3,412/7,007 eta 04:52" (its EncodingProgress), a run's phase */
 } agg_party;
 
 typedef enum {

@@ -7,6 +7,7 @@
 #include "daemon/audit.h"
 #include "daemon/peer_limits.h"
 #include "util/log.h"
+#include "util/progress.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -165,6 +166,29 @@ static void on_hello(agg_join *j, const Vflclip__V1__Hello *h) {
     agg_run_on_joined(p);
 }
 
+/* An image party's EncodingProgress: its state in status and watch
+ * ("encoding 3,412/7,007 eta 04:52"); "connected" when it is done. */
+static void on_progress(agg_party *p, const Vflclip__V1__EncodingProgress *ep) {
+    vf_error err;
+    if (p->id.role != VF_ROLE_IMAGE_PARTY || vf_peer_check_progress(ep, &err)) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "EncodingProgress refused: %s", p->id.role != VF_ROLE_IMAGE_PARTY ? "not an image party" : err.msg);
+        vf_log(VF_WARN, "event=bad_message peer=%s reason=\"%s\"", p->id.name, msg);
+        vf_rpc_call_finish(p->call, VF_GRPC_INVALID_ARGUMENT, msg, &err);
+        return;
+    }
+    char d[32], t[32], eta[32], msg[160];
+    vf_thousands((int64_t)ep->done, d, sizeof d);
+    vf_thousands((int64_t)ep->total, t, sizeof t);
+    if (ep->done >= ep->total) snprintf(p->state, sizeof p->state, "connected");
+    else if (ep->eta_s >= 0) snprintf(p->state, sizeof p->state, "encoding %s/%s eta %s", d, t, vf_duration_text(ep->eta_s, eta, sizeof eta));
+    else snprintf(p->state, sizeof p->state, "encoding %s/%s", d, t);
+    vf_log(VF_INFO, "event=party_encoding peer=%s split=%s done=%" PRIu64 " total=%" PRIu64 " images_per_s=%.3g eta_s=%.0f", p->id.name,
+           ep->split, ep->done, ep->total, ep->images_per_s, ep->eta_s);
+    snprintf(msg, sizeof msg, "%s %s", p->id.name, ep->done >= ep->total ? "encoded its images" : p->state);
+    agg_admin_event("party", msg);
+}
+
 static void join_message(vf_rpc_call *call, const uint8_t *data, size_t len, void *ud) {
     agg_join *j = vf_rpc_call_user(call);
     if (!j) return;
@@ -184,6 +208,8 @@ static void join_message(vf_rpc_call *call, const uint8_t *data, size_t len, voi
         else on_hello(j, m->hello);
     } else if (m->body_case == VFLCLIP__V1__PARTY_MESSAGE__BODY_HELLO) {
         refuse(call, VF_GRPC_FAILED_PRECONDITION, "a second Hello on the same stream");
+    } else if (m->body_case == VFLCLIP__V1__PARTY_MESSAGE__BODY_ENCODING_PROGRESS) {
+        on_progress(p, m->encoding_progress);
     } else {
         agg_run_on_message(p, m, len);
     }

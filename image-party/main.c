@@ -1,9 +1,14 @@
 /* vflclip-image-party: the daemon of one hospital.  At start it opens its
- * data set (npz, or image folder + labels CSV), encodes every split once with
- * the frozen CLIP vision tower (through the embedding cache in its state
- * directory) and frees the tower.  Then it dials the aggregator and answers
- * EncodeSplit tasks by streaming EmbeddingsChunks: embeddings, labels and
- * party-local ids, nothing else.  Pixels never leave this process, and the
+ * data set (npz, or image folder + labels CSV) and the frozen CLIP vision
+ * tower, dials the aggregator and, in a worker thread, encodes every split
+ * once (through the embedding cache in its state directory), then frees the
+ * tower.  While it encodes, which takes hours for a real data set on a CPU,
+ * it logs images done / total, rate and time left every few seconds and
+ * sends the aggregator the same as EncodingProgress, so `vflclip status`
+ * shows the hospital as "encoding 3,412/7,007 eta 1:02:03"; an EncodeSplit
+ * that arrives meanwhile is answered once the embeddings are ready.  It
+ * answers EncodeSplit tasks by streaming EmbeddingsChunks: embeddings, labels
+ * and party-local ids, nothing else.  Pixels never leave this process, and the
  * only tasks it accepts carry no tensor (EncodeSplit, Shutdown): anything
  * else is refused.  With [privacy] embed_clip (and embed_noise) every
  * embedding is clipped and noised once, after encoding and before anything is
@@ -23,6 +28,7 @@
 #include "privacy/embed_dp.h"
 #include "util/fileio.h"
 #include "util/log.h"
+#include "util/progress.h"
 #include "util/sha256.h"
 
 #include <inttypes.h>
@@ -31,6 +37,7 @@
 #include <sys/random.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define PROGRAM "vflclip-image-party"
 #define STRINGIFY_(x) #x
@@ -74,6 +81,19 @@ typedef struct party {
     int32_t *labels_buf;
     char **ids_buf;
     char *ids_storage;
+    /* encoding, in a worker thread (uv_queue_work) */
+    int ready;                     /* every split is encoded (and privatised) */
+    int64_t enc_done, enc_total;   /* images so far / in all splits; enc_done written by the worker (atomic) */
+    int enc_split;                 /* split being encoded (atomic) */
+    int enc_failed, progress_sent;
+    vf_error enc_err;
+    vf_progress progress;          /* the log lines and the EncodingProgress sent */
+    uv_timer_t progress_timer;
+    uv_work_t work;
+    int have_pending;              /* an EncodeSplit that came before the embeddings were ready */
+    uint64_t pending_task;
+    Vflclip__V1__EncodeSplit pending;
+    char pending_split[16];
 } party;
 
 static party g_p;
@@ -139,6 +159,17 @@ static void pump(void) {
 }
 
 static void on_encode(uint64_t task, const Vflclip__V1__EncodeSplit *es) {
+    if (!g_p.ready) {   /* answered when the embeddings are ready (encode_done) */
+        if (g_p.have_pending) { send_error(task, VF_GRPC_ABORTED, "another split is waiting for the encoding to finish"); return; }
+        g_p.have_pending = 1;
+        g_p.pending_task = task;
+        g_p.pending = *es;
+        snprintf(g_p.pending_split, sizeof g_p.pending_split, "%s", es->split ? es->split : "");
+        g_p.pending.split = g_p.pending_split;
+        vf_log(VF_INFO, "event=encode_split_deferred task=%" PRIu64 " split=%s detail=\"still encoding the data set\"", task,
+               g_p.pending_split);
+        return;
+    }
     vf_split s;
     if (vf_split_parse(es->split, &s)) { send_error(task, VF_GRPC_INVALID_ARGUMENT, "EncodeSplit: split must be train, val or test"); return; }
     if (es->view != 0) { send_error(task, VF_GRPC_INVALID_ARGUMENT, "augmentation views are not supported by this image party (view 0 only)"); return; }
@@ -229,24 +260,14 @@ static int load_privacy(const vf_ini *ini, const char *state, vf_error *err) {
     return 0;
 }
 
-/* SHA-256 of every preprocessing parameter: two image parties with the same
- * model but another resize/crop/normalisation would give embeddings that do
- * not belong in one training set.  The compute device is left out on
- * purpose: a hospital with a GPU (bf16, cosine >= 0.999 to fp32) may train
- * with one without. */
-static void preprocessing_fingerprint(const vf_preprocess_cfg *pp, char hex[65]) {
-    char text[512];
-    int n = snprintf(text, sizeof text, "edge=%d crop=%dx%d resize=%d center=%d normalize=%d rescale=%.9g "
-                     "mean=%.9g,%.9g,%.9g std=%.9g,%.9g,%.9g tvcrop=%d", pp->shortest_edge, pp->crop_h,
-                     pp->crop_w, pp->do_resize, pp->do_center_crop, pp->do_normalize, pp->rescale, pp->mean[0],
-                     pp->mean[1], pp->mean[2], pp->std[0], pp->std[1], pp->std[2], pp->torchvision_crop);
-    unsigned char d[32];
-    vf_sha256((const unsigned char *)text, (size_t)n, d);
-    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
-}
-
 static void on_stop(int sig) {
     vf_log(VF_INFO, "event=stopping signal=%d", sig);
+    if (g_p.enc_total && !g_p.ready && !g_p.enc_failed) {
+        /* the worker cannot be interrupted; splits already encoded are in the cache */
+        vf_log(VF_INFO, "event=encoding_interrupted done=%lld total=%lld", (long long)__atomic_load_n(&g_p.enc_done, __ATOMIC_RELAXED),
+               (long long)g_p.enc_total);
+        _exit(0);
+    }
     g_p.streaming = 0;
     vf_party_link_stop(g_link);
 }
@@ -271,7 +292,22 @@ static int encode_on_device(void *ctx, const float *pixels, int B, float *out, v
     return vf_device_vision_encode(ctx, pixels, B, out, err);
 }
 
-/* Opens the data set and embeds every non-empty split (on the configured device). */
+/* What the worker thread encodes with: the tower on its device, the
+ * preprocessing and the cache; freed when the encoding is done. */
+static struct {
+    vf_vision_tower vt;
+    vf_preprocess_cfg pp;
+    vf_device dev;
+    vf_device_vision dv;
+    vf_image_encoder enc;
+    int cache;
+    char cache_dir[4200];
+    char **codes;
+    int n_codes;
+} g_enc;
+
+/* Opens the data set, the vision tower on the configured device and the
+ * cache: everything the Hello needs; the encoding itself is start_encoding. */
 static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) {
     char model[4096], data[4096], image_dir[4096];
     long split_seed, batch, max_pixels;
@@ -295,49 +331,122 @@ static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) 
     vf_dataset_options o = {.class_codes = (const char *const *)codes, .n_classes = n_codes,
                             .image_dir = image_dir[0] ? image_dir : NULL, .split_seed = (unsigned long long)split_seed};
     if (vf_dataset_open(&g_p.ds, data, &o, err)) return -1;
-    vf_preprocess_cfg pp;
-    vf_vision_tower vt;
-    if (vf_model_preprocess_config(model, &pp, err) || vf_vision_load(&vt, model, (int)batch, err)) return -1;
-    if (vt.random_weights)
+    if (vf_model_preprocess_config(model, &g_enc.pp, err) || vf_vision_load(&g_enc.vt, model, (int)batch, err)) return -1;
+    if (g_enc.vt.random_weights)
         vf_log(VF_WARN, "event=random_weights model=%s detail=\"RANDOM weights: metrics mean nothing about dermatology\"", model);
-    vf_fingerprint_hex(vt.fingerprint, g_p.fingerprint);
-    g_p.D = vt.embed_dim;
-    preprocessing_fingerprint(&pp, g_p.pp_fingerprint);
-    vf_device dev;
-    vf_device_vision dv;
-    if (vf_device_open(&dev, device, precision, err)) { vf_vision_free(&vt); return -1; }
-    if (vf_device_vision_open(&dv, &dev, &vt, err)) { vf_device_close(&dev); vf_vision_free(&vt); return -1; }
-    vf_image_encoder enc = vf_image_encoder_cpu(&vt);
-    if (dev.kind != VF_DEVICE_CPU) {
-        enc.encode = encode_on_device;
-        enc.ctx = &dv;
-        snprintf(enc.compute, sizeof enc.compute, "%s-%s", vf_device_kind_name(dev.kind), vf_device_precision_name(dev.precision));
+    vf_fingerprint_hex(g_enc.vt.fingerprint, g_p.fingerprint);
+    g_p.D = g_enc.vt.embed_dim;
+    vf_preprocess_fingerprint(&g_enc.pp, g_p.pp_fingerprint);   /* the compute device is left out on purpose: a hospital with a GPU (bf16, cosine >= 0.999 to fp32) may train with one without */
+    if (vf_device_open(&g_enc.dev, device, precision, err)) { vf_vision_free(&g_enc.vt); return -1; }
+    if (vf_device_vision_open(&g_enc.dv, &g_enc.dev, &g_enc.vt, err)) { vf_device_close(&g_enc.dev); vf_vision_free(&g_enc.vt); return -1; }
+    g_enc.enc = vf_image_encoder_cpu(&g_enc.vt);
+    if (g_enc.dev.kind != VF_DEVICE_CPU) {
+        g_enc.enc.encode = encode_on_device;
+        g_enc.enc.ctx = &g_enc.dv;
+        snprintf(g_enc.enc.compute, sizeof g_enc.enc.compute, "%s-%s", vf_device_kind_name(g_enc.dev.kind), vf_device_precision_name(g_enc.dev.precision));
     }
-    char cache_dir[4200];
-    snprintf(cache_dir, sizeof cache_dir, "%s/embeddings", state);
+    snprintf(g_enc.cache_dir, sizeof g_enc.cache_dir, "%s/embeddings", state);
+    g_enc.cache = cache;
+    g_enc.codes = codes;
+    g_enc.n_codes = n_codes;
+    g_p.enc_total = 0;
+    for (int k = 0; k < VF_SPLIT_COUNT; k++) g_p.enc_total += g_p.ds.split[k].n;
+    return 0;
+}
+
+/* Worker thread: every split through the vision tower (or the cache), the
+ * count of images done kept in g_p.enc_done for the loop's progress timer. */
+static void on_split_progress(void *ctx, vf_split s, int done, int total) {
+    int64_t base = *(const int64_t *)ctx;
+    __atomic_store_n(&g_p.enc_done, base + done, __ATOMIC_RELAXED);
+}
+
+static void encode_work(uv_work_t *w) {
     int rc = 0;
+    vf_error *err = &g_p.enc_err;
+    int64_t base = 0;
     for (int k = 0; k < VF_SPLIT_COUNT && rc == 0; k++) {
         int n = g_p.ds.split[k].n;
         if (n == 0) continue;
+        __atomic_store_n(&g_p.enc_split, k, __ATOMIC_RELAXED);
         g_p.emb[k] = malloc((size_t)n * g_p.D * sizeof(float));
         if (!g_p.emb[k]) { rc = vf_fail(err, "out of memory for %d embeddings", n); break; }
         vf_embed_stats st;
-        rc = vf_embed_split(&g_p.ds, (vf_split)k, &enc, &pp, cache ? cache_dir : NULL, g_p.emb[k], &st, NULL, NULL, err);
+        rc = vf_embed_split(&g_p.ds, (vf_split)k, &g_enc.enc, &g_enc.pp, g_enc.cache ? g_enc.cache_dir : NULL, g_p.emb[k], &st,
+                            on_split_progress, &base, err);
+        base += n;
+        __atomic_store_n(&g_p.enc_done, base, __ATOMIC_RELAXED);
         if (!rc) vf_log(VF_INFO, "event=split_encoded split=%s images=%d cache_hit=%d encoded=%d compute=%s", vf_split_name((vf_split)k),
-                        n, st.cache_hit, st.encoded, enc.compute);
+                        n, st.cache_hit, st.encoded, g_enc.enc.compute);
     }
-    vf_device_vision_close(&dv);
-    vf_device_close(&dev);
-    vf_vision_free(&vt);
     if (rc == 0 && g_p.privacy.clip > 0) {
         for (int k = 0; k < VF_SPLIT_COUNT; k++)
             if (g_p.emb[k]) vf_embed_privatize(&g_p.privacy, k, 0, g_p.emb[k], g_p.ds.split[k].n, g_p.D);
         vf_log(VF_INFO, "event=embeddings_privatized clip=%g noise_multiplier=%g delta=%g epsilon=%.4f", g_p.privacy.clip,
                g_p.privacy.noise_multiplier, g_p.privacy.delta, vf_embed_epsilon(&g_p.privacy));
     }
-    for (int i = 0; i < n_codes; i++) free(codes[i]);
-    free(codes);
-    return rc;
+    g_p.enc_failed = rc != 0;
+}
+
+/* The loop's side: a progress line in the log and an EncodingProgress to the
+ * aggregator (when connected) every interval, and once at the end. */
+static void send_progress(void) {
+    int64_t done = __atomic_load_n(&g_p.enc_done, __ATOMIC_RELAXED);
+    vf_progress_set(&g_p.progress, done);
+    Vflclip__V1__EncodingProgress ep = VFLCLIP__V1__ENCODING_PROGRESS__INIT;
+    ep.done = (uint64_t)done;
+    ep.total = (uint64_t)g_p.enc_total;
+    ep.split = (char *)vf_split_name((vf_split)__atomic_load_n(&g_p.enc_split, __ATOMIC_RELAXED));
+    ep.images_per_s = vf_progress_rate(&g_p.progress);
+    ep.eta_s = vf_progress_eta(&g_p.progress);
+    Vflclip__V1__PartyMessage pm = VFLCLIP__V1__PARTY_MESSAGE__INIT;
+    pm.body_case = VFLCLIP__V1__PARTY_MESSAGE__BODY_ENCODING_PROGRESS;
+    pm.encoding_progress = &ep;
+    vf_error err;
+    if (vf_party_link_send(g_link, &pm, &err) == 0) g_p.progress_sent = 1;   /* not connected yet: the next one goes */
+}
+
+static void on_progress_timer(uv_timer_t *t) {
+    send_progress();
+    vf_progress_report(&g_p.progress);
+}
+
+static void encode_done(uv_work_t *w, int status) {
+    uv_timer_stop(&g_p.progress_timer);
+    uv_close((uv_handle_t *)&g_p.progress_timer, NULL);
+    vf_device_vision_close(&g_enc.dv);
+    vf_device_close(&g_enc.dev);
+    vf_vision_free(&g_enc.vt);
+    for (int i = 0; i < g_enc.n_codes; i++) free(g_enc.codes[i]);
+    free(g_enc.codes);
+    g_enc.codes = NULL;
+    if (g_p.enc_failed || status) {
+        if (status) vf_fail(&g_p.enc_err, "encoding did not run (%s)", uv_strerror(status));
+        g_p.enc_failed = 1;
+        vf_log(VF_ERROR, "event=encoding_failed error=\"%s\"", g_p.enc_err.msg);
+        if (g_p.have_pending) send_error(g_p.pending_task, VF_GRPC_INTERNAL, g_p.enc_err.msg);
+        vf_party_link_stop(g_link);
+        return;
+    }
+    if (g_p.progress_sent) send_progress();   /* the aggregator was told it encodes: now it is done */
+    else vf_progress_set(&g_p.progress, __atomic_load_n(&g_p.enc_done, __ATOMIC_RELAXED));
+    vf_progress_end(&g_p.progress);
+    g_p.ready = 1;
+    vf_notify_status("embeddings ready");
+    if (g_p.have_pending) {
+        g_p.have_pending = 0;
+        on_encode(g_p.pending_task, &g_p.pending);
+    }
+}
+
+static int start_encoding(uv_loop_t *loop, vf_error *err) {
+    vf_progress_begin(&g_p.progress, "encoding images", "img", g_p.enc_total, VF_PROGRESS_LOG);
+    uv_timer_init(loop, &g_p.progress_timer);
+    uint64_t every_ms = (uint64_t)(g_p.progress.interval_s * 1000);
+    uv_timer_start(&g_p.progress_timer, on_progress_timer, every_ms, every_ms);
+    int rc = uv_queue_work(loop, &g_p.work, encode_work, encode_done);
+    if (rc) return vf_fail(err, "cannot start the encoding thread: %s", uv_strerror(rc));
+    return 0;
 }
 
 static const vf_daemon_spec spec = {
@@ -362,16 +471,17 @@ int main(int argc, char **argv) {
         vf_daemon_end(&d);
         return 0;
     }
-    vf_notify_status("encoding the data set");
+    vf_notify_status("loading the data set and the model");
     if (load_privacy(&d.ini, d.paths.state, &err) || load_embeddings(&d.ini, d.paths.state, &err))
         return vf_daemon_fail(&d, &err);
     uv_loop_t *loop = uv_default_loop();
     vf_party_link_handlers h = {fill_hello, on_message, on_down, on_drain, NULL};
-    if (vf_party_link_start(loop, &d.link, &h, &g_link, &err)) return vf_daemon_fail(&d, &err);
+    if (vf_party_link_start(loop, &d.link, &h, &g_link, &err) || start_encoding(loop, &err)) return vf_daemon_fail(&d, &err);
     vf_log(VF_INFO, "event=started data=%s train=%d val=%d test=%d dim=%d fingerprint=%.16s aggregator=%s:%d",
            g_p.ds.source, g_p.ds.split[0].n, g_p.ds.split[1].n, g_p.ds.split[2].n, g_p.D, g_p.fingerprint, d.host,
            d.link.client.port);
-    vf_daemon_run(&d, loop, "embeddings ready; dialling the aggregator", on_stop);
+    vf_daemon_run(&d, loop, "dialling the aggregator; encoding the data set", on_stop);
+    if (g_p.enc_failed) return vf_daemon_fail(&d, &g_p.enc_err);
     for (int k = 0; k < VF_SPLIT_COUNT; k++) free(g_p.emb[k]);
     free(g_p.labels_buf); free(g_p.ids_buf); free(g_p.ids_storage);
     vf_dataset_close(&g_p.ds);

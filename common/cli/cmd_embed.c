@@ -12,6 +12,7 @@
 #include "formats/npy.h"
 #include "image/image_io.h"
 #include "image/preprocess.h"
+#include "util/progress.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,6 +146,8 @@ static int embed_images(const embed_args *a, vf_device_vision *dv, float **emb, 
     *emb = malloc(sizeof(float) * (size_t)*n * tower->embed_dim);
     if (!px || !*emb) { free(px); return vf_fail(err, "out of memory"); }
     int rc = 0;
+    vf_progress bar;   /* images done / total, rate, time left: a bar on a terminal, a line every few seconds otherwise */
+    vf_progress_begin(&bar, "encoding images", "img", a->n_images, isatty(2) ? VF_PROGRESS_TTY : VF_PROGRESS_LINES);
     for (int i0 = 0; i0 < a->n_images && rc == 0; i0 += a->batch) {
         int m = a->n_images - i0 < a->batch ? a->n_images - i0 : a->batch;
         for (int j = 0; j < m && rc == 0; j++) {
@@ -154,7 +157,10 @@ static int embed_images(const embed_args *a, vf_device_vision *dv, float **emb, 
             vf_image_free(&img);
         }
         if (rc == 0) rc = vf_device_vision_encode(dv, px, m, *emb + (long)i0 * tower->embed_dim, err);
+        if (rc == 0) vf_progress_set(&bar, i0 + m);
     }
+    if (rc == 0) vf_progress_end(&bar);
+    else if (bar.open) fputc('\n', stderr);
     free(px);
     return rc;
 }

@@ -5,37 +5,30 @@
 #include "data/embed_cache.h"
 #include "image/preprocess.h"
 #include "util/log.h"
+#include "util/progress.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+/* Images done / total, rate and time left of each split being encoded
+ * (util/progress.h: a bar on a terminal, a line every few seconds otherwise). */
 typedef struct embed_progress {
-    int tty, last_decile, split;
-    struct timespec t0;   /* start of the current split */
+    int tty, split;
+    vf_progress bar;
 } embed_progress;
 
 static void on_embed_progress(void *ctx, vf_split s, int done, int total) {
     embed_progress *p = ctx;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if ((int)s != p->split) { p->split = (int)s; p->t0 = now; p->last_decile = -1; }
-    double el = (double)(now.tv_sec - p->t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - p->t0.tv_nsec);
-    double rate = el > 0 ? done / el : 0;   /* the first batch's time includes the split's start, a fair estimate */
-    long eta = rate > 0 ? (long)((total - done) / rate + 0.5) : 0;
-    if (p->tty) {
-        fprintf(stderr, "\r\033[Kencoding %s images %d/%d  %.1f img/s  ETA %02ld:%02ld", vf_split_name(s), done, total,
-                rate, eta / 60, eta % 60);
-        if (done == total) fputc('\n', stderr);
-    } else {
-        int decile = (int)(10LL * done / total);
-        if (decile != p->last_decile || done == total)
-            fprintf(stderr, "encoding %s images %d/%d %.1f img/s eta %02ld:%02ld\n", vf_split_name(s), done, total, rate,
-                    eta / 60, eta % 60);
-        p->last_decile = decile;
+    if ((int)s != p->split) {
+        char what[64];
+        snprintf(what, sizeof what, "encoding %s images", vf_split_name(s));
+        vf_progress_begin(&p->bar, what, "img", total, p->tty ? VF_PROGRESS_TTY : VF_PROGRESS_LINES);
+        p->split = (int)s;
     }
-    fflush(stderr);
+    vf_progress_set(&p->bar, done);
+    if (done >= total) vf_progress_end(&p->bar);
 }
 
 static int encode_on_device(void *ctx, const float *pixels, int B, float *out, vf_error *err) {
@@ -88,8 +81,7 @@ int vf_coop_setup_open(vf_coop_setup *s, const vf_coop_setup_options *o, vf_erro
         snprintf(enc.compute, sizeof enc.compute, "%s-%s", vf_device_kind_name(dev.kind),
                  vf_device_precision_name(dev.precision));
     }
-    embed_progress prog = {.tty = o->tty, .last_decile = -1, .split = -1};
-    clock_gettime(CLOCK_MONOTONIC, &prog.t0);
+    embed_progress prog = {.tty = o->tty, .split = -1};
     int rc = 0;
     for (int k = 0; k < VF_SPLIT_COUNT && rc == 0; k++) {
         vf_split_data *d = &s->ds.split[k];

@@ -86,3 +86,16 @@ int vf_peer_check_text_ready(const Vflclip__V1__TextReady *tr, vf_error *err) {
         return vf_fail(err, "template is longer than %u bytes", VF_PEER_MAX_TEXT);
     return 0;
 }
+
+int vf_peer_check_progress(const Vflclip__V1__EncodingProgress *p, vf_error *err) {
+    const uint64_t max = 3ull * VF_PEER_MAX_SPLIT_EXAMPLES;   /* train, val and test */
+    if (p->total > max || p->done > p->total)
+        return vf_fail(err, "encoding progress %llu of %llu images (done <= total <= %llu allowed)", (unsigned long long)p->done,
+                       (unsigned long long)p->total, (unsigned long long)max);
+    if (vf_peer_check_name("progress split name", p->split, err)) return -1;
+    if (p->split && p->split[0] && strcmp(p->split, "train") && strcmp(p->split, "val") && strcmp(p->split, "test"))
+        return vf_fail(err, "encoding progress of unknown split '%s'", p->split);
+    if (!(p->images_per_s >= 0 && p->images_per_s <= 1e9) || !(p->eta_s >= -1 && p->eta_s <= 1e9))
+        return vf_fail(err, "encoding progress rate %g images/s, %g s left are not valid", p->images_per_s, p->eta_s);
+    return 0;
+}

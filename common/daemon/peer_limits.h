@@ -40,6 +40,11 @@ int vf_peer_check_chunk(const Vflclip__V1__EmbeddingsChunk *ch, vf_error *err);
 /* TextReady: class count, width and names bounded and checked. */
 int vf_peer_check_text_ready(const Vflclip__V1__TextReady *tr, vf_error *err);
 
+/* EncodingProgress: done <= total <= VF_PEER_MAX_SPLIT_EXAMPLES * 3 (all of
+ * a party's splits), split name known, rate and time left finite and not
+ * negative (eta -1: unknown). */
+int vf_peer_check_progress(const Vflclip__V1__EncodingProgress *p, vf_error *err);
+
 /* total = a * b * c without wrapping; -1 (and err) when it would. */
 int vf_size_mul3(size_t a, size_t b, size_t c, size_t *total, vf_error *err);
 

@@ -1,6 +1,12 @@
 """Operating a federation (issue 14): per-site results, run history, and
 progress of long work.
 
+Progress: `vflclip embed` reports images done / total, rate and time left;
+an image party that encodes a large data set logs the same every few
+seconds and sends it to the aggregator, so `vflclip status` shows it as
+"encoding N/M", then "connected" (the interval is shortened for the test
+with VFLCLIP_PROGRESS_INTERVAL_S).
+
 Per-site results: a three-hospital run writes site_metrics.json, each
 hospital's val and test ACC, AUC, balanced accuracy, per-class recall and
 confusion matrix.  The reference is independent of the C code: the scores
@@ -26,7 +32,7 @@ TEMPLATE = "a photo of {ctx} {class}."
 
 @pytest.fixture(scope="module")
 def fed(vflclip, tmp_path_factory):
-    f = Federation(vflclip, tmp_path_factory.mktemp("ops"))
+    f = Federation(vflclip, tmp_path_factory.mktemp("ops"), extra_image_parties=["hosp-slow"])
     f.start()
     yield f
     f.stop()
@@ -226,3 +232,68 @@ def test_an_aborted_run_continues_and_equals_an_uninterrupted_run(fed, tmp_path)
     assert p.returncode == 1 and "no run 'nope'" in p.stderr
     audit = (fed.fed / "aggregator-localhost" / "state" / "audit.log").read_text()
     assert "event=run_continue " in audit and "run=cont" in audit
+
+
+
+# --------------------------------------------------------------- progress ----
+def test_embed_reports_images_done_rate_and_time_left(fed, tmp_path):
+    from PIL import Image
+    images = fed.full["train_images"][:40]
+    paths = []
+    for i, im in enumerate(images):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(im).save(paths[-1])
+    env = dict(fed.env, VFLCLIP_PROGRESS_INTERVAL_S="0.000001")
+    p = run([fed.vflclip, "embed", "--model", fed.model, "--image", *paths, "--batch", "1", "--out", tmp_path / "e.npy"],
+            env=env)
+    lines = [l for l in p.stderr.splitlines() if l.startswith("encoding images ")]
+    print("\n".join(lines[:3] + ["..."] + lines[-2:]))
+    assert lines[-1].startswith("encoding images 40/40 (100.0%)") and " img/s" in lines[-1]
+    partial = [l for l in lines[:-1] if "/40 (" in l]
+    assert partial and all(" img/s" in l and " eta " in l for l in partial), lines
+    done = [int(l.split()[2].split("/")[0]) for l in lines]
+    assert done == sorted(done) and done[-1] == 40
+    # the default: a line every few seconds, so a short run prints only the last
+    p = run([fed.vflclip, "embed", "--model", fed.model, "--image", *paths[:4], "--out", tmp_path / "f.npy"], env=fed.env)
+    assert [l for l in p.stderr.splitlines() if l.startswith("encoding images ")] == [
+        next(l for l in p.stderr.splitlines() if l.startswith("encoding images 4/4 (100.0%)"))]
+
+
+def test_status_shows_an_image_party_encoding(fed, tmp_path):
+    """A hospital with many images: while it encodes, status says how far it
+    is (from its EncodingProgress), its log says the same every interval, and
+    once done it is "connected"."""
+    base = fed.full["train_images"]
+    n = 8000
+    images = np.concatenate([base] * (n // len(base) + 1))[:n]
+    labels = np.concatenate([np.asarray(fed.full["train_labels"])] * (n // len(base) + 1))[:n]
+    np.savez(tmp_path / "big.npz", train_images=images, train_labels=labels, val_images=images[:30],
+             val_labels=labels[:30], test_images=images[:30], test_labels=labels[:30])
+    party = fed.image_party("hosp-slow", tmp_path / "big.npz", fed.model)
+    from test_federation_support import set_key
+    set_key(party.ini, "encode", "cache", "false")
+    set_key(party.ini, "encode", "batch", "1")
+    fed.env["VFLCLIP_PROGRESS_INTERVAL_S"] = "0.2"
+    try:
+        party.start()
+        seen = fed.wait_state(lambda s: any(p["name"] == "hosp-slow" and p["state"].startswith("encoding ")
+                                            for p in s["parties"]), timeout=60, what="hosp-slow encoding")
+        state = next(p["state"] for p in seen["parties"] if p["name"] == "hosp-slow")
+        print("status:", state)
+        done, total = state.split()[1].split("/")
+        assert total == f"{n + 60:,}" and 0 <= int(done.replace(",", "")) < n + 60
+        human = fed.cli("status").stdout
+        assert "hosp-slow" in human and "encoding " in human
+        fed.wait_state(lambda s: any(p["name"] == "hosp-slow" and p["state"] == "connected" for p in s["parties"]),
+                       timeout=120, what="hosp-slow done encoding")
+        log = party.text()
+        progress = [l for l in log.splitlines() if "event=progress " in l]
+        print(progress[0], progress[-1], sep="\n")
+        assert len(progress) >= 2 and f"total={n + 60}" in progress[-1] and f"done={n + 60}" in progress[-1]
+        assert any(" eta " in l and "img/s" in l for l in progress[:-1])
+        agg = fed.aggregator.text()
+        assert "event=party_encoding peer=hosp-slow" in agg
+    finally:
+        party.stop()
+        fed.env.pop("VFLCLIP_PROGRESS_INTERVAL_S", None)
+    fed.wait_state(lambda s: all(p["name"] != "hosp-slow" for p in s["parties"]), what="hosp-slow to leave")
