@@ -37,15 +37,11 @@ vf_image_encoder vf_image_encoder_cpu(vf_vision_tower *tower) {
 int vf_embed_cache_key(const vf_dataset *ds, vf_split s, const vf_image_encoder *enc, const vf_preprocess_cfg *pp,
                        char key[65], vf_error *err) {
     char head[1024];
-    char fp[65];
+    char fp[65], pp_fp[65];
     hex(enc->fingerprint, 32, fp);
-    /* %a prints floats exactly, so any change of mean/std/rescale changes the key. */
-    int len = snprintf(head, sizeof head,
-                       "vflclip-embeddings-v1\nmodel=%s\ncompute=%s\nimage_size=%d\nshortest_edge=%d crop=%dx%d resize=%d crop=%d "
-                       "normalize=%d rescale=%a mean=%a,%a,%a std=%a,%a,%a\nn=%d\n",
-                       fp, enc->compute, enc->image_size, pp->shortest_edge, pp->crop_h, pp->crop_w, pp->do_resize, pp->do_center_crop,
-                       pp->do_normalize, pp->rescale, pp->mean[0], pp->mean[1], pp->mean[2], pp->std[0], pp->std[1],
-                       pp->std[2], ds->split[s].n);
+    vf_preprocess_fingerprint(pp, pp_fp);
+    int len = snprintf(head, sizeof head, "vflclip-embeddings-v2\nmodel=%s\ncompute=%s\nimage_size=%d\npreprocess=%s\nn=%d\n", fp,
+                       enc->compute, enc->image_size, pp_fp, ds->split[s].n);
     vf_sha256_ctx c;
     vf_sha256_begin(&c);
     vf_sha256_add(&c, (const unsigned char *)head, (size_t)len);

@@ -9,6 +9,7 @@
  * depends on its own weights alone, so this equals resize-then-crop. */
 #include "image/preprocess.h"
 #include "util/fileio.h"
+#include "util/sha256.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -346,4 +347,15 @@ int vf_preprocess(const vf_preprocess_cfg *cfg, const vf_image *img, float *out,
         }
     free(win);
     return 0;
+}
+
+void vf_preprocess_fingerprint(const vf_preprocess_cfg *c, char hex[65]) {
+    char text[512];
+    int n = snprintf(text, sizeof text, "vflclip-preprocess-v2 edge=%d crop=%dx%d resize=%d center=%d normalize=%d "
+                     "rescale=%a mean=%a,%a,%a std=%a,%a,%a tvcrop=%d", c->shortest_edge, c->crop_h, c->crop_w,
+                     c->do_resize, c->do_center_crop, c->do_normalize, c->rescale, c->mean[0], c->mean[1], c->mean[2],
+                     c->std[0], c->std[1], c->std[2], c->torchvision_crop);
+    unsigned char d[32];
+    vf_sha256(text, (size_t)n, d);
+    vf_sha256_to_hex(d, hex);
 }

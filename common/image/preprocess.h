@@ -29,6 +29,10 @@ typedef struct vf_preprocess_cfg { int shortest_edge, crop_h, crop_w, do_resize,
  * (clip/model_preprocess.h). */
 int  vf_preprocess_config_parse(const char *json, const char *name, vf_preprocess_cfg *cfg, vf_error *err);
 void vf_preprocess_defaults(vf_preprocess_cfg *cfg, int image_size);  /* CLIP mean/std, bicubic */
+/* The one fingerprint of a preprocessing: SHA-256 (64 hex digits) of every
+ * field, floats written exactly (%a).  Image parties that disagree on it are
+ * refused at Hello, and it is part of the embedding-cache key. */
+void vf_preprocess_fingerprint(const vf_preprocess_cfg *cfg, char hex[65]);
 int  vf_preprocess(const vf_preprocess_cfg *cfg, const vf_image *img, float *out /*(3,crop_h,crop_w)*/, vf_error *err);
 
 #endif

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <stdint.h>
+#include <math.h>
 #include <stdio.h> /* before jpeglib.h */
 #include <jpeglib.h>
 #include <png.h>
@@ -368,6 +369,34 @@ static void test_from_rgb_and_preprocess_errors(void **state) {
     vf_image_free(&img);
 }
 
+
+/* Every field of the preprocessing moves its one fingerprint (the embedding
+ * cache's key once left torchvision_crop out, so an OpenCLIP-cropped cache
+ * could be served to a Hugging Face crop). */
+static void test_preprocess_fingerprint_covers_every_field(void **state) {
+    vf_preprocess_cfg base;
+    vf_preprocess_defaults(&base, 224);
+    char ref[65], fp[65];
+    vf_preprocess_fingerprint(&base, ref);
+    assert_int_equal(strlen(ref), 64);
+    vf_preprocess_cfg c[8];
+    for (int i = 0; i < 8; i++) c[i] = base;
+    c[0].torchvision_crop ^= 1;
+    c[1].shortest_edge++;
+    c[2].crop_w++;
+    c[3].do_center_crop ^= 1;
+    c[4].rescale = nextafterf(c[4].rescale, 1.0f);
+    c[5].mean[2] = nextafterf(c[5].mean[2], 1.0f);
+    c[6].std[0] = nextafterf(c[6].std[0], 1.0f);
+    c[7].do_normalize ^= 1;
+    for (int i = 0; i < 8; i++) {
+        vf_preprocess_fingerprint(&c[i], fp);
+        assert_string_not_equal(fp, ref);
+    }
+    vf_preprocess_fingerprint(&base, fp);
+    assert_string_equal(fp, ref);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_png_round_trip_is_exact, setup, teardown),
@@ -381,6 +410,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_pixel_limit_is_settable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_variant_names_the_source, setup, teardown),
         cmocka_unit_test_setup_teardown(test_from_rgb_and_preprocess_errors, setup, teardown),
+        cmocka_unit_test(test_preprocess_fingerprint_covers_every_field),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
