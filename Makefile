@@ -236,25 +236,31 @@ fuzz-smoke: $(FUZZ_BIN)
 
 -include $(shell find $(FUZZ_DIR)/obj -name '*.d' 2>/dev/null)
 
-# Sanitizer reports end the process with a non-zero status (halt_on_error) and
-# are written to $(BUILD)/asan/reports/<program>.<pid> by every process,
-# daemons included (the federation tests do not read a daemon's exit status or
-# its log), so the last step fails on any report from any process.
-# LeakSanitizer stays on; the one suppression (tests/fuzz/lsan.supp) is
-# fontconfig's process-lifetime cache behind cairo's plot text.
+# Sanitizer reports end the process with a non-zero status (halt_on_error).
+# The federation tests do not read a daemon's exit status, so every report of
+# every process is also looked for afterwards: ASan/LSan write theirs to
+# $(BUILD)/asan/reports/asan.<pid> (log_path), and UBSan (which ignores
+# log_path when it runs inside ASan) writes to stderr, which for a daemon is
+# its log under pytest's --basetemp $(BUILD)/asan/pytest; any report found
+# fails the target.  LeakSanitizer stays on; the one suppression
+# (tests/fuzz/lsan.supp) is fontconfig's process-lifetime cache behind
+# cairo's plot text.
 ASAN_REPORTS := $(CURDIR)/$(BUILD)/asan/reports
+ASAN_PYTEST  := $(CURDIR)/$(BUILD)/asan/pytest
 ASAN_ENV := ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:exitcode=86:log_path=$(ASAN_REPORTS)/asan \
-            UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=87:log_path=$(ASAN_REPORTS)/ubsan \
+            UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=87 \
             LSAN_OPTIONS=suppressions=$(CURDIR)/tests/fuzz/lsan.supp:print_suppressions=0
+ASAN_FOUND := grep -rlE 'runtime error:|ERROR: (Address|Leak|UndefinedBehavior)Sanitizer' $(ASAN_REPORTS) $(ASAN_PYTEST)
 asan:
 	$(MAKE) BUILD=$(BUILD)/asan NVCC= OPT="-O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
 	  $(BUILD)/asan/vflclip $(patsubst $(BUILD)/%,$(BUILD)/asan/%,$(TEST_BIN) $(ROLE_BIN))
 	rm -rf $(ASAN_REPORTS) && mkdir -p $(ASAN_REPORTS)
 	$(ASAN_ENV) tests/run-unit.sh $(BUILD)/asan; s=$$?; \
-	$(ASAN_ENV) VF_BUILD=$(BUILD)/asan $(PYTHON) -m pytest -q tests/python/test_grpc_interop.py tests/python/test_grpc_negative.py \
-	  $(wildcard tests/python/test_federation*.py) || s=1; \
-	if [ -n "$$(ls -A $(ASAN_REPORTS))" ]; then \
-	  echo "sanitizer reports (ASan/UBSan/LSan) in $(ASAN_REPORTS):"; head -n 40 $(ASAN_REPORTS)/*; s=1; fi; \
+	$(ASAN_ENV) VF_BUILD=$(BUILD)/asan $(PYTHON) -m pytest -q --basetemp=$(ASAN_PYTEST) \
+	  tests/python/test_grpc_interop.py tests/python/test_grpc_negative.py $(wildcard tests/python/test_federation*.py) || s=1; \
+	if $(ASAN_FOUND) >/dev/null; then \
+	  echo "sanitizer reports (ASan/UBSan/LSan):"; \
+	  for f in $$($(ASAN_FOUND)); do echo "== $$f"; grep -m1 -A14 -E 'runtime error:|ERROR: .*Sanitizer' $$f; done; s=1; fi; \
 	exit $$s
 
 # The same tree against mbedTLS 3.6 (Debian 13's packages, fetched and
