@@ -57,7 +57,9 @@ static const vf_ini_key schema[] = {
     {"encode", "batch", VF_INI_INT, 0, "32", "images per vision-tower batch"},
     {"encode", "cache", VF_INI_BOOL, 0, "true", "keep embeddings in <state>/embeddings so a restart does not re-encode"},
     {"encode", "device", VF_INI_STR, 0, "auto", "where images are encoded: auto (a GPU when there is one) | cpu | cuda"},
-    {"encode", "precision", VF_INI_STR, 0, "bf16", "image encoding precision on CUDA: bf16 | tf32 | fp32 (the CPU computes in fp32)"},
+    {"encode", "precision", VF_INI_STR, 0, "default",
+     "image encoding precision: default (bf16 on CUDA, fp32 on the CPU) | auto (bf16 on CUDA or a CPU with AVX512_BF16/AMX, "
+     "else fp32) | bf16 | fp32 | tf32 (CUDA); part of the preprocessing fingerprint"},
     {"privacy", "embed_clip", VF_INI_FLOAT, 0, "0", "L2 bound of every embedding sent (0: embeddings leave unchanged)"},
     {"privacy", "embed_noise", VF_INI_FLOAT, 0, "0", "Gaussian noise on every coordinate, std = this * embed_clip"},
     {"privacy", "seed", VF_INI_INT, 0, NULL, "noise seed (keep it secret); default: random, kept in <state>/privacy_seed"},
@@ -336,8 +338,15 @@ static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) 
         vf_log(VF_WARN, "event=random_weights model=%s detail=\"RANDOM weights: metrics mean nothing about dermatology\"", model);
     vf_fingerprint_hex(g_enc.vt.fingerprint, g_p.fingerprint);
     g_p.D = g_enc.vt.embed_dim;
-    vf_preprocess_fingerprint(&g_enc.pp, g_p.pp_fingerprint);   /* the compute device is left out on purpose: a hospital with a GPU (bf16, cosine >= 0.999 to fp32) may train with one without */
+    vf_preprocess_fingerprint(&g_enc.pp, g_p.pp_fingerprint);   /* the device is left out: a GPU party may train with a CPU one */
     if (vf_device_open(&g_enc.dev, device, precision, err)) { vf_vision_free(&g_enc.vt); return -1; }
+    if (g_enc.dev.precision != VF_PREC_FP32) { /* but not in another precision (issue 18): refused at Hello; fp32 unchanged */
+        char text[128];
+        unsigned char d[32];
+        int n = snprintf(text, sizeof text, "%s precision=%s", g_p.pp_fingerprint, vf_device_precision_name(g_enc.dev.precision));
+        vf_sha256(text, (size_t)n, d);
+        vf_sha256_to_hex(d, g_p.pp_fingerprint);
+    }
     if (vf_device_vision_open(&g_enc.dv, &g_enc.dev, &g_enc.vt, err)) { vf_device_close(&g_enc.dev); vf_vision_free(&g_enc.vt); return -1; }
     g_enc.enc = vf_image_encoder_cpu(&g_enc.vt);
     if (g_enc.dev.kind != VF_DEVICE_CPU) {

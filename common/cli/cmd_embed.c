@@ -21,13 +21,15 @@
 
 static void usage(FILE *out) {
     fprintf(out, "usage: vflclip embed --model DIR (--image FILE... | --text \"...\"...) --out OUT.npy [--batch N]\n"
-                 "                     [--tokenizer PATH] [--device cpu|cuda|auto] [--precision bf16|tf32|fp32] [--max-pixels N]\n"
+                 "                     [--tokenizer PATH] [--device cpu|cuda|auto] [--precision fp32|bf16|auto|tf32] [--max-pixels N]\n"
                  "Writes float32 [N, projection_dim] embeddings before L2 normalisation, in input order.\n"
                  "  --tokenizer PATH  for --text: a directory with vocab.json + merges.txt or OpenAI's\n"
                  "                    bpe_simple_vocab_16e6.txt.gz (default: those files in the model directory)\n"
                  "  --device D        where images are encoded: cpu (default) | cuda | auto (a GPU when there is\n"
                  "                    one, else the CPU, saying why); texts are embedded on the CPU\n"
-                 "  --precision P     image encoding on CUDA: bf16 (default) | tf32 | fp32; the CPU computes in fp32\n"
+                 "  --precision P     image encoding: fp32 | bf16 (CUDA, or a CPU with AVX512_BF16/AMX; an error on\n"
+                 "                    other CPUs) | auto (bf16 where the device has it, else fp32) | tf32 (CUDA);\n"
+                 "                    default bf16 on CUDA, fp32 on the CPU\n"
                  "  --max-pixels N    refuse an image whose header declares more than N pixels (width x height)\n"
                  "                    before decoding it (default %llu)\n", (unsigned long long)VF_IMAGE_DEFAULT_MAX_PIXELS);
 }
@@ -58,7 +60,7 @@ static int parse_args(int argc, char **argv, embed_args *a) {
     memset(a, 0, sizeof *a);
     a->batch = 16;
     a->device = VF_DEVICE_CPU;
-    a->precision = VF_PREC_BF16;
+    a->precision = VF_PREC_DEFAULT;
     vf_error perr;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];

@@ -20,7 +20,7 @@ static void usage(FILE *o) {
         "usage: vflclip evaluate --model DIR --context FILE --data PATH [--split test] [--out FILE.json]\n"
         "                        [--confusion-png FILE] [--class-codes a,b,..] [--image-dir DIR] [--split-seed N (default: the context's)]\n"
         "                        [--cache-dir DIR | --no-cache] [--embed-batch N] [--device auto|cpu|cuda]\n"
-        "                        [--precision bf16|tf32|fp32] [--tokenizer DIR|bpe_simple_vocab_16e6.txt.gz]\n"
+        "                        [--precision fp32|bf16|auto|tf32] [--tokenizer DIR|bpe_simple_vocab_16e6.txt.gz]\n"
         "       vflclip evaluate --scores SCORES.npy --labels LABELS.npy [--out FILE.json]\n"
         "  The first form rebuilds the prompts from the context file's metadata (template, class names, n_ctx,\n"
         "  csc, class position), checks the model fingerprint and prints the split's metrics as JSON.\n"
@@ -71,7 +71,7 @@ int vf_cmd_evaluate(int argc, char **argv) {
     unsigned long long split_seed = 0;
     int no_cache = 0, embed_batch = 0, split_seed_given = 0;
     vf_device_kind device = VF_DEVICE_AUTO;
-    vf_device_precision precision = VF_PREC_BF16;
+    vf_device_precision precision = VF_PREC_DEFAULT;
     vf_error perr;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];

@@ -58,7 +58,8 @@ static void usage(FILE *o) {
         "  --cache-dir DIR        embedding cache (default $VFLCLIP_CACHE or ~/.cache/vflclip/embeddings); --no-cache\n"
         "  --embed-batch N        images per vision-tower batch (default 32)\n"
         "  --device D             where images are encoded: auto (a GPU when there is one) | cpu | cuda\n"
-        "  --precision P          image encoding on CUDA: bf16 (default) | tf32 | fp32; the CPU computes in fp32\n"
+        "  --precision P          image encoding: fp32 | bf16 (CUDA, or a CPU with AVX512_BF16/AMX) | auto (bf16 where\n"
+        "                         the device has it, else fp32) | tf32 (CUDA); default bf16 on CUDA, fp32 on the CPU\n"
         "                         (the CoOp text forward/backward runs on the CPU)\n"
         "  --quiet                no progress lines\n");
 }
@@ -84,7 +85,7 @@ typedef struct train_args {
 static int parse_args(train_args *a, int argc, char **argv) {
     *a = (train_args){.n_ctx = 16, .batch_size = 32, .epochs = 10, .seed = 1, .warmup = VF_WARMUP_CONSTANT,
                       .warmup_lr = 1e-5f, .class_pos = VF_CLASS_END, .optimizer = VF_OPT_ADAM,
-                      .device = VF_DEVICE_AUTO, .precision = VF_PREC_BF16, .privacy = vf_text_grad_privacy_default(),
+                      .device = VF_DEVICE_AUTO, .precision = VF_PREC_DEFAULT, .privacy = vf_text_grad_privacy_default(),
                       .dp_delta = 1e-5};
     vf_error err;
     for (int i = 1; i < argc; i++) {

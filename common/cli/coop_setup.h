@@ -26,7 +26,7 @@ typedef struct vf_coop_setup_options {
     int want[VF_SPLIT_COUNT];         /* splits to embed */
     int tty;                          /* progress as one updating line */
     vf_device_kind device;            /* where the image tower runs (auto: a GPU when there is one) */
-    vf_device_precision precision;    /* on CUDA; the CPU computes in fp32 */
+    vf_device_precision precision;    /* device/device.h: default, auto, bf16, fp32, tf32 */
 } vf_coop_setup_options;
 
 typedef struct vf_coop_setup {

@@ -165,6 +165,7 @@ int vf_vision_load(vf_vision_tower *t, const char *model_dir, int max_batch, vf_
 }
 
 void vf_vision_free(vf_vision_tower *t) {
+    vf_vision_set_cpu_bf16(t, 0, NULL);
     if (t->kind == VF_VISION_VIT) vf_vit_acts_free(&t->u.vit.acts);
     if (t->kind == VF_VISION_RESNET) { vf_resnet_acts_free(&t->u.resnet.acts); vf_resnet_free(&t->u.resnet.net); } /* issue 5 */
     vf_arena_free(&t->params);

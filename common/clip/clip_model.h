@@ -54,6 +54,8 @@ typedef struct vf_vision_tower {
     vf_clip_config cfg;
     vf_safetensors st;
     vf_arena params;
+    int cpu_bf16;         /* 1: the CPU encodes with bf16 matmuls (vf_vision_set_cpu_bf16), 0: fp32 */
+    void *params_bf16;    /* those bf16 weights, one block (NULL in fp32) */
     union {
         struct { vf_vit_weights w; vf_vit_acts acts; } vit;
         struct { vf_resnet net; vf_resnet_acts acts; } resnet;  /* issue 5 */
@@ -67,6 +69,13 @@ void vf_vision_free(vf_vision_tower *t);
  * preprocessed; any B (processed in chunks of max_batch).  Non-finite pixels
  * are an error. */
 int vf_vision_encode(vf_vision_tower *t, const float *pixels, int B, float *out, vf_error *err);
+/* Switches t's CPU encoding between fp32 (on = 0: the reference, the state
+ * after loading) and bf16 matrix products (on = 1: cpu/matmul_bf16.h; the
+ * weights of every Linear layer and convolution are converted once into
+ * params_bf16; layer norm, softmax, GELU, attention, residuals, the patch
+ * embedding, ResNets' attention pool and the projection stay fp32).  on = 1
+ * fails, naming why, where vf_cpu_bf16_available says no.  (clip/vision_bf16.c) */
+int vf_vision_set_cpu_bf16(vf_vision_tower *t, int on, vf_error *err);
 
 /* ---- fingerprint ---------------------------------------------------------- */
 int vf_clip_fingerprint(const vf_safetensors *st, const vf_clip_config *cfg, unsigned char out[VF_FINGERPRINT_LEN], vf_error *err);

@@ -30,7 +30,7 @@ vf_image_encoder vf_image_encoder_cpu(vf_vision_tower *tower) {
     vf_image_encoder e = {.encode = encode_cpu, .ctx = tower, .image_size = tower->image_size,
                           .embed_dim = tower->embed_dim, .max_batch = tower->max_batch};
     memcpy(e.fingerprint, tower->fingerprint, sizeof e.fingerprint);
-    snprintf(e.compute, sizeof e.compute, "cpu-fp32");
+    snprintf(e.compute, sizeof e.compute, "%s", tower->cpu_bf16 ? "cpu-bf16" : "cpu-fp32"); /* bf16 matmuls: issue 18 */
     return e;
 }
 

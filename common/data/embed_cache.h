@@ -26,7 +26,8 @@ typedef struct vf_image_encoder {
     char compute[64];   /* part of the cache key, e.g. "cpu-fp32", "cuda-bf16" */
 } vf_image_encoder;
 
-/* The CPU vision tower as an encoder (compute "cpu-fp32"). */
+/* The CPU vision tower as an encoder (compute "cpu-fp32", or "cpu-bf16" once
+ * vf_vision_set_cpu_bf16 switched it to bf16 matmuls). */
 vf_image_encoder vf_image_encoder_cpu(vf_vision_tower *tower);
 
 typedef struct vf_embed_stats {

@@ -6,16 +6,17 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cpu/matmul_bf16.h"
 #include "util/log.h"
 #ifdef VF_HAVE_CUDA
 #include "cuda/cuda_backend.h"
 #endif
 
 static const char *const kind_names[] = {"auto", "cpu", "cuda"};
-static const char *const prec_names[] = {"fp32", "tf32", "bf16"};
+static const char *const prec_names[] = {"fp32", "tf32", "bf16", "auto", "default"};
 
 const char *vf_device_kind_name(vf_device_kind k) { return (unsigned)k < 3 ? kind_names[k] : "?"; }
-const char *vf_device_precision_name(vf_device_precision p) { return (unsigned)p < 3 ? prec_names[p] : "?"; }
+const char *vf_device_precision_name(vf_device_precision p) { return (unsigned)p < 5 ? prec_names[p] : "?"; }
 
 int vf_device_kind_parse(const char *s, const char *what, vf_device_kind *out, vf_error *err) {
     for (int i = 0; i < 3; i++)
@@ -24,9 +25,9 @@ int vf_device_kind_parse(const char *s, const char *what, vf_device_kind *out, v
 }
 
 int vf_device_precision_parse(const char *s, const char *what, vf_device_precision *out, vf_error *err) {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 5; i++)
         if (s && !strcmp(s, prec_names[i])) return *out = (vf_device_precision)i, 0;
-    return vf_fail(err, "%s: '%s' is not a precision (fp32, tf32 or bf16)", what, s ? s : "");
+    return vf_fail(err, "%s: '%s' is not a precision (fp32, bf16, auto, tf32 or default)", what, s ? s : "");
 }
 
 int vf_device_cuda_count(void) {
@@ -37,31 +38,54 @@ int vf_device_cuda_count(void) {
 #endif
 }
 
-static void open_cpu(vf_device *d, vf_device_precision precision) {
+/* The CPU's precision for `want` (device.h); why says what decided it. */
+static int cpu_precision(vf_device_precision want, vf_device_kind requested, vf_device_precision *got, char *why,
+                         size_t why_size, vf_error *err) {
+    *got = VF_PREC_FP32;
+    if (want == VF_PREC_FP32 || want == VF_PREC_DEFAULT || want == VF_PREC_TF32) {
+        snprintf(why, why_size, "%s", want == VF_PREC_FP32 ? "asked for" : want == VF_PREC_TF32 ? "the CPU has no tf32"
+                                                                                                : "the CPU's default (--precision auto or bf16 for bf16)");
+        return 0;
+    }
+    char hw[192];
+    if (vf_cpu_bf16_available(hw, sizeof hw)) {
+        *got = VF_PREC_BF16;
+        snprintf(why, why_size, "%s", hw);
+        return 0;
+    }
+    if (want == VF_PREC_BF16 && requested == VF_DEVICE_CPU)
+        return vf_fail(err, "precision bf16 on the CPU: %s (use fp32, or auto to fall back)", hw);
+    snprintf(why, why_size, "no bf16: %s", hw);
+    return 0;
+}
+
+static int open_cpu(vf_device *d, vf_device_kind requested, vf_device_precision precision, const char *device_why,
+                    vf_error *err) {
+    char why[256];
     d->kind = VF_DEVICE_CPU;
-    d->precision = precision;
+    if (cpu_precision(precision, requested, &d->precision, why, sizeof why, err)) return -1;
     snprintf(d->description, sizeof d->description, "cpu");
+    vf_log(d->precision == VF_PREC_FP32 && precision == VF_PREC_BF16 ? VF_WARN : VF_INFO,
+           "event=device device=cpu requested=%s%s%s%s precision=%s requested_precision=%s precision_why=\"%s\"",
+           vf_device_kind_name(requested), device_why ? " reason=\"" : "", device_why ? device_why : "", device_why ? "\"" : "",
+           vf_device_precision_name(d->precision), vf_device_precision_name(precision), why);
+    return 0;
 }
 
 int vf_device_open(vf_device *d, vf_device_kind requested, vf_device_precision precision, vf_error *err) {
     memset(d, 0, sizeof *d);
-    if (requested == VF_DEVICE_CPU) {
-        open_cpu(d, precision);
-        vf_log(VF_INFO, "event=device device=cpu requested=cpu");
-        return 0;
-    }
+    if (requested == VF_DEVICE_CPU) return open_cpu(d, requested, precision, NULL, err);
 #ifdef VF_HAVE_CUDA
     int n = vf_cuda_device_count();
     if (n > 0) {
         vf_cuda_ctx *ctx = NULL;
-        if (vf_cuda_ctx_create(&ctx, 0, (vf_cuda_precision)precision, err) != 0) {
+        const vf_device_precision gpu = precision == VF_PREC_AUTO || precision == VF_PREC_DEFAULT ? VF_PREC_BF16 : precision;
+        if (vf_cuda_ctx_create(&ctx, 0, (vf_cuda_precision)gpu, err) != 0) {
             if (requested == VF_DEVICE_CUDA) return -1;
-            vf_log(VF_WARN, "event=device device=cpu requested=auto reason=\"%s\"", err ? err->msg : "CUDA context failed");
-            open_cpu(d, precision);
-            return 0;
+            return open_cpu(d, requested, precision, err ? err->msg : "CUDA context failed", err);
         }
         d->kind = VF_DEVICE_CUDA;
-        d->precision = precision;
+        d->precision = precision = gpu;
         d->cuda_ctx = ctx;
         if (vf_cuda_device_describe(0, d->description, sizeof d->description, NULL) != 0)
             snprintf(d->description, sizeof d->description, "CUDA device 0");
@@ -74,9 +98,7 @@ int vf_device_open(vf_device *d, vf_device_kind requested, vf_device_precision p
     const char *why = "this build has no CUDA (nvcc was not found when it was built)";
 #endif
     if (requested == VF_DEVICE_CUDA) return vf_fail(err, "--device cuda: %s", why);
-    open_cpu(d, precision);
-    vf_log(VF_INFO, "event=device device=cpu requested=auto reason=\"%s\"", why);
-    return 0;
+    return open_cpu(d, requested, precision, why, err);
 }
 
 void vf_device_close(vf_device *d) {
@@ -90,7 +112,7 @@ int vf_device_vision_open(vf_device_vision *dv, vf_device *dev, vf_vision_tower 
     memset(dv, 0, sizeof *dv);
     dv->dev = dev;
     dv->tower = tower;
-    if (dev->kind != VF_DEVICE_CUDA) return 0;
+    if (dev->kind != VF_DEVICE_CUDA) return vf_vision_set_cpu_bf16(tower, dev->precision == VF_PREC_BF16, err);
 #ifdef VF_HAVE_CUDA
     vf_cuda_vision *m = NULL;
     vf_cuda_ctx *ctx = (vf_cuda_ctx *)dev->cuda_ctx;

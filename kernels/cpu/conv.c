@@ -1,6 +1,7 @@
 /* conv: im2col + sgemm convolution, BatchNorm folding, average pooling
  * (see conv.h for the CNHW layout). */
 #include "cpu/conv.h"
+#include "cpu/matmul_bf16.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -119,8 +120,10 @@ static void conv_tile(const vf_conv2d *c, const float *x, int B, int H, int W, i
     }
     // out (cout, len) = bias + W (cout, K) @ cols (K, len), rows Ntot apart
     fill_bias(c, out, Ntot, n0, len);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, len, K, 1.0f, c->weight, K, cols, ldb, 1.0f,
-                out + n0, (int)Ntot);
+    if (c->weight_bf16) vf_bf16_gemm_acc(out + n0, (int)Ntot, c->weight_bf16, c->cout, K, cols, ldb, len);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, len, K, 1.0f, c->weight, K, cols, ldb, 1.0f,
+                    out + n0, (int)Ntot);
     epilogue(c, out, residual, relu, Ntot, n0, len);
 }
 

@@ -11,11 +11,13 @@
 #define VF_CPU_CONV_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct vf_conv2d {
     int cin, cout, kh, kw, stride, pad;
     float *weight;  // (cout, cin*kh*kw), BatchNorm already folded in
     float *bias;    // (cout)
+    const uint16_t *weight_bf16; // the weight in bf16 (cpu/matmul_bf16.h) for inference, or NULL: fp32
 } vf_conv2d;
 
 static inline int vf_conv_out_size(int in, int k, int stride, int pad) {

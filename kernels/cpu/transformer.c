@@ -4,6 +4,7 @@
 #include "cpu/attention.h"
 #include "cpu/layernorm.h"
 #include "cpu/matmul.h"
+#include "cpu/matmul_bf16.h"
 
 #include <math.h>
 
@@ -47,14 +48,18 @@ void vf_tfm_layer_forward(const vf_tfm_layer *w, const vf_clip_encoder_config *c
                           const float *x_in, float *x_out, int B, int T, int causal) {
     const int BT = B * T, C = cfg->hidden_size, F = cfg->intermediate_size, NH = cfg->num_heads;
     const float eps = cfg->layer_norm_eps, scale = 1.0f / sqrtf((float)(C / NH));
+    /* bf16 Linear layers (matmul_bf16.h): inference only; they hold q;k;v stacked, which for a layer without
+     * qkv_w the bf16 set-up (clip/vision_bf16.c) checked are contiguous (q_w, q_b start the stacked rows) */
+    const struct vf_bf16_linear *bf16 = a->att ? NULL : w->bf16;
     vf_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x_in, w->ln1_w, w->ln1_b, BT, C, eps); // (B, T, C)
     if (a->att) { /* kept for the backward pass: separate (B, T, C) projections */
         vf_matmul_forward(a->q, a->ln1, w->q_w, w->q_b, BT, C, C);                                 // (B, T, C)
         vf_matmul_forward(a->k, a->ln1, w->k_w, w->k_b, BT, C, C);
         vf_matmul_forward(a->v, a->ln1, w->v_w, w->v_b, BT, C, C);
         vf_attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, C, NH, C, scale, causal);   // (B, T, C)
-    } else if (w->qkv_w) { /* inference, stacked weights: one (B, T, 3C) projection */
-        vf_matmul_forward(a->qkv, a->ln1, w->qkv_w, w->qkv_b, BT, C, 3 * C);                       // (B, T, 3C)
+    } else if (w->qkv_w || bf16) { /* inference, stacked weights: one (B, T, 3C) projection */
+        vf_linear_forward(bf16 ? bf16 + VF_TFM_BF16_QKV : NULL, a->qkv, NULL, a->ln1, w->qkv_w, w->qkv_w ? w->qkv_b : w->q_b,
+                          BT, C, 3 * C);                                                          // (B, T, 3C)
         vf_attention_forward_nosave(a->atty, a->att_scratch, a->qkv, a->qkv + C, a->qkv + 2 * C, B, T, C, NH, 3 * C, scale, causal);
     } else {
         float *q = a->qkv, *k = q + (long)BT * C, *v = k + (long)BT * C;
@@ -63,9 +68,9 @@ void vf_tfm_layer_forward(const vf_tfm_layer *w, const vf_clip_encoder_config *c
         vf_matmul_forward(v, a->ln1, w->v_w, w->v_b, BT, C, C);
         vf_attention_forward_nosave(a->atty, a->att_scratch, q, k, v, B, T, C, NH, C, scale, causal);
     }
-    vf_matmul_residual_forward(a->res1, x_in, a->atty, w->o_w, w->o_b, BT, C, C);                 // (B, T, C) x + attn
+    vf_linear_forward(bf16 ? bf16 + VF_TFM_BF16_O : NULL, a->res1, x_in, a->atty, w->o_w, w->o_b, BT, C, C); // (B, T, C) x + attn
     vf_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res1, w->ln2_w, w->ln2_b, BT, C, eps);
-    vf_matmul_forward(a->fch, a->ln2, w->fc1_w, w->fc1_b, BT, C, F);                               // (B, T, F)
+    vf_linear_forward(bf16 ? bf16 + VF_TFM_BF16_FC1 : NULL, a->fch, NULL, a->ln2, w->fc1_w, w->fc1_b, BT, C, F); // (B, T, F)
     vf_activation_forward(cfg->act, a->fch_act, a->fch, (long)BT * F);
-    vf_matmul_residual_forward(x_out, a->res1, a->fch_act, w->fc2_w, w->fc2_b, BT, F, C);         // (B, T, C) res1 + mlp
+    vf_linear_forward(bf16 ? bf16 + VF_TFM_BF16_FC2 : NULL, x_out, a->res1, a->fch_act, w->fc2_w, w->fc2_b, BT, F, C); // res1 + mlp
 }

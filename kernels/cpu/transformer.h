@@ -28,7 +28,11 @@ typedef struct vf_tfm_layer {
     const float *fc2_w, *fc2_b;           // (C, F), (C)  mlp.fc2
     const float *qkv_w, *qkv_b;           // (3C, C), (3C) q;k;v stacked, or NULL: lets
                                           // inference run one projection matmul instead of three
+    const struct vf_bf16_linear *bf16;    // qkv, o, fc1, fc2 weights in bf16 (cpu/matmul_bf16.h, VF_TFM_BF16_*)
+                                          // for inference, or NULL: fp32
 } vf_tfm_layer;
+
+enum { VF_TFM_BF16_QKV, VF_TFM_BF16_O, VF_TFM_BF16_FC1, VF_TFM_BF16_FC2, VF_TFM_BF16_COUNT };
 
 /* Everything one layer's forward writes, all kept for the backward pass. */
 typedef struct vf_tfm_acts {
