@@ -17,11 +17,14 @@ PYTHON  ?= .venv/bin/python
 
 PKGS     := openblas libuv libnghttp2 libprotobuf-c libcjson libpng libjpeg cairo inih libsystemd zlib icu-uc libzip
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmbedtls -lmbedx509 -lmbedcrypto -lcsv
+# oneDNN (libdnnl-dev): bf16 image towers on CPUs with AVX512_BF16/AMX (kernels/cpu/matmul_bf16.h);
+# a build without it computes in fp32 only.
+DNNL_LIBS  := $(if $(wildcard /usr/include/dnnl.h),-ldnnl)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmbedtls -lmbedx509 -lmbedcrypto -lcsv $(DNNL_LIBS)
 
 OPT     ?= -O3 -march=native
 CFLAGS  ?= $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-format-truncation -fno-strict-aliasing -fopenmp
-CPPFLAGS += -Icommon -Ikernels -I$(BUILD)/gen $(PKG_CFLAGS) -MMD -MP
+CPPFLAGS += -Icommon -Ikernels -I$(BUILD)/gen $(PKG_CFLAGS) -MMD -MP $(if $(DNNL_LIBS),-DVF_HAVE_DNNL)
 LDLIBS  += $(PKG_LIBS) -lm -lpthread -fopenmp
 
 # ---- sources --------------------------------------------------------------
