@@ -5,7 +5,7 @@
 # installed it changes nothing and needs no network.
 set -eu
 PKGS="build-essential pkg-config git ca-certificates
- libopenblas-dev libuv1-dev libnghttp2-dev libmbedtls-dev libprotobuf-c-dev protobuf-c-compiler
+ libopenblas-dev libdnnl-dev libuv1-dev libnghttp2-dev libmbedtls-dev libprotobuf-c-dev protobuf-c-compiler
  libcjson-dev libpng-dev libjpeg62-turbo-dev libcairo2-dev libinih-dev libsystemd-dev zlib1g-dev
  libicu-dev libcsv-dev libzip-dev libcmocka-dev openssl python3 python3-numpy"
 if [ "${1:-}" = "--test" ]; then
