@@ -10,19 +10,27 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <ftw.h>
 
 #include "util/log.h"
 
-/* The private directory, made on first use. */
+static char fuzz_dir_path[256];
+
+static inline int fuzz_rm_one(const char *p, const struct stat *st, int flag, struct FTW *f) { return remove(p); }
+/* At exit (libFuzzer ends with exit()), the private directory goes. */
+static inline void fuzz_dir_remove(void) { nftw(fuzz_dir_path, fuzz_rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+
+/* The private directory, made on first use, removed at exit. */
 static inline const char *fuzz_dir(void) {
-    static char dir[256];
+    char *dir = fuzz_dir_path;
     if (!dir[0]) {
         const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : (getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-        snprintf(dir, sizeof dir, "%s/vf-fuzz-XXXXXX", base);
+        snprintf(dir, sizeof fuzz_dir_path, "%s/vf-fuzz-XXXXXX", base);
         if (!mkdtemp(dir)) {
             perror("mkdtemp");
             abort();
         }
+        atexit(fuzz_dir_remove);
         vf_log_set_level(VF_ERROR + 1);
     }
     return dir;
