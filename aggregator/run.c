@@ -210,12 +210,12 @@ static void send_setup(void) {
         vf_log(VF_INFO, "event=run_setup_sent run=%s peer=%s resume_step=%ld", r->id, r->kp_name, r->sess.committed_step);
 }
 
-static void send_checkpoint(const char *action, agg_wait wait, uint32_t epoch, double val_auc) {
+static void send_checkpoint(Vflclip__V1__CheckpointAction action, agg_wait wait, uint32_t epoch, double val_auc) {
     agg_run *r = &g_agg.run;
     Vflclip__V1__Checkpoint ck = VFLCLIP__V1__CHECKPOINT__INIT;
     ck.tag = r->id;
     ck.step = (uint64_t)r->sess.global_step;
-    ck.action = (char *)action;
+    ck.action = action;
     ck.epoch = epoch;
     ck.val_auc = val_auc;
     Vflclip__V1__AggregatorMessage am = VFLCLIP__V1__AGGREGATOR_MESSAGE__INIT;
@@ -282,7 +282,6 @@ static void request_next_split(agg_img *im) {
     Vflclip__V1__EncodeSplit es = VFLCLIP__V1__ENCODE_SPLIT__INIT;
     es.split = (char *)vf_split_name((vf_split)im->split);
     es.chunk_size = (uint32_t)r->cfg.chunk_size;
-    es.seed = r->cfg.seed;
     Vflclip__V1__AggregatorMessage am = VFLCLIP__V1__AGGREGATOR_MESSAGE__INIT;
     am.task_id = agg_new_task();
     am.body_case = VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_ENCODE_SPLIT;
@@ -448,22 +447,22 @@ static void drive_session(void) {
     switch (a) {
     case VF_TRAIN_ERROR: return fail_run("%s", err.msg);
     case VF_TRAIN_UPDATE: return send_update();
-    case VF_TRAIN_SAVE: return send_checkpoint("save", WAIT_SAVE, 0, 0);
+    case VF_TRAIN_SAVE: return send_checkpoint(VFLCLIP__V1__CHECKPOINT_ACTION__CHECKPOINT_SAVE, WAIT_SAVE, 0, 0);
     case VF_TRAIN_MARK_BEST:
-        return send_checkpoint("mark-best", WAIT_BEST, (uint32_t)r->sess.best_epoch, r->sess.best_auc);
+        return send_checkpoint(VFLCLIP__V1__CHECKPOINT_ACTION__CHECKPOINT_MARK_BEST, WAIT_BEST, (uint32_t)r->sess.best_epoch, r->sess.best_auc);
     case VF_TRAIN_RESTORE_BEST:
         if (r->sess.budget_stop) snprintf(r->message, sizeof r->message, "%s", r->sess.message);
         if (r->state != RUN_FINISHING) {
             r->state = RUN_FINISHING;
             agg_admin_event("state", "finishing");
         }
-        return send_checkpoint("restore-best", WAIT_RESTORE_BEST, 0, 0);
+        return send_checkpoint(VFLCLIP__V1__CHECKPOINT_ACTION__CHECKPOINT_RESTORE_BEST, WAIT_RESTORE_BEST, 0, 0);
     case VF_TRAIN_DONE:
         write_site_metrics();
         if (r->n[2] > 0)
             vf_log(VF_INFO, "event=train_done run=%s best_epoch=%d best_val_auc=%.4f test_auc=%.4f test_acc=%.4f steps=%ld",
                    r->id, r->sess.best_epoch, r->sess.best_auc, r->sess.m_test.auc, r->sess.m_test.acc, r->sess.global_step);
-        return send_checkpoint("export", WAIT_EXPORT, 0, 0);
+        return send_checkpoint(VFLCLIP__V1__CHECKPOINT_ACTION__CHECKPOINT_EXPORT, WAIT_EXPORT, 0, 0);
     }
 }
 

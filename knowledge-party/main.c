@@ -4,9 +4,8 @@
  * answers its tasks with the trainer library's functions:
  *   RunSetup      build the prompt learner + optimizer (or restore a
  *                 checkpoint)      -> TextReady, TextFeatures
- *   TextForward   vf_coop_text_forward                   -> TextFeatures
- *   TextBackward  vf_text_update, then the next forward  -> TextFeatures
- *   Checkpoint    save | mark-best | restore-best | export
+ *   TextBackward  vf_context_learner_update, then the next forward -> TextFeatures
+ *   Checkpoint    SAVE | MARK_BEST | RESTORE_BEST | EXPORT
  * No weight and no context vector leaves except the final learned context
  * (export), which is the run's result. */
 #include "daemon/peer_limits.h"
@@ -178,49 +177,59 @@ static void on_text_backward(uint64_t task, const Vflclip__V1__TextBackward *tb)
         send_error(task, VF_GRPC_INTERNAL, err.msg);
 }
 
+/* EXPORT: the best context as a context file, sent whole. */
+static void export_context(uint64_t task) {
+    vf_error err;
+    char path[4400];
+    snprintf(path, sizeof path, "%s/context.safetensors", g_kp.run_dir);
+    vf_context_info info = {.template_ = g_kp.template_, .init_words = g_kp.init_words[0] ? g_kp.init_words : NULL,
+                            .class_names = (const char *const *)g_kp.class_names, .n_classes = g_kp.n_classes,
+                            .n_ctx = vf_coop_n_ctx(g_kp.coop), .csc = g_kp.coop_cfg.csc,
+                            .class_pos = g_kp.coop_cfg.class_pos, .model_fingerprint = g_kp.fingerprint,
+                            .epoch = g_kp.learner.best_epoch, .val_auc = g_kp.learner.best_auc, .seed = g_kp.seed};
+    char *data = NULL;
+    size_t len = 0;
+    if (vf_context_learner_restore_best(&g_kp.learner, &err) || vf_context_save(path, g_kp.coop, &info, &err) ||
+        vf_read_file(path, &data, &len, &err)) {
+        send_error(task, VF_GRPC_INTERNAL, err.msg);
+        return;
+    }
+    Vflclip__V1__ContextFile cf = VFLCLIP__V1__CONTEXT_FILE__INIT;
+    cf.data.data = (uint8_t *)data;
+    cf.data.len = len;
+    Vflclip__V1__PartyMessage pm = VFLCLIP__V1__PARTY_MESSAGE__INIT;
+    pm.task_id = task;
+    pm.body_case = VFLCLIP__V1__PARTY_MESSAGE__BODY_CONTEXT_FILE;
+    pm.context_file = &cf;
+    send_pm(&pm);
+    free(data);
+    vf_log(VF_INFO, "event=context_exported run=%s best_epoch=%d bytes=%zu", g_kp.run_id, g_kp.learner.best_epoch, len);
+}
+
 static void on_checkpoint(uint64_t task, const Vflclip__V1__Checkpoint *ck) {
     vf_error err;
-    const char *a = ck->action;
-    if (!strcmp(a, "save")) {
+    switch (ck->action) {
+    case VFLCLIP__V1__CHECKPOINT_ACTION__CHECKPOINT_SAVE:
         if (kp_checkpoint_save(&g_kp, ck->step, &err)) send_error(task, VF_GRPC_INTERNAL, err.msg);
         else send_ack(task, "saved");
-    } else if (!strcmp(a, "mark-best")) {
+        return;
+    case VFLCLIP__V1__CHECKPOINT_ACTION__CHECKPOINT_MARK_BEST:
         vf_context_learner_mark_best(&g_kp.learner, (int)ck->epoch, ck->val_auc);
         send_ack(task, "best");
-    } else if (!strcmp(a, "restore-best")) {
+        return;
+    case VFLCLIP__V1__CHECKPOINT_ACTION__CHECKPOINT_RESTORE_BEST:
         if (vf_context_learner_restore_best(&g_kp.learner, &err) || send_features(task, ck->step, &err))
             send_error(task, VF_GRPC_INTERNAL, err.msg);
-    } else if (!strcmp(a, "export")) {
-        char path[4400];
-        snprintf(path, sizeof path, "%s/context.safetensors", g_kp.run_dir);
-        vf_context_info info = {.template_ = g_kp.template_, .init_words = g_kp.init_words[0] ? g_kp.init_words : NULL,
-                                .class_names = (const char *const *)g_kp.class_names, .n_classes = g_kp.n_classes,
-                                .n_ctx = vf_coop_n_ctx(g_kp.coop), .csc = g_kp.coop_cfg.csc,
-                                .class_pos = g_kp.coop_cfg.class_pos, .model_fingerprint = g_kp.fingerprint,
-                                .epoch = g_kp.learner.best_epoch, .val_auc = g_kp.learner.best_auc, .seed = g_kp.seed};
-        char *data = NULL;
-        size_t len = 0;
-        if (vf_context_learner_restore_best(&g_kp.learner, &err) || vf_context_save(path, g_kp.coop, &info, &err) ||
-            vf_read_file(path, &data, &len, &err)) {
-            send_error(task, VF_GRPC_INTERNAL, err.msg);
-            return;
-        }
-        Vflclip__V1__ContextFile cf = VFLCLIP__V1__CONTEXT_FILE__INIT;
-        cf.data.data = (uint8_t *)data;
-        cf.data.len = len;
-        Vflclip__V1__PartyMessage pm = VFLCLIP__V1__PARTY_MESSAGE__INIT;
-        pm.task_id = task;
-        pm.body_case = VFLCLIP__V1__PARTY_MESSAGE__BODY_CONTEXT_FILE;
-        pm.context_file = &cf;
-        send_pm(&pm);
-        free(data);
-        vf_log(VF_INFO, "event=context_exported run=%s best_epoch=%d bytes=%zu", g_kp.run_id, g_kp.learner.best_epoch, len);
-    } else {
+        return;
+    case VFLCLIP__V1__CHECKPOINT_ACTION__CHECKPOINT_EXPORT: return export_context(task);
+    default: {
         char msg[160];
-        snprintf(msg, sizeof msg, "unknown checkpoint action '%s'", a);
+        snprintf(msg, sizeof msg, "unknown checkpoint action %d", (int)ck->action);
         send_error(task, VF_GRPC_INVALID_ARGUMENT, msg);
     }
+    }
 }
+
 
 static void on_message(vf_party_link *l, const Vflclip__V1__AggregatorMessage *m, void *ud) {
     uint64_t task = m->task_id;
@@ -237,11 +246,7 @@ static void on_message(vf_party_link *l, const Vflclip__V1__AggregatorMessage *m
         send_error(task, VF_GRPC_FAILED_PRECONDITION, "no run is set up on this knowledge party (RunSetup first)");
         return;
     }
-    vf_error err;
     switch (m->body_case) {
-    case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_TEXT_FORWARD:
-        if (send_features(task, m->text_forward->step, &err)) send_error(task, VF_GRPC_INTERNAL, err.msg);
-        break;
     case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_TEXT_BACKWARD: on_text_backward(task, m->text_backward); break;
     case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_CHECKPOINT: on_checkpoint(task, m->checkpoint); break;
     default: send_error(task, VF_GRPC_UNIMPLEMENTED, "task not for a knowledge party"); break;

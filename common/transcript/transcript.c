@@ -43,7 +43,6 @@ const char *vf_transcript_kind(const ProtobufCMessage *m, uint64_t *step) {
         const Vflclip__V1__AggregatorMessage *a = (const void *)m;
         body = (int)a->body_case;
         if (a->body_case == VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_TEXT_BACKWARD) *step = a->text_backward->step;
-        if (a->body_case == VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_TEXT_FORWARD) *step = a->text_forward->step;
         if (a->body_case == VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_CHECKPOINT) *step = a->checkpoint->step;
     } else if (m->descriptor == &vflclip__v1__party_message__descriptor) {
         const Vflclip__V1__PartyMessage *p = (const void *)m;

@@ -195,9 +195,9 @@ class KnowledgeParty:
             return [self.features(m.task_id, m.text_backward.step + 1)]
         if kind == "checkpoint":
             action = m.checkpoint.action
-            if action in ("save", "mark-best"):
-                return [pb.PartyMessage(task_id=m.task_id, ack=pb.Ack(detail=action))]
-            if action == "restore-best":
+            if action in (pb.CHECKPOINT_SAVE, pb.CHECKPOINT_MARK_BEST):
+                return [pb.PartyMessage(task_id=m.task_id, ack=pb.Ack(detail=str(action)))]
+            if action == pb.CHECKPOINT_RESTORE_BEST:
                 return [self.features(m.task_id, m.checkpoint.step)]
             return [pb.PartyMessage(task_id=m.task_id, context_file=pb.ContextFile(data=b"python test peer"))]
         return []

@@ -126,15 +126,15 @@ static void test_bad_transcripts_are_refused_with_file_and_line(void **state) {
     vf_error err;
     assert_int_equal(vf_transcript_open(&t, path, "run-1", &err), 0);
     Vflclip__V1__AggregatorMessage am = VFLCLIP__V1__AGGREGATOR_MESSAGE__INIT;
-    Vflclip__V1__TextForward tf = VFLCLIP__V1__TEXT_FORWARD__INIT;
-    am.body_case = VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_TEXT_FORWARD;
-    am.text_forward = &tf;
+    Vflclip__V1__TextBackward tf = VFLCLIP__V1__TEXT_BACKWARD__INIT;
+    am.body_case = VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_TEXT_BACKWARD;
+    am.text_backward = &tf;
     for (int i = 0; i < 3; i++) {
         tf.step = (uint64_t)i;
         am.task_id = (uint64_t)i + 1;
         vf_transcript_entry e = {.sender = "AA", .receiver = "BB", .task = am.task_id};
         e.kind = vf_transcript_kind(&am.base, &e.step);
-        assert_string_equal(e.kind, "text_forward");
+        assert_string_equal(e.kind, "text_backward");
         assert_int_equal(e.step, i);
         vf_pb_sha256(&am.base, e.sha256);
         assert_int_equal(vf_transcript_append(&t, &e, &err), 0);
