@@ -144,10 +144,15 @@ static int read_config(const vf_daemon *d, vf_rpc_server_config *sc, vf_error *e
 
 /* Federation.Join and the Admin service on one server; prints the port it got. */
 static int start_server(const vf_rpc_server_config *sc, vf_error *err) {
-    vf_rpc_method methods[1 + 8];
+    /* sized by the admin table itself (a fixed size once overflowed when an RPC was added) */
+    const int n = 1 + agg_admin_n_methods;
+    vf_rpc_method *methods = calloc((size_t)n, sizeof *methods);
+    if (!methods) return vf_fail(err, "out of memory");
     methods[0] = agg_join_method;
     for (int i = 0; i < agg_admin_n_methods; i++) methods[1 + i] = agg_admin_methods[i];
-    if (vf_rpc_server_start(g_agg.loop, sc, methods, 1 + agg_admin_n_methods, &g_agg.server, err)) return -1;
+    int rc = vf_rpc_server_start(g_agg.loop, sc, methods, n, &g_agg.server, err);   /* copies the table */
+    free(methods);
+    if (rc) return -1;
     vf_log(VF_INFO, "event=listening name=%s host=%s port=%d state=%s", g_agg.name, sc->host,
            vf_rpc_server_port(g_agg.server), g_agg.state_dir);
     printf("port=%d\n", vf_rpc_server_port(g_agg.server));

@@ -34,11 +34,12 @@ int vf_sealed_json_write(const char *path, cJSON *o, int keep_previous, vf_error
     char *text = cJSON_Print(o);
     if (!text) return vf_fail(err, "%s: out of memory", path);
     if (keep_previous) {
-        /* A link, not a rename: path is never missing, and a crash between
-         * the two steps leaves both copies. */
+        /* The file in force becomes .prev (a rename, so the two never share
+         * an inode); a crash before the new file lands leaves .prev, which
+         * is still the last good state, and readers fall back to it. */
         char prev[4200];
         snprintf(prev, sizeof prev, "%s.prev", path);
-        if ((unlink(prev) != 0 && errno != ENOENT) || (link(path, prev) != 0 && errno != ENOENT)) {
+        if (rename(path, prev) != 0 && errno != ENOENT) {
             vf_fail(err, "%s: cannot keep the previous copy as %s: %s", path, prev, strerror(errno));
             free(text);
             return -1;
