@@ -3,7 +3,7 @@ server with the aggregator's kit stands in for the aggregator, asks a real
 `vflclip-image-party` for its three splits, and keeps the raw bytes of every
 message the party sends.  Each message must decode as a PartyMessage with no
 unknown field (re-encoding it gives the same bytes), carry only a Hello,
-EmbeddingsChunks or an Error, use no field but embeddings, labels, ids and
+EmbeddingsChunks, EncodingProgress (counts and rates) or an Error, use no field but embeddings, labels, ids and
 their bookkeeping, and be no bigger than its embeddings need.  The
 embeddings must be transformers' CLIPModel image features of the party's
 images (so they are what they claim, not pixels), and a tensor sent TO the
@@ -24,6 +24,7 @@ HELLO_FIELDS = {"role", "name", "model_fingerprint", "protocol_version", "softwa
                 "preprocessing_fingerprint",
                 "embed_clip", "embed_noise_multiplier", "dp_delta"}   # the party's embedding-DP settings (test_privacy.py)
 CHUNK_FIELDS = {"split", "view", "offset", "count", "dim", "data", "labels", "ids", "last", "total"}
+PROGRESS_FIELDS = {"done", "total", "split", "images_per_s", "eta_s"}
 
 
 class Recorder:
@@ -85,6 +86,7 @@ def record_party(stubs, kit, party):
 @pytest.fixture(scope="module")
 def recorded(vflclip, stubs, tmp_path_factory):  # noqa: F811
     fed = Federation(vflclip, tmp_path_factory.mktemp("privacy"))
+    fed.env["VFLCLIP_PROGRESS_INTERVAL_S"] = "0.001"   # so its EncodingProgress messages are recorded too
     kit = fed.fed / "aggregator-localhost"
     rec = record_party(stubs, kit, fed.images["hosp-b"])
     return fed, rec, fed.parts[1], stubs.fed
@@ -110,11 +112,14 @@ def test_every_message_is_hello_embeddings_or_error_with_known_fields_only(recor
             bound = e.count * (4 * e.dim + 6) + id_bytes + 64
             assert len(raw) <= bound, (len(raw), bound)
             assert len(e.data) == e.count * e.dim and len(e.labels) == e.count == len(e.ids)
+        elif kind == "encoding_progress":   # counts and timing only, no larger than that needs
+            assert {f.name for f, _ in m.encoding_progress.ListFields()} <= PROGRESS_FIELDS
+            assert len(raw) <= 64
     assert kinds[0] == "hello" and kinds[-1] == "error"
-    assert set(kinds[1:-1]) == {"embeddings"}
+    assert "embeddings" in kinds and set(kinds[1:-1]) <= {"embeddings", "encoding_progress"}
     pixels = sum(part[f"{s}_images"].nbytes for s in ("train", "val", "test"))
     sent = sum(len(r) for r in rec.raw)
-    print(f"{len(rec.raw)} messages, {sent} bytes sent; the party's images are {pixels} bytes of pixels")
+    print(f"{len(rec.raw)} messages ({kinds.count('encoding_progress')} progress), {sent} bytes sent; the party's images are {pixels} bytes of pixels")
 
 
 def test_a_tensor_sent_to_the_image_party_is_refused(recorded):
