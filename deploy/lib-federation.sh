@@ -60,16 +60,21 @@ fed_configure() {
 }
 
 # fed_start_daemons FED LOGS: the aggregator, the knowledge party and the
-# three hospitals in the background, each logging to LOGS/<name>.log.
+# three hospitals in the background, each logging to LOGS/<name>.log. With
+# FED_IMAGE_THREADS set, each hospital computes on that many threads (three
+# encoding at once on one machine would otherwise each take every core).
 fed_start_daemons() {
-    local fed=$1 logs=$2 h
+    local fed=$1 logs=$2 h threads=()
+    if [ -n "${FED_IMAGE_THREADS:-}" ]; then
+        threads=(env OMP_NUM_THREADS="$FED_IMAGE_THREADS" OPENBLAS_NUM_THREADS="$FED_IMAGE_THREADS")
+    fi
     "$B/vflclip-aggregator" --config "$fed/aggregator-localhost/aggregator.ini" >"$logs/aggregator.log" 2>&1 &
     FED_PIDS+=($!)
     "$B/vflclip-knowledge-party" --config "$fed/knowledge-party-derm-centre/knowledge-party.ini" \
         >"$logs/knowledge-party.log" 2>&1 &
     FED_PIDS+=($!)
     for h in $FED_HOSPITALS; do
-        "$B/vflclip-image-party" --config "$fed/image-party-$h/image-party.ini" >"$logs/$h.log" 2>&1 &
+        "${threads[@]}" "$B/vflclip-image-party" --config "$fed/image-party-$h/image-party.ini" >"$logs/$h.log" 2>&1 &
         FED_PIDS+=($!)
     done
 }

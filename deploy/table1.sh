@@ -436,9 +436,9 @@ warmup_lr = 1e-5
 EOF
     export VFLCLIP_ADMIN_CONFIG=$w/fed/admin-operator/admin.ini
     # Three hospitals encode at once: share the cores among them unless told otherwise.
-    local threads=${OMP_NUM_THREADS:-$(( ($(nproc) + 2) / 3 ))}
-    T1_THREADS="3 hospitals x $threads threads"
-    OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads fed_start_daemons "$w/fed" "$w/logs"
+    FED_IMAGE_THREADS=${OMP_NUM_THREADS:-$(( ($(nproc) + 2) / 3 ))}
+    T1_THREADS="3 hospitals x $FED_IMAGE_THREADS threads"
+    fed_start_daemons "$w/fed" "$w/logs"
     echo "    daemons started (logs in $w/logs); the hospitals encode their images"
     local last=-1 t_last=0
     while :; do
