@@ -42,12 +42,16 @@ def children_cpu():
     return r.ru_utime + r.ru_stime
 
 
-def run_bench_embed(build, model, pixels, batch, repeats, env, dump=None):
-    """One bench_embed run: (its key=value figures, the run's CPU seconds as the kernel counts them)."""
+def run_bench_embed(build, model, pixels, batch, repeats, env, dump=None, precision="fp32", may_fail=False):
+    """One bench_embed run: (its key=value figures, the run's CPU seconds as the kernel counts them).
+    precision "bf16" needs a CPU with AVX512_BF16/AMX; with may_fail its refusal comes back as
+    ({"error": message}, 0) instead of ending the benchmark."""
     e = dict(env, VF_BENCH_OUT=str(dump)) if dump else env
     cpu0 = children_cpu()
-    p = subprocess.run([build / "bench" / "bench_embed", model, pixels, str(batch), str(repeats)],
+    p = subprocess.run([build / "bench" / "bench_embed", model, pixels, str(batch), str(repeats), precision],
                        capture_output=True, text=True, env=e)
+    if p.returncode == 3 and may_fail:
+        return {"error": p.stderr.strip()}, 0.0
     if p.returncode != 0:
         sys.exit(f"bench_embed failed:\n{p.stderr}")
     return dict(re.findall(r"(\w+)=(\S+)", p.stdout)), children_cpu() - cpu0

@@ -19,6 +19,9 @@ run() {
 section "CPU image embedding: ViT-B/16, vflclip vs transformers' CLIPVisionModelWithProjection"
 run "$PY" tests/bench/bench_embed_vs_torch.py --build "$BUILD"
 
+section "CPU image embedding in bf16: vflclip fp32/bf16 vs OpenVINO (bf16, f32) and ONNX Runtime on the same ONNX export, ViT-B/16 and ViT-L/14; DermaMNIST projection"
+run "$PY" tests/bench/bench_bf16_vs_openvino.py --build "$BUILD"
+
 section "CoOp training step: ViT-B/16 text tower, 7 classes, 16 ctx, batch 32, Adam; vflclip vs PyTorch autograd (transformers)"
 run "$PY" tests/bench/coop_step_torch.py --build "$BUILD"
 
