@@ -39,7 +39,7 @@ Fixed (CoOp's defaults, the paper being silent): cosine schedule, one warm-up ep
 EOF
 }
 
-MODELS= DATA= OUT= FEDERATED=0 EPOCHS=50 BATCH=32 SEED=1 DEVICE=auto TOKENIZER= CACHE= BIN= LIST=0
+MODELS='' DATA='' OUT='' FEDERATED=0 EPOCHS=50 BATCH=32 SEED=1 DEVICE=auto TOKENIZER='' CACHE='' BIN='' LIST=0
 while [ $# -gt 0 ]; do
     case $1 in
         -h|--help) usage; exit 0 ;;
@@ -356,7 +356,7 @@ if [ "$LIST" = 1 ]; then
     done < "$INV"
     exit 0
 fi
-[ -n "$DATA" ] && [ -n "$OUT" ] || { usage >&2; exit 2; }
+if [ -z "$DATA" ] || [ -z "$OUT" ]; then usage >&2; exit 2; fi
 [ -f "$DATA" ] || { echo "table1: --data $DATA: no such file" >&2; exit 2; }
 DATA=$(cd "$(dirname "$DATA")" && pwd)/$(basename "$DATA")
 bad=0
@@ -376,7 +376,7 @@ MODE=single; [ "$FEDERATED" = 1 ] && MODE=federated
 # A finished run made with other settings is never mixed into this table: stop before anything runs.
 while IFS=$'\t' read -r slug dir name how layout rnd problem; do
     rc=0
-    t1py done "$OUT/runs/$slug" "$SETTINGS" >/dev/null || rc=$?
+    t1py "done" "$OUT/runs/$slug" "$SETTINGS" >/dev/null || rc=$?
     [ "$rc" != 3 ] || bad=1
 done < "$INV"
 [ "$bad" = 0 ] || exit 2
@@ -477,7 +477,7 @@ while IFS=$'\t' read -r slug dir name how layout rnd problem <&3; do
     echo
     echo "== [$i/$TOTAL] $label: $dir"
     rc=0
-    t1py done "$run" "$SETTINGS" || rc=$?
+    t1py "done" "$run" "$SETTINGS" || rc=$?
     if [ "$rc" = 0 ]; then continue; fi
     if [ "$rc" = 3 ]; then FAILED+=("$slug"); continue; fi
     rm -f "$run/row.json" "$run/test_metrics.json"
