@@ -43,15 +43,10 @@ static int bind_layers(vf_binder *b, vf_tfm_layer *layers, const vf_clip_encoder
 static int bind_text(vf_binder *b, vf_clip_text_weights *w, vf_error *err) {
     const vf_clip_text_config *c = &w->cfg;
     const int64_t C = c->enc.hidden_size, D = w->projection_dim;
-    if (!b->sizing) {
-        w->layers = vf_arena_alloc(b->arena, sizeof(vf_tfm_layer) * c->enc.num_layers);
-        if (!w->layers) return vf_fail(err, "%s: parameter arena sizing bug", b->st->path);
-    } else {
-        b->need += vf_arena_round(sizeof(vf_tfm_layer) * c->enc.num_layers);
-    }
+    w->layers = vf_arena_alloc(b->arena, sizeof(vf_tfm_layer) * c->enc.num_layers);  // NULL while sizing
     if (vf_bind(b, &w->token_embedding, err, 2, SHAPE(c->vocab_size, C), "text_model.embeddings.token_embedding.weight") ||
         vf_bind(b, &w->position_embedding, err, 2, SHAPE(c->max_positions, C), "text_model.embeddings.position_embedding.weight") ||
-        bind_layers(b, b->sizing ? NULL : w->layers, &c->enc, "text_model", err) ||
+        bind_layers(b, w->layers, &c->enc, "text_model", err) ||
         vf_bind(b, &w->final_ln_w, err, 1, SHAPE(C), "text_model.final_layer_norm.weight") ||
         vf_bind(b, &w->final_ln_b, err, 1, SHAPE(C), "text_model.final_layer_norm.bias") ||
         vf_bind(b, &w->projection, err, 2, SHAPE(D, C), "text_projection.weight"))
@@ -61,16 +56,12 @@ static int bind_text(vf_binder *b, vf_clip_text_weights *w, vf_error *err) {
 
 /* The image tower only runs inference, so its q/k/v weights are also stacked
  * into one (3C, C) matrix: one projection matmul per layer instead of three. */
-static int stack_qkv(vf_binder *b, vf_tfm_layer *layers, const vf_clip_encoder_config *e, vf_error *err) {
+static void stack_qkv(vf_binder *b, vf_tfm_layer *layers, const vf_clip_encoder_config *e) {
     const size_t C = (size_t)e->hidden_size;
-    if (b->sizing) {
-        b->need += (size_t)e->num_layers * (vf_arena_round(3 * C * C * 4) + vf_arena_round(3 * C * 4));
-        return 0;
-    }
     for (int l = 0; l < e->num_layers; l++) {
-        vf_tfm_layer *w = &layers[l];
         float *qkv_w = vf_arena_floats(b->arena, 3 * C * C), *qkv_b = vf_arena_floats(b->arena, 3 * C);
-        if (!qkv_w || !qkv_b) return vf_fail(err, "%s: parameter arena sizing bug", b->st->path);
+        if (b->sizing) continue;
+        vf_tfm_layer *w = &layers[l];
         const float *ws[3] = {w->q_w, w->k_w, w->v_w}, *bs[3] = {w->q_b, w->k_b, w->v_b};
         for (int j = 0; j < 3; j++) {
             memcpy(qkv_w + j * C * C, ws[j], C * C * 4);
@@ -79,29 +70,24 @@ static int stack_qkv(vf_binder *b, vf_tfm_layer *layers, const vf_clip_encoder_c
         w->qkv_w = qkv_w;
         w->qkv_b = qkv_b;
     }
-    return 0;
 }
 
 static int bind_vit(vf_binder *b, vf_vit_weights *w, vf_error *err) {
     const vf_clip_vision_config *c = &w->cfg;
     const int64_t C = c->enc.hidden_size, D = w->projection_dim, P = c->patch_size, G = c->image_size / c->patch_size;
-    if (!b->sizing) {
-        w->layers = vf_arena_alloc(b->arena, sizeof(vf_tfm_layer) * c->enc.num_layers);
-        if (!w->layers) return vf_fail(err, "%s: parameter arena sizing bug", b->st->path);
-    } else {
-        b->need += vf_arena_round(sizeof(vf_tfm_layer) * c->enc.num_layers);
-    }
+    w->layers = vf_arena_alloc(b->arena, sizeof(vf_tfm_layer) * c->enc.num_layers);  // NULL while sizing
     if (vf_bind(b, &w->patch_w, err, 4, SHAPE(C, c->num_channels, P, P), "vision_model.embeddings.patch_embedding.weight") ||
         vf_bind(b, &w->class_emb, err, 1, SHAPE(C), "vision_model.embeddings.class_embedding") ||
         vf_bind(b, &w->pos_emb, err, 2, SHAPE(G * G + 1, C), "vision_model.embeddings.position_embedding.weight") ||
         vf_bind(b, &w->pre_ln_w, err, 1, SHAPE(C), "vision_model.pre_layrnorm.weight") ||
         vf_bind(b, &w->pre_ln_b, err, 1, SHAPE(C), "vision_model.pre_layrnorm.bias") ||
-        bind_layers(b, b->sizing ? NULL : w->layers, &c->enc, "vision_model", err) ||
+        bind_layers(b, w->layers, &c->enc, "vision_model", err) ||
         vf_bind(b, &w->post_ln_w, err, 1, SHAPE(C), "vision_model.post_layernorm.weight") ||
         vf_bind(b, &w->post_ln_b, err, 1, SHAPE(C), "vision_model.post_layernorm.bias") ||
         vf_bind(b, &w->projection, err, 2, SHAPE(D, C), "visual_projection.weight"))
         return -1;
-    return stack_qkv(b, w->layers, &c->enc, err);
+    stack_qkv(b, w->layers, &c->enc);
+    return 0;
 }
 
 /* Opens config.json + model.safetensors of model_dir. */

@@ -1,7 +1,7 @@
 /* open_clip_model: OpenCLIP checkpoint towers -> the project's tower types
  * (see open_clip_model.h).  Binding runs twice over the same code: a sizing
- * pass that checks every tensor and counts the arena bytes, then a binding
- * pass that sets the pointers. */
+ * pass that checks every tensor while the parameter arena counts, then a
+ * binding pass that sets the pointers (clip/weight_binder.h). */
 #include "clip/open_clip_model.h"
 #include "clip/open_clip_resnet.h"
 #include "clip/weight_binder.h"
@@ -20,15 +20,10 @@ static int bind_transposed(vf_binder *b, const float **dst, const char *name, in
     const vf_st_tensor *t = vf_bind_check(b, name, 2, shape, err);
     if (!t) return -1;
     size_t n = (size_t)rows * cols;
-    if (b->sizing) {
-        b->need += vf_arena_round(n * sizeof(float));
-        return 0;
-    }
-    float *out = vf_arena_floats(b->arena, n), *tmp = malloc(n * sizeof(float));
-    if (!out || !tmp) {
-        free(tmp);
-        return vf_fail(err, "%s: out of memory at %s", b->st->path, name);
-    }
+    float *out = vf_arena_floats(b->arena, n);
+    if (b->sizing) return 0;
+    float *tmp = malloc(n * sizeof(float));
+    if (!tmp) return vf_fail(err, "%s: out of memory at %s", b->st->path, name);
     int rc = vf_st_read_f32(b->st, name, 2, shape, tmp, err) || vf_bind_check_finite(b->st, name, tmp, (int64_t)n, err) ? -1 : 0;
     for (int64_t r = 0; !rc && r < rows; r++)
         for (int64_t c = 0; c < cols; c++) out[(size_t)c * rows + r] = tmp[(size_t)r * cols + c];
@@ -43,11 +38,7 @@ static int bind_transposed(vf_binder *b, const float **dst, const char *name, in
 static int bind_resblocks(vf_binder *b, vf_tfm_layer **layers, const vf_clip_encoder_config *e, const char *prefix,
                           vf_error *err) {
     const int64_t C = e->hidden_size, F = e->intermediate_size;
-    if (b->sizing) {
-        b->need += vf_arena_round(sizeof(vf_tfm_layer) * e->num_layers);
-    } else if (!(*layers = vf_arena_alloc(b->arena, sizeof(vf_tfm_layer) * e->num_layers))) {
-        return vf_fail(err, "%s: parameter arena sizing bug", b->st->path);
-    }
+    *layers = vf_arena_alloc(b->arena, sizeof(vf_tfm_layer) * e->num_layers);  // NULL while sizing
     for (int l = 0; l < e->num_layers; l++) {
         vf_tfm_layer scratch = {0}, *w = b->sizing ? &scratch : &(*layers)[l];
         const float *in_w = NULL, *in_b = NULL;

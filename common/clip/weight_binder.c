@@ -36,12 +36,8 @@ int vf_bind(vf_binder *b, const float **dst, vf_error *err, int ndim, const int6
         if (!b->sizing) *dst = (const float *)t->data;
         return 0;
     }
-    if (b->sizing) {
-        b->need += vf_arena_round((size_t)t->numel * sizeof(float));
-        return 0;
-    }
     float *p = vf_arena_floats(b->arena, (size_t)t->numel);
-    if (!p) return vf_fail(err, "%s: parameter arena sizing bug at %s", b->st->path, name);
+    if (b->sizing) return 0;
     if (vf_st_read_f32(b->st, name, ndim, shape, p, err) || vf_bind_check_finite(b->st, name, p, t->numel, err))
         return -1;
     *dst = p;
@@ -50,8 +46,9 @@ int vf_bind(vf_binder *b, const float **dst, vf_error *err, int ndim, const int6
 
 int vf_bind_all(const vf_safetensors *st, vf_arena *arena, vf_bind_fn fn, void *weights, vf_error *err) {
     vf_binder b = {.st = st, .arena = arena, .sizing = 1};
+    vf_arena_plan(arena);
     if (fn(&b, weights, err)) return -1;
-    if (vf_arena_init(arena, b.need, err)) return vf_error_prefix(err, "%s", st->path);
+    if (vf_arena_commit(arena, err)) return vf_error_prefix(err, "%s", st->path);
     b.sizing = 0;
     return fn(&b, weights, err);
 }

@@ -1,9 +1,10 @@
 /* weight_binder: points a tower's weight struct at the tensors of a
  * safetensors file (Hugging Face and OpenCLIP layouts alike).  The layout's
- * bind function runs twice over the same code: a sizing pass checks every
- * tensor (present, shape, float dtype) and counts the arena bytes the
- * conversions need, then a binding pass sets the pointers: F32 tensors in
- * place in the mapped file, F16/BF16/F64 converted into the one parameter
+ * bind function runs twice over the same code, the two passes of the one
+ * parameter arena (util/arena.h): a sizing pass (the arena's counting pass)
+ * checks every tensor (present, shape, float dtype) while the arena counts
+ * what the function carves, then a binding pass sets the pointers: F32
+ * tensors in place in the mapped file, F16/BF16/F64 converted into the
  * arena.  A non-finite weight is an error (it would poison every output). */
 #ifndef VF_CLIP_WEIGHT_BINDER_H
 #define VF_CLIP_WEIGHT_BINDER_H
@@ -17,8 +18,7 @@
 typedef struct vf_binder {
     const vf_safetensors *st;
     vf_arena *arena;
-    int sizing;  /* 1: only check and count bytes; 0: bind pointers */
-    size_t need;
+    int sizing;  /* 1: only check (the arena is counting); 0: bind pointers */
 } vf_binder;
 
 /* *dst = the tensor named by fmt, of this shape. */
@@ -31,7 +31,8 @@ const vf_st_tensor *vf_bind_check(vf_binder *b, const char *name, int ndim, cons
 int vf_bind_check_finite(const vf_safetensors *st, const char *name, const float *p, int64_t n, vf_error *err);
 
 typedef int (*vf_bind_fn)(vf_binder *b, void *weights, vf_error *err);
-/* Runs fn's sizing pass, sizes the arena, then runs its binding pass. */
+/* Runs fn's sizing pass (counting the arena), reserves the arena, then runs
+ * its binding pass. */
 int vf_bind_all(const vf_safetensors *st, vf_arena *arena, vf_bind_fn fn, void *weights, vf_error *err);
 
 #endif

@@ -10,18 +10,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The arena's layout, for both of its passes (util/arena.h). */
+static void learner_carve(vf_context_learner *l, size_t CD, size_t n) {
+    l->text = vf_arena_floats(&l->arena, CD);
+    l->dctx = vf_arena_floats(&l->arena, n);
+    l->best_ctx = vf_arena_floats(&l->arena, n);
+}
+
 int vf_context_learner_init(vf_context_learner *l, vf_coop *coop, const vf_optim_config *oc, vf_error *err) {
     memset(l, 0, sizeof *l);   /* l->coop stays NULL until all is set up: _free frees nothing before */
     const size_t CD = (size_t)vf_coop_n_classes(coop) * vf_coop_feature_dim(coop), n = (size_t)vf_coop_ctx_count(coop);
     if (vf_optim_init(&l->optim, oc, (long)n, err)) return -1;
-    if (vf_arena_init(&l->arena, vf_arena_round(CD * sizeof(float)) + 2 * vf_arena_round(n * sizeof(float)), err)) {
+    vf_arena_plan(&l->arena);
+    learner_carve(l, CD, n);
+    if (vf_arena_commit(&l->arena, err)) {
         vf_optim_free(&l->optim);
         return -1;
     }
+    learner_carve(l, CD, n);
     l->coop = coop;
-    l->text = vf_arena_floats(&l->arena, CD);
-    l->dctx = vf_arena_floats(&l->arena, n);
-    l->best_ctx = vf_arena_floats(&l->arena, n);
     memcpy(l->best_ctx, vf_coop_ctx(coop), n * sizeof(float));
     l->best_auc = NAN;
     return 0;

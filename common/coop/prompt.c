@@ -133,6 +133,18 @@ void vf_coop_free(vf_coop *c) {
     free(c);
 }
 
+/* The arena's layout, for both of its passes (util/arena.h). */
+static void coop_carve(vf_coop *c) {
+    const size_t CT = (size_t)c->n_classes * c->T, W = (size_t)c->W;
+    c->ids = vf_arena_alloc(&c->arena, CT * sizeof(int32_t));
+    c->ctx_pos = vf_arena_alloc(&c->arena, (size_t)c->n_classes * c->n_ctx * sizeof(int));
+    c->eot = vf_arena_alloc(&c->arena, (size_t)c->n_classes * sizeof(int));
+    c->first_ctx = vf_arena_alloc(&c->arena, (size_t)c->n_classes * sizeof(int));
+    c->emb = vf_arena_floats(&c->arena, CT * W);
+    c->demb = vf_arena_floats(&c->arena, CT * W);
+    c->ctx = vf_arena_floats(&c->arena, (size_t)c->rows * W);
+}
+
 int vf_coop_create(vf_coop **out, const vf_coop_config *cfg, const vf_clip_text_weights *tower,
                    const vf_tokenizer *tok, const char *const *class_names, int n_classes, vf_error *err) {
     *out = NULL;
@@ -190,21 +202,10 @@ int vf_coop_create(vf_coop **out, const vf_coop_config *cfg, const vf_clip_text_
         c->W = W;
         c->D = tower->projection_dim;
         c->T = T;
-        size_t CT = (size_t)n_classes * T;
-        size_t bytes = vf_arena_round(CT * sizeof(int32_t)) + vf_arena_round((size_t)n_classes * n_ctx * sizeof(int)) +
-                       2 * vf_arena_round((size_t)n_classes * sizeof(int)) + 2 * vf_arena_round(CT * W * sizeof(float)) +
-                       vf_arena_round((size_t)c->rows * W * sizeof(float));
-        rc = vf_arena_init(&c->arena, bytes, err);
-        if (rc == 0) {
-            c->ids = vf_arena_alloc(&c->arena, CT * sizeof(int32_t));
-            c->ctx_pos = vf_arena_alloc(&c->arena, (size_t)n_classes * n_ctx * sizeof(int));
-            c->eot = vf_arena_alloc(&c->arena, (size_t)n_classes * sizeof(int));
-            c->first_ctx = vf_arena_alloc(&c->arena, (size_t)n_classes * sizeof(int));
-            c->emb = vf_arena_floats(&c->arena, CT * W);
-            c->demb = vf_arena_floats(&c->arena, CT * W);
-            c->ctx = vf_arena_floats(&c->arena, (size_t)c->rows * W);
-            if (!c->ids || !c->ctx_pos || !c->eot || !c->first_ctx || !c->emb || !c->demb || !c->ctx) rc = vf_fail(err, "CoOp: arena sizing bug");
-        }
+        vf_arena_plan(&c->arena);
+        coop_carve(c);
+        rc = vf_arena_commit(&c->arena, err);
+        if (rc == 0) coop_carve(c);
     }
     if (rc == 0) {
         for (int k = 0; k < n_classes; k++) {

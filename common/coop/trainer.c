@@ -51,24 +51,25 @@ int vf_batcher_next(vf_batcher *b, const int **idx) {
 }
 
 /* ---- aggregator: loss step and evaluation -------------------------------- */
+/* The arena's layout, for both of its passes (util/arena.h). */
+static void loss_step_carve(vf_loss_step *s) {
+    const int B_max = s->B_max, C = s->C, D = s->D;
+    s->image = vf_arena_floats(&s->arena, (size_t)B_max * D);
+    s->labels = vf_arena_alloc(&s->arena, (size_t)B_max * sizeof(int));
+    s->logits = vf_arena_floats(&s->arena, (size_t)B_max * C);
+    s->scratch = vf_arena_floats(&s->arena, (size_t)vf_coop_loss_scratch_floats(B_max, C, D));
+}
+
 int vf_loss_step_init(vf_loss_step *s, int C, int D, int B_max, vf_error *err) {
     memset(s, 0, sizeof *s);
     if (C < 2 || D < 1 || B_max < 1) return vf_fail(err, "loss step: bad sizes C=%d D=%d B=%d", C, D, B_max);
     s->C = C;
     s->D = D;
     s->B_max = B_max;
-    size_t bytes = vf_arena_round((size_t)B_max * D * sizeof(float)) + vf_arena_round((size_t)B_max * sizeof(int)) +
-                   vf_arena_round((size_t)B_max * C * sizeof(float)) +
-                   vf_arena_round((size_t)vf_coop_loss_scratch_floats(B_max, C, D) * sizeof(float));
-    if (vf_arena_init(&s->arena, bytes, err)) return -1;
-    s->image = vf_arena_floats(&s->arena, (size_t)B_max * D);
-    s->labels = vf_arena_alloc(&s->arena, (size_t)B_max * sizeof(int));
-    s->logits = vf_arena_floats(&s->arena, (size_t)B_max * C);
-    s->scratch = vf_arena_floats(&s->arena, (size_t)vf_coop_loss_scratch_floats(B_max, C, D));
-    if (!s->image || !s->labels || !s->logits || !s->scratch) {
-        vf_arena_free(&s->arena);
-        return vf_fail(err, "loss step: arena sizing bug");
-    }
+    vf_arena_plan(&s->arena);
+    loss_step_carve(s);
+    if (vf_arena_commit(&s->arena, err)) return -1;
+    loss_step_carve(s);
     return 0;
 }
 

@@ -38,6 +38,16 @@ double vf_text_grad_epsilon(const vf_text_grad_privacy *p, int batch, int n_trai
     return vf_rdp_epsilon(q > 1 ? 1 : q, p->noise_multiplier, steps, p->delta);
 }
 
+/* The arena's layout, for both of its passes (util/arena.h). */
+static void guard_carve(vf_text_grad_guard *g) {
+    const size_t C = (size_t)g->C, D = (size_t)g->D, B_max = (size_t)g->B_max;
+    g->sum = vf_arena_floats(&g->arena, C * D);
+    g->unit_text = vf_arena_floats(&g->arena, C * D);
+    g->unit_image = vf_arena_floats(&g->arena, B_max * D);
+    g->weight = vf_arena_floats(&g->arena, B_max * C);
+    g->text_norm = vf_arena_floats(&g->arena, C);
+}
+
 int vf_text_grad_guard_init(vf_text_grad_guard *g, const vf_text_grad_privacy *p, int C, int D, int B_max,
                             vf_error *err) {
     memset(g, 0, sizeof *g);
@@ -46,18 +56,10 @@ int vf_text_grad_guard_init(vf_text_grad_guard *g, const vf_text_grad_privacy *p
     g->C = C;
     g->D = D;
     g->B_max = B_max;
-    size_t bytes = vf_arena_round((size_t)C * D * sizeof(float)) * 2 + vf_arena_round((size_t)B_max * D * sizeof(float)) +
-                   vf_arena_round((size_t)B_max * C * sizeof(float)) + vf_arena_round((size_t)C * sizeof(float));
-    if (vf_arena_init(&g->arena, bytes, err)) return -1;
-    g->sum = vf_arena_floats(&g->arena, (size_t)C * D);
-    g->unit_text = vf_arena_floats(&g->arena, (size_t)C * D);
-    g->unit_image = vf_arena_floats(&g->arena, (size_t)B_max * D);
-    g->weight = vf_arena_floats(&g->arena, (size_t)B_max * C);
-    g->text_norm = vf_arena_floats(&g->arena, (size_t)C);
-    if (!g->sum || !g->unit_text || !g->unit_image || !g->weight || !g->text_norm) {
-        vf_arena_free(&g->arena);
-        return vf_fail(err, "text gradient guard: arena sizing bug");
-    }
+    vf_arena_plan(&g->arena);
+    guard_carve(g);
+    if (vf_arena_commit(&g->arena, err)) return -1;
+    guard_carve(g);
     return 0;
 }
 

@@ -5,38 +5,40 @@
 
 #include <string.h>
 
+/* The activation arena's layout, for both of its passes (util/arena.h).
+ * While counting, the tables hidden and layers do not exist yet. */
+static void text_acts_carve(vf_clip_text_acts *a, const vf_clip_encoder_config *e, int B_max, int T_max) {
+    const int L = e->num_layers;
+    const size_t BT = (size_t)B_max * T_max, C = (size_t)e->hidden_size;
+    a->hidden = vf_arena_alloc(&a->arena, sizeof(float *) * (L + 1));
+    a->layers = vf_arena_alloc(&a->arena, sizeof(vf_tfm_acts) * L);
+    for (int l = 0; l <= L; l++) {
+        float *h = vf_arena_floats(&a->arena, BT * C);
+        if (a->hidden) a->hidden[l] = h;
+    }
+    for (int l = 0; l < L; l++) {
+        vf_tfm_acts scratch;
+        vf_tfm_acts_carve(a->layers ? &a->layers[l] : &scratch, &a->arena, e, B_max, T_max, 1);
+    }
+    a->eot = vf_arena_alloc(&a->arena, sizeof(int) * B_max);
+    a->pooled = vf_arena_floats(&a->arena, (size_t)B_max * C);
+    a->pooled_ln = vf_arena_floats(&a->arena, (size_t)B_max * C);
+    a->pooled_mean = vf_arena_floats(&a->arena, B_max);
+    a->pooled_rstd = vf_arena_floats(&a->arena, B_max);
+}
+
 int vf_clip_text_acts_init(vf_clip_text_acts *a, const vf_clip_text_weights *w, int B_max, int T_max, vf_error *err) {
     memset(a, 0, sizeof *a);
     const vf_clip_encoder_config *e = &w->cfg.enc;
-    const int L = e->num_layers, C = e->hidden_size;
     if (B_max <= 0 || T_max <= 0 || T_max > w->cfg.max_positions)
         return vf_fail(err, "text activations: batch %d / length %d out of range (length 1..%d)", B_max, T_max, w->cfg.max_positions);
-    size_t BT = (size_t)B_max * T_max;
-    size_t bytes = vf_arena_round(sizeof(float *) * (L + 1)) + vf_arena_round(sizeof(vf_tfm_acts) * L) +
-                   (L + 1) * vf_arena_round(BT * C * 4) + L * vf_tfm_acts_bytes(e, B_max, T_max, 1) +
-                   vf_arena_round(sizeof(int) * B_max) + 2 * vf_arena_round((size_t)B_max * C * 4) +
-                   2 * vf_arena_round((size_t)B_max * 4);
-    if (vf_arena_init(&a->arena, bytes, err) != 0) return vf_error_prefix(err, "text activations");
+    vf_arena_plan(&a->arena);
+    text_acts_carve(a, e, B_max, T_max);
+    if (vf_arena_commit(&a->arena, err) != 0) return vf_error_prefix(err, "text activations");
+    text_acts_carve(a, e, B_max, T_max);
     a->B_max = B_max;
     a->T_max = T_max;
-    a->L = L;
-    a->hidden = vf_arena_alloc(&a->arena, sizeof(float *) * (L + 1));
-    a->layers = vf_arena_alloc(&a->arena, sizeof(vf_tfm_acts) * L);
-    int ok = a->hidden && a->layers;
-    for (int l = 0; ok && l <= L; l++) ok = (a->hidden[l] = vf_arena_floats(&a->arena, BT * C)) != NULL;
-    for (int l = 0; ok && l < L; l++) ok = vf_tfm_acts_carve(&a->layers[l], &a->arena, e, B_max, T_max, 1) == 0;
-    if (ok) {
-        a->eot = vf_arena_alloc(&a->arena, sizeof(int) * B_max);
-        a->pooled = vf_arena_floats(&a->arena, (size_t)B_max * C);
-        a->pooled_ln = vf_arena_floats(&a->arena, (size_t)B_max * C);
-        a->pooled_mean = vf_arena_floats(&a->arena, B_max);
-        a->pooled_rstd = vf_arena_floats(&a->arena, B_max);
-        ok = a->eot && a->pooled && a->pooled_ln && a->pooled_mean && a->pooled_rstd;
-    }
-    if (!ok) {
-        vf_clip_text_acts_free(a);
-        return vf_fail(err, "text activations: arena sizing bug");
-    }
+    a->L = e->num_layers;
     return 0;
 }
 

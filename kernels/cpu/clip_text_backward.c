@@ -6,13 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-size_t vf_tfm_grads_bytes(const vf_clip_encoder_config *cfg, int B, int T) {
-    size_t BT = (size_t)B * T, C = cfg->hidden_size, F = cfg->intermediate_size, NH = cfg->num_heads;
-    return 7 * vf_arena_round(BT * C * sizeof(float)) + 3 * vf_arena_round(BT * F * sizeof(float)) +
-           2 * vf_arena_round(BT * sizeof(float)) + vf_arena_round((size_t)B * NH * T * T * sizeof(float));
-}
-
-int vf_tfm_grads_carve(vf_tfm_grads *g, vf_arena *arena, const vf_clip_encoder_config *cfg, int B, int T) {
+void vf_tfm_grads_carve(vf_tfm_grads *g, vf_arena *arena, const vf_clip_encoder_config *cfg, int B, int T) {
     size_t BT = (size_t)B * T, C = cfg->hidden_size, F = cfg->intermediate_size, NH = cfg->num_heads;
     g->dres1 = vf_arena_floats(arena, BT * C);
     g->dln = vf_arena_floats(arena, BT * C);
@@ -27,10 +21,6 @@ int vf_tfm_grads_carve(vf_tfm_grads *g, vf_arena *arena, const vf_clip_encoder_c
     g->rows_mean = vf_arena_floats(arena, BT);
     g->rows_rstd = vf_arena_floats(arena, BT);
     g->att = vf_arena_floats(arena, (size_t)B * NH * T * T);
-    return g->dres1 && g->dln && g->datty && g->dq && g->dk && g->dv && g->rows_c && g->dfch_act && g->dfch && g->rows_f &&
-                   g->rows_mean && g->rows_rstd && g->att
-               ? 0
-               : -1;
 }
 
 /* dst (R, W) = the rows of src (B, T, W) listed in `rows`, packed. */
@@ -87,24 +77,28 @@ void vf_tfm_layer_backward(const vf_tfm_layer *w, const vf_clip_encoder_config *
     vf_layernorm_backward(dx_in, g->dln, g->rows_c, w->ln1_w, g->rows_mean, g->rows_rstd, eps, R, C);
 }
 
+/* The scratch arena's layout, for both of its passes (util/arena.h). */
+static void text_grads_carve(vf_clip_text_grads *g, const vf_clip_encoder_config *e, int B_max, int T_max) {
+    const size_t C = (size_t)e->hidden_size;
+    vf_tfm_grads_carve(&g->layer, &g->arena, e, B_max, T_max);
+    g->dx_a = vf_arena_floats(&g->arena, (size_t)B_max * T_max * C);
+    g->dx_b = vf_arena_floats(&g->arena, (size_t)B_max * T_max * C);
+    g->dpooled_ln = vf_arena_floats(&g->arena, (size_t)B_max * C);
+    g->dpooled = vf_arena_floats(&g->arena, (size_t)B_max * C);
+    g->lo = vf_arena_alloc(&g->arena, (size_t)B_max * sizeof(int));
+    g->hi = vf_arena_alloc(&g->arena, (size_t)B_max * sizeof(int));
+    g->off = vf_arena_alloc(&g->arena, (size_t)B_max * sizeof(int));
+}
+
 int vf_clip_text_grads_init(vf_clip_text_grads *g, const vf_clip_text_weights *w, int B_max, int T_max, vf_error *err) {
     memset(g, 0, sizeof *g);
     const vf_clip_encoder_config *e = &w->cfg.enc;
-    size_t C = e->hidden_size;
-    size_t bytes = vf_tfm_grads_bytes(e, B_max, T_max) + 2 * vf_arena_round((size_t)B_max * T_max * C * sizeof(float)) +
-                   2 * vf_arena_round((size_t)B_max * C * sizeof(float)) + 3 * vf_arena_round((size_t)B_max * sizeof(int));
-    if (vf_arena_init(&g->arena, bytes, err) != 0) return vf_error_prefix(err, "text backward buffers");
+    vf_arena_plan(&g->arena);
+    text_grads_carve(g, e, B_max, T_max);
+    if (vf_arena_commit(&g->arena, err) != 0) return vf_error_prefix(err, "text backward buffers");
+    text_grads_carve(g, e, B_max, T_max);
     g->B_max = B_max;
     g->T_max = T_max;
-    int ok = vf_tfm_grads_carve(&g->layer, &g->arena, e, B_max, T_max) == 0;
-    ok = ok && (g->dx_a = vf_arena_floats(&g->arena, (size_t)B_max * T_max * C));
-    ok = ok && (g->dx_b = vf_arena_floats(&g->arena, (size_t)B_max * T_max * C));
-    ok = ok && (g->dpooled_ln = vf_arena_floats(&g->arena, (size_t)B_max * C));
-    ok = ok && (g->dpooled = vf_arena_floats(&g->arena, (size_t)B_max * C));
-    ok = ok && (g->lo = vf_arena_alloc(&g->arena, (size_t)B_max * sizeof(int)));
-    ok = ok && (g->hi = vf_arena_alloc(&g->arena, (size_t)B_max * sizeof(int)));
-    ok = ok && (g->off = vf_arena_alloc(&g->arena, (size_t)B_max * sizeof(int)));
-    if (!ok) { vf_arena_free(&g->arena); return vf_fail(err, "text backward buffers: arena sizing bug"); }
     return 0;
 }
 

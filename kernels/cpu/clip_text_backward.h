@@ -41,8 +41,9 @@ typedef struct vf_tfm_grads {
     float *att;       // (B, NH, T, T) recomputed probabilities when the forward did not keep them
 } vf_tfm_grads;
 
-size_t vf_tfm_grads_bytes(const vf_clip_encoder_config *cfg, int B, int T);
-int vf_tfm_grads_carve(vf_tfm_grads *g, vf_arena *arena, const vf_clip_encoder_config *cfg, int B, int T);
+/* Carves one layer's gradient buffers for (B, T) out of `arena`, in both of
+ * its passes (util/arena.h). */
+void vf_tfm_grads_carve(vf_tfm_grads *g, vf_arena *arena, const vf_clip_encoder_config *cfg, int B, int T);
 
 /* dx_in = d/dx_in of sum(dx_out * layer(x_in)) on the R rows of `rows`, for
  * the forward that filled `a` from x_in (B, T, C).  dx_out and dx_in are

@@ -10,27 +10,27 @@ static int vit_tokens(const vf_clip_vision_config *c) {
     return g * g + 1;
 }
 
-int vf_vit_acts_init(vf_vit_acts *a, const vf_vit_weights *w, int B_max, vf_error *err) {
-    memset(a, 0, sizeof *a);
-    const vf_clip_vision_config *c = &w->cfg;
+/* The activation arena's layout, for both of its passes (util/arena.h). */
+static void vit_acts_carve(vf_vit_acts *a, const vf_clip_vision_config *c, int B_max) {
     const size_t T = (size_t)vit_tokens(c), C = (size_t)c->enc.hidden_size, K = (size_t)3 * c->patch_size * c->patch_size;
-    if (B_max <= 0) return vf_fail(err, "image activations: batch %d must be positive", B_max);
     const size_t B = (size_t)B_max;
-    size_t bytes = vf_arena_round(B * (T - 1) * K * 4) + 3 * vf_arena_round(B * T * C * 4) +
-                   vf_tfm_acts_bytes(&c->enc, B_max, (int)T, 0) + 2 * vf_arena_round(B * C * 4);
-    if (vf_arena_init(&a->arena, bytes, err) != 0) return vf_error_prefix(err, "image activations for batch %d", B_max);
-    a->B_max = B_max;
     a->patches = vf_arena_floats(&a->arena, B * (T - 1) * K);
     a->x_embed = vf_arena_floats(&a->arena, B * T * C);
     a->x_a = vf_arena_floats(&a->arena, B * T * C);
     a->x_b = vf_arena_floats(&a->arena, B * T * C);
-    int ok = a->patches && a->x_embed && a->x_a && a->x_b && vf_tfm_acts_carve(&a->layer, &a->arena, &c->enc, B_max, (int)T, 0) == 0;
+    vf_tfm_acts_carve(&a->layer, &a->arena, &c->enc, B_max, (int)T, 0);
     a->cls = vf_arena_floats(&a->arena, B * C);
     a->cls_ln = vf_arena_floats(&a->arena, B * C);
-    if (!ok || !a->cls || !a->cls_ln) {
-        vf_vit_acts_free(a);
-        return vf_fail(err, "image activations: arena sizing bug");
-    }
+}
+
+int vf_vit_acts_init(vf_vit_acts *a, const vf_vit_weights *w, int B_max, vf_error *err) {
+    memset(a, 0, sizeof *a);
+    if (B_max <= 0) return vf_fail(err, "image activations: batch %d must be positive", B_max);
+    vf_arena_plan(&a->arena);
+    vit_acts_carve(a, &w->cfg, B_max);
+    if (vf_arena_commit(&a->arena, err) != 0) return vf_error_prefix(err, "image activations for batch %d", B_max);
+    vit_acts_carve(a, &w->cfg, B_max);
+    a->B_max = B_max;
     return 0;
 }
 

@@ -10,47 +10,43 @@
 
 // ---- parameter layout --------------------------------------------------------
 
-// Counts (a == NULL) or carves (a != NULL) `n` floats.
-static float *take(vf_arena *a, size_t n, size_t *bytes) {
-    *bytes += vf_arena_round(n * sizeof(float));
-    return a ? vf_arena_floats(a, n) : NULL;
-}
-
-static void conv_layout(vf_conv2d *c, int cin, int cout, int k, int stride, int pad, vf_arena *a, size_t *bytes) {
+static void conv_layout(vf_conv2d *c, int cin, int cout, int k, int stride, int pad, vf_arena *a) {
     c->cin = cin, c->cout = cout, c->kh = c->kw = k, c->stride = stride, c->pad = pad;
-    c->weight = take(a, (size_t)cout * cin * k * k, bytes);
-    c->bias = take(a, cout, bytes);
+    c->weight = vf_arena_floats(a, (size_t)cout * cin * k * k);
+    c->bias = vf_arena_floats(a, cout);
 }
 
-// Walks the architecture once: fills shapes and (with an arena) weight pointers.
-static void resnet_layout(vf_resnet *r, vf_arena *a, size_t *bytes) {
+// Walks the architecture: fills shapes and carves the block descriptors and
+// every weight out of the parameter arena, in both of its passes (util/arena.h).
+static void resnet_layout(vf_resnet *r, vf_arena *a) {
     const vf_resnet_config *cfg = &r->cfg;
     int w = cfg->width;
-    conv_layout(&r->stem[0], 3, w / 2, 3, 2, 1, a, bytes);
-    conv_layout(&r->stem[1], w / 2, w / 2, 3, 1, 1, a, bytes);
-    conv_layout(&r->stem[2], w / 2, w, 3, 1, 1, a, bytes);
+    r->blocks = vf_arena_alloc(a, sizeof *r->blocks * r->n_blocks);
+    conv_layout(&r->stem[0], 3, w / 2, 3, 2, 1, a);
+    conv_layout(&r->stem[1], w / 2, w / 2, 3, 1, 1, a);
+    conv_layout(&r->stem[2], w / 2, w, 3, 1, 1, a);
     int inplanes = w, n = 0;
     for (int s = 0; s < 4; s++) {
         int planes = w << s;
         for (int i = 0; i < cfg->layers[s]; i++, n++) {
-            vf_bottleneck scratch, *b = a ? &r->blocks[n] : &scratch;  // counting needs no blocks yet
+            vf_bottleneck scratch, *b = r->blocks ? &r->blocks[n] : &scratch;  // counting: no blocks yet
             b->inplanes = inplanes, b->planes = planes, b->stride = (i == 0 && s > 0) ? 2 : 1;
-            conv_layout(&b->conv1, inplanes, planes, 1, 1, 0, a, bytes);
-            conv_layout(&b->conv2, planes, planes, 3, 1, 1, a, bytes);
-            conv_layout(&b->conv3, planes, planes * 4, 1, 1, 0, a, bytes);
+            conv_layout(&b->conv1, inplanes, planes, 1, 1, 0, a);
+            conv_layout(&b->conv2, planes, planes, 3, 1, 1, a);
+            conv_layout(&b->conv3, planes, planes * 4, 1, 1, 0, a);
             b->has_downsample = b->stride > 1 || inplanes != planes * 4;
-            if (b->has_downsample) conv_layout(&b->downsample, inplanes, planes * 4, 1, 1, 0, a, bytes);
+            if (b->has_downsample) conv_layout(&b->downsample, inplanes, planes * 4, 1, 1, 0, a);
             inplanes = planes * 4;
         }
     }
     vf_attnpool *p = &r->attnpool;
     p->grid = cfg->image_size / 32, p->embed_dim = w * 32, p->heads = cfg->heads, p->output_dim = cfg->output_dim;
     size_t C = p->embed_dim, T = (size_t)p->grid * p->grid + 1;
-    p->pos = take(a, T * C, bytes);
-    p->q_w = take(a, C * C, bytes), p->q_b = take(a, C, bytes);
-    p->k_w = take(a, C * C, bytes), p->k_b = take(a, C, bytes);
-    p->v_w = take(a, C * C, bytes), p->v_b = take(a, C, bytes);
-    p->c_w = take(a, (size_t)p->output_dim * C, bytes), p->c_b = take(a, p->output_dim, bytes);
+    p->pos = vf_arena_floats(a, T * C);
+    p->q_w = vf_arena_floats(a, C * C), p->q_b = vf_arena_floats(a, C);
+    p->k_w = vf_arena_floats(a, C * C), p->k_b = vf_arena_floats(a, C);
+    p->v_w = vf_arena_floats(a, C * C), p->v_b = vf_arena_floats(a, C);
+    p->c_w = vf_arena_floats(a, (size_t)p->output_dim * C), p->c_b = vf_arena_floats(a, p->output_dim);
 }
 
 int vf_resnet_init(vf_resnet *r, const vf_resnet_config *cfg, vf_error *err) {
@@ -70,12 +66,10 @@ int vf_resnet_init(vf_resnet *r, const vf_resnet_config *cfg, vf_error *err) {
     if (cfg->output_dim < 1 || cfg->output_dim > 65536)
         return vf_fail(err, "ModifiedResNet: output_dim %d is out of range", cfg->output_dim);
     // one arena: the block descriptors, then every weight
-    size_t bytes = vf_arena_round(sizeof *r->blocks * r->n_blocks);
-    resnet_layout(r, NULL, &bytes);
-    if (vf_arena_init(&r->params, bytes, err)) return vf_error_prefix(err, "ModifiedResNet parameters");
-    r->blocks = vf_arena_alloc(&r->params, sizeof *r->blocks * r->n_blocks);
-    bytes = 0;
-    resnet_layout(r, &r->params, &bytes);
+    vf_arena_plan(&r->params);
+    resnet_layout(r, &r->params);
+    if (vf_arena_commit(&r->params, err)) return vf_error_prefix(err, "ModifiedResNet parameters");
+    resnet_layout(r, &r->params);
     return 0;
 }
 
@@ -125,23 +119,28 @@ static act_sizes plan_acts(const vf_resnet *r, int B) {
     return s;
 }
 
+// The activation arena's layout, for both of its passes (util/arena.h).
+static void resnet_acts_carve(vf_resnet_acts *a, const vf_resnet *r, const act_sizes *s, int max_batch) {
+    const vf_attnpool *p = &r->attnpool;
+    size_t B = max_batch, C = p->embed_dim, T = (size_t)p->grid * p->grid + 1;
+    size_t S = r->cfg.image_size;
+    size_t sizes[] = {3 * B * S * S, s->x, s->x, s->t1, s->t2, s->pooled, s->shortcut, s->col,
+                      B * T * C, B * C, B * T * C, B * T * C, B * p->heads * T, B * C};
+    float **ptrs[] = {&a->input, &a->x, &a->y, &a->t1, &a->t2, &a->pooled, &a->shortcut, &a->col,
+                      &a->tokens, &a->q, &a->k, &a->v, &a->scores, &a->attended};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) *ptrs[i] = vf_arena_floats(&a->arena, sizes[i] ? sizes[i] : 1);
+}
+
 int vf_resnet_acts_init(vf_resnet_acts *a, const vf_resnet *r, int max_batch, vf_error *err) {
     memset(a, 0, sizeof *a);
     if (max_batch < 1) return vf_fail(err, "ModifiedResNet: max batch %d must be positive", max_batch);
     a->max_batch = max_batch;
     act_sizes s = plan_acts(r, max_batch);
-    const vf_attnpool *p = &r->attnpool;
-    size_t B = max_batch, C = p->embed_dim, T = (size_t)p->grid * p->grid + 1;
-    size_t S = r->cfg.image_size;
-    size_t sizes[] = {3 * B * S * S, s.x, s.x, s.t1, s.t2, s.pooled, s.shortcut, s.col,
-                      B * T * C, B * C, B * T * C, B * T * C, B * p->heads * T, B * C};
-    float **ptrs[] = {&a->input, &a->x, &a->y, &a->t1, &a->t2, &a->pooled, &a->shortcut, &a->col,
-                      &a->tokens, &a->q, &a->k, &a->v, &a->scores, &a->attended};
-    size_t n = sizeof sizes / sizeof sizes[0], bytes = 0;
-    for (size_t i = 0; i < n; i++) bytes += vf_arena_round((sizes[i] ? sizes[i] : 1) * sizeof(float));
-    if (vf_arena_init(&a->arena, bytes, err))
+    vf_arena_plan(&a->arena);
+    resnet_acts_carve(a, r, &s, max_batch);
+    if (vf_arena_commit(&a->arena, err))
         return vf_error_prefix(err, "ModifiedResNet activations for batch %d", max_batch);
-    for (size_t i = 0; i < n; i++) *ptrs[i] = vf_arena_floats(&a->arena, sizes[i] ? sizes[i] : 1);
+    resnet_acts_carve(a, r, &s, max_batch);
     a->col_floats = s.col;
     return 0;
 }

@@ -8,14 +8,7 @@
 
 #include <math.h>
 
-size_t vf_tfm_acts_bytes(const vf_clip_encoder_config *cfg, int B, int T, int keep_att) {
-    size_t BT = (size_t)B * T, C = (size_t)cfg->hidden_size, F = (size_t)cfg->intermediate_size;
-    size_t n = 7 * vf_arena_round(BT * C * 4) + 4 * vf_arena_round(BT * 4) + 2 * vf_arena_round(BT * F * 4);
-    n += vf_arena_round((keep_att ? (size_t)B * cfg->num_heads * T * T : vf_attention_scratch_floats(T)) * 4);
-    return n;
-}
-
-int vf_tfm_acts_carve(vf_tfm_acts *a, vf_arena *arena, const vf_clip_encoder_config *cfg, int B, int T, int keep_att) {
+void vf_tfm_acts_carve(vf_tfm_acts *a, vf_arena *arena, const vf_clip_encoder_config *cfg, int B, int T, int keep_att) {
     size_t BT = (size_t)B * T, C = (size_t)cfg->hidden_size, F = (size_t)cfg->intermediate_size;
     a->ln1 = vf_arena_floats(arena, BT * C);
     a->ln1_mean = vf_arena_floats(arena, BT);
@@ -38,10 +31,6 @@ int vf_tfm_acts_carve(vf_tfm_acts *a, vf_arena *arena, const vf_clip_encoder_con
     a->ln2_rstd = vf_arena_floats(arena, BT);
     a->fch = vf_arena_floats(arena, BT * F);
     a->fch_act = vf_arena_floats(arena, BT * F);
-    return a->ln1 && a->ln1_mean && a->ln1_rstd && (keep_att ? a->q && a->k && a->v && a->att : a->qkv && a->att_scratch) && a->atty &&
-                   a->res1 && a->ln2 && a->ln2_mean && a->ln2_rstd && a->fch && a->fch_act
-               ? 0
-               : -1;
 }
 
 void vf_tfm_layer_forward(const vf_tfm_layer *w, const vf_clip_encoder_config *cfg, vf_tfm_acts *a,

@@ -50,12 +50,11 @@ typedef struct vf_tfm_acts {
     float *fch_act;            // (B, T, F)  after the activation
 } vf_tfm_acts;
 
-/* Bytes one vf_tfm_acts needs in an arena for (B, T).  keep_att: the
- * backward layout (att, separate q/k/v); otherwise the inference layout
- * (per-thread attention scratch, one qkv buffer). */
-size_t vf_tfm_acts_bytes(const vf_clip_encoder_config *cfg, int B, int T, int keep_att);
-/* Carves the buffers out of `arena` (sized with vf_tfm_acts_bytes); -1 when full. */
-int vf_tfm_acts_carve(vf_tfm_acts *a, vf_arena *arena, const vf_clip_encoder_config *cfg, int B, int T, int keep_att);
+/* Carves one layer's buffers for (B, T) out of `arena`, in both of its
+ * passes (util/arena.h).  keep_att: the backward layout (att, separate
+ * q/k/v); otherwise the inference layout (per-thread attention scratch, one
+ * qkv buffer). */
+void vf_tfm_acts_carve(vf_tfm_acts *a, vf_arena *arena, const vf_clip_encoder_config *cfg, int B, int T, int keep_att);
 
 /* x_out (B, T, C) = layer(x_in (B, T, C)).  x_out must not alias x_in. */
 void vf_tfm_layer_forward(const vf_tfm_layer *w, const vf_clip_encoder_config *cfg, vf_tfm_acts *a,
