@@ -3,7 +3,9 @@
  * with .npy files in and out:
  *   coop-grad   text forward + loss + text backward: dL/dctx for a model dir
  *   coop-loss   the eq. 1 loss, logits and dL/dtext for given features
- *   coop-optim  S optimizer steps from given params over given gradients */
+ *   coop-optim  S optimizer steps from given params over given gradients
+ *   coop-lr     the learning rate of each epoch under CoOp's schedule
+ *               (tests/python/test_lr_schedule.py) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -256,4 +258,34 @@ done:
     free(params); free(grads);
     vf_optim_free(&opt);
     return rc;
+}
+
+/* ---- coop-lr ------------------------------------------------------------------ */
+int vf_cmd_coop_lr(int argc, char **argv) {
+    vf_lr_schedule sched = {1e-3f, 0, VF_WARMUP_NONE, 0, 1e-5f};
+    int epochs = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0) {
+            printf("usage: vflclip coop-lr --max-epochs E [--epochs N] [--lr X] [--warmup none|constant|linear]\n"
+                   "         [--warmup-epochs W] [--warmup-lr X]\n"
+                   "Prints one line per epoch: the epoch (0-based) and its learning rate under CoOp's\n"
+                   "schedule (cosine over E epochs, warm-up in front); N defaults to E.\n");
+            return 0;
+        }
+        NEED_ARG();
+        const char *v = argv[++i];
+        vf_error e;
+        if (strcmp(a, "--warmup") == 0) { if (vf_warmup_kind_parse(v, &sched.warmup, &e)) return fail_cmd(argv[0], &e); }
+        else if (strcmp(a, "--lr") == 0) { if (vf_cli_parse_float(a, v, 0, 10, &sched.base_lr)) return 2; }
+        else if (strcmp(a, "--warmup-lr") == 0) { if (vf_cli_parse_float(a, v, 0, 10, &sched.warmup_lr)) return 2; }
+        else if (strcmp(a, "--max-epochs") == 0) { if (vf_cli_parse_int(a, v, 0, 1000000, &sched.max_epochs)) return 2; }
+        else if (strcmp(a, "--warmup-epochs") == 0) { if (vf_cli_parse_int(a, v, 0, 1000000, &sched.warmup_epochs)) return 2; }
+        else if (strcmp(a, "--epochs") == 0) { if (vf_cli_parse_int(a, v, 0, 1000000, &epochs)) return 2; }
+        else { fprintf(stderr, "vflclip coop-lr: unknown option %s\n", a); return 2; }
+    }
+    if (epochs < 0) epochs = sched.max_epochs;
+    if (sched.warmup_epochs == 0) sched.warmup = VF_WARMUP_NONE; /* as the run settings do */
+    for (int e = 0; e < epochs; e++) printf("%d %.9g\n", e, vf_lr_at_epoch(&sched, e));
+    return 0;
 }

@@ -17,6 +17,7 @@ int vf_cmd_preprocess(int argc, char **argv);
 int vf_cmd_coop_grad(int argc, char **argv);
 int vf_cmd_coop_loss(int argc, char **argv);
 int vf_cmd_coop_optim(int argc, char **argv);
+int vf_cmd_coop_lr(int argc, char **argv);
 int vf_cmd_rpc_test(int argc, char **argv);
 int vf_cmd_embed(int argc, char **argv);
 int vf_cmd_make_model(int argc, char **argv);
@@ -36,6 +37,7 @@ const vf_command vf_commands[] = {
     {"coop-grad", "(debug) CoOp loss and dL/dctx for a model, prompts and image embeddings", vf_cmd_coop_grad},
     {"coop-loss", "(debug) CoOp eq.1 loss, logits and dL/dtext for given features", vf_cmd_coop_loss},
     {"coop-optim", "(debug) Adam/SGD steps with CoOp's lr schedule over given gradients", vf_cmd_coop_optim},
+    {"coop-lr", "(debug) the learning rate of each epoch under CoOp's schedule", vf_cmd_coop_lr},
     {"tokenize", "print the CLIP token ids of texts (as HF's fast CLIPTokenizer)", vf_cmd_tokenize},
     {"preprocess", "decode and preprocess images as CLIPImageProcessor, to .npy", vf_cmd_preprocess},
     {"rpc-test", "(debug) serve or call the gRPC transport's test service (interop tests, benchmark)", vf_cmd_rpc_test},

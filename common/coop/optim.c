@@ -128,7 +128,12 @@ float vf_lr_at_epoch(const vf_lr_schedule *s, int epoch) {
         return s->base_lr * (float)epoch / (float)s->warmup_epochs;
     }
     if (s->max_epochs <= 0) return s->base_lr;
-    return (float)(s->base_lr * (1.0 + cos(M_PI * (double)epoch / s->max_epochs)) / 2.0);
+    /* Dassl's warm-up wrappers step their successor only once warm-up is over
+     * (WARMUP_RECOUNT, the default): the cosine starts at base_lr on the first
+     * epoch after warm-up and counts its own epochs from there. */
+    int t = epoch;
+    if (s->warmup != VF_WARMUP_NONE && s->warmup_epochs > 0) t -= s->warmup_epochs;
+    return (float)(s->base_lr * (1.0 + cos(M_PI * (double)t / s->max_epochs)) / 2.0);
 }
 
 int vf_warmup_kind_parse(const char *s, vf_warmup_kind *kind, vf_error *err) {

@@ -67,8 +67,11 @@ typedef struct vf_lr_schedule {
 /* Learning rate for epoch `epoch` (0-based):
  *   warm-up (epoch < warmup_epochs): constant -> warmup_lr; linear -> warmup_lr at
  *     epoch 0, then base_lr * epoch / warmup_epochs (Dassl's LinearWarmupScheduler);
- *   otherwise base_lr * (1 + cos(pi * epoch / max_epochs)) / 2 (CosineAnnealingLR,
- *     eta_min 0, not shifted by the warm-up, as Dassl chains them). */
+ *   otherwise base_lr * (1 + cos(pi * t / max_epochs)) / 2 with t = epoch - warmup_epochs
+ *     (t = epoch without warm-up): CosineAnnealingLR(T_max = max_epochs, eta_min 0)
+ *     as Dassl's ConstantWarmupScheduler / LinearWarmupScheduler chain it, the
+ *     successor stepped only after warm-up, so the cosine restarts at base_lr on
+ *     the first epoch after warm-up (cfg.OPTIM.WARMUP_RECOUNT = True, the default). */
 float vf_lr_at_epoch(const vf_lr_schedule *s, int epoch);
 /* "none" / "constant" / "linear". */
 int vf_warmup_kind_parse(const char *s, vf_warmup_kind *kind, vf_error *err);

@@ -253,9 +253,11 @@ def test_loss_rejects_out_of_range_label(vflclip, tmp_path):
 
 # ------------------------------------------------------------ optimizers ----
 def torch_schedule(base_lr, max_epochs, warmup, warmup_epochs, warmup_lr, epochs):
-    """CoOp/Dassl: CosineAnnealingLR(T_max=max_epochs) stepped every epoch, with
-    ConstantWarmupScheduler (cons_lr) or LinearWarmupScheduler (min_lr at 0,
-    then base * e / warmup_epochs) in front for the first warmup_epochs."""
+    """CoOp/Dassl: CosineAnnealingLR(T_max=max_epochs) with ConstantWarmupScheduler
+    (cons_lr) or LinearWarmupScheduler (min_lr at 0, then base * e / warmup_epochs)
+    in front for the first warmup_epochs; the cosine is stepped only once warm-up
+    is over (Dassl's _BaseWarmupScheduler.step), so it restarts at base_lr
+    (test_lr_schedule.py checks this against Dassl's wrapper classes)."""
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=base_lr)
     cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
@@ -266,7 +268,8 @@ def torch_schedule(base_lr, max_epochs, warmup, warmup_epochs, warmup_lr, epochs
             lr = warmup_lr if (warmup == "constant" or e == 0) else base_lr * e / warmup_epochs
         lrs.append(lr)
         opt.step()
-        cos.step()
+        if warmup == "none" or e >= warmup_epochs:
+            cos.step()
     return lrs
 
 
