@@ -27,7 +27,8 @@
 #define AGG_MAX_PARTIES 256
 #define AGG_DEFAULT_MAX_PARTIES 64
 #define AGG_DEFAULT_HELLO_TIMEOUT_MS 10000
-#define AGG_VERSION "vflclip 0.1"
+#include "util/version.h"
+#define AGG_VERSION VF_VERSION
 
 typedef struct agg_party {
     int used, hello_ok;

@@ -214,7 +214,7 @@ static void fill_hello(Vflclip__V1__Hello *h, void *ud) {
         ptrs[k] = &sizes[k];
     }
     h->model_fingerprint = g_p.fingerprint;
-    h->software_version = "vflclip 0.1";
+    h->software_version = VF_VERSION;
     h->n_splits = VF_SPLIT_COUNT;
     h->splits = ptrs;
     h->embed_dim = (uint32_t)g_p.D;

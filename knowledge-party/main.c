@@ -258,7 +258,7 @@ static char g_tok_fingerprint[65];
 static void fill_hello(Vflclip__V1__Hello *h, void *ud) {
     h->model_fingerprint = g_kp.fingerprint;
     h->tokenizer_fingerprint = g_tok_fingerprint;
-    h->software_version = "vflclip 0.1";
+    h->software_version = VF_VERSION;
     h->embed_dim = (uint32_t)g_kp.tower.cfg.projection_dim;
 }
 

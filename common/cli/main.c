@@ -2,6 +2,7 @@
 #include "cli/commands.h"
 #include "util/log.h"
 #include "cpu/blas_setup.h"
+#include "util/version.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -51,7 +52,7 @@ const vf_command vf_commands[] = {
 static void usage(FILE *out) {
     fprintf(out, "usage: vflclip <command> [options]\n\ncommands:\n");
     for (const vf_command *c = vf_commands; c->name; c++) fprintf(out, "  %-12s %s\n", c->name, c->summary);
-    fprintf(out, "\nRun 'vflclip <command> --help' for a command's options.\n");
+    fprintf(out, "\nRun 'vflclip <command> --help' for a command's options; 'vflclip --version' for the version and build.\n");
 }
 
 int main(int argc, char **argv) {
@@ -60,6 +61,10 @@ int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        vf_version_print(stdout, "vflclip");
+        return 0;
     }
     for (const vf_command *c = vf_commands; c->name; c++)
         if (strcmp(c->name, argv[1]) == 0) return c->run(argc - 1, argv + 1);

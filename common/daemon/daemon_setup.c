@@ -4,6 +4,7 @@
 #include "daemon/notify.h"
 #include "util/fileio.h"
 #include "util/log.h"
+#include "util/version.h"
 
 #include <signal.h>
 #include <string.h>
@@ -53,11 +54,16 @@ int vf_daemon_args(int argc, char **argv, const char *program, const char *summa
     *check_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: %s --config FILE.ini [--check-config]\n       %s --help-config\n\n%s\n\n"
+            printf("usage: %s --config FILE.ini [--check-config]\n       %s --help-config | --version\n\n%s\n\n"
                    "  --config FILE     the daemon's INI configuration (see --help-config)\n"
                    "  --check-config    load and check the configuration and its files, then exit\n"
-                   "  --help-config     print every configuration key with its documentation\n",
+                   "  --help-config     print every configuration key with its documentation\n"
+                   "  --version         version, git revision, build options, BLAS core, CUDA\n",
                    program, program, summary);
+            return 1;
+        }
+        if (!strcmp(argv[i], "--version")) {
+            vf_version_print(stdout, program);
             return 1;
         }
         if (!strcmp(argv[i], "--help-config")) {

@@ -2,13 +2,14 @@
  * [aggregator] (dial), [state] and [log] keys its INI shares with the
  * starter configs `vflclip provision` writes, turning them into TLS files
  * and a party-link configuration, and the common command line
- * (--config FILE, --help-config, --check-config). */
+ * (--config FILE, --help-config, --check-config, --version). */
 #ifndef VF_DAEMON_SETUP_H
 #define VF_DAEMON_SETUP_H
 
 #include "daemon/ini_config.h"
 #include "daemon/party_link.h"
 #include "rpc/rpc.h"
+#include "util/version.h"
 
 /* Schema rows shared by the daemons (paste into a schema array). */
 #define VF_INI_TLS_KEYS                                                                                           \
@@ -36,7 +37,7 @@ int vf_daemon_paths_load(const vf_ini *ini, vf_daemon_paths *p, vf_error *err);
 int vf_daemon_link_config(const vf_ini *ini, const vf_daemon_paths *p, vf_party_link_config *cfg, char *host,
                           size_t host_size, char *server_name, size_t sn_size, vf_error *err);
 
-/* Parses `PROGRAM --config FILE [--check-config] | --help-config | --help`.
+/* Parses `PROGRAM --config FILE [--check-config] | --help-config | --help | --version`.
  * Returns 0 to go on (*config set), 1 to exit 0 (help printed), 2 on a usage error. */
 int vf_daemon_args(int argc, char **argv, const char *program, const char *summary, const vf_ini_key *schema,
                    const char **config, int *check_only);

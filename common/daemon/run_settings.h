@@ -21,7 +21,8 @@
 #include "util/vf_error.h"
 
 #ifndef VF_SOFTWARE_VERSION
-#define VF_SOFTWARE_VERSION "vflclip 0.1"
+#include "util/version.h"
+#define VF_SOFTWARE_VERSION VF_VERSION
 #endif
 
 typedef struct vf_run_settings {
