@@ -22,7 +22,19 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 DNNL_LIBS  := $(if $(wildcard /usr/include/dnnl.h),-ldnnl)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmbedtls -lmbedx509 -lmbedcrypto -lcsv $(DNNL_LIBS)
 
+# Portable by default: what is built (and installed, and shipped in the
+# image) runs on any x86-64 with SSE4.2/POPCNT (x86-64-v2, 2009 on); OpenBLAS
+# picks its kernels at run time, and the hot loops of kernels/cpu/ carry AVX2
+# and AVX-512 clones chosen at run time (VF_CPU_DISPATCH in
+# kernels/cpu/cpu_dispatch.h).  `make NATIVE=1` builds for this machine only
+# (-march=native); docs/BENCHMARKS.md compares the two.
+ifeq ($(NATIVE),1)
 OPT     ?= -O3 -march=native
+else ifeq ($(shell uname -m),x86_64)
+OPT     ?= -O3 -march=x86-64-v2 -mtune=generic
+else
+OPT     ?= -O3
+endif
 CFLAGS  ?= $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-format-truncation -fno-strict-aliasing -fopenmp
 CPPFLAGS += -Icommon -Ikernels -I$(BUILD)/gen $(PKG_CFLAGS) -MMD -MP $(if $(DNNL_LIBS),-DVF_HAVE_DNNL)
 LDLIBS  += $(PKG_LIBS) -lm -lpthread -fopenmp

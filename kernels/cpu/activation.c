@@ -1,10 +1,11 @@
 /* activation: GELU variants and residual add (see activation.h). */
 #include "cpu/activation.h"
+#include "cpu/cpu_dispatch.h"
 #include "cpu/fastmath.h"
 
 #include <math.h>
 
-void vf_quick_gelu_forward(float *out, const float *inp, long N) {
+VF_CPU_DISPATCH void vf_quick_gelu_forward(float *out, const float *inp, long N) {
     /* Chunks of 4096 so that the inner loop is a plain vectorisable one. */
 #pragma omp parallel for schedule(static)
     for (long c = 0; c < N; c += 4096) {
@@ -16,7 +17,7 @@ void vf_quick_gelu_forward(float *out, const float *inp, long N) {
     }
 }
 
-void vf_gelu_forward(float *out, const float *inp, long N) {
+VF_CPU_DISPATCH void vf_gelu_forward(float *out, const float *inp, long N) {
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < N; i++) {
         float x = inp[i];
@@ -24,7 +25,7 @@ void vf_gelu_forward(float *out, const float *inp, long N) {
     }
 }
 
-void vf_gelu_tanh_forward(float *out, const float *inp, long N) {
+VF_CPU_DISPATCH void vf_gelu_tanh_forward(float *out, const float *inp, long N) {
     const float s = 0.79788456080286536f; /* sqrt(2/pi) */
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < N; i++) {
@@ -41,7 +42,7 @@ void vf_activation_forward(vf_activation act, float *out, const float *inp, long
     }
 }
 
-void vf_residual_forward(float *out, const float *a, const float *b, long N) {
+VF_CPU_DISPATCH void vf_residual_forward(float *out, const float *a, const float *b, long N) {
 #pragma omp parallel for simd schedule(static)
     for (long i = 0; i < N; i++) out[i] = a[i] + b[i];
 }

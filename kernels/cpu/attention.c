@@ -7,6 +7,7 @@
  * matrices (T x hs, T <= 577) fit in cache, where this beats any loop
  * written here by 3x. */
 #include "cpu/attention.h"
+#include "cpu/cpu_dispatch.h"
 #include "cpu/fastmath.h"
 
 #include <cblas.h>
@@ -15,7 +16,7 @@
 
 /* P (T, T) = softmax rows of scale * q k^T (causal: s <= t, rest 0);
  * out (T, hs) = P v; q/k/v/out rows ld/ld/ld/C apart. */
-static void attend_head(float *out, float *P, const float *q, const float *k, const float *v, int T, int C, int hs,
+VF_CPU_DISPATCH static void attend_head(float *out, float *P, const float *q, const float *k, const float *v, int T, int C, int hs,
                         int ld, float scale, int causal) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q, ld, k, ld, 0.0f, P, T);
     for (int t = 0; t < T; t++) {

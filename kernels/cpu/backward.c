@@ -1,6 +1,7 @@
 /* backward: input-gradient backward passes of layer norm, linear layers,
  * GELU variants, residual adds and causal attention (see backward.h). */
 #include "cpu/backward.h"
+#include "cpu/cpu_dispatch.h"
 
 #include "cpu/fastmath.h"
 
@@ -8,7 +9,7 @@
 #include <math.h>
 #include <string.h>
 
-void vf_layernorm_backward(float *dinp, const float *dout, const float *inp, const float *weight,
+VF_CPU_DISPATCH void vf_layernorm_backward(float *dinp, const float *dout, const float *inp, const float *weight,
                            const float *mean, const float *rstd, float eps, int BT, int C) {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < BT; r++) {
@@ -45,7 +46,7 @@ void vf_matmul_backward_input(float *dinp, const float *dout, const float *weigh
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, BT, IC, OC, 1.0f, dout, OC, weight, IC, 1.0f, dinp, IC);
 }
 
-void vf_quick_gelu_backward(float *dinp, const float *inp, const float *dout, long N) {
+VF_CPU_DISPATCH void vf_quick_gelu_backward(float *dinp, const float *inp, const float *dout, long N) {
 #pragma omp parallel for simd schedule(static)
     for (long i = 0; i < N; i++) {
         float x = inp[i];
@@ -54,7 +55,7 @@ void vf_quick_gelu_backward(float *dinp, const float *inp, const float *dout, lo
     }
 }
 
-void vf_gelu_backward(float *dinp, const float *inp, const float *dout, long N) {
+VF_CPU_DISPATCH void vf_gelu_backward(float *dinp, const float *inp, const float *dout, long N) {
     const float inv_sqrt2 = 0.70710678118654752f, inv_sqrt_2pi = 0.39894228040143268f;
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < N; i++) {
@@ -65,7 +66,7 @@ void vf_gelu_backward(float *dinp, const float *inp, const float *dout, long N) 
     }
 }
 
-void vf_gelu_tanh_backward(float *dinp, const float *inp, const float *dout, long N) {
+VF_CPU_DISPATCH void vf_gelu_tanh_backward(float *dinp, const float *inp, const float *dout, long N) {
     const float k = 0.79788456080286536f; /* sqrt(2/pi) */
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < N; i++) {
@@ -77,7 +78,7 @@ void vf_gelu_tanh_backward(float *dinp, const float *inp, const float *dout, lon
     }
 }
 
-void vf_residual_backward(float *da, float *db, const float *dout, long N) {
+VF_CPU_DISPATCH void vf_residual_backward(float *da, float *db, const float *dout, long N) {
     for (long i = 0; i < N; i++) {
         if (da) da[i] += dout[i];
         if (db) db[i] += dout[i];
@@ -85,7 +86,7 @@ void vf_residual_backward(float *da, float *db, const float *dout, long N) {
 }
 
 /* Softmax probabilities of one (b, h) slice: att (T, T), rows s <= t. */
-static void attention_probs(float *att, const float *q, const float *k, int T, int hs, int ld, float scale) {
+VF_CPU_DISPATCH static void attention_probs(float *att, const float *q, const float *k, int T, int hs, int ld, float scale) {
     for (int t = 0; t < T; t++) {
         const float *qt = q + (size_t)t * ld;
         float *row = att + (size_t)t * T;
@@ -110,7 +111,7 @@ static void attention_probs(float *att, const float *q, const float *k, int T, i
  *   dQ += dS @ K;           dK[lo:hi] += dS[:, lo:hi]^T @ Q[lo:hi]
  * P is (T, T) with masked entries 0, so the masked part of dP drops out.
  * dO, dQ, dK, dV point at row lo of their layouts (strides dld, gld). */
-static void attention_backward_head(float *dQ, float *dK, float *dV, const float *dO, const float *P, const float *Q,
+VF_CPU_DISPATCH static void attention_backward_head(float *dQ, float *dK, float *dV, const float *dO, const float *P, const float *Q,
                                     const float *K, const float *V, int lo, int hi, int T, int hs, int ld, int dld,
                                     int gld, float scale) {
     const int n = hi - lo;

@@ -1,6 +1,7 @@
 /* conv: im2col + sgemm convolution, BatchNorm folding, average pooling
  * (see conv.h for the CNHW layout). */
 #include "cpu/conv.h"
+#include "cpu/cpu_dispatch.h"
 #include "cpu/matmul_bf16.h"
 
 #include <cblas.h>
@@ -49,7 +50,7 @@ size_t vf_conv2d_col_floats(const vf_conv2d *c, int B, int H, int W) {
 }
 
 // col (K, len) = columns n0 .. n0+len-1 of the (K, B*Ho*Wo) im2col matrix of x (cin, B, H, W)
-static void im2col_cols(const vf_conv2d *c, const float *x, int B, int H, int W, int Ho, int Wo, size_t n0, int len,
+VF_CPU_DISPATCH static void im2col_cols(const vf_conv2d *c, const float *x, int B, int H, int W, int Ho, int Wo, size_t n0, int len,
                         float *col) {
     const int K = c->cin * c->kh * c->kw;
     const size_t HWo = (size_t)Ho * Wo;
@@ -84,7 +85,7 @@ static void im2col_cols(const vf_conv2d *c, const float *x, int B, int H, int W,
 
 // The product accumulates onto the bias (beta = 1), which spares OpenBLAS
 // its separate pass zeroing C.
-static void fill_bias(const vf_conv2d *c, float *out, size_t Ntot, size_t n0, int len) {
+VF_CPU_DISPATCH static void fill_bias(const vf_conv2d *c, float *out, size_t Ntot, size_t n0, int len) {
     for (int co = 0; co < c->cout; co++) {
         float *o = out + (size_t)co * Ntot + n0;
         const float b = c->bias[co];
@@ -93,7 +94,7 @@ static void fill_bias(const vf_conv2d *c, float *out, size_t Ntot, size_t n0, in
 }
 
 // out[:, n0 : n0+len] += residual, then ReLU; rows of Ntot columns
-static void epilogue(const vf_conv2d *c, float *out, const float *residual, int relu, size_t Ntot, size_t n0, int len) {
+VF_CPU_DISPATCH static void epilogue(const vf_conv2d *c, float *out, const float *residual, int relu, size_t Ntot, size_t n0, int len) {
     if (!residual && !relu) return;
     for (int co = 0; co < c->cout; co++) {
         float *o = out + (size_t)co * Ntot + n0;
@@ -169,7 +170,7 @@ void vf_conv2d_fold_bn(float *weight, float *bias, int cout, int k, const float 
     }
 }
 
-void vf_avgpool2d_forward(const float *x, int planes, int H, int W, int k, float *out) {
+VF_CPU_DISPATCH void vf_avgpool2d_forward(const float *x, int planes, int H, int W, int k, float *out) {
     const int Ho = H / k, Wo = W / k;
     const float inv = 1.0f / (float)(k * k);
 #pragma omp parallel for schedule(static)

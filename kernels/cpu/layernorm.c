@@ -1,9 +1,10 @@
 /* layernorm: LayerNorm forward (see layernorm.h). */
 #include "cpu/layernorm.h"
+#include "cpu/cpu_dispatch.h"
 
 #include <math.h>
 
-void vf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+VF_CPU_DISPATCH void vf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                           const float *bias, int N, int C, float eps) {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {

@@ -6,12 +6,13 @@
  * they spend a fifth of the time spinning and yielding to each other
  * between the many small ops of a transformer layer. */
 #include "cpu/matmul.h"
+#include "cpu/cpu_dispatch.h"
 
 #include <cblas.h>
 #include <omp.h>
 #include <string.h>
 
-static void matmul(float *out, const float *resid, const float *inp, const float *weight, const float *bias, int N, int IC,
+VF_CPU_DISPATCH static void matmul(float *out, const float *resid, const float *inp, const float *weight, const float *bias, int N, int IC,
                    int OC) {
     const int blas_threads = openblas_get_num_threads();
     openblas_set_num_threads(1);
