@@ -5,10 +5,13 @@
 #include "cli/commands.h"
 #include "cli/coop_options.h"
 #include "cli/coop_setup.h"
+#include "clip/model_preprocess.h"
+#include "coop/classifier.h"
 #include "coop/trainer.h"
 #include "daemon/run_settings.h"
 #include "util/fileio.h"
 #include "formats/npy.h"
+#include "image/preprocess.h"
 #include "privacy/embed_dp.h"
 #include "privacy/privacy_report.h"
 #include "util/log.h"
@@ -29,7 +32,9 @@ static void usage(FILE *o) {
         "  --tokenizer PATH       a directory with vocab.json + merges.txt or OpenAI's bpe_simple_vocab_16e6.txt.gz\n"
         "                         (default: those files in the model directory)\n"
         "  --data PATH            MedMNIST .npz, labels .csv (image_id,dx[,split]) or a folder with labels.csv\n"
-        "  --out RUN_DIR          metrics.jsonl, test_metrics.json, context.safetensors, *.png\n"
+        "  --out RUN_DIR          metrics.jsonl, test_metrics.json, context.safetensors, classifier.safetensors,\n"
+        "                         calibration.json, *.png\n"
+        "  --fit-temperature      fit the classifier's temperature on the val split (NLL); ECE before/after in calibration.json\n"
         "prompt:\n"
         "  --template T           with {ctx} and {class} slots (default \"" VF_COOP_DEFAULT_TEMPLATE "\")\n"
         "  --classes a,b,...      class names in label order (default: the 7 DermaMNIST names)\n"
@@ -66,7 +71,7 @@ static void usage(FILE *o) {
 
 typedef struct train_args {
     const char *model, *tokenizer, *data, *out, *template_, *classes, *init_words, *init_ctx, *class_codes, *image_dir, *cache_dir;
-    int n_ctx, n_ctx_given, csc, batch_size, epochs, warmup_epochs, embed_batch, no_cache, quiet;
+    int n_ctx, n_ctx_given, csc, batch_size, epochs, warmup_epochs, embed_batch, no_cache, quiet, fit_temperature;
     long max_steps;
     float lr, momentum, weight_decay, warmup_lr;
     int lr_given, momentum_given;
@@ -94,6 +99,7 @@ static int parse_args(train_args *a, int argc, char **argv) {
         if (!strcmp(o, "--csc")) { a->csc = 1; continue; }
         if (!strcmp(o, "--no-cache")) { a->no_cache = 1; continue; }
         if (!strcmp(o, "--quiet")) { a->quiet = 1; continue; }
+        if (!strcmp(o, "--fit-temperature")) { a->fit_temperature = 1; continue; }
         if (i + 1 >= argc) { fprintf(stderr, "vflclip train: %s needs a value (or is unknown)\n", o); return 2; }
         const char *v = argv[++i];
         int bad = 0, n;
@@ -211,6 +217,31 @@ static int write_settings(const train_args *a, const vf_train_config *tc, const 
     return vf_run_settings_write(a->out, &st, err);
 }
 
+/* classifier.safetensors (coop/classifier.h): T of the context the run ended
+ * with — vf_trainer_run's RESTORE_BEST put the best context back into coop —
+ * its calibration (calibration.json, reliability.png) and the test metrics. */
+static int write_classifier(const train_args *a, vf_coop *coop, vf_coop_setup *s, const char *template_,
+                            const char *const *class_names, int C, vf_error *err) {
+    const int D = vf_coop_feature_dim(coop);
+    vf_preprocess_cfg pp;
+    char pp_fp[65];
+    if (vf_model_preprocess_config(a->model, &pp, err)) return -1;
+    vf_preprocess_fingerprint(&pp, pp_fp);
+    float *text = malloc((size_t)C * D * sizeof *text);
+    if (!text) return vf_fail(err, "out of memory");
+    vf_classifier k;
+    int rc = -1;
+    if (vf_coop_text_forward(coop, text, err) == 0 &&
+        vf_classifier_init(&k, text, C, D, s->text.logit_scale, class_names, template_, s->fingerprint, pp_fp, NULL,
+                           NULL, err) == 0) {
+        rc = vf_classifier_finish_run(&k, a->out, &s->split[VF_SPLIT_VAL], &s->split[VF_SPLIT_TEST], a->fit_temperature,
+                                      NULL, err);
+        vf_classifier_free(&k);
+    }
+    free(text);
+    return rc;
+}
+
 int vf_cmd_train(int argc, char **argv) {
     train_args a;
     int prc = parse_args(&a, argc, argv);
@@ -304,6 +335,10 @@ int vf_cmd_train(int argc, char **argv) {
         pr.embed[0] = (vf_privacy_embed_entry){"(one process)", ep.clip, ep.noise_multiplier, ep.delta, vf_embed_epsilon(&ep)};
     }
     if (vf_privacy_report_write(a.out, &pr, &err)) { fprintf(stderr, "vflclip train: %s\n", err.msg); goto out; }
+    if (write_classifier(&a, coop, &s, cc.template_, class_names, C, &err)) {
+        fprintf(stderr, "vflclip train: %s/%s: %s\n", a.out, VF_CLASSIFIER_FILE, err.msg);
+        goto out;
+    }
     char auc[32] = "null", eps[32] = "null";
     if (!isnan(res.best_val_auc)) snprintf(auc, sizeof auc, "%.6f", res.best_val_auc);
     if (isfinite(res.epsilon)) snprintf(eps, sizeof eps, "%.6f", res.epsilon);

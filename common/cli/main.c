@@ -11,6 +11,7 @@
 int vf_cmd_dataset(int argc, char **argv);
 int vf_cmd_train(int argc, char **argv);
 int vf_cmd_evaluate(int argc, char **argv);
+int vf_cmd_predict(int argc, char **argv);
 int vf_cmd_provision(int argc, char **argv);
 int vf_cmd_cert(int argc, char **argv);
 int vf_cmd_tokenize(int argc, char **argv);
@@ -34,6 +35,7 @@ const vf_command vf_commands[] = {
     {"cert", "show a certificate or revocation list; revoke a certificate; re-sign the list", vf_cmd_cert},
     {"train", "CoOp prompt tuning in one process: embeddings, training, metrics, plots, context", vf_cmd_train},
     {"evaluate", "metrics of a saved CoOp context on a data split (or of given scores)", vf_cmd_evaluate},
+    {"predict", "apply a run's classifier to images: predicted class and every class probability", vf_cmd_predict},
     {"dataset", "show what a data set (npz or image folder + labels CSV) holds", vf_cmd_dataset},
     {"coop-grad", "(debug) CoOp loss and dL/dctx for a model, prompts and image embeddings", vf_cmd_coop_grad},
     {"coop-loss", "(debug) CoOp eq.1 loss, logits and dL/dtext for given features", vf_cmd_coop_loss},

@@ -297,3 +297,76 @@ int vf_plot_confusion(const char *path, const char *title, const int64_t *cm, in
     cairo_surface_destroy(surf);
     return rc;
 }
+
+int vf_plot_reliability(const char *path, const char *title, const long *count, const double *conf, const double *acc,
+                        int n_bins, vf_error *err) {
+    if (n_bins < 1) return vf_fail(err, "%s: a reliability diagram needs at least one bin", path);
+    const int W = 700, H = 640;
+    const double L = 90, R = 40, T = 60, B = 70, pw = W - L - R, ph = H - T - B;
+    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
+    cairo_t *cr = cairo_create(surf);
+    cairo_set_source_rgb(cr, 1, 1, 1);
+    cairo_paint(cr);
+    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+#define RX(x) (L + (x) * pw)
+#define RY(y) (T + ph - (y) * ph)
+    /* grid and ticks, 0..1 on both axes */
+    cairo_set_font_size(cr, 12);
+    for (int i = 0; i <= 10; i += 2) {
+        double v = i / 10.0;
+        char lab[16];
+        snprintf(lab, sizeof lab, "%.1f", v);
+        cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
+        cairo_set_line_width(cr, 1);
+        cairo_move_to(cr, RX(0), RY(v)); cairo_line_to(cr, RX(1), RY(v));
+        cairo_move_to(cr, RX(v), RY(0)); cairo_line_to(cr, RX(v), RY(1));
+        cairo_stroke(cr);
+        cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+        text_at(cr, RX(0) - 8, RY(v), lab, 1, 0.5);
+        text_at(cr, RX(v), RY(0) + 8, lab, 0.5, 0);
+    }
+    /* per-bin accuracy bars (empty bins left out), gap to confidence in red */
+    for (int b = 0; b < n_bins; b++) {
+        if (!count[b] || !isfinite(acc[b]) || !isfinite(conf[b])) continue;
+        double x0 = (double)b / n_bins, x1 = (double)(b + 1) / n_bins;
+        cairo_set_source_rgb(cr, PALETTE[0][0], PALETTE[0][1], PALETTE[0][2]);
+        cairo_rectangle(cr, RX(x0) + 1, RY(acc[b]), (x1 - x0) * pw - 2, acc[b] * ph);
+        cairo_fill(cr);
+        double lo = fmin(acc[b], conf[b]), hi = fmax(acc[b], conf[b]);
+        cairo_set_source_rgba(cr, 0.84, 0.15, 0.16, 0.35);
+        cairo_rectangle(cr, RX(x0) + 1, RY(hi), (x1 - x0) * pw - 2, (hi - lo) * ph);
+        cairo_fill(cr);
+        char lab[24];
+        snprintf(lab, sizeof lab, "%ld", count[b]);
+        cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+        cairo_set_font_size(cr, 10);
+        text_at(cr, RX((x0 + x1) / 2), RY(fmax(acc[b], conf[b])) - 4, lab, 0.5, 1);
+    }
+    /* perfect calibration */
+    double dash[] = {6, 4};
+    cairo_set_dash(cr, dash, 2, 0);
+    cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
+    cairo_set_line_width(cr, 1.5);
+    cairo_move_to(cr, RX(0), RY(0)); cairo_line_to(cr, RX(1), RY(1));
+    cairo_stroke(cr);
+    cairo_set_dash(cr, dash, 0, 0);
+    cairo_set_source_rgb(cr, 0, 0, 0);
+    cairo_rectangle(cr, L, T, pw, ph);
+    cairo_stroke(cr);
+    cairo_set_font_size(cr, 16);
+    text_at(cr, W / 2.0, 20, title, 0.5, 0);
+    cairo_set_font_size(cr, 14);
+    text_at(cr, L + pw / 2, H - 30, "confidence (top-class probability)", 0.5, 0);
+    cairo_save(cr);
+    cairo_translate(cr, 25, T + ph / 2);
+    cairo_rotate(cr, -M_PI / 2);
+    text_at(cr, 0, 0, "accuracy (bar; red: gap to confidence; number: images)", 0.5, 0.5);
+    cairo_restore(cr);
+#undef RX
+#undef RY
+    cairo_destroy(cr);
+    cairo_surface_flush(surf);
+    int rc = save_png(surf, path, err);
+    cairo_surface_destroy(surf);
+    return rc;
+}

@@ -27,4 +27,11 @@ int vf_plot_lines(const char *path, const char *title, const char *xlabel, const
 int vf_plot_confusion(const char *path, const char *title, const int64_t *cm, int C, const char *const *class_names,
                       vf_error *err);
 
+/* Reliability diagram: per equal-width confidence bin (of n_bins over 0..1)
+ * the accuracy as a bar, the gap to the mean confidence shaded, the count
+ * above it, and the diagonal of perfect calibration.  Empty bins (count 0)
+ * are left blank. */
+int vf_plot_reliability(const char *path, const char *title, const long *count, const double *conf, const double *acc,
+                        int n_bins, vf_error *err);
+
 #endif

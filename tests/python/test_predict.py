@@ -1,0 +1,206 @@
+"""The run's product: classifier.safetensors and `vflclip predict`.
+
+A tiny random-weight model trained on the coloured-shapes task of
+test_train.py; the references are independent of vflclip's scoring code:
+numpy for the softmax of the exported features over the image embeddings
+(read from the embedding cache `train` wrote), scikit-learn for ACC/AUC, a
+numpy ECE (15 equal-width bins, Guo et al. 2017) and scipy's bounded scalar
+minimiser for the validation temperature."""
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors import safe_open
+from scipy.optimize import minimize_scalar
+from sklearn.metrics import accuracy_score, roc_auc_score
+
+from conftest import run
+from test_train import CLASSES, ENV, shapes  # noqa: F401  (same task, same data generator)
+
+NAMES = CLASSES.split(",")
+
+
+@pytest.fixture(scope="module")
+def work(vflclip, tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    model = root / "tiny"
+    run([vflclip, "make-model", "--like", "tiny", "--seed", "3", "--out", model])
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in [("train", 240), ("val", 60), ("test", 120)]:
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = shapes(rng, n)
+    np.savez_compressed(root / "shapes.npz", **arrays)
+    w = {"root": root, "model": model, "data": root / "shapes.npz", "cache": root / "cache", "arrays": arrays}
+    for name, extra in [("run", []), ("run_t", ["--fit-temperature"])]:
+        run([vflclip, "train", "--model", model, "--data", w["data"], "--out", root / name, "--classes", CLASSES,
+             "--cache-dir", w["cache"], "--device", "cpu", "--epochs", "6", "--batch-size", "16", "--lr", "0.005",
+             "--n-ctx", "4", "--quiet", *extra], env=ENV)
+    return w
+
+
+def load_classifier(path):
+    with safe_open(str(path), "np") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+def cached_embeddings(work, split):
+    for p in work["cache"].glob("*.safetensors"):
+        with safe_open(str(p), "np") as f:
+            if f.metadata().get("split") == split:
+                return f.get_tensor("embeddings")
+    raise AssertionError(f"no cached {split} embeddings")
+
+
+def softmax_ref(emb, text, scale):
+    x = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    z = scale * (x.astype(np.float64) @ text.T.astype(np.float64))
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def ece_ref(probs, labels, bins=15):
+    conf, pred = probs.max(axis=1), probs.argmax(axis=1)
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            ece += m.mean() * abs((pred[m] == labels[m]).mean() - conf[m].mean())
+    return ece
+
+
+def predict(vflclip, work, clf, *extra, model=None, check=True):
+    return run([vflclip, "predict", "--model", model or work["model"], "--classifier", clf, "--cache-dir", work["cache"],
+                "--device", "cpu", *extra], check=check, env=ENV)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_classifier_file(work):
+    tensors, meta = load_classifier(work["root"] / "run" / "classifier.safetensors")
+    assert list(tensors) == ["text"]                       # no context, no tower weight
+    T = tensors["text"]
+    assert T.shape[0] == 4 and np.allclose(np.linalg.norm(T, axis=1), 1, atol=1e-6)
+    assert json.loads(meta["class_names"]) == NAMES
+    with safe_open(str(work["root"] / "run" / "context.safetensors"), "np") as f:
+        assert meta["model_fingerprint"] == f.metadata()["model_fingerprint"]
+    assert len(meta["preprocessing_fingerprint"]) == 64 and len(meta["template_sha256"]) == 64
+    assert float.fromhex(meta["temperature"]) == 1.0
+    m = json.loads(meta["metrics"])
+    saved = json.loads((work["root"] / "run" / "test_metrics.json").read_text())
+    assert m["test"]["auc"] == saved["auc"] and m["test"]["acc"] == saved["acc"]
+    assert (work["root"] / "run" / "reliability.png").stat().st_size > 1000
+
+
+def test_predict_matches_numpy_and_the_runs_test_metrics(vflclip, work):
+    out = work["root"] / "preds.csv"
+    p = predict(vflclip, work, work["root"] / "run" / "classifier.safetensors", "--data", work["data"], "--out", out)
+    rows = read_csv(out)
+    assert {r["split"] for r in rows} == {"train", "val", "test"} and len(rows) == 420
+    tensors, meta = load_classifier(work["root"] / "run" / "classifier.safetensors")
+    scale = np.exp(float.fromhex(meta["logit_scale"]))
+    test = [r for r in rows if r["split"] == "test"]
+    probs = np.array([[float(r[f"p_{n}"]) for n in NAMES] for r in test])
+    labels = np.array([int(r["label"]) for r in test])
+    assert [int(r["id"]) for r in test] == list(range(120))
+    assert (labels == work["arrays"]["test_labels"].reshape(-1)).all()
+    ref = softmax_ref(cached_embeddings(work, "test"), tensors["text"], scale)
+    print(f"predict vs numpy softmax: max abs diff {np.abs(probs - ref).max():.2e}")
+    assert np.abs(probs - ref).max() < 1e-5
+    assert [int(r["pred"]) for r in test] == list(probs.argmax(axis=1))
+    assert all(r["pred_name"] == NAMES[int(r["pred"])] for r in test)
+    # The printed metrics: scikit-learn's, and the run's own test metrics.
+    lines = {j["split"]: j for j in map(json.loads, p.stdout.splitlines())}
+    got = lines["test"]["metrics"]
+    saved = json.loads((work["root"] / "run" / "test_metrics.json").read_text())
+    assert abs(got["acc"] - accuracy_score(labels, probs.argmax(axis=1))) < 1e-12
+    assert abs(got["auc"] - roc_auc_score(labels, probs, multi_class="ovr", average="macro")) < 1e-6
+    assert abs(got["acc"] - saved["acc"]) < 1e-12 and abs(got["auc"] - saved["auc"]) < 1e-6
+    assert got["confusion"] == saved["confusion"]
+    assert abs(lines["test"]["ece"] - ece_ref(probs, labels)) < 1e-6
+    cal = json.loads((work["root"] / "run" / "calibration.json").read_text())
+    assert abs(cal["evaluation"]["ece"] - ece_ref(ref, labels)) < 1e-6
+    assert sum(cal["evaluation"]["reliability"]["count"]) == 120
+
+
+def test_fitted_temperature_matches_scipy(vflclip, work):
+    tensors, meta = load_classifier(work["root"] / "run_t" / "classifier.safetensors")
+    scale = np.exp(float.fromhex(meta["logit_scale"]))
+    emb, y = cached_embeddings(work, "val"), work["arrays"]["val_labels"].reshape(-1)
+    x = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    cos = x.astype(np.float64) @ tensors["text"].T.astype(np.float64)
+
+    def nll(beta):
+        z = scale * beta * cos
+        z -= z.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]))
+
+    beta = minimize_scalar(nll, bounds=(0.01, 100), method="bounded", options={"xatol": 1e-9}).x
+    t = float.fromhex(meta["temperature"])
+    print(f"temperature: vflclip {t:.6f}, scipy {1 / beta:.6f}")
+    assert abs(t - 1 / beta) < 1e-3 * max(1, 1 / beta)
+    cal = json.loads((work["root"] / "run_t" / "calibration.json").read_text())
+    assert cal["temperature_fit"]["nll_after"] <= cal["temperature_fit"]["nll_before"] + 1e-12
+    assert abs(cal["temperature_fit"]["nll_after"] - nll(1 / t)) < 1e-6
+    # predict applies it: probabilities at scale / t, the argmax unchanged.
+    out = work["root"] / "preds_t.jsonl"
+    predict(vflclip, work, work["root"] / "run_t" / "classifier.safetensors", "--data", work["data"], "--split", "test",
+            "--out", out)
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    probs = np.array([r["probs"] for r in rows])
+    ref = softmax_ref(cached_embeddings(work, "test"), tensors["text"], scale / t)
+    assert np.abs(probs - ref).max() < 1e-5 and {r["split"] for r in rows} == {"test"}
+    assert abs(cal["evaluation"]["ece"] - ece_ref(ref, work["arrays"]["test_labels"].reshape(-1))) < 1e-6
+    assert abs(cal["evaluation"]["ece_uncalibrated"] -
+               ece_ref(softmax_ref(cached_embeddings(work, "test"), tensors["text"], scale),
+                       work["arrays"]["test_labels"].reshape(-1))) < 1e-6
+
+
+def test_single_images_as_the_data_set(vflclip, work):
+    """--image files go through the same preprocessing and tower: the same probabilities."""
+    imgs = work["arrays"]["test_images"][:5]
+    paths = []
+    for i, a in enumerate(imgs):
+        p = work["root"] / f"img{i}.png"
+        Image.fromarray(a).save(p)
+        paths += ["--image", p]
+    clf = work["root"] / "run" / "classifier.safetensors"
+    p = predict(vflclip, work, clf, *paths)
+    rows = list(csv.DictReader(p.stdout.splitlines()))
+    assert [r["id"] for r in rows] == [str(x) for x in paths[1::2]] and all(r["label"] == "" for r in rows)
+    probs = np.array([[float(r[f"p_{n}"]) for n in NAMES] for r in rows])
+    tensors, meta = load_classifier(clf)
+    ref = softmax_ref(cached_embeddings(work, "test")[:5], tensors["text"], np.exp(float.fromhex(meta["logit_scale"])))
+    assert np.abs(probs - ref).max() < 1e-5
+
+
+def test_fingerprint_mismatch_is_refused(vflclip, work):
+    clf = work["root"] / "run" / "classifier.safetensors"
+    _, meta = load_classifier(clf)
+    other = work["root"] / "other"
+    run([vflclip, "make-model", "--like", "tiny", "--seed", "4", "--out", other])
+    for form in (["--data", work["data"]], ["--image", work["root"] / "img0.png"]):
+        p = predict(vflclip, work, clf, *form, model=other, check=False)
+        assert p.returncode != 0 and meta["model_fingerprint"] in p.stderr and "made for model" in p.stderr
+    # Same weights, other preprocessing.
+    pp = work["root"] / "tiny_pp"
+    shutil.copytree(work["model"], pp)
+    cfg = json.loads((pp / "preprocessor_config.json").read_text())
+    cfg["image_mean"] = [0.5, 0.5, 0.5]
+    (pp / "preprocessor_config.json").write_text(json.dumps(cfg))
+    p = predict(vflclip, work, clf, "--data", work["data"], model=pp, check=False)
+    assert p.returncode != 0 and "preprocessing" in p.stderr and meta["preprocessing_fingerprint"] in p.stderr
+    # A damaged file is named.
+    bad = work["root"] / "bad.safetensors"
+    b = bytearray(clf.read_bytes())
+    b[-3] ^= 0xFF
+    bad.write_bytes(bytes(b))
+    p = predict(vflclip, work, bad, "--data", work["data"], check=False)
+    assert p.returncode != 0 and str(bad) in p.stderr
