@@ -34,6 +34,38 @@ static void fail(vf_rpc_call *call, int status, const char *msg) {
     vf_rpc_call_finish(call, status, msg, &err);
 }
 
+/* ---- parties refused by name (Status.refused) -------------------------------------- */
+/* The latest refusals of named certificates (revoked, cut at revocation, a
+ * call refused), one row per certificate, the oldest row dropped when full.
+ * Fed by main.c's on_refused; shown by `vflclip status`. */
+#define AGG_REFUSED_MAX 8
+static struct {
+    char role[32], name[128], serial[64], reason[256];
+    int64_t last_unix;
+    uint32_t count;
+} g_refused[AGG_REFUSED_MAX];
+static int g_n_refused;
+
+void agg_admin_note_refusal(const char *role, const char *name, const char *serial, const char *reason) {
+    if (!name || !name[0]) return;
+    int i = 0;
+    while (i < g_n_refused && !(strcmp(g_refused[i].name, name) == 0 && strcmp(g_refused[i].serial, serial) == 0 &&
+                                strcmp(g_refused[i].role, role) == 0))
+        i++;
+    uint32_t count = 1;
+    if (i < g_n_refused) count = g_refused[i].count + 1;
+    else if (g_n_refused < AGG_REFUSED_MAX) g_n_refused++;
+    else i = AGG_REFUSED_MAX - 1;     /* full: the oldest row makes room */
+    /* newest first: shift rows 0..i-1 down by one, then fill row 0 */
+    memmove(&g_refused[1], &g_refused[0], (size_t)i * sizeof g_refused[0]);
+    snprintf(g_refused[0].role, sizeof g_refused[0].role, "%s", role);
+    snprintf(g_refused[0].name, sizeof g_refused[0].name, "%s", name);
+    snprintf(g_refused[0].serial, sizeof g_refused[0].serial, "%s", serial);
+    snprintf(g_refused[0].reason, sizeof g_refused[0].reason, "%s", reason);
+    g_refused[0].last_unix = (int64_t)time(NULL);
+    g_refused[0].count = count;
+}
+
 /* ---- Status / ListParties ------------------------------------------------------ */
 static void on_status(vf_rpc_call *call, const uint8_t *data, size_t len, void *ud) {
     const agg_run *r = &g_agg.run;
@@ -58,6 +90,19 @@ static void on_status(vf_rpc_call *call, const uint8_t *data, size_t len, void *
     if (isinf(s.epsilon)) s.epsilon = NAN;
     s.dp_delta = r->cfg.privacy.delta;
     s.epsilon_budget = r->cfg.privacy.epsilon_budget;
+    Vflclip__V1__RefusedParty rp[AGG_REFUSED_MAX], *rpp[AGG_REFUSED_MAX];
+    for (int i = 0; i < g_n_refused; i++) {
+        vflclip__v1__refused_party__init(&rp[i]);
+        rp[i].role = g_refused[i].role;
+        rp[i].name = g_refused[i].name;
+        rp[i].cert_serial = g_refused[i].serial;
+        rp[i].reason = g_refused[i].reason;
+        rp[i].last_unix = g_refused[i].last_unix;
+        rp[i].count = g_refused[i].count;
+        rpp[i] = &rp[i];
+    }
+    s.n_refused = (size_t)g_n_refused;
+    s.refused = rpp;
     reply(call, &s.base);
 }
 

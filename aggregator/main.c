@@ -46,10 +46,25 @@ static void on_closed(vf_rpc_server *s, void *ud) { vf_log(VF_INFO, "event=serve
  * authenticated caller and is always written; failed handshakes come from
  * anyone who can reach the port, so at most one a second is written (with
  * how many were not), lest a scan fill the disk with fsync'd lines. */
+void agg_admin_note_refusal(const char *role, const char *name, const char *serial, const char *reason); /* admin.c */
+
+/* A refusal of an authenticated certificate (a call refused, an open
+ * connection cut at revocation) goes to `vflclip status` too, by name. */
+static void note_refusal(const vf_peer_identity *who, const char *why) {
+    if (!who) return;   /* a failed handshake: mbedTLS keeps no certificate to name */
+    char reason[256];
+    if (strstr(why, "certificate revoked") == why)
+        snprintf(reason, sizeof reason, "certificate revoked by the federation CA (open connection closed)");
+    else
+        snprintf(reason, sizeof reason, "%s", why);
+    agg_admin_note_refusal(vf_role_name(who->role), who->name, who->serial_hex, reason);
+}
+
 static void on_refused(const char *peer_addr, const vf_peer_identity *who, const char *why, void *ud) {
     static time_t last;
     static unsigned long skipped;
     time_t now = time(NULL);
+    note_refusal(who, why);
     if (!who && now == last) {
         skipped++;
         return;
@@ -62,7 +77,9 @@ static void on_refused(const char *peer_addr, const vf_peer_identity *who, const
         skipped = 0;
     }
     vf_error err;
-    if (vf_audit(g_agg.audit_path, who ? "call_refused" : "handshake_refused", who, details, &err))
+    const char *event = !who ? "handshake_refused" : strstr(why, "certificate revoked") == why ? "revoked_disconnected"
+                                                                                                : "call_refused";
+    if (vf_audit(g_agg.audit_path, event, who, details, &err))
         vf_log(VF_ERROR, "event=audit_failed error=\"%s\"", err.msg);
 }
 

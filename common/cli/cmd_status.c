@@ -1,7 +1,9 @@
 /* cmd_status: `vflclip status` — what the aggregator says: its name and
  * certificate expiry, the current run (state, epoch, step, loss, best val
  * AUC) and every connected party (role, name, certificate serial and expiry,
- * model fingerprint, state).  --json prints the same as one JSON object. */
+ * model fingerprint, state), and the parties refused lately by name (revoked
+ * certificate, cut at revocation) with the reason.  --json prints the same
+ * as one JSON object. */
 #include "cli/admin_client.h"
 #include "cli/commands.h"
 #include "proto/admin.pb-c.h"
@@ -18,6 +20,17 @@ static void keep_status(const uint8_t *d, size_t n, void *ud) {
 
 static void keep_parties(const uint8_t *d, size_t n, void *ud) {
     *(Vflclip__V1__ListPartiesReply **)ud = vflclip__v1__list_parties_reply__unpack(NULL, n, d);
+}
+
+/* s as a JSON string (quotes, backslashes and control characters escaped). */
+static void json_str(const char *s) {
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') printf("\\%c", *p);
+        else if (*p < 0x20) printf("\\u%04x", *p);
+        else putchar(*p);
+    }
+    putchar('"');
 }
 
 static double days_left(int64_t t) { return (double)(t - (int64_t)time(NULL)) / 86400.0; }
@@ -69,6 +82,19 @@ int vf_cmd_status(int argc, char **argv) {
                    "\"state\":\"%s\"}", i ? "," : "", role_name(x->role), x->name, x->cert_serial,
                    days_left(x->cert_not_after_unix), x->model_fingerprint, x->state);
         }
+        printf("],\"refused\":[");
+        for (size_t i = 0; i < s->n_refused; i++) {
+            const Vflclip__V1__RefusedParty *x = s->refused[i];
+            printf("%s{\"role\":", i ? "," : "");
+            json_str(x->role);
+            printf(",\"name\":");
+            json_str(x->name);
+            printf(",\"cert_serial\":");
+            json_str(x->cert_serial);
+            printf(",\"reason\":");
+            json_str(x->reason);
+            printf(",\"last_unix\":%lld,\"count\":%u}", (long long)x->last_unix, x->count);
+        }
         printf("]}\n");
     } else {
         printf("aggregator  %s (%s), certificate expires in %.0f days\n", s->aggregator_name, s->software_version,
@@ -95,6 +121,18 @@ int vf_cmd_status(int argc, char **argv) {
             const Vflclip__V1__PartyInfo *x = p->parties[i];
             printf("  %-16s %-24s %-12s %-10.0f %-16.16s %s\n", role_name(x->role), x->name, x->state,
                    days_left(x->cert_not_after_unix), x->model_fingerprint, x->cert_serial);
+        }
+        if (s->n_refused) {
+            printf("refused     %zu parties lately (newest first)\n", s->n_refused);
+            for (size_t i = 0; i < s->n_refused; i++) {
+                const Vflclip__V1__RefusedParty *x = s->refused[i];
+                char when[32];
+                time_t t = (time_t)x->last_unix;
+                struct tm tm;
+                strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
+                printf("  %-16s %-24s %s (serial %s, %u time%s, last %s)\n", x->role, x->name, x->reason,
+                       x->cert_serial, x->count, x->count == 1 ? "" : "s", when);
+            }
         }
     }
     vflclip__v1__status_reply__free_unpacked(s, NULL);

@@ -8,6 +8,7 @@
 
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int vf_daemon_paths_load(const vf_ini *ini, vf_daemon_paths *p, vf_error *err) {
     memset(p, 0, sizeof *p);
@@ -88,6 +89,37 @@ int vf_daemon_fail(vf_daemon *d, const vf_error *err) {
     return 1;
 }
 
+/* The daemon's role from its program name ("vflclip-image-party" -> image-party). */
+static vf_role program_role(const char *program) {
+    vf_role r;
+    const char *dash = strchr(program, '-');
+    return dash && vf_role_parse(dash + 1, &r) == 0 ? r : VF_ROLE_NONE;
+}
+
+/* The certificate must be of the daemon's role (a knowledge-party certificate
+ * in an image party would join as the knowledge party). */
+static int check_cert_role(const vf_daemon *d, vf_error *err) {
+    vf_role want = program_role(d->spec->program);
+    if (want == VF_ROLE_NONE) return 0;
+    vf_peer_identity me;
+    if (vf_identity_from_file(d->paths.cert, &me, err)) return vf_error_prefix(err, "%s: [tls] cert", d->config);
+    char why[128];
+    if (vf_party_role_mismatch(me.role, want, why, sizeof why))
+        return vf_fail(err, "%s: [tls] cert %s: %s (name %s, serial %s)", d->config, d->paths.cert, why, me.name,
+                       me.serial_hex);
+    return 0;
+}
+
+/* The private key readable by group or others (mode & 077): returns 1 and
+ * describes it in err. */
+static int key_exposed(const vf_daemon *d, vf_error *err) {
+    struct stat st;
+    if (stat(d->paths.key, &st) != 0 || (st.st_mode & 077) == 0) return 0;
+    vf_fail(err, "%s: [tls] key %s has mode %03o: group or others can read the private key; chmod 600 it", d->config,
+            d->paths.key, (unsigned)(st.st_mode & 0777));
+    return 1;
+}
+
 int vf_daemon_start(vf_daemon *d, const vf_daemon_spec *spec, int argc, char **argv) {
     vf_blas_ensure_native_kernels();   /* may re-exec with OPENBLAS_CORETYPE: before anything else */
     memset(d, 0, sizeof *d);
@@ -98,8 +130,16 @@ int vf_daemon_start(vf_daemon *d, const vf_daemon_spec *spec, int argc, char **a
     vf_error err;
     if (vf_ini_load(&d->ini, d->config, spec->schema, &err) || vf_daemon_paths_load(&d->ini, &d->paths, &err) ||
         (spec->dials && vf_daemon_link_config(&d->ini, &d->paths, &d->link, d->host, sizeof d->host, d->server_name,
-                                              sizeof d->server_name, &err)))
+                                              sizeof d->server_name, &err)) ||
+        check_cert_role(d, &err))
         return vf_daemon_fail(d, &err);
+    if (key_exposed(d, &err)) {
+        /* --check-config refuses it; a running daemon says so and goes on (systemd's
+         * credential files can show group bits that are an ACL mask, not a leak) */
+        if (d->check_only) return vf_daemon_fail(d, &err);
+        vf_log(VF_WARN, "event=key_exposed detail=\"%s\"", err.msg);
+    }
+    if (spec->dials) d->link.expected_role = program_role(spec->program);
     signal(SIGPIPE, SIG_IGN);
     return -1;
 }

@@ -64,9 +64,13 @@ typedef struct vf_daemon {
 } vf_daemon;
 
 /* First thing in main(): the OpenBLAS kernel check (it may re-exec), the log
- * program name, the command line (--help and --help-config answered here),
- * the INI against the schema, [tls]/[state]/[log] and, for a party, the
- * [aggregator] link; SIGPIPE ignored.  Returns -1 to go on, else the status
+ * program name, the command line (--help, --help-config and --version
+ * answered here), the INI against the schema, [tls]/[state]/[log] and, for a
+ * party, the [aggregator] link; SIGPIPE ignored.  The [tls] cert must be of
+ * the daemon's role (from the program name: vflclip-<role>), else a
+ * configuration error ("certificate role knowledge-party cannot join as image
+ * party"); a [tls] key readable by group or others is an error under
+ * --check-config and a WARN line otherwise.  Returns -1 to go on, else the status
  * main() returns: 0 after help, 2 for a usage error, 1 for a configuration
  * error (printed as "PROGRAM: message"). */
 int vf_daemon_start(vf_daemon *d, const vf_daemon_spec *spec, int argc, char **argv);

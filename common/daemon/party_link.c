@@ -1,5 +1,6 @@
 /* party_link: dial, Join, Hello, dispatch, reconnect (see party_link.h). */
 #include "daemon/party_link.h"
+#include "daemon/notify.h"
 #include "transcript/transcript.h"
 #include "util/log.h"
 
@@ -17,6 +18,8 @@ struct vf_party_link {
     vf_rpc_client *client;
     vf_rpc_call *call;
     int backoff_ms, stopping;
+    int cert_refusals;         /* dials in a row the aggregator refused our certificate */
+    char refused[600];         /* why dialling stopped for good; "" while dialling */
     uint64_t up_since;
     vf_party_log log;          /* what this party sent and received, for `vflclip transcript verify --party-log` */
 };
@@ -35,6 +38,42 @@ int vf_identity_from_file(const char *cert_file, vf_peer_identity *id, vf_error 
 }
 
 static void dial(vf_party_link *l);
+
+const char *vf_party_role_mismatch(vf_role have, vf_role want, char *buf, size_t size) {
+    if (want == 0 || have == want) return NULL;
+    char h[32], w[32];
+    snprintf(h, sizeof h, "%s", vf_role_name(have));
+    snprintf(w, sizeof w, "%s", vf_role_name(want));
+    for (char *p = w; *p; p++)
+        if (*p == '-') *p = ' ';   /* "image party", as people say it */
+    snprintf(buf, size, "certificate role %s cannot join as %s", h, w);
+    return buf;
+}
+
+/* The TLS alerts by which the aggregator refuses our certificate (tls.c names
+ * them in the handshake error), and what to tell the operator. */
+static const char *cert_refusal(const char *msg) {
+    static const struct { const char *alert, *what; } r[] = {
+        {"alert 44: certificate_revoked", "certificate revoked by the federation CA"},
+        {"alert 45: certificate_expired", "certificate expired (the aggregator refuses it)"},
+        {"alert 48: unknown_ca", "certificate not issued by the aggregator's federation CA"},
+        {"alert 42: bad_certificate", "certificate refused by the aggregator (bad certificate)"},
+        {"alert 43: unsupported_certificate", "certificate refused by the aggregator (unsupported certificate)"},
+        {"alert 46: certificate_unknown", "certificate refused by the aggregator (certificate unknown)"},
+        {"alert 49: access_denied", "certificate refused by the aggregator (access denied)"}};
+    for (size_t i = 0; msg && i < sizeof r / sizeof r[0]; i++)
+        if (strstr(msg, r[i].alert)) return r[i].what;
+    return NULL;
+}
+
+/* Stops dialling for good: one ERROR line, the systemd status, idle after. */
+static void give_up(vf_party_link *l, const char *why, const char *detail) {
+    snprintf(l->refused, sizeof l->refused, "%s", why);
+    vf_log(VF_ERROR, "event=refused_by_aggregator aggregator=%s:%d role=%s name=%s serial=%s reason=\"%s\" detail=\"%s\" "
+                     "action=\"not redialling; fix the certificate and restart this daemon\"",
+           l->host, l->cfg.client.port, vf_role_name(l->me.role), l->me.name, l->me.serial_hex, why, detail);
+    vf_notify_status("refused by the aggregator: %s; not redialling", why);
+}
 
 static void on_timer(uv_timer_t *t) { dial(t->data); }
 
@@ -75,8 +114,14 @@ static void on_call_done(vf_rpc_call *call, int status, const char *message, voi
     snprintf(why, sizeof why, "%s: %s", vf_grpc_status_name(status), message && *message ? message : "stream ended");
     vf_log(status == VF_GRPC_OK ? VF_INFO : VF_WARN, "event=join_ended peer=%s status=%s message=\"%s\"",
            l->server_name, vf_grpc_status_name(status), message ? message : "");
+    if (status == VF_GRPC_PERMISSION_DENIED && !l->stopping) {
+        /* said by the aggregator itself, inside the authenticated connection */
+        char w[560];
+        snprintf(w, sizeof w, "Join refused by the aggregator: %s", message && *message ? message : "permission denied");
+        give_up(l, w, why);
+    }
     if (l->h.on_down) l->h.on_down(l, why, l->h.ud);
-    if (l->client) vf_rpc_client_close(l->client); /* on_closed redials */
+    if (l->client) vf_rpc_client_close(l->client); /* on_closed redials unless refused */
 }
 
 static void on_call_drain(vf_rpc_call *call, void *ud) {
@@ -89,10 +134,19 @@ static void on_ready(vf_rpc_client *c, int status, const char *msg, void *ud) {
     if (status != 0) {
         l->client = NULL;
         vf_log(VF_WARN, "event=connect_failed aggregator=%s:%d reason=\"%s\"", l->host, l->cfg.client.port, msg);
+        const char *why = cert_refusal(msg);
+        if (why && !l->stopping && ++l->cert_refusals >= 2) {
+            /* Two dials in a row: a single alert before the handshake ends is
+             * unauthenticated, so one is not taken at its word. */
+            give_up(l, why, msg);
+            return;
+        }
+        if (!why) l->cert_refusals = 0;
         if (l->stopping) uv_close((uv_handle_t *)&l->timer, (uv_close_cb)free);
         else schedule_dial(l);
         return;
     }
+    l->cert_refusals = 0;
     vf_error err;
     vf_rpc_call_handlers h = {on_call_message, on_call_done, on_call_drain, l};
     l->call = vf_rpc_client_call(c, "/vflclip.v1.Federation/Join", 0, &h, &err);
@@ -128,6 +182,7 @@ static void on_closed(vf_rpc_client *c, const char *reason, void *ud) {
         uv_close((uv_handle_t *)&l->timer, (uv_close_cb)free);
         return;
     }
+    if (l->refused[0]) return;   /* given up: idle until the daemon stops */
     schedule_dial(l);
 }
 
@@ -164,7 +219,10 @@ int vf_party_link_start(uv_loop_t *loop, const vf_party_link_config *cfg, const 
     keep(l->cert, sizeof l->cert, &l->cfg.client.tls.cert_file);
     keep(l->key, sizeof l->key, &l->cfg.client.tls.key_file);
     keep(l->crl, sizeof l->crl, &l->cfg.client.tls.crl_file);
+    char mismatch[128];
     if (vf_identity_from_file(l->cert, &l->me, err) ||
+        (vf_party_role_mismatch(l->me.role, l->cfg.expected_role, mismatch, sizeof mismatch) &&
+         vf_fail(err, "%s: %s", l->cert, mismatch)) ||
         (l->cfg.party_log[0] && vf_party_log_open(&l->log, l->cfg.party_log, l->me.name, l->me.serial_hex, err))) {
         free(l);
         return -1;
@@ -185,6 +243,7 @@ int vf_party_link_send(vf_party_link *l, const Vflclip__V1__PartyMessage *m, vf_
 int vf_party_link_up(const vf_party_link *l) { return l->call != NULL; }
 size_t vf_party_link_queued(const vf_party_link *l) { return l->call ? vf_rpc_call_send_queued(l->call) : 0; }
 const char *vf_party_link_name(const vf_party_link *l) { return l->me.name; }
+const char *vf_party_link_refused(const vf_party_link *l) { return l->refused[0] ? l->refused : NULL; }
 
 void vf_party_link_stop(vf_party_link *l) {
     l->stopping = 1;

@@ -22,6 +22,8 @@ struct vf_rpc_server {
     uv_tcp_t listener;
     uv_signal_t sighup;
     uv_timer_t grace;
+    uv_timer_t crl_timer;        /* polls the revocation list file (CRL_POLL_MS) when one is configured */
+    int crl_timer_on;
     int handles_open;
     vf_rpc_method *methods;
     int n_methods;
@@ -312,8 +314,13 @@ static void check_revoked(vf_rpc_server *s) {
         nx = c->next;
         if (c->state != CONN_OPEN) continue;
         const mbedtls_x509_crt *crt = c->type->peer_cert(c);
-        if (crt && s->tls.crl->version != 0 && mbedtls_x509_crt_is_revoked(crt, s->tls.crl))
+        if (crt && s->tls.crl->version != 0 && mbedtls_x509_crt_is_revoked(crt, s->tls.crl)) {
+            char why[300];
+            snprintf(why, sizeof why, "certificate revoked by the federation CA (serial %s): open connection closed",
+                     c->peer.serial_hex);
+            refused(c, &c->peer, why);   /* the audit log names who was cut */
             vf_rpc_conn_close(c, "certificate serial %s is now revoked (CRL reloaded)", c->peer.serial_hex);
+        }
     }
 }
 
@@ -372,6 +379,15 @@ int vf_rpc_server_reload_crl(vf_rpc_server *s, vf_error *err) { return crl_refre
 static void on_sighup(uv_signal_t *h, int sig) {
     vf_error err;
     crl_refresh(h->data, 1, "sighup", &err); /* a failure is logged by crl_alarm */
+}
+
+/* `vflclip cert revoke` rewrites the list file: looking at it (a stat; a
+ * re-read only when it changed) every CRL_POLL_MS cuts a revoked peer's open
+ * connections within seconds, without waiting for SIGHUP or a new connection. */
+#define CRL_POLL_MS 2000
+static void on_crl_timer(uv_timer_t *t) {
+    vf_error err;
+    crl_refresh(t->data, 0, "changed", &err);
 }
 
 static void peer_name(vf_rpc_conn *c) {
@@ -535,6 +551,13 @@ int vf_rpc_server_start(uv_loop_t *loop, const vf_rpc_server_config *cfg_in, con
         uv_signal_start(&s->sighup, on_sighup, SIGHUP);
         s->handles_open++;
     }
+    if (s->crl_file[0]) {
+        uv_timer_init(loop, &s->crl_timer);
+        s->crl_timer.data = s;
+        uv_timer_start(&s->crl_timer, on_crl_timer, CRL_POLL_MS, CRL_POLL_MS);
+        s->crl_timer_on = 1;
+        s->handles_open++;
+    }
     vf_log(VF_INFO,
            "event=rpc_listening addr=%s port=%d methods=%d max_connections=%d max_per_source=%d admin_reserve=%d "
            "handshake_timeout_ms=%d",
@@ -594,6 +617,7 @@ void vf_rpc_server_shutdown(vf_rpc_server *s, int grace_ms, void (*on_closed)(vf
     vf_log(VF_INFO, "event=rpc_shutdown connections=%d grace_ms=%d", s->n_conns, grace_ms);
     uv_close((uv_handle_t *)&s->listener, on_server_handle_closed);
     if (s->cfg.watch_sighup) uv_close((uv_handle_t *)&s->sighup, on_server_handle_closed);
+    if (s->crl_timer_on) uv_close((uv_handle_t *)&s->crl_timer, on_server_handle_closed);
     for (vf_rpc_conn *c = s->conns, *nx; c; c = nx) {
         nx = c->next;
         if (c->state == CONN_OPEN && c->h2) {

@@ -165,6 +165,20 @@ void vf_rpc_tls_describe(int ret, const mbedtls_ssl_context *ssl, char *out, siz
                 if (*p == '\n') *p = (p[1] ? ';' : 0);
         }
         snprintf(out, size, "%s (%s)", e, n > 0 ? v : "?");
+    } else if (ret == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE && ssl && ssl->VF_MBEDTLS_PRIV(in_msg)) {
+        /* the peer's reason, by its RFC 5246 name (the party link acts on the
+         * certificate ones: party_link.c) */
+        static const struct { unsigned char code; const char *name; } alerts[] = {
+            {40, "handshake_failure"}, {42, "bad_certificate"}, {43, "unsupported_certificate"},
+            {44, "certificate_revoked"}, {45, "certificate_expired"}, {46, "certificate_unknown"},
+            {47, "illegal_parameter"}, {48, "unknown_ca"}, {49, "access_denied"}, {50, "decode_error"},
+            {51, "decrypt_error"}, {70, "protocol_version"}, {71, "insufficient_security"}, {80, "internal_error"},
+            {110, "unsupported_extension"}, {112, "unrecognized_name"}, {120, "no_application_protocol"}};
+        unsigned char code = ssl->VF_MBEDTLS_PRIV(in_msg)[1];
+        const char *name = "unknown";
+        for (size_t i = 0; i < sizeof alerts / sizeof alerts[0]; i++)
+            if (alerts[i].code == code) name = alerts[i].name;
+        snprintf(out, size, "%s (alert %u: %s)", e, code, name);
     } else {
         snprintf(out, size, "%s", e);
     }
