@@ -162,15 +162,15 @@ def test_class_specific_contexts_learn_the_task(vflclip, work):
 
 
 def test_sgd_with_warmup_and_cosine_schedule(vflclip, work):
-    """CoOp's schedule (Dassl): constant warm-up lr for the warm-up epochs, then cosine annealing of the base lr
-    over all epochs, stepped per epoch."""
+    """CoOp's schedule (Dassl, WARMUP_RECOUNT): constant warm-up lr for the warm-up epochs, then the cosine
+    annealing of the base lr over max_epochs, starting at the base lr after warm-up, stepped per epoch."""
     out = work["root"] / "sgd"
     E, base, warm = 5, 0.02, 0.001
     _, s = train(vflclip, work, out, "--epochs", str(E), "--batch-size", "16", "--n-ctx", "4", "--csc",
                  "--class-pos", "front", "--optimizer", "sgd", "--momentum", "0.9", "--weight-decay", "0.0005",
                  "--warmup-epochs", "1", "--warmup-lr", str(warm), "--lr", str(base))
     lrs = [e["lr"] for e in read_jsonl(out / "metrics.jsonl")]
-    expected = [warm] + [base * (1 + np.cos(np.pi * e / E)) / 2 for e in range(1, E)]
+    expected = [warm] + [base * (1 + np.cos(np.pi * (e - 1) / E)) / 2 for e in range(1, E)]
     print(f"SGD lr per epoch {lrs}; loss {s['first_loss']:.4f} -> {s['last_loss']:.4f}")
     assert np.allclose(lrs, expected, rtol=1e-6)
     assert s["last_loss"] < s["first_loss"] - 0.3
