@@ -170,11 +170,15 @@ $(BUILD)/man/.stamp: $(addprefix $(BUILD)/,$(INST_PROGS)) deploy/gen-man.sh
 	rm -rf $(BUILD)/man && deploy/gen-man.sh $(BUILD) $(BUILD)/man && touch $@
 
 # Example configurations: every key with its default (--help-config), set up
-# for the systemd units (key from the credentials, state in the state dir).
+# for the systemd units (key from the credentials, state in the state dir);
+# comment lines folded under 160 characters (the INI reader takes lines of at
+# most 200).
 $(BUILD)/examples/%.ini: $(BUILD)/vflclip-%
 	@mkdir -p $(dir $@)
 	$< --help-config | sed -e 's|^key = key.pem$$|key = $${CREDENTIALS_DIRECTORY}/key.pem|' \
-	  -e 's|^dir = state$$|dir = $${STATE_DIRECTORY}|' > $@
+	  -e 's|^dir = state$$|dir = $${STATE_DIRECTORY}|' | awk '/^; / && length($$0) > 160 { s = substr($$0, 3); \
+	    while (length(s) > 156) { i = 156; while (i > 1 && substr(s, i, 1) != " ") i--; if (i <= 1) i = 156; \
+	      print "; " substr(s, 1, i - 1); s = substr(s, i + 1) } print "; " s; next } { print }' > $@
 $(BUILD)/examples/run.ini: $(BUILD)/vflclip
 	@mkdir -p $(dir $@)
 	$< run keys > $@
