@@ -23,6 +23,7 @@
  * it returns.  A pause longer than party_timeout_s fails the run.  Starting,
  * aborting and resuming after a restart are in run_control.c. */
 #include "agg.h"
+#include "coop/classifier.h"
 #include "daemon/audit.h"
 #include "data/dataset.h"
 #include "daemon/notify.h"
@@ -37,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 
@@ -476,12 +478,122 @@ static void after_step(void) {
     drive_session();
 }
 
+/* The knowledge party's classifier (ContextFile.classifier), checked against
+ * the run: its classes, width and model, and its features against T of the
+ * best context the session's final evaluation used.  Completed here with the
+ * preprocessing fingerprint, the run id, the temperature (fit_temperature),
+ * calibration and the test metrics, and kept as classifier.safetensors. */
+/* The run's model and preprocessing fingerprints: those kept at the start,
+ * or, after the aggregator restarted (progress.json does not hold them), the
+ * knowledge party's and the run's image parties' Hellos (each was checked
+ * against the run's when it joined).  An unknown preprocessing fingerprint is
+ * left empty (predict then checks only the model) and logged. */
+static int run_fingerprints(char model[80], char pp[80], vf_error *err) {
+    agg_run *r = &g_agg.run;
+    snprintf(model, 80, "%s", r->model_fp);
+    snprintf(pp, 80, "%s", r->pp_fp);
+    agg_party *kp = agg_party_find(VF_ROLE_KNOWLEDGE_PARTY, r->kp_name);
+    if (!model[0] && kp) snprintf(model, 80, "%s", kp->fingerprint);
+    for (int i = 0; i < r->n_img && !pp[0]; i++) {
+        agg_party *p = agg_party_find(VF_ROLE_IMAGE_PARTY, r->img[i].name);
+        if (p) snprintf(pp, 80, "%s", p->pp_fingerprint);
+    }
+    if (!pp[0]) vf_log(VF_WARN, "event=classifier_without_preprocessing_fingerprint run=%s reason=\"no image party connected\"", r->id);
+    return model[0] ? 0 : vf_fail(err, "run %s: the model fingerprint is not known", r->id);
+}
+
+static int keep_classifier(const ProtobufCBinaryData *b, vf_error *err) {
+    agg_run *r = &g_agg.run;
+    char model_fp[80], pp_fp[80];
+    if (run_fingerprints(model_fp, pp_fp, err)) return -1;
+    if (vf_peer_check_classifier(b->len, (unsigned)r->C, (unsigned)r->D, err)) return vf_error_prefix(err, "knowledge party: ");
+    char tmp[4500];
+    snprintf(tmp, sizeof tmp, "%s/classifier.from-knowledge-party.tmp.safetensors", r->dir);
+    if (vf_write_atomic(tmp, b->data, b->len, err)) return -1;
+    vf_classifier k;
+    int rc = vf_classifier_load(&k, tmp, err);
+    unlink(tmp);
+    if (rc) return vf_error_prefix(err, "knowledge party's classifier: ");
+    rc = -1;
+    double diff = 0;
+    if (k.C != r->C || k.D != r->D) {
+        vf_fail(err, "knowledge party's classifier is %d x %d, the run's text features %d x %d", k.C, k.D, r->C, r->D);
+        goto out;
+    }
+    if (strcmp(k.model_fingerprint, model_fp) != 0) {
+        vf_fail(err, "knowledge party's classifier is for model %s, the run's model is %s", k.model_fingerprint, model_fp);
+        goto out;
+    }
+    for (int c = 0; c < r->C; c++) {
+        const float *t = r->sess.text + (size_t)c * r->D;
+        double ss = 0;
+        for (int j = 0; j < r->D; j++) ss += (double)t[j] * t[j];
+        for (int j = 0; j < r->D; j++) diff = fmax(diff, fabs(t[j] / sqrt(ss) - k.text[(size_t)c * r->D + j]));
+    }
+    if (!(diff < 1e-5)) {
+        vf_fail(err, "knowledge party's classifier differs from the best context's text features (max %g)", diff);
+        goto out;
+    }
+    snprintf(k.preprocessing_fingerprint, sizeof k.preprocessing_fingerprint, "%s", pp_fp);
+    snprintf(k.run_id, sizeof k.run_id, "%s", r->id);
+    double ece;
+    if (vf_classifier_finish_run(&k, r->dir, &r->sess.split[1], &r->sess.split[2], r->cfg.fit_temperature, &ece, err)) goto out;
+    vf_log(VF_INFO, "event=classifier_kept run=%s file=%s/%s temperature=%.6g ece=%.6f", r->id, r->dir, VF_CLASSIFIER_FILE,
+           (double)k.temperature, ece);
+    rc = 0;
+out:
+    vf_classifier_free(&k);
+    return rc;
+}
+
+/* [run] share_classifier = image-parties: the classifier, once, to each of
+ * the run's image parties connected now (the only tensor an image party is
+ * ever sent).  One that is away is named in the log; it does not get it later. */
+static void share_classifier(void) {
+    agg_run *r = &g_agg.run;
+    char path[4500];
+    char *data = NULL;
+    size_t len = 0;
+    vf_error err;
+    snprintf(path, sizeof path, "%s/%s", r->dir, VF_CLASSIFIER_FILE);
+    if (vf_read_file(path, &data, &len, &err)) {
+        vf_log(VF_ERROR, "event=classifier_not_shared run=%s error=\"%s\"", r->id, err.msg);
+        return;
+    }
+    for (int i = 0; i < r->n_img; i++) {
+        agg_party *p = agg_party_find(VF_ROLE_IMAGE_PARTY, r->img[i].name);
+        if (!p) {
+            vf_log(VF_WARN, "event=classifier_not_shared run=%s party=%s reason=\"not connected\"", r->id, r->img[i].name);
+            continue;
+        }
+        Vflclip__V1__ClassifierFile cf = VFLCLIP__V1__CLASSIFIER_FILE__INIT;
+        cf.run_id = r->id;
+        cf.data.data = (uint8_t *)data;
+        cf.data.len = len;
+        Vflclip__V1__AggregatorMessage am = VFLCLIP__V1__AGGREGATOR_MESSAGE__INIT;
+        am.task_id = agg_new_task();
+        am.body_case = VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_CLASSIFIER_FILE;
+        am.classifier_file = &cf;
+        if (agg_send(p, &am, &err))
+            vf_log(VF_WARN, "event=classifier_not_shared run=%s party=%s error=\"%s\"", r->id, r->img[i].name, err.msg);
+        else
+            vf_log(VF_INFO, "event=classifier_shared run=%s party=%s bytes=%zu", r->id, r->img[i].name, len);
+    }
+    free(data);
+}
+
 static void on_context_file(const Vflclip__V1__ContextFile *cf) {
     agg_run *r = &g_agg.run;
     char path[4500];
     vf_error err;
     snprintf(path, sizeof path, "%s/context.safetensors", r->dir);
     if (vf_write_atomic(path, cf->data.data, cf->data.len, &err)) return fail_run("%s", err.msg);
+    if (cf->classifier.len == 0)
+        vf_log(VF_WARN, "event=no_classifier run=%s reason=\"the knowledge party sent none (an older version)\"", r->id);
+    else if (keep_classifier(&cf->classifier, &err))
+        return fail_run("%s", err.msg);
+    else if (r->cfg.share_classifier)
+        share_classifier();
     long steps = r->sess.global_step > 0 ? r->sess.global_step : 1;
     vf_log(VF_INFO, "event=run_bytes run=%s steps=%ld bytes_out=%" PRIu64 " bytes_in=%" PRIu64 " bytes_per_step=%.0f", r->id,
            r->sess.global_step, r->bytes_out, r->bytes_in, (double)(r->bytes_out + r->bytes_in) / steps);

@@ -10,7 +10,8 @@
  * answers EncodeSplit tasks by streaming EmbeddingsChunks: embeddings, labels
  * and party-local ids, nothing else.  Pixels never leave this process, and the
  * only tasks it accepts carry no tensor (EncodeSplit, Shutdown): anything
- * else is refused.  With [privacy] embed_clip (and embed_noise) every
+ * else is refused, except, after a run whose [run] share_classifier is
+ * image-parties, that run's classifier, kept in <state>/classifiers/.  With [privacy] embed_clip (and embed_noise) every
  * embedding is clipped and noised once, after encoding and before anything is
  * sent (privacy/embed_dp.h); the noise seed is [privacy] seed or a random one
  * kept in the state directory, so a restart re-sends the same noisy rows
@@ -18,8 +19,10 @@
 #include "util/name_list.h"
 #include "clip/model_preprocess.h"
 #include "clip/clip_model.h"
+#include "coop/classifier.h"
 #include "daemon/daemon_setup.h"
 #include "daemon/notify.h"
+#include "daemon/peer_limits.h"
 #include "data/dataset.h"
 #include "data/embed_cache.h"
 #include "device/device.h"
@@ -192,11 +195,51 @@ static void on_encode(uint64_t task, const Vflclip__V1__EncodeSplit *es) {
     pump();
 }
 
+static char g_state_dir[4096];
+
+/* A finished run's classifier ([run] share_classifier = image-parties): kept
+ * as <state>/classifiers/<run id>.safetensors once it is checked (size,
+ * format, this party's model and preprocessing fingerprints, width); a run's
+ * second copy, or one that fails a check, is logged and dropped.  Nothing is
+ * sent back. */
+static void on_classifier(const Vflclip__V1__ClassifierFile *cf) {
+    vf_error err;
+    char dir[4200], path[4400], tmp[4500];
+    const char *id = cf->run_id ? cf->run_id : "";
+    vf_classifier k;
+    int loaded = 0;
+    if (vf_peer_check_name("classifier run id", id, &err) || vf_peer_check_classifier(cf->data.len, 0, (unsigned)g_p.D, &err))
+        goto refuse;
+    if (!id[0] || id[0] == '.' || strchr(id, '/')) { vf_fail(&err, "classifier run id '%s' is not a valid name", id); goto refuse; }
+    snprintf(dir, sizeof dir, "%s/classifiers", g_state_dir);
+    snprintf(path, sizeof path, "%s/%s.safetensors", dir, id);
+    if (access(path, F_OK) == 0) { vf_fail(&err, "%s exists: a run's classifier is received once", path); goto refuse; }
+    snprintf(tmp, sizeof tmp, "%s/%s.tmp.received.safetensors", dir, id);
+    if (vf_mkdirs(dir, 0700, &err) || vf_write_atomic(tmp, cf->data.data, cf->data.len, &err)) goto refuse;
+    if (vf_classifier_load(&k, tmp, &err)) { unlink(tmp); goto refuse; }
+    loaded = 1;
+    if (strcmp(k.model_fingerprint, g_p.fingerprint) || strcmp(k.preprocessing_fingerprint, g_p.pp_fingerprint) ||
+        k.D != g_p.D || strcmp(k.run_id, id)) {
+        vf_fail(&err, "classifier of run %s is for model %.16s / preprocessing %.16s / width %d / run %s, this party is %.16s / %.16s / %d",
+                id, k.model_fingerprint, k.preprocessing_fingerprint, k.D, k.run_id, g_p.fingerprint, g_p.pp_fingerprint, g_p.D);
+        unlink(tmp);
+        goto refuse;
+    }
+    if (rename(tmp, path)) { vf_fail_errno(&err, path); unlink(tmp); goto refuse; }
+    vf_log(VF_INFO, "event=classifier_received run=%s file=%s classes=%d temperature=%.6g", id, path, k.C, (double)k.temperature);
+    vf_classifier_free(&k);
+    return;
+refuse:
+    if (loaded) vf_classifier_free(&k);
+    vf_log(VF_WARN, "event=classifier_refused run=%s error=\"%s\"", id[0] ? id : "-", err.msg);
+}
+
 static void on_message(vf_party_link *l, const Vflclip__V1__AggregatorMessage *m, void *ud) {
     switch (m->body_case) {
     case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_WELCOME: break;
     case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_ENCODE_SPLIT: on_encode(m->task_id, m->encode_split); break;
     case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_SHUTDOWN: g_p.streaming = 0; break;
+    case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_CLASSIFIER_FILE: on_classifier(m->classifier_file); break;
     default: send_error(m->task_id, VF_GRPC_UNIMPLEMENTED, "an image party accepts only EncodeSplit tasks"); break;
     }
 }
@@ -481,6 +524,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     vf_notify_status("loading the data set and the model");
+    snprintf(g_state_dir, sizeof g_state_dir, "%s", d.paths.state);
     if (load_privacy(&d.ini, d.paths.state, &err) || load_embeddings(&d.ini, d.paths.state, &err))
         return vf_daemon_fail(&d, &err);
     uv_loop_t *loop = uv_default_loop();

@@ -8,6 +8,7 @@
  *   Checkpoint    SAVE | MARK_BEST | RESTORE_BEST | EXPORT
  * No weight and no context vector leaves except the final learned context
  * (export), which is the run's result. */
+#include "coop/classifier.h"
 #include "daemon/peer_limits.h"
 #include "data/dataset.h"
 #include "util/name_list.h"
@@ -177,7 +178,23 @@ static void on_text_backward(uint64_t task, const Vflclip__V1__TextBackward *tb)
         send_error(task, VF_GRPC_INTERNAL, err.msg);
 }
 
-/* EXPORT: the best context as a context file, sent whole. */
+/* The run's classifier (coop/classifier.h) from the best context, already
+ * restored: its normalised class text features and what describes them; no
+ * context, no tower weight.  The aggregator adds the preprocessing
+ * fingerprint, run id, calibration and metrics. */
+static int export_classifier(const char *path, char **data, size_t *len, vf_error *err) {
+    if (vf_context_learner_forward(&g_kp.learner, err)) return -1;
+    vf_classifier k;
+    if (vf_classifier_init(&k, g_kp.learner.text, g_kp.n_classes, vf_coop_feature_dim(g_kp.coop), g_kp.tower.logit_scale,
+                           (const char *const *)g_kp.class_names, g_kp.template_, g_kp.fingerprint, NULL, g_kp.run_id,
+                           NULL, err))
+        return -1;
+    int rc = vf_classifier_save(&k, path, err) || vf_read_file(path, data, len, err) ? -1 : 0;
+    vf_classifier_free(&k);
+    return rc;
+}
+
+/* EXPORT: the best context as a context file, sent whole, with the run's classifier. */
 static void export_context(uint64_t task) {
     vf_error err;
     char path[4400];
@@ -187,23 +204,29 @@ static void export_context(uint64_t task) {
                             .n_ctx = vf_coop_n_ctx(g_kp.coop), .csc = g_kp.coop_cfg.csc,
                             .class_pos = g_kp.coop_cfg.class_pos, .model_fingerprint = g_kp.fingerprint,
                             .epoch = g_kp.learner.best_epoch, .val_auc = g_kp.learner.best_auc, .seed = g_kp.seed};
-    char *data = NULL;
-    size_t len = 0;
+    char *data = NULL, *clf = NULL, clf_path[4400];
+    size_t len = 0, clf_len = 0;
+    snprintf(clf_path, sizeof clf_path, "%s/%s", g_kp.run_dir, VF_CLASSIFIER_FILE);
     if (vf_context_learner_restore_best(&g_kp.learner, &err) || vf_context_save(path, g_kp.coop, &info, &err) ||
-        vf_read_file(path, &data, &len, &err)) {
+        vf_read_file(path, &data, &len, &err) || export_classifier(clf_path, &clf, &clf_len, &err)) {
+        free(data);
         send_error(task, VF_GRPC_INTERNAL, err.msg);
         return;
     }
     Vflclip__V1__ContextFile cf = VFLCLIP__V1__CONTEXT_FILE__INIT;
     cf.data.data = (uint8_t *)data;
     cf.data.len = len;
+    cf.classifier.data = (uint8_t *)clf;
+    cf.classifier.len = clf_len;
     Vflclip__V1__PartyMessage pm = VFLCLIP__V1__PARTY_MESSAGE__INIT;
     pm.task_id = task;
     pm.body_case = VFLCLIP__V1__PARTY_MESSAGE__BODY_CONTEXT_FILE;
     pm.context_file = &cf;
     send_pm(&pm);
     free(data);
-    vf_log(VF_INFO, "event=context_exported run=%s best_epoch=%d bytes=%zu", g_kp.run_id, g_kp.learner.best_epoch, len);
+    free(clf);
+    vf_log(VF_INFO, "event=context_exported run=%s best_epoch=%d bytes=%zu classifier_bytes=%zu", g_kp.run_id,
+           g_kp.learner.best_epoch, len, clf_len);
 }
 
 static void on_checkpoint(uint64_t task, const Vflclip__V1__Checkpoint *ck) {

@@ -208,6 +208,7 @@ static int write_settings(const train_args *a, const vf_train_config *tc, const 
     snprintf(rc.init_words, sizeof rc.init_words, "%s", a->init_words ? a->init_words : "");
     rc.party_timeout_s = rc.checkpoint_every = rc.chunk_size = 0;
     rc.privacy = a->privacy;
+    rc.fit_temperature = a->fit_temperature;
     char tok_fp[65];
     if (vf_tokenizer_fingerprint(s->tok, tok_fp, err)) return -1;
     vf_run_settings st = {.program = "vflclip train", .cfg = &rc, .model_fingerprint = s->fingerprint,

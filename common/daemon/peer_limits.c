@@ -99,3 +99,12 @@ int vf_peer_check_progress(const Vflclip__V1__EncodingProgress *p, vf_error *err
         return vf_fail(err, "encoding progress rate %g images/s, %g s left are not valid", p->images_per_s, p->eta_s);
     return 0;
 }
+
+int vf_peer_check_classifier(size_t len, unsigned C, unsigned D, vf_error *err) {
+    if (C == 0 || C > VF_PEER_MAX_CLASSES) C = VF_PEER_MAX_CLASSES;
+    if (D == 0 || D > VF_PEER_MAX_DIM) D = VF_PEER_MAX_DIM;
+    size_t max = (size_t)C * D * sizeof(float) + VF_PEER_MAX_CLASSIFIER_META;
+    if (len == 0 || len > max)
+        return vf_fail(err, "classifier file of %zu bytes (1 to %zu allowed for %u classes x %u features)", len, max, C, D);
+    return 0;
+}

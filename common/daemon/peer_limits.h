@@ -45,6 +45,13 @@ int vf_peer_check_text_ready(const Vflclip__V1__TextReady *tr, vf_error *err);
  * negative (eta -1: unknown). */
 int vf_peer_check_progress(const Vflclip__V1__EncodingProgress *p, vf_error *err);
 
+/* A classifier.safetensors from a peer (ContextFile.classifier,
+ * ClassifierFile.data): not empty, and at most its C x D float32 features
+ * plus VF_PEER_MAX_CLASSIFIER_META bytes of header (names, fingerprints,
+ * metrics); C = 0 when the receiver does not know it (VF_PEER_MAX_CLASSES). */
+#define VF_PEER_MAX_CLASSIFIER_META (1u << 20)
+int vf_peer_check_classifier(size_t len, unsigned C, unsigned D, vf_error *err);
+
 /* total = a * b * c without wrapping; -1 (and err) when it would. */
 int vf_size_mul3(size_t a, size_t b, size_t c, size_t *total, vf_error *err);
 

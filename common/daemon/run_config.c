@@ -31,6 +31,9 @@ const vf_ini_key vf_run_config_schema[] = {
     {"run", "text_grad_noise", VF_INI_FLOAT, 0, "0", "Gaussian noise on dL/dT, std = this * text_grad_clip"},
     {"run", "dp_delta", VF_INI_FLOAT, 0, "1e-5", "delta of the (epsilon, delta) the run reports"},
     {"run", "epsilon_budget", VF_INI_FLOAT, 0, "0", "stop before dL/dT's epsilon would exceed this (0: no budget)"},
+    {"run", "share_classifier", VF_INI_STR, 0, "none",
+     "none | image-parties: after the run, send its classifier (class text features, no context) to each image party once"},
+    {"run", "fit_temperature", VF_INI_BOOL, 0, "false", "fit the classifier's temperature on the val split (NLL); ECE before/after"},
     {NULL, NULL, 0, 0, NULL, NULL},
 };
 
@@ -96,6 +99,10 @@ int vf_run_config_parse(const char *text, const char *name, vf_run_config *rc, v
         snprintf(rc->init_words, sizeof rc->init_words, "%s", s);
     }
     if ((s = vf_ini_get(&ini, "run", "image_parties")) && parse_parties(rc, s, name, err)) goto out;
+    s = vf_ini_get(&ini, "run", "share_classifier");
+    if (!strcmp(s, "image-parties")) rc->share_classifier = 1;
+    else if (strcmp(s, "none")) { vf_fail(err, "%s: [run] share_classifier '%s': want none or image-parties", name, s); goto out; }
+    if (vf_ini_bool(&ini, "run", "fit_temperature", &rc->fit_temperature, err)) goto out;
 #undef INT
 #undef DBL
     rc_ = 0;

@@ -32,6 +32,8 @@ typedef struct vf_run_config {
     int checkpoint_every;          /* steps between durable checkpoints */
     int chunk_size;                /* embeddings per EmbeddingsChunk */
     vf_text_grad_privacy privacy;  /* what dL/dT goes through before it leaves the aggregator */
+    int share_classifier;          /* 1 (image-parties): each image party receives the run's classifier once, after the run */
+    int fit_temperature;           /* the classifier's temperature is fitted on the val split */
 } vf_run_config;
 
 extern const vf_ini_key vf_run_config_schema[];

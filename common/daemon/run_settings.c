@@ -65,6 +65,8 @@ int vf_run_settings_write(const char *dir, const vf_run_settings *s, vf_error *e
     cJSON_AddNumberToObject(r, "text_grad_noise", c->privacy.noise_multiplier);
     cJSON_AddNumberToObject(r, "dp_delta", c->privacy.delta);
     cJSON_AddNumberToObject(r, "epsilon_budget", c->privacy.epsilon_budget);
+    cJSON_AddStringToObject(r, "share_classifier", c->share_classifier ? "image-parties" : "none");
+    cJSON_AddBoolToObject(r, "fit_temperature", c->fit_temperature);
     cJSON *seeds = cJSON_AddObjectToObject(o, "seeds");
     add_u64(seeds, "seed", c->seed);
     add_u64(seeds, "split_seed", s->split_seed);

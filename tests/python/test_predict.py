@@ -204,3 +204,77 @@ def test_fingerprint_mismatch_is_refused(vflclip, work):
     bad.write_bytes(bytes(b))
     p = predict(vflclip, work, bad, "--data", work["data"], check=False)
     assert p.returncode != 0 and str(bad) in p.stderr
+
+
+# ---- federated: the classifier the aggregator keeps, and who receives it ----------------------------------------
+from test_federation_support import HOSPITALS, RUN_FLAGS, Federation  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fed(vflclip, tmp_path_factory):
+    f = Federation(vflclip, tmp_path_factory.mktemp("fed-classifier"))
+    f.start()
+    yield f
+    f.stop()
+
+
+def party_log(fed, name):
+    """(run, kind) of every message the image party received, from its own party log."""
+    logs = list((fed.fed / f"image-party-{name}").rglob("party-log.jsonl"))
+    assert len(logs) == 1, logs
+    out, runs = [], []
+    for line in logs[0].read_text().splitlines():
+        o = json.loads(line)
+        if "dir" not in o:
+            runs.append(o.get("run"))
+        elif o["dir"] == "received":
+            out.append((runs[-1] if runs else None, o["kind"]))
+    return out
+
+
+def state_classifiers(fed, name):
+    return {p.stem: p for p in (fed.fed / f"image-party-{name}").rglob("classifiers/*.safetensors")}
+
+
+def test_federated_classifier_reproduces_the_runs_test_metrics_and_is_shared_only_when_on(vflclip, fed, tmp_path):
+    cfg = tmp_path / "run.ini"
+    flags = dict(zip(RUN_FLAGS[::2], RUN_FLAGS[1::2]))   # the same run as flags, as [run] keys
+    keys = "".join(f"{k[2:].replace('-', '_')} = {v}\n" for k, v in flags.items())
+    cfg.write_text(f"[run]\n{keys}share_classifier = image-parties\n")
+    p = fed.cli("run", "start", "--config", cfg, "--run-id", "shared", "--watch")
+    assert json.loads(p.stdout.splitlines()[-1])["state"] == "done", p.stderr
+    out = fed.results("shared", tmp_path / "shared")
+    clf = out / "classifier.safetensors"
+    tensors, meta = load_classifier(clf)
+    assert list(tensors) == ["text"] and meta["run_id"] == "shared"
+    show = fed.cli("run", "show", "shared").stdout
+    assert "share_classifier" in show and "image-parties" in show
+    # The exported classifier reproduces the run's test ACC/AUC through predict on the pooled data.
+    pr = run([vflclip, "predict", "--model", fed.model, "--classifier", clf, "--data", fed.root / "all.npz",
+              "--split", "test", "--no-cache", "--out", tmp_path / "preds.csv"], env=ENV)
+    got = json.loads(pr.stdout.splitlines()[0])["metrics"]
+    saved = json.loads((out / "test_metrics.json").read_text())
+    print(f"federated test: run acc {saved['acc']:.6f} auc {saved['auc']:.6f}; predict acc {got['acc']:.6f} auc {got['auc']:.6f}")
+    assert abs(got["acc"] - saved["acc"]) < 1e-12 and abs(got["auc"] - saved["auc"]) < 1e-6
+    assert got["confusion"] == saved["confusion"]
+    # Each image party received it once, after the knowledge party's export, and kept it.
+    transcript = [json.loads(l) for l in (out / "transcript.jsonl").read_text().splitlines()]
+    kinds = [e.get("kind") for e in transcript]
+    export = max(i for i, k in enumerate(kinds) if k == "context_file")
+    sent = [i for i, k in enumerate(kinds) if k == "classifier_file"]
+    assert len(sent) == len(HOSPITALS) and min(sent) > export
+    for name in HOSPITALS:
+        received = [k for r, k in party_log(fed, name) if r == "shared"]
+        assert received.count("classifier_file") == 1 and received[-1] in ("classifier_file", "shutdown")
+        assert set(received) <= {"welcome", "encode_split", "classifier_file", "shutdown"}, received
+        kept = state_classifiers(fed, name)
+        assert kept["shared"].read_bytes() == clf.read_bytes()
+    # Off (the default): no party receives anything of the kind.
+    p = fed.cli("run", "start", *RUN_FLAGS, "--run-id", "private", "--watch")
+    assert json.loads(p.stdout.splitlines()[-1])["state"] == "done", p.stderr
+    out2 = fed.results("private", tmp_path / "private")
+    assert (out2 / "classifier.safetensors").exists()
+    assert "classifier_file" not in [json.loads(l).get("kind") for l in (out2 / "transcript.jsonl").read_text().splitlines()]
+    for name in HOSPITALS:
+        assert "classifier_file" not in [k for r, k in party_log(fed, name) if r == "private"]
+        assert "private" not in state_classifiers(fed, name)
