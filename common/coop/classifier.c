@@ -142,7 +142,7 @@ int vf_classifier_load(vf_classifier *k, const char *path, vf_error *err) {
     const vf_st_tensor *t = vf_st_require(&st, "text", err);
     if (!t) goto out;
     if (t->ndim != 2 || t->shape[0] < 2 || t->shape[0] > 4096 || t->shape[1] < 1 || t->shape[1] > 65536) {
-        vf_fail(err, "%s: tensor text must be (C >= 2, D), not %d-D", path, t->ndim);
+        vf_fail(err, "%s: tensor text must be (C, D) with 2 <= C <= 4096 and 1 <= D <= 65536", path);
         goto out;
     }
     const int C = (int)t->shape[0], D = (int)t->shape[1];
