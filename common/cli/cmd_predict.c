@@ -13,6 +13,7 @@
 #include "image/preprocess.h"
 #include "metrics/metrics.h"
 #include "util/name_list.h"
+#include "util/sha256.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -248,6 +249,7 @@ out_codes:
 int vf_cmd_predict(int argc, char **argv) {
     predict_args a = {.split = -1, .device = VF_DEVICE_AUTO, .precision = VF_PREC_DEFAULT};
     const char *format = NULL;
+    int precision_given = 0;
     vf_error err = {{0}};
     a.images = calloc((size_t)argc, sizeof *a.images);
     if (!a.images) { fprintf(stderr, "vflclip predict: out of memory\n"); return 1; }
@@ -280,6 +282,7 @@ int vf_cmd_predict(int argc, char **argv) {
             if (vf_device_kind_parse(v, o, &a.device, &err)) { fprintf(stderr, "vflclip predict: %s\n", err.msg); goto done; }
         } else if (!strcmp(o, "--precision")) {
             if (vf_device_precision_parse(v, o, &a.precision, &err)) { fprintf(stderr, "vflclip predict: %s\n", err.msg); goto done; }
+            precision_given = 1;
         }
         else { fprintf(stderr, "vflclip predict: unknown option %s\n", o); usage(stderr); goto done; }
     }
@@ -304,6 +307,24 @@ int vf_cmd_predict(int argc, char **argv) {
     char pp_fp[65];
     if (vf_model_preprocess_config(a.model, &pp, &err)) { fprintf(stderr, "vflclip predict: %s\n", err.msg); goto done_k; }
     vf_preprocess_fingerprint(&pp, pp_fp);
+    /* An image party that encodes in bf16 or tf32 folds the precision into its
+     * preprocessing fingerprint (a federated run's classifier carries it):
+     * predict then encodes in that precision too. */
+    for (int pr = VF_PREC_TF32; k.preprocessing_fingerprint[0] && strcmp(k.preprocessing_fingerprint, pp_fp) && pr <= VF_PREC_BF16; pr++) {
+        char text[128], tagged[65];
+        unsigned char h[32];
+        int n = snprintf(text, sizeof text, "%s precision=%s", pp_fp, vf_device_precision_name((vf_device_precision)pr));
+        vf_sha256(text, (size_t)n, h);
+        vf_sha256_to_hex(h, tagged);
+        if (strcmp(tagged, k.preprocessing_fingerprint)) continue;
+        if (precision_given && a.precision != (vf_device_precision)pr) {
+            fprintf(stderr, "vflclip predict: %s was made from %s embeddings; --precision %s would give other ones\n",
+                    a.classifier, vf_device_precision_name((vf_device_precision)pr), vf_device_precision_name(a.precision));
+            goto done_k;
+        }
+        a.precision = (vf_device_precision)pr;
+        snprintf(pp_fp, sizeof pp_fp, "%s", tagged);
+    }
     if (k.preprocessing_fingerprint[0] && strcmp(k.preprocessing_fingerprint, pp_fp) != 0) {
         fprintf(stderr, "vflclip predict: %s was made with preprocessing %s, but %s preprocesses as %s\n", a.classifier,
                 k.preprocessing_fingerprint, a.model, pp_fp);

@@ -208,6 +208,7 @@ def test_fingerprint_mismatch_is_refused(vflclip, work):
 
 # ---- federated: the classifier the aggregator keeps, and who receives it ----------------------------------------
 from test_federation_support import HOSPITALS, RUN_FLAGS, Federation  # noqa: E402
+from test_grpc_support import stubs  # noqa: E402,F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -278,3 +279,91 @@ def test_federated_classifier_reproduces_the_runs_test_metrics_and_is_shared_onl
     for name in HOSPITALS:
         assert "classifier_file" not in [k for r, k in party_log(fed, name) if r == "private"]
         assert "private" not in state_classifiers(fed, name)
+
+
+def test_image_party_keeps_a_valid_classifier_once_and_refuses_others(vflclip, stubs, tmp_path):  # noqa: F811
+    """A grpcio server with the aggregator's kit sends a real image party ClassifierFiles:
+    one for its model and preprocessing (kept, byte for byte), the same run again
+    (dropped: once), one for another model and a truncated one (refused).  The party
+    answers none of them."""
+    import threading
+    from concurrent import futures
+
+    import grpc
+    from safetensors.numpy import save_file
+
+    from test_federation_support import set_key
+
+    fed = Federation(vflclip, tmp_path / "f")
+    pb = stubs.fed
+    got, done = [], threading.Event()
+
+    def classifier_bytes(hello, model_fp, run_id):
+        text = np.random.default_rng(0).normal(size=(4, hello.embed_dim)).astype(np.float32)
+        text /= np.linalg.norm(text, axis=1, keepdims=True)
+        meta = {"format": "vflclip-classifier-1", "class_names": json.dumps(NAMES), "template_sha256": "0" * 64,
+                "model_fingerprint": model_fp, "preprocessing_fingerprint": hello.preprocessing_fingerprint,
+                "run_id": run_id, "metrics": "{}", "logit_scale": float(np.log(100)).hex(), "temperature": (1.0).hex()}
+        p = tmp_path / f"{run_id}.safetensors"
+        save_file({"text": text}, str(p), metadata=meta)
+        return p.read_bytes()
+
+    def join(requests, context):
+        hello = next(requests).hello
+        yield pb.AggregatorMessage(welcome=pb.Welcome(aggregator_name="python", protocol_version=1))
+        good = classifier_bytes(hello, hello.model_fingerprint, "good")
+        got.append(good)
+        yield pb.AggregatorMessage(task_id=1, classifier_file=pb.ClassifierFile(run_id="good", data=good))
+        yield pb.AggregatorMessage(task_id=2, classifier_file=pb.ClassifierFile(run_id="good", data=good))
+        other = classifier_bytes(hello, "f" * 64, "other")
+        yield pb.AggregatorMessage(task_id=3, classifier_file=pb.ClassifierFile(run_id="other", data=other))
+        yield pb.AggregatorMessage(task_id=4, classifier_file=pb.ClassifierFile(run_id="cut", data=good[:len(good) // 2]))
+        yield pb.AggregatorMessage(task_id=5, classifier_file=pb.ClassifierFile(run_id="../escape", data=good))
+        done.wait(20)
+
+    sent = []
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    handler = grpc.stream_stream_rpc_method_handler(
+        join, request_deserializer=lambda b: (sent.append(pb.PartyMessage.FromString(b)), sent[-1])[1],
+        response_serializer=lambda m: m.SerializeToString())
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("vflclip.v1.Federation", {"Join": handler})])
+    kit = fed.fed / "aggregator-localhost"
+    creds = grpc.ssl_server_credentials([((kit / "key.pem").read_bytes(), (kit / "cert.pem").read_bytes())],
+                                        root_certificates=(kit / "ca.crt").read_bytes(), require_client_auth=True)
+    port = server.add_secure_port("127.0.0.1:0", creds)
+    server.start()
+    party = fed.images["hosp-a"]
+    set_key(party.ini, "aggregator", "host", "127.0.0.1")
+    set_key(party.ini, "aggregator", "port", port)
+    party.start()
+    try:
+        import time
+        t0 = time.time()
+        while time.time() - t0 < 30 and party.text().count("event=classifier_") < 5:
+            time.sleep(0.1)
+        log = party.text()
+    finally:
+        done.set()
+        party.stop()
+        server.stop(1)
+    kept = state_classifiers(fed, "hosp-a")
+    assert set(kept) == {"good"} and kept["good"].read_bytes() == got[0], log[-3000:]
+    assert log.count("event=classifier_received") == 1 and log.count("event=classifier_refused") == 4, log[-3000:]
+    assert "received once" in log and "is for model ffff" in log
+    assert {m.task_id for m in sent} <= {0}, "the party answered a ClassifierFile"
+    assert not list((fed.fed / "image-party-hosp-a").rglob("*escape*"))
+
+
+def test_precision_tagged_classifier(vflclip, work, tmp_path):
+    """A federated run's classifier from bf16-encoding parties carries the precision in its
+    preprocessing fingerprint: predict encodes in that precision, and refuses another one."""
+    import hashlib
+    tensors, meta = load_classifier(work["root"] / "run" / "classifier.safetensors")
+    from safetensors.numpy import save_file
+    meta = dict(meta)
+    meta["preprocessing_fingerprint"] = hashlib.sha256(
+        f"{meta['preprocessing_fingerprint']} precision=bf16".encode()).hexdigest()
+    clf = tmp_path / "bf16.safetensors"
+    save_file(tensors, str(clf), metadata=meta)
+    p = predict(vflclip, work, clf, "--data", work["data"], "--precision", "fp32", check=False)
+    assert p.returncode != 0 and "made from bf16 embeddings" in p.stderr, p.stderr
