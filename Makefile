@@ -215,9 +215,11 @@ uninstall:
 # The fuzz library is every LIB_SRC file compiled once with
 # -fsanitize=fuzzer-no-link,address,undefined into $(BUILD)/fuzz/libvflclip.a;
 # each target links it (and, for a daemon's handlers, that daemon's objects
-# other than main.c, FUZZ_EXTRA_<name>).  OpenMP pragmas are left out (one
-# thread: reproducible) and omp_* calls go to gcc's libgomp, so no clang
-# OpenMP runtime is needed.
+# other than main.c, FUZZ_EXTRA_<name>; fuzz_knowledge_party and
+# fuzz_image_party #include their daemon's main.c to reach its static
+# handlers, fuzz_admin links the aggregator's as fuzz_aggregator does).
+# OpenMP pragmas are left out (one thread: reproducible) and omp_* calls go
+# to gcc's libgomp, so no clang OpenMP runtime is needed.
 FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 30
 FUZZ_SMOKE_SECONDS ?= 3
@@ -231,6 +233,7 @@ FUZZ_BIN     := $(patsubst tests/fuzz/%.c,$(FUZZ_DIR)/%,$(FUZZ_SRC))
 FUZZ_EXTRA_aggregator      := $(patsubst %.c,$(FUZZ_DIR)/obj/%.o,$(filter-out aggregator/main.c,$(wildcard aggregator/*.c)))
 FUZZ_EXTRA_knowledge_party := $(patsubst %.c,$(FUZZ_DIR)/obj/%.o,$(filter-out knowledge-party/main.c,$(wildcard knowledge-party/*.c)))
 FUZZ_EXTRA_image_party     := $(patsubst %.c,$(FUZZ_DIR)/obj/%.o,$(filter-out image-party/main.c,$(wildcard image-party/*.c)))
+FUZZ_EXTRA_admin           := $(FUZZ_EXTRA_aggregator)
 .PHONY: fuzz fuzz-build fuzz-smoke asan
 
 # gcc's omp.h alone (clang's comes with libomp-dev, which the test set-up lacks)

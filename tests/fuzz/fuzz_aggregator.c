@@ -20,7 +20,7 @@
  * they are).  At the end the connections close and a run still going is
  * aborted, which signs its transcript with the fixture aggregator key.
  *
- * Not covered here: the Admin service (admin.c), timers (hello timeout,
+ * Not covered here: the Admin service (admin.c: fuzz_admin), timers (hello timeout,
  * party_timeout_s: the loop never waits), restarts (agg_run_resume_at_start),
  * TLS and the certificate checks (fuzz_rpc_server and the Python tests).
  *

@@ -6,8 +6,11 @@ The files are committed; run this again only to change them:
     .venv/bin/python tests/fuzz/make_corpus.py [BUILD]
 
 BUILD (default build-fuzz) must hold BUILD/vflclip (or set VFLCLIP; for the
-fixture PKI and revocation lists) and BUILD/fuzz/fuzz_transcript, BUILD/fuzz/fuzz_aggregator
-(which write their seeds with VF_FUZZ_WRITE_SEEDS).  The fixture PKI in
+fixture PKI and revocation lists) and BUILD/fuzz/fuzz_transcript, fuzz_aggregator,
+fuzz_admin, fuzz_knowledge_party and fuzz_image_party (which write their seeds
+with VF_FUZZ_WRITE_SEEDS, with the real protobuf-c message types; the message
+handlers' targets keep task ids and shapes in step with the state they drive).
+The image party's data set tests/fuzz/fixtures/image-party.npz is written here.  The fixture PKI in
 tests/fuzz/fixtures/pki (a test CA and an aggregator certificate valid for a
 century, with its private key: test material only) is made once and kept."""
 import io
@@ -99,6 +102,25 @@ def npz(compressed, n=(3, 1, 2), side=4):
 out("npz", "stored", npz(False))
 out("npz", "deflated", npz(True))
 out("npz", "flat-labels", npz(False, (2, 2, 2), 2).replace(b"(2, 1)", b"(2,)  ", 1))
+
+# ---- the image party's data set (tests/fuzz/fixtures/image-party.npz) -------
+# fuzz_image_party encodes it once at start-up: 6/2/2 images of 8x8, labels
+# 0..6, as numpy.savez writes DermaMNIST (its own generator: the seeds below
+# stay as they were).
+def image_party_npz():
+    g = np.random.default_rng(13)
+    parts = {}
+    for split, k in (("train", 6), ("val", 2), ("test", 2)):
+        parts[f"{split}_images"] = g.integers(0, 255, (k, 8, 8, 3), dtype=np.uint8)
+        parts[f"{split}_labels"] = (np.arange(k, dtype=np.uint8) % 7).reshape(k, 1)
+    b = io.BytesIO()
+    np.savez(b, **parts)
+    return b.getvalue()
+
+
+os.makedirs(os.path.join(HERE, "fixtures"), exist_ok=True)
+with open(os.path.join(HERE, "fixtures", "image-party.npz"), "wb") as f:
+    f.write(image_party_npz())
 
 # ---- PNG and JPEG (PIL); the fuzz targets prepend the signature --------------
 def img_bytes(im, fmt, **kw):
@@ -199,8 +221,9 @@ try:
     body = b"".join(l for l in pem.splitlines() if l and not l.startswith(b"-----"))
     out("crl", "two.der", base64.b64decode(body))
     out("crl", "serial", b"0x7A:15:70:05:3F:41:A1:8E")
-    # transcripts and the aggregator's message streams: written by the targets themselves
-    for target in ("transcript", "aggregator"):
+    # transcripts, the aggregator's message streams, the Admin calls and the parties'
+    # AggregatorMessage streams: written by the targets themselves
+    for target in ("transcript", "aggregator", "admin", "knowledge_party", "image_party"):
         fresh(target)
         d = os.path.join(CORPUS, target)
         os.makedirs(d)

@@ -1,0 +1,329 @@
+/* fuzz_image_party: the image party's AggregatorMessage handler
+ * (image-party/main.c: on_message -> on_encode and the chunk pump,
+ * on_classifier, Shutdown, the refusals), with the daemon's state set up as
+ * its main() sets it up.
+ *
+ * The daemon's main.c is compiled into this target as it is (#include below,
+ * its main() renamed), so its static handlers are reachable without touching
+ * the daemon.  The network side is a fake: the macros below rename the
+ * party-link calls main.c makes (vf_party_link_send, _queued, _start, _stop)
+ * to this file's fakes, which pack every message the party sends and decode
+ * it again, count the bytes "queued" (pump() stops at 1 MiB queued until a
+ * drain), and fail while the fake link is down, as the real link does with
+ * no stream.  Renaming, rather than defining vf_party_link_* here, keeps
+ * the link simple: the fuzz library's party_link.o (pulled in by
+ * daemon_setup.o) is linked too, and its symbols never clash with ours.
+ *
+ * At start-up (once per process): a tiny random-weight CLIP model
+ * (vf_make_model "tiny") in the private temporary directory, the fixture
+ * data set tests/fuzz/fixtures/image-party.npz (6/2/2 images, written by
+ * make_corpus.py), and the daemon's own load_privacy(), load_embeddings()
+ * and start_encoding() reading an INI (CPU, embedding cache on, embedding
+ * clipping and noise on with a fixed seed); the loop runs until the worker
+ * has encoded every split, so the party is ready as after a real start.
+ *
+ * The input is a list of records
+ *   [op] [len: 2 bytes big-endian] [len bytes]
+ * op % 6: 0 the bytes are an AggregatorMessage, unpacked with protobuf-c and
+ * handed to on_message as the link hands it over (undecodable bytes are
+ * dropped, as the link cancels the stream); 1 the queue drains (on_drain);
+ * 2 the link goes down (on_down; sends fail); 3 it comes back; 4 the party
+ * is "still encoding" (ready = 0: an EncodeSplit is deferred); 5 the
+ * encoding "finishes" (what encode_done does then: ready = 1 and the
+ * deferred EncodeSplit is answered).  Each input starts ready, link up,
+ * nothing queued or streaming, no received classifier.
+ *
+ * VF_FUZZ_WRITE_SEEDS=DIR writes seed inputs and exits; VF_FUZZ_VERBOSE=1
+ * prints each message the party sends. */
+#include "fuzz_util.h"
+
+#define vf_party_link_send fuzz_link_send
+#define vf_party_link_queued fuzz_link_queued
+#define vf_party_link_start fuzz_link_start
+#define vf_party_link_stop fuzz_link_stop
+#define main vf_ip_main_unused
+#include "../../image-party/main.c"
+#undef main
+
+#include "clip/make_model.h"
+
+#include <ftw.h>
+
+/* ---- the fake party link -------------------------------------------------------- */
+static size_t queued, n_sent, n_errors;
+static int link_up;
+int fuzz_link_send(vf_party_link *l, const Vflclip__V1__PartyMessage *m, vf_error *err) {
+    if (!link_up) return vf_fail(err, "fuzz: no stream to the aggregator");
+    size_t n = vflclip__v1__party_message__get_packed_size(m);
+    uint8_t *p = malloc(n + 1);
+    if (!p) abort();
+    vflclip__v1__party_message__pack(m, p);
+    Vflclip__V1__PartyMessage *back = vflclip__v1__party_message__unpack(NULL, n, p);
+    if (!back) abort();   /* the party sent something that does not decode */
+    if (back->body_case == VFLCLIP__V1__PARTY_MESSAGE__BODY_ERROR) n_errors++;
+    if (getenv("VF_FUZZ_VERBOSE")) {
+        fprintf(stderr, "image party sends task %llu body %d (%zu bytes)", (unsigned long long)back->task_id,
+                (int)back->body_case, n);
+        if (back->body_case == VFLCLIP__V1__PARTY_MESSAGE__BODY_ERROR) fprintf(stderr, ": %s", back->error->message);
+        if (back->body_case == VFLCLIP__V1__PARTY_MESSAGE__BODY_EMBEDDINGS)
+            fprintf(stderr, ": %s offset %llu count %u last %d", back->embeddings->split,
+                    (unsigned long long)back->embeddings->offset, back->embeddings->count, back->embeddings->last);
+        fprintf(stderr, "\n");
+    }
+    vflclip__v1__party_message__free_unpacked(back, NULL);
+    free(p);
+    queued += n;
+    n_sent++;
+    return 0;
+}
+size_t fuzz_link_queued(const vf_party_link *l) { return queued; }
+int fuzz_link_start(uv_loop_t *loop, const vf_party_link_config *cfg, const vf_party_link_handlers *h, vf_party_link **out,
+                    vf_error *err) {
+    return vf_fail(err, "fuzz: no link");
+}
+void fuzz_link_stop(vf_party_link *l) { link_up = 0; }
+
+/* ---- set-up ----------------------------------------------------------------------- */
+static char classifiers_dir[700];
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f) { return remove(p); }
+
+static void setup(void) {
+    vf_error err;
+    const char *fx = getenv("VF_FUZZ_FIXTURES") ? getenv("VF_FUZZ_FIXTURES") : "tests/fuzz/fixtures";
+    char model_dir[600], state[600], data[700], text[3000];
+    snprintf(model_dir, sizeof model_dir, "%s/model", fuzz_dir());
+    snprintf(state, sizeof state, "%s/ip-state", fuzz_dir());
+    snprintf(classifiers_dir, sizeof classifiers_dir, "%s/classifiers", state);
+    if (!realpath(fx, data)) {
+        fprintf(stderr, "fuzz_image_party: no fixtures at %s (run from the repository root or set VF_FUZZ_FIXTURES)\n", fx);
+        abort();
+    }
+    strncat(data, "/image-party.npz", sizeof data - strlen(data) - 1);
+    if (vf_make_model("tiny", 7, VF_DT_F32, model_dir, 0, &err)) {
+        fprintf(stderr, "fuzz_image_party: make model: %s\n", err.msg);
+        abort();
+    }
+    if (vf_mkdirs(state, 0700, &err)) abort();
+    snprintf(text, sizeof text,
+             "[aggregator]\nhost = agg.fuzz\n[model]\ndir = %s\n[data]\npath = %s\n[encode]\ndevice = cpu\nbatch = 4\n"
+             "[privacy]\nembed_clip = 1.5\nembed_noise = 0.5\nseed = 11\n[state]\ndir = %s\n",
+             model_dir, data, state);
+    static vf_ini ini;
+    if (vf_ini_load_string(&ini, text, "<fuzz image-party.ini>", fuzz_dir(), schema, &err)) {
+        fprintf(stderr, "fuzz_image_party: ini: %s\n", err.msg);
+        abort();
+    }
+    snprintf(g_state_dir, sizeof g_state_dir, "%s", state);
+    uv_loop_t *loop = uv_default_loop();
+    if (load_privacy(&ini, state, &err) || load_embeddings(&ini, state, &err) || start_encoding(loop, &err)) {
+        fprintf(stderr, "fuzz_image_party: set-up: %s\n", err.msg);
+        abort();
+    }
+    uv_run(loop, UV_RUN_DEFAULT);   /* until encode_done has closed the progress timer */
+    if (!g_p.ready) {
+        fprintf(stderr, "fuzz_image_party: the encoding failed: %s\n", g_p.enc_err.msg);
+        abort();
+    }
+    vf_log_set_level(getenv("VF_FUZZ_VERBOSE") ? VF_INFO : VF_ERROR + 1);   /* the daemon's log lines with VF_FUZZ_VERBOSE */
+}
+
+static void begin(void) {
+    nftw(classifiers_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    queued = n_sent = n_errors = 0;
+    link_up = 1;
+    g_p.ready = 1;
+    g_p.streaming = 0;
+    g_p.have_pending = 0;
+}
+
+static void apply(int op, const uint8_t *data, size_t n) {
+    switch (op % 6) {
+    case 0: {
+        Vflclip__V1__AggregatorMessage *m = vflclip__v1__aggregator_message__unpack(NULL, n, data);
+        if (!m) return;
+        on_message(NULL, m, NULL);
+        vflclip__v1__aggregator_message__free_unpacked(m, NULL);
+        return;
+    }
+    case 1: queued = 0; on_drain(NULL, NULL); return;
+    case 2: link_up = 0; on_down(NULL, "fuzz: link down", NULL); return;
+    case 3: link_up = 1; return;
+    case 4: g_p.ready = 0; return;
+    case 5:   /* encode_done's end, the tower already freed */
+        if (g_p.ready) return;
+        g_p.ready = 1;
+        if (g_p.have_pending) {
+            g_p.have_pending = 0;
+            on_encode(g_p.pending_task, &g_p.pending);
+        }
+        return;
+    }
+}
+
+static void end(void) {
+    if (getenv("VF_FUZZ_VERBOSE")) fprintf(stderr, "image party sent %zu messages, %zu errors\n", n_sent, n_errors);
+    g_p.streaming = 0;
+    g_p.have_pending = 0;
+}
+
+/* ---- seeds ------------------------------------------------------------------------- */
+typedef struct buf { uint8_t *p; size_t n, cap; } buf;
+static void put(buf *b, const void *d, size_t n) {
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 256;
+        b->p = realloc(b->p, b->cap);
+        if (!b->p) abort();
+    }
+    if (n) memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+static uint64_t seed_task;
+static void put_rec(buf *b, int op, Vflclip__V1__AggregatorMessage *m) {
+    size_t n = 0;
+    uint8_t *p = NULL;
+    if (m) {
+        m->task_id = ++seed_task;
+        n = vflclip__v1__aggregator_message__get_packed_size(m);
+        p = malloc(n + 1);
+        if (!p) abort();
+        vflclip__v1__aggregator_message__pack(m, p);
+    }
+    uint8_t h[3] = {(uint8_t)op, (uint8_t)(n >> 8), (uint8_t)n};
+    put(b, h, 3);
+    put(b, p, n);
+    apply(op, p, n);
+    free(p);
+}
+static void encode(buf *b, const char *split, uint32_t chunk, uint32_t view) {
+    Vflclip__V1__EncodeSplit es = VFLCLIP__V1__ENCODE_SPLIT__INIT;
+    es.split = (char *)split;
+    es.chunk_size = chunk;
+    es.view = view;
+    Vflclip__V1__AggregatorMessage m = VFLCLIP__V1__AGGREGATOR_MESSAGE__INIT;
+    m.body_case = VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_ENCODE_SPLIT;
+    m.encode_split = &es;
+    put_rec(b, 0, &m);
+}
+static void classifier(buf *b, const char *run_id, const uint8_t *data, size_t len) {
+    Vflclip__V1__ClassifierFile cf = VFLCLIP__V1__CLASSIFIER_FILE__INIT;
+    cf.run_id = (char *)run_id;
+    cf.data.data = (uint8_t *)data;
+    cf.data.len = len;
+    Vflclip__V1__AggregatorMessage m = VFLCLIP__V1__AGGREGATOR_MESSAGE__INIT;
+    m.body_case = VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_CLASSIFIER_FILE;
+    m.classifier_file = &cf;
+    put_rec(b, 0, &m);
+}
+static void other(buf *b) {   /* a knowledge party's task: refused here */
+    Vflclip__V1__Checkpoint ck = VFLCLIP__V1__CHECKPOINT__INIT;
+    ck.action = VFLCLIP__V1__CHECKPOINT_ACTION__CHECKPOINT_SAVE;
+    Vflclip__V1__AggregatorMessage m = VFLCLIP__V1__AGGREGATOR_MESSAGE__INIT;
+    m.body_case = VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_CHECKPOINT;
+    m.checkpoint = &ck;
+    put_rec(b, 0, &m);
+}
+static void shutdown_msg(buf *b) {
+    Vflclip__V1__Shutdown s = VFLCLIP__V1__SHUTDOWN__INIT;
+    s.reason = "run done";
+    Vflclip__V1__AggregatorMessage m = VFLCLIP__V1__AGGREGATOR_MESSAGE__INIT;
+    m.body_case = VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_SHUTDOWN;
+    m.shutdown = &s;
+    put_rec(b, 0, &m);
+}
+static void write_seed(const char *dir, const char *name, buf *b) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(b->p, 1, b->n, f) != b->n || fclose(f)) abort();
+    end();
+    free(b->p);
+    *b = (buf){0};
+    begin();
+}
+
+/* A classifier for this party (its fingerprints and width), as a finished run shares it. */
+static uint8_t *make_classifier(const char *run_id, int D, const char *model_fp, size_t *len) {
+    static const char *const names[3] = {"nevus", "melanoma", "keratosis"};
+    float text[3 * 64];
+    if (D > 64) abort();
+    for (int i = 0; i < 3 * D; i++) text[i] = (float)((i * 5) % 7) - 3;
+    vf_classifier k;
+    vf_error err;
+    char path[700];
+    snprintf(path, sizeof path, "%s/seed-classifier.safetensors", fuzz_dir());
+    char *data = NULL;
+    if (vf_classifier_init(&k, text, 3, D, 4.6f, names, "a photo of a {class}.", model_fp, g_p.pp_fingerprint, run_id,
+                           NULL, &err) ||
+        vf_classifier_save(&k, path, &err) || vf_read_file(path, &data, len, &err)) {
+        fprintf(stderr, "fuzz_image_party seeds: classifier: %s\n", err.msg);
+        abort();
+    }
+    vf_classifier_free(&k);
+    return (uint8_t *)data;
+}
+
+static void write_seeds(const char *dir) {
+    buf b = {0};
+    begin();
+    /* every split, as a run asks for them; a drain in between */
+    encode(&b, "train", 4, 0);
+    put_rec(&b, 1, NULL);
+    encode(&b, "val", 0, 0);
+    encode(&b, "test", 1, 0);
+    shutdown_msg(&b);
+    write_seed(dir, "splits", &b);
+    /* asked while still encoding: deferred, a second refused, answered at the end; the link drops mid-stream */
+    put_rec(&b, 4, NULL);
+    encode(&b, "train", 2, 0);
+    encode(&b, "val", 2, 0);
+    put_rec(&b, 5, NULL);
+    encode(&b, "val", 2, 0);
+    put_rec(&b, 2, NULL);
+    put_rec(&b, 3, NULL);
+    encode(&b, "test", 8192, 0);
+    write_seed(dir, "deferred", &b);
+    /* refusals */
+    encode(&b, "holdout", 2, 0);
+    encode(&b, "train", 2, 1);
+    encode(&b, "", 0, 0);
+    other(&b);
+    write_seed(dir, "refusals", &b);
+    /* classifiers: this party's (kept), again (refused), another model's, not a classifier, a bad run id */
+    size_t len1, len2;
+    uint8_t *good = make_classifier("run-a", g_p.D, g_p.fingerprint, &len1);
+    uint8_t *foreign = make_classifier("run-b", g_p.D, "0000000000000000000000000000000000000000000000000000000000000000", &len2);
+    classifier(&b, "run-a", good, len1);
+    classifier(&b, "run-a", good, len1);
+    classifier(&b, "run-b", foreign, len2);
+    classifier(&b, "run-c", good, len1);   /* run id inside is run-a */
+    classifier(&b, "run-d", (const uint8_t *)"not a safetensors file", 22);
+    classifier(&b, "../x", good, len1);
+    write_seed(dir, "classifiers", &b);
+    free(good);
+    free(foreign);
+    free(b.p);
+    fprintf(stderr, "fuzz_image_party seeds: written to %s\n", dir);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    setup();
+    const char *seeds = getenv("VF_FUZZ_WRITE_SEEDS");
+    if (seeds) {
+        write_seeds(seeds);
+        exit(0);
+    }
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    begin();
+    while (size >= 3) {
+        size_t n = (size_t)data[1] << 8 | data[2];
+        if (n > size - 3) n = size - 3;
+        apply(data[0], data + 3, n);
+        data += 3 + n, size -= 3 + n;
+    }
+    end();
+    return 0;
+}
