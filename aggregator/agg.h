@@ -85,6 +85,8 @@ typedef struct agg_run {
      * parties are not back yet) its plain fields (global_step, best_auc, ...)
      * hold the last committed values, for status. */
     vf_train_session sess;
+    long progress_file_step;         /* the progress.json on disk (progress.c): its committed step, */
+    int progress_file_is_commit;     /* and whether it is a commit (its position is that step) */
     int session_ready, epochs_reported;   /* epochs and steps already told to the log and the admins */
     long steps_reported;
     /* the task in flight */
@@ -152,7 +154,7 @@ void agg_transcript_open(void);
 void agg_transcript_record(const vf_peer_identity *peer, int sent, const ProtobufCMessage *m, const uint8_t *raw, size_t len);
 
 /* progress.c */
-int agg_progress_save(const agg_run *r, vf_error *err);
+int agg_progress_save(agg_run *r, vf_error *err);
 int agg_progress_load(agg_run *r, const char *run_dir, vf_error *err);
 /* The commit before the last becomes the run's progress again (the knowledge
  * party could not restore the last one), and is loaded. */

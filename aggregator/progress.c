@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int agg_progress_save(const agg_run *r, vf_error *err) {
+int agg_progress_save(agg_run *r, vf_error *err) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "run_id", r->id);
     cJSON_AddStringToObject(o, "state", agg_run_state_name(r->state));
@@ -26,8 +26,20 @@ int agg_progress_save(const agg_run *r, vf_error *err) {
     vf_train_session_state_to_json(&r->sess, o);
     char path[4500];
     snprintf(path, sizeof path, "%s/progress.json", r->dir);
-    int rc = vf_sealed_json_write(path, o, 1, err);
+    /* progress.json.prev keeps the commit a reader may need when this file
+     * cannot serve: rotated when the committed step moves (an epoch end that
+     * is also a checkpoint saves step N twice: both copies at N would leave
+     * no earlier commit to fall back to), and when a commit is about to be
+     * replaced by a position past it (an abort: `run continue` resumes from
+     * that commit). */
+    const int is_commit = r->sess.global_step == r->sess.committed_step;
+    const int rotate = r->sess.committed_step != r->progress_file_step || (r->progress_file_is_commit && !is_commit);
+    int rc = vf_sealed_json_write(path, o, rotate, err);
     cJSON_Delete(o);
+    if (rc == 0) {
+        r->progress_file_step = r->sess.committed_step;
+        r->progress_file_is_commit = is_commit;
+    }
     return rc;
 }
 
@@ -96,6 +108,10 @@ int agg_progress_load(agg_run *r, const char *run_dir, vf_error *err) {
         rc = vf_fail(err, "%s/progress.json: run_id, state, knowledge_party or image_parties missing", run_dir);
     else if (!r->session_ready) load_identity(r, run_dir, o);
     else rc = vf_train_session_state_from_json(&r->sess, o, "progress.json", err);
+    if (rc == 0) {
+        r->progress_file_step = r->sess.committed_step;
+        r->progress_file_is_commit = r->sess.global_step == r->sess.committed_step;
+    }
     cJSON_Delete(o);
     return rc;
 }

@@ -195,10 +195,13 @@ def test_train_and_evaluate_take_tokenizer(vflclip, ckpt, tok, tmp_path):
 
 
 def knowledge_party_ini(tmp_path, model, tokenizer=None):
+    """A knowledge party's INI beside a real knowledge-party kit (--check-config
+    checks the certificate's role before the model)."""
     kit = tmp_path / "kit"
-    kit.mkdir(exist_ok=True)
-    for f in ("cert.pem", "key.pem", "ca.crt"):
-        (kit / f).write_text("not read by --check-config\n")
+    if not kit.exists():
+        run([BUILD / "vflclip", "provision", "--out", tmp_path / "fed", "--aggregator", "localhost",
+             "--image-party", "a", "--knowledge-party", "derm"])
+        shutil.copytree(tmp_path / "fed" / "knowledge-party-derm", kit)
     ini = kit / "kp.ini"
     ini.write_text("[aggregator]\nhost = 127.0.0.1\n[model]\ndir = " + str(model) + "\n" +
                    (f"tokenizer = {tokenizer}\n" if tokenizer else "") + "[state]\ndir = state\n")
