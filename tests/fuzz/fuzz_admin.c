@@ -31,6 +31,7 @@
  * prints the run's state after each input. */
 #include "../../aggregator/agg.h"
 #include "rpc/rpc_internal.h"
+#include "fuzz_buf.h"
 #include "fuzz_util.h"
 #include "util/fileio.h"
 
@@ -40,30 +41,6 @@ agg g_agg;
 static vf_rpc_server *server;
 
 /* ---- HTTP/2 client frames, by hand (as fuzz_aggregator.c) ------------------- */
-typedef struct buf { uint8_t *p; size_t n, cap; } buf;
-static void put(buf *b, const void *d, size_t n) {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 256;
-        b->p = realloc(b->p, b->cap);
-        if (!b->p) abort();
-    }
-    if (n) memcpy(b->p + b->n, d, n);
-    b->n += n;
-}
-static void frame(buf *b, uint8_t type, uint8_t flags, uint32_t sid, const uint8_t *payload, size_t n) {
-    uint8_t h[9] = {(uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n, type, flags,
-                    (uint8_t)(sid >> 24), (uint8_t)(sid >> 16), (uint8_t)(sid >> 8), (uint8_t)sid};
-    put(b, h, 9);
-    put(b, payload, n);
-}
-static void hpack_literal(buf *b, const char *name, const char *value) {
-    uint8_t z = 0, nl = (uint8_t)strlen(name), vl = (uint8_t)strlen(value);   /* both < 127 */
-    put(b, &z, 1);
-    put(b, &nl, 1);
-    put(b, name, nl);
-    put(b, &vl, 1);
-    put(b, value, vl);
-}
 static void headers(buf *b, uint32_t sid, const char *path) {
     buf h = {0};
     hpack_literal(&h, ":method", "POST");
@@ -312,24 +289,4 @@ static void write_seeds(const char *dir) {
     fprintf(stderr, "fuzz_admin seeds: written to %s\n", dir);
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    setup();
-    const char *seeds = getenv("VF_FUZZ_WRITE_SEEDS");
-    if (seeds) {
-        write_seeds(seeds);
-        exit(0);
-    }
-    return 0;
-}
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    begin();
-    while (size >= 3) {
-        size_t n = (size_t)data[1] << 8 | data[2];
-        if (n > size - 3) n = size - 3;
-        apply(data[0], data + 3, n);
-        data += 3 + n, size -= 3 + n;
-    }
-    end();
-    return 0;
-}
+#include "fuzz_records.h"

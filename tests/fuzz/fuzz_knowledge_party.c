@@ -30,6 +30,7 @@
  *
  * VF_FUZZ_WRITE_SEEDS=DIR writes seed inputs and exits; VF_FUZZ_VERBOSE=1
  * prints each message the party sends. */
+#include "fuzz_buf.h"
 #include "fuzz_util.h"
 
 #define vf_party_link_send fuzz_link_send
@@ -124,16 +125,6 @@ static void end(void) {
 }
 
 /* ---- seeds ------------------------------------------------------------------------- */
-typedef struct buf { uint8_t *p; size_t n, cap; } buf;
-static void put(buf *b, const void *d, size_t n) {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 256;
-        b->p = realloc(b->p, b->cap);
-        if (!b->p) abort();
-    }
-    if (n) memcpy(b->p + b->n, d, n);
-    b->n += n;
-}
 static uint64_t seed_task;
 /* Appends a record and plays it. */
 static void put_rec(buf *b, int op, Vflclip__V1__AggregatorMessage *m) {
@@ -267,25 +258,4 @@ static void write_seeds(const char *dir) {
     fprintf(stderr, "fuzz_knowledge_party seeds: written to %s\n", dir);
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    setup();
-    const char *seeds = getenv("VF_FUZZ_WRITE_SEEDS");
-    if (seeds) {
-        write_seeds(seeds);
-        end();
-        exit(0);
-    }
-    return 0;
-}
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    begin();
-    while (size >= 3) {
-        size_t n = (size_t)data[1] << 8 | data[2];
-        if (n > size - 3) n = size - 3;
-        apply(data[0], data + 3, n);
-        data += 3 + n, size -= 3 + n;
-    }
-    end();
-    return 0;
-}
+#include "fuzz_records.h"
