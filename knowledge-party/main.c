@@ -173,6 +173,13 @@ static void on_text_backward(uint64_t task, const Vflclip__V1__TextBackward *tb)
         send_error(task, VF_GRPC_INVALID_ARGUMENT, "TextBackward: learning rate is not a finite non-negative number");
         return;
     }
+    for (size_t i = 0; i < g->n_data; i++)
+        if (!isfinite(g->data[i])) {   /* found by fuzz_knowledge_party: a NaN reached the text tower's exp */
+            char msg[160];
+            snprintf(msg, sizeof msg, "TextBackward step %" PRIu64 ": dL/dT value %zu is not finite", tb->step, i);
+            send_error(task, VF_GRPC_INVALID_ARGUMENT, msg);
+            return;
+        }
     if (vf_context_learner_update(&g_kp.learner, g->data, tb->learning_rate, &err) ||
         send_features(task, tb->step + 1, &err))
         send_error(task, VF_GRPC_INTERNAL, err.msg);

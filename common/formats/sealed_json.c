@@ -33,21 +33,28 @@ int vf_sealed_json_write(const char *path, cJSON *o, int keep_previous, vf_error
     cJSON_AddStringToObject(o, SEAL_KEY, hex);
     char *text = cJSON_Print(o);
     if (!text) return vf_fail(err, "%s: out of memory", path);
+    /* The new file is written and synced first; then the file in force
+     * becomes .prev (a rename, so the two never share an inode) and the new
+     * one takes its name: between the two renames (microseconds) only .prev
+     * exists, which readers fall back to. */
+    vf_atomic_file f;
+    int rc = vf_atomic_open(&f, path, err);
+    if (rc == 0) rc = vf_atomic_write(&f, text, strlen(text), err);
+    free(text);
+    if (rc) {
+        vf_atomic_abort(&f);
+        return -1;
+    }
     if (keep_previous) {
-        /* The file in force becomes .prev (a rename, so the two never share
-         * an inode); a crash before the new file lands leaves .prev, which
-         * is still the last good state, and readers fall back to it. */
         char prev[4200];
         snprintf(prev, sizeof prev, "%s.prev", path);
-        if (rename(path, prev) != 0 && errno != ENOENT) {
+        if (fsync(f.fd) != 0 || (rename(path, prev) != 0 && errno != ENOENT)) {
             vf_fail(err, "%s: cannot keep the previous copy as %s: %s", path, prev, strerror(errno));
-            free(text);
+            vf_atomic_abort(&f);
             return -1;
         }
     }
-    int rc = vf_write_atomic(path, text, strlen(text), err);
-    free(text);
-    return rc;
+    return vf_atomic_commit(&f, err);
 }
 
 cJSON *vf_sealed_json_read(const char *path, vf_error *err) {
