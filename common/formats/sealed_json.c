@@ -33,10 +33,6 @@ int vf_sealed_json_write(const char *path, cJSON *o, int keep_previous, vf_error
     cJSON_AddStringToObject(o, SEAL_KEY, hex);
     char *text = cJSON_Print(o);
     if (!text) return vf_fail(err, "%s: out of memory", path);
-    /* The new file is written and synced first; then the file in force
-     * becomes .prev (a rename, so the two never share an inode) and the new
-     * one takes its name: between the two renames (microseconds) only .prev
-     * exists, which readers fall back to. */
     vf_atomic_file f;
     int rc = vf_atomic_open(&f, path, err);
     if (rc == 0) rc = vf_atomic_write(&f, text, strlen(text), err);
@@ -45,16 +41,13 @@ int vf_sealed_json_write(const char *path, cJSON *o, int keep_previous, vf_error
         vf_atomic_abort(&f);
         return -1;
     }
-    if (keep_previous) {
-        char prev[4200];
-        snprintf(prev, sizeof prev, "%s.prev", path);
-        if (fsync(f.fd) != 0 || (rename(path, prev) != 0 && errno != ENOENT)) {
-            vf_fail(err, "%s: cannot keep the previous copy as %s: %s", path, prev, strerror(errno));
-            vf_atomic_abort(&f);
-            return -1;
-        }
-    }
-    return vf_atomic_commit(&f, err);
+    if (!keep_previous) return vf_atomic_commit(&f, err);
+    /* The file in force becomes .prev by renames (the two never share an
+     * inode, so damage in place cannot reach both), and path never goes
+     * missing in between. */
+    char prev[4200];
+    snprintf(prev, sizeof prev, "%s.prev", path);
+    return vf_atomic_commit_keeping(&f, prev, err);
 }
 
 cJSON *vf_sealed_json_read(const char *path, vf_error *err) {

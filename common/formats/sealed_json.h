@@ -13,8 +13,8 @@
 typedef struct cJSON cJSON;
 
 /* Adds "sha256" to o (replacing one already there) and writes it to path
- * atomically; with keep_previous, the file being replaced is first renamed
- * to path.prev (a reader that finds no path falls back to it). */
+ * atomically; with keep_previous, the file it replaces becomes path.prev
+ * (vf_atomic_commit_keeping: path is never missing meanwhile). */
 int vf_sealed_json_write(const char *path, cJSON *o, int keep_previous, vf_error *err);
 /* The object of a sealed file, its "sha256" checked and removed; NULL and err
  * (naming the file: missing, not JSON, no checksum, checksum mismatch). */

@@ -76,6 +76,23 @@ int vf_atomic_commit(vf_atomic_file *f, vf_error *err) {
     return 0;
 }
 
+int vf_atomic_commit_keeping(vf_atomic_file *f, const char *prev, vf_error *err) {
+    if (fsync(f->fd) != 0) { vf_fail_errno(err, f->tmp); vf_atomic_abort(f); return -1; }
+    if (close(f->fd) != 0) { f->fd = -1; vf_fail_errno(err, f->tmp); unlink(f->tmp); return -1; }
+    f->fd = -1;
+    if (renameat2(AT_FDCWD, f->tmp, AT_FDCWD, f->path, RENAME_EXCHANGE) == 0) {
+        /* f->tmp now names the replaced file */
+        if (rename(f->tmp, prev) != 0) { vf_fail_errno(err, prev); unlink(f->tmp); return -1; }
+    } else if (errno == ENOENT) {   /* nothing to keep yet */
+        if (rename(f->tmp, f->path) != 0) { vf_fail_errno(err, f->path); unlink(f->tmp); return -1; }
+    } else {                        /* no exchange here: the short window of two renames */
+        if (rename(f->path, prev) != 0 && errno != ENOENT) { vf_fail_errno(err, prev); unlink(f->tmp); return -1; }
+        if (rename(f->tmp, f->path) != 0) { vf_fail_errno(err, f->path); unlink(f->tmp); return -1; }
+    }
+    fsync_dir_of(f->path);
+    return 0;
+}
+
 void vf_atomic_abort(vf_atomic_file *f) {
     if (f->fd >= 0) close(f->fd);
     f->fd = -1;

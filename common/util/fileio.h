@@ -21,6 +21,12 @@ typedef struct vf_atomic_file {
 int vf_atomic_open(vf_atomic_file *f, const char *path, vf_error *err);
 int vf_atomic_write(vf_atomic_file *f, const void *data, size_t len, vf_error *err);
 int vf_atomic_commit(vf_atomic_file *f, vf_error *err);
+/* Commit, keeping the file it replaces as `prev` (when there was one), with
+ * no moment at which path is missing: the new file and the old one swap
+ * names in one step (renameat2 RENAME_EXCHANGE), then the old one becomes
+ * prev.  On a file system without the exchange, path is renamed to prev
+ * and the new file renamed over it right after. */
+int vf_atomic_commit_keeping(vf_atomic_file *f, const char *prev, vf_error *err);
 void vf_atomic_abort(vf_atomic_file *f);
 /* mkdir -p */
 int vf_mkdirs(const char *path, int mode, vf_error *err);
