@@ -91,12 +91,12 @@ $(BUILD)/obj/%.o: %.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
-# --version (common/util/version.c): the tree's git revision and the build's
+# --version (common/daemon/version.c): the tree's git revision and the build's
 # optimisation flags; version.o alone is rebuilt when either changes.
 VF_GIT_REV := $(or $(shell git describe --always --dirty --exclude='*' 2>/dev/null),unknown)
 VF_VERSION_STAMP := $(shell mkdir -p $(BUILD)/gen && { echo '$(VF_GIT_REV) $(OPT)' | cmp -s - $(BUILD)/gen/version-stamp || echo '$(VF_GIT_REV) $(OPT)' > $(BUILD)/gen/version-stamp; })
-$(BUILD)/obj/common/util/version.o: $(BUILD)/gen/version-stamp
-$(BUILD)/obj/common/util/version.o: CPPFLAGS += -DVF_GIT_REV='"$(VF_GIT_REV)"' -DVF_BUILD_OPT='"$(OPT)"'
+$(BUILD)/obj/common/daemon/version.o: $(BUILD)/gen/version-stamp
+$(BUILD)/obj/common/daemon/version.o: CPPFLAGS += -DVF_GIT_REV='"$(VF_GIT_REV)"' -DVF_BUILD_OPT='"$(OPT)"'
 
 $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(dir $@)

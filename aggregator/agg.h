@@ -27,7 +27,7 @@
 #define AGG_MAX_PARTIES 256
 #define AGG_DEFAULT_MAX_PARTIES 64
 #define AGG_DEFAULT_HELLO_TIMEOUT_MS 10000
-#include "util/version.h"
+#include "daemon/version.h"
 #define AGG_VERSION VF_VERSION
 
 typedef struct agg_party {

@@ -2,7 +2,7 @@
 #include "cli/commands.h"
 #include "util/log.h"
 #include "cpu/blas_setup.h"
-#include "util/version.h"
+#include "daemon/version.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -4,7 +4,7 @@
 #include "daemon/notify.h"
 #include "util/fileio.h"
 #include "util/log.h"
-#include "util/version.h"
+#include "daemon/version.h"
 
 #include <signal.h>
 #include <string.h>

@@ -9,7 +9,7 @@
 #include "daemon/ini_config.h"
 #include "daemon/party_link.h"
 #include "rpc/rpc.h"
-#include "util/version.h"
+#include "daemon/version.h"
 
 /* Schema rows shared by the daemons (paste into a schema array). */
 #define VF_INI_TLS_KEYS                                                                                           \

@@ -21,7 +21,7 @@
 #include "util/vf_error.h"
 
 #ifndef VF_SOFTWARE_VERSION
-#include "util/version.h"
+#include "daemon/version.h"
 #define VF_SOFTWARE_VERSION VF_VERSION
 #endif
 

@@ -15,7 +15,7 @@ FIELDS = ["version", "git revision", "build options", "BLAS core", "CUDA"]
 
 
 def version_constant():
-    text = (ROOT / "common/util/version.h").read_text()
+    text = (ROOT / "common/daemon/version.h").read_text()
     return re.search(r'#define VF_VERSION "([^"]+)"', text).group(1)
 
 
@@ -75,5 +75,5 @@ def test_no_stray_version_literal():
     run_settings take VF_VERSION."""
     hits = subprocess.run(["grep", "-rn", "--include=*.c", "--include=*.h", '"vflclip 0\\.[0-9]"', "common", "aggregator",
                            "image-party", "knowledge-party"], cwd=ROOT, capture_output=True, text=True).stdout
-    hits = [h for h in hits.splitlines() if not h.startswith("common/util/version.h")]
+    hits = [h for h in hits.splitlines() if not h.startswith("common/daemon/version.h")]
     assert not hits, hits

@@ -1,5 +1,5 @@
 /* version: the `--version` report (see version.h). */
-#include "util/version.h"
+#include "daemon/version.h"
 #include "cpu/blas_setup.h"
 #include "device/device.h"
 

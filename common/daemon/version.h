@@ -2,8 +2,8 @@
  * every program prints (vflclip, vflclip-aggregator, vflclip-image-party,
  * vflclip-knowledge-party): version, git revision captured at build time,
  * build options, OpenBLAS's kernel set and whether CUDA is usable here. */
-#ifndef VF_UTIL_VERSION_H
-#define VF_UTIL_VERSION_H
+#ifndef VF_DAEMON_VERSION_H
+#define VF_DAEMON_VERSION_H
 
 #include <stdio.h>
 
