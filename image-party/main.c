@@ -21,6 +21,7 @@
 #include "clip/clip_model.h"
 #include "coop/classifier.h"
 #include "daemon/daemon_setup.h"
+#include "data/model_encoder.h"
 #include "daemon/notify.h"
 #include "daemon/peer_limits.h"
 #include "data/dataset.h"
@@ -333,18 +334,10 @@ static int parse_codes(const char *csv, char ***codes, int *n, vf_error *err) {
     return *codes ? 0 : vf_fail(err, "out of memory");
 }
 
-static int encode_on_device(void *ctx, const float *pixels, int B, float *out, vf_error *err) {
-    return vf_device_vision_encode(ctx, pixels, B, out, err);
-}
-
 /* What the worker thread encodes with: the tower on its device, the
  * preprocessing and the cache; freed when the encoding is done. */
 static struct {
-    vf_vision_tower vt;
-    vf_preprocess_cfg pp;
-    vf_device dev;
-    vf_device_vision dv;
-    vf_image_encoder enc;
+    vf_model_encoder me;     /* preprocessing, tower and device, opened at start-up */
     int cache;
     char cache_dir[4200];
     char **codes;
@@ -376,26 +369,18 @@ static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) 
     vf_dataset_options o = {.class_codes = (const char *const *)codes, .n_classes = n_codes,
                             .image_dir = image_dir[0] ? image_dir : NULL, .split_seed = (unsigned long long)split_seed};
     if (vf_dataset_open(&g_p.ds, data, &o, err)) return -1;
-    if (vf_model_preprocess_config(model, &g_enc.pp, err) || vf_vision_load(&g_enc.vt, model, (int)batch, err)) return -1;
-    if (g_enc.vt.random_weights)
+    if (vf_model_encoder_open(&g_enc.me, model, (int)batch, device, precision, err)) return -1;
+    if (g_enc.me.vt.random_weights)
         vf_log(VF_WARN, "event=random_weights model=%s detail=\"RANDOM weights: metrics mean nothing about dermatology\"", model);
-    vf_fingerprint_hex(g_enc.vt.fingerprint, g_p.fingerprint);
-    g_p.D = g_enc.vt.embed_dim;
-    vf_preprocess_fingerprint(&g_enc.pp, g_p.pp_fingerprint);   /* the device is left out: a GPU party may train with a CPU one */
-    if (vf_device_open(&g_enc.dev, device, precision, err)) { vf_vision_free(&g_enc.vt); return -1; }
-    if (g_enc.dev.precision != VF_PREC_FP32) { /* but not in another precision (issue 18): refused at Hello; fp32 unchanged */
+    vf_fingerprint_hex(g_enc.me.vt.fingerprint, g_p.fingerprint);
+    g_p.D = g_enc.me.vt.embed_dim;
+    vf_preprocess_fingerprint(&g_enc.me.pp, g_p.pp_fingerprint);   /* the device is left out: a GPU party may train with a CPU one */
+    if (g_enc.me.dev.precision != VF_PREC_FP32) { /* but not in another precision (issue 18): refused at Hello; fp32 unchanged */
         char text[128];
         unsigned char d[32];
-        int n = snprintf(text, sizeof text, "%s precision=%s", g_p.pp_fingerprint, vf_device_precision_name(g_enc.dev.precision));
+        int n = snprintf(text, sizeof text, "%s precision=%s", g_p.pp_fingerprint, vf_device_precision_name(g_enc.me.dev.precision));
         vf_sha256(text, (size_t)n, d);
         vf_sha256_to_hex(d, g_p.pp_fingerprint);
-    }
-    if (vf_device_vision_open(&g_enc.dv, &g_enc.dev, &g_enc.vt, err)) { vf_device_close(&g_enc.dev); vf_vision_free(&g_enc.vt); return -1; }
-    g_enc.enc = vf_image_encoder_cpu(&g_enc.vt);
-    if (g_enc.dev.kind != VF_DEVICE_CPU) {
-        g_enc.enc.encode = encode_on_device;
-        g_enc.enc.ctx = &g_enc.dv;
-        snprintf(g_enc.enc.compute, sizeof g_enc.enc.compute, "%s-%s", vf_device_kind_name(g_enc.dev.kind), vf_device_precision_name(g_enc.dev.precision));
     }
     snprintf(g_enc.cache_dir, sizeof g_enc.cache_dir, "%s/embeddings", state);
     g_enc.cache = cache;
@@ -424,12 +409,12 @@ static void encode_work(uv_work_t *w) {
         g_p.emb[k] = malloc((size_t)n * g_p.D * sizeof(float));
         if (!g_p.emb[k]) { rc = vf_fail(err, "out of memory for %d embeddings", n); break; }
         vf_embed_stats st;
-        rc = vf_embed_split(&g_p.ds, (vf_split)k, &g_enc.enc, &g_enc.pp, g_enc.cache ? g_enc.cache_dir : NULL, g_p.emb[k], &st,
+        rc = vf_embed_split(&g_p.ds, (vf_split)k, &g_enc.me.enc, &g_enc.me.pp, g_enc.cache ? g_enc.cache_dir : NULL, g_p.emb[k], &st,
                             on_split_progress, &base, err);
         base += n;
         __atomic_store_n(&g_p.enc_done, base, __ATOMIC_RELAXED);
         if (!rc) vf_log(VF_INFO, "event=split_encoded split=%s images=%d cache_hit=%d encoded=%d compute=%s", vf_split_name((vf_split)k),
-                        n, st.cache_hit, st.encoded, g_enc.enc.compute);
+                        n, st.cache_hit, st.encoded, g_enc.me.enc.compute);
     }
     if (rc == 0 && g_p.privacy.clip > 0) {
         for (int k = 0; k < VF_SPLIT_COUNT; k++)
@@ -466,9 +451,7 @@ static void on_progress_timer(uv_timer_t *t) {
 static void encode_done(uv_work_t *w, int status) {
     uv_timer_stop(&g_p.progress_timer);
     uv_close((uv_handle_t *)&g_p.progress_timer, NULL);
-    vf_device_vision_close(&g_enc.dv);
-    vf_device_close(&g_enc.dev);
-    vf_vision_free(&g_enc.vt);
+    vf_model_encoder_close(&g_enc.me);
     for (int i = 0; i < g_enc.n_codes; i++) free(g_enc.codes[i]);
     free(g_enc.codes);
     g_enc.codes = NULL;

@@ -4,6 +4,7 @@
  * Images are encoded as `vflclip train` encodes them: a data set through
  * cli/coop_setup (device, precision, embedding cache), single files through
  * the same device tower and preprocessing. */
+#include "data/model_encoder.h"
 #include "cli/commands.h"
 #include "cli/coop_options.h"
 #include "cli/coop_setup.h"
@@ -144,26 +145,21 @@ static int check_fingerprints(const vf_classifier *k, const predict_args *a, con
 /* Single image files: the device tower (as coop_setup uses it), no labels. */
 static int predict_images(const predict_args *a, const vf_classifier *k, const vf_preprocess_cfg *pp, const char *pp_fp,
                           FILE *out, vf_error *err) {
-    vf_vision_tower vt;
-    if (vf_vision_load(&vt, a->model, a->embed_batch > 0 ? a->embed_batch : 32, err)) return -1;
+    vf_model_encoder me;
+    if (vf_model_encoder_open(&me, a->model, a->embed_batch > 0 ? a->embed_batch : 32, a->device, a->precision, err))
+        return -1;
+    const vf_vision_tower *vt = &me.vt;
     char fp[65];
-    vf_fingerprint_hex(vt.fingerprint, fp);
+    vf_fingerprint_hex(vt->fingerprint, fp);
     int rc = -1;
     float *px = NULL, *emb = NULL, *probs = NULL;
-    vf_device dev;
-    vf_device_vision dv;
-    int dev_open = 0, dv_open = 0;
     if (check_fingerprints(k, a, fp, pp_fp, err)) goto out;
-    if (vt.embed_dim != k->D) { vf_fail(err, "%s: features are %d wide, %s's embeddings %d", a->classifier, k->D, a->model, vt.embed_dim); goto out; }
-    const int S = vt.image_size;
+    if (vt->embed_dim != k->D) { vf_fail(err, "%s: features are %d wide, %s's embeddings %d", a->classifier, k->D, a->model, vt->embed_dim); goto out; }
+    const int S = vt->image_size;
     if (pp->crop_h != S || pp->crop_w != S) {
         vf_fail(err, "%s: preprocessor crop %dx%d does not match the model's image_size %d", a->model, pp->crop_h, pp->crop_w, S);
         goto out;
     }
-    if (vf_device_open(&dev, a->device, a->precision, err)) goto out;
-    dev_open = 1;
-    if (vf_device_vision_open(&dv, &dev, &vt, err)) goto out;
-    dv_open = 1;
     const int B = a->embed_batch > 0 ? a->embed_batch : 32;
     const long per = 3L * S * S;
     px = malloc(sizeof(float) * per * B);
@@ -180,14 +176,12 @@ static int predict_images(const predict_args *a, const vf_classifier *k, const v
             vf_image_free(&img);
             if (r) goto out;
         }
-        if (vf_device_vision_encode(&dv, px, m, emb, err) || vf_classifier_scores(k, emb, m, probs, err)) goto out;
+        if (vf_model_encoder_encode(&me, px, m, emb, err) || vf_classifier_scores(k, emb, m, probs, err)) goto out;
         for (int j = 0; j < m; j++) write_row(out, k, a->jsonl, "", a->images[i0 + j], -1, probs + (size_t)j * k->C);
     }
     rc = 0;
 out:
-    if (dv_open) vf_device_vision_close(&dv);
-    if (dev_open) vf_device_close(&dev);
-    vf_vision_free(&vt);
+    vf_model_encoder_close(&me);
     free(px); free(emb); free(probs);
     return rc;
 }

@@ -1,8 +1,8 @@
 /* coop_setup: towers, tokenizer, data set and cached embeddings for the
  * CoOp commands. */
-#include "clip/model_preprocess.h"
 #include "cli/coop_setup.h"
 #include "data/embed_cache.h"
+#include "data/model_encoder.h"
 #include "image/preprocess.h"
 #include "util/log.h"
 #include "util/progress.h"
@@ -31,10 +31,6 @@ static void on_embed_progress(void *ctx, vf_split s, int done, int total) {
     if (done >= total) vf_progress_end(&p->bar);
 }
 
-static int encode_on_device(void *ctx, const float *pixels, int B, float *out, vf_error *err) {
-    return vf_device_vision_encode(ctx, pixels, B, out, err);
-}
-
 static void warn_random(const char *model_dir) {
     fprintf(stderr,
             "vflclip: WARNING: %s holds RANDOM weights (made by make-model): its embeddings and every metric\n"
@@ -56,13 +52,13 @@ int vf_coop_setup_open(vf_coop_setup *s, const vf_coop_setup_options *o, vf_erro
     int any = 0;
     for (int k = 0; k < VF_SPLIT_COUNT; k++) any |= o->want[k] && s->ds.split[k].n > 0;
     if (!any) return 0;
-    vf_preprocess_cfg pp;
-    if (vf_model_preprocess_config(o->model_dir, &pp, err)) goto fail;
-    vf_vision_tower vt;
-    if (vf_vision_load(&vt, o->model_dir, o->embed_batch > 0 ? o->embed_batch : 32, err)) goto fail;
-    if (vt.random_weights) s->random_weights = 1;
-    if (memcmp(vt.fingerprint, s->text.fingerprint, sizeof vt.fingerprint) != 0) {
-        vf_vision_free(&vt);
+    vf_model_encoder me;
+    if (vf_model_encoder_open(&me, o->model_dir, o->embed_batch > 0 ? o->embed_batch : 32, o->device, o->precision, err))
+        goto fail;
+    const vf_vision_tower *vt = &me.vt;
+    if (vt->random_weights) s->random_weights = 1;
+    if (memcmp(vt->fingerprint, s->text.fingerprint, sizeof vt->fingerprint) != 0) {
+        vf_model_encoder_close(&me);
         vf_fail(err, "%s: the vision and text towers have different fingerprints", o->model_dir);
         goto fail;
     }
@@ -70,36 +66,23 @@ int vf_coop_setup_open(vf_coop_setup *s, const vf_coop_setup_options *o, vf_erro
     char cache_dir[4096];
     if (o->cache_dir) snprintf(cache_dir, sizeof cache_dir, "%s", o->cache_dir);
     else vf_embed_cache_default_dir(cache_dir, sizeof cache_dir);
-    vf_device dev;
-    vf_device_vision dv;
-    if (vf_device_open(&dev, o->device, o->precision, err)) { vf_vision_free(&vt); goto fail; }
-    if (vf_device_vision_open(&dv, &dev, &vt, err)) { vf_device_close(&dev); vf_vision_free(&vt); goto fail; }
-    vf_image_encoder enc = vf_image_encoder_cpu(&vt);
-    if (dev.kind != VF_DEVICE_CPU) {
-        enc.encode = encode_on_device;
-        enc.ctx = &dv;
-        snprintf(enc.compute, sizeof enc.compute, "%s-%s", vf_device_kind_name(dev.kind),
-                 vf_device_precision_name(dev.precision));
-    }
     embed_progress prog = {.tty = o->tty, .split = -1};
     int rc = 0;
     for (int k = 0; k < VF_SPLIT_COUNT && rc == 0; k++) {
         vf_split_data *d = &s->ds.split[k];
-        s->split[k] = (vf_embedded_split){.n = 0, .D = vt.embed_dim, .emb = NULL, .labels = d->labels};
+        s->split[k] = (vf_embedded_split){.n = 0, .D = vt->embed_dim, .emb = NULL, .labels = d->labels};
         if (!o->want[k] || d->n == 0) continue;
-        s->emb[k] = malloc((size_t)d->n * vt.embed_dim * sizeof(float));
+        s->emb[k] = malloc((size_t)d->n * vt->embed_dim * sizeof(float));
         if (!s->emb[k]) { rc = vf_fail(err, "out of memory for %d embeddings", d->n); break; }
         vf_embed_stats st;
-        rc = vf_embed_split(&s->ds, (vf_split)k, &enc, &pp, o->no_cache ? NULL : cache_dir, s->emb[k], &st,
+        rc = vf_embed_split(&s->ds, (vf_split)k, &me.enc, &me.pp, o->no_cache ? NULL : cache_dir, s->emb[k], &st,
                             on_embed_progress, &prog, err);
         s->cache_hits += st.cache_hit;
         s->encoded += st.encoded;
         s->split[k].n = d->n;
         s->split[k].emb = s->emb[k];
     }
-    vf_device_vision_close(&dv);
-    vf_device_close(&dev);
-    vf_vision_free(&vt);
+    vf_model_encoder_close(&me);
     if (rc) goto fail;
     vf_log(VF_INFO, "event=embeddings_ready cache_hits=%d images_encoded=%d cache_dir=%s", s->cache_hits, s->encoded,
            o->no_cache ? "off" : cache_dir);
