@@ -49,11 +49,20 @@ typedef struct embed_args {
 } embed_args;
 
 /* Collects the values after a list option up to the next --option. */
+/* The values after a list option, appended: `--image a.png --image b.png`
+ * keeps both (a list only pointed into argv once, so the last one won).
+ * The arrays (argv-sized, pointing into argv) live as long as the command. */
 static int take_list(int argc, char **argv, int *i, char ***list, int *n) {
-    *list = argv + *i + 1;
-    *n = 0;
-    while (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2) != 0) { (*i)++; (*n)++; }
-    return *n > 0 ? 0 : -1;
+    if (!*list && !(*list = calloc((size_t)argc, sizeof **list))) return -1;
+    int before = *n;
+    while (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2) != 0) (*list)[(*n)++] = argv[++*i];
+    return *n > before ? 0 : -1;
+}
+
+static void free_args(embed_args *a) {
+    free(a->images);
+    free(a->texts);
+    free(a->token_ids);
 }
 
 static int parse_args(int argc, char **argv, embed_args *a) {
@@ -267,9 +276,10 @@ static int describe(const char *model, vf_error *err) {
 int vf_cmd_embed(int argc, char **argv) {
     /* main() already chose the OpenBLAS kernels and OpenMP waiting (cpu/blas_setup.h). */
     embed_args a;
-    if (parse_args(argc, argv, &a) != 0) { usage(stderr); return 2; }
+    if (parse_args(argc, argv, &a) != 0) { free_args(&a); usage(stderr); return 2; }
     vf_error err = {{0}};
     if (a.describe) {
+        free_args(&a);
         if (describe(a.model, &err) == 0) return 0;
         fprintf(stderr, "embed: %s\n", err.msg);
         return 1;
@@ -298,6 +308,7 @@ int vf_cmd_embed(int argc, char **argv) {
     }
     if (rc == 0) rc = write_out(a.out, emb, n, d, &err);
     free(emb);
+    free_args(&a);
     if (rc != 0) {
         fprintf(stderr, "embed: %s\n", err.msg);
         return 1;

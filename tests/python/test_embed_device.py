@@ -83,3 +83,34 @@ def test_device_option_mistakes(vflclip, tmp_path):
         p = run([vflclip, "embed", "--model", model, "--pixels", tmp_path / "x.npy", "--out", tmp_path / "x_out.npy",
                  opt, value], check=False)
         assert p.returncode == 2 and needle in p.stderr, p.stderr
+
+
+def test_repeated_image_and_text_options_keep_every_value(vflclip, tmp_path):
+    """`--image a --image b` embeds both, in order (once only the last list was
+    kept); the same for --text.  Each row equals the embedding of that input
+    alone (to BLAS rounding across batch sizes), and the texts' rows equal
+    transformers' text features."""
+    from PIL import Image
+    from transformers import CLIPTokenizerFast
+    model = make_model(vflclip, tmp_path)
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    run([vflclip, "embed", "--model", model, "--image", paths[0], "--image", paths[1], paths[2], "--out", tmp_path / "all.npy"])
+    both = np.load(tmp_path / "all.npy")
+    assert both.shape[0] == 3
+    for i, p in enumerate(paths):
+        run([vflclip, "embed", "--model", model, "--image", p, "--out", tmp_path / f"one{i}.npy"])
+        assert np.allclose(both[i], np.load(tmp_path / f"one{i}.npy")[0], atol=1e-5)   # batch of 3 vs 1: BLAS rounding
+    texts = ["a photo of a mole", "a dermatoscopic image"]
+    run([vflclip, "embed", "--model", model, "--text", texts[0], "--text", texts[1], "--out", tmp_path / "t.npy"])
+    got = np.load(tmp_path / "t.npy")
+    hf = CLIPModel.from_pretrained(str(model)).eval()
+    tok = CLIPTokenizerFast.from_pretrained(str(model))
+    with torch.no_grad():
+        ref = hf.get_text_features(**tok(texts, padding=True, return_tensors="pt")).numpy()
+    print("texts: max abs diff", np.abs(got - ref).max())
+    assert got.shape == ref.shape and np.allclose(got, ref, atol=1e-5, rtol=1e-4)
