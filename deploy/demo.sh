@@ -53,55 +53,12 @@ else
 fi
 
 say "demo data"
-if [ -n "${DATA_NPZ:-}" ]; then
-    fed_split_npz "$DATA_NPZ" "$WORK"
-else
-    "$PY" - "$WORK/shapes.npz" "$ROOT/deploy" <<'EOF'
-import sys
-import numpy as np
-sys.path.insert(0, sys.argv[2])
-from demo_shapes import shapes
-rng = np.random.default_rng(0)
-full = {}
-for split, n in [("train", 240), ("val", 60), ("test", 120)]:
-    full[f"{split}_images"], full[f"{split}_labels"] = shapes(rng, n)
-np.savez_compressed(sys.argv[1], **full)
-EOF
-    fed_split_npz "$WORK/shapes.npz" "$WORK"
-fi
-"$PY" - "$MODEL" "${MODEL_DIR:-}" <<'EOF'
-import json, struct, sys
-import numpy as np
-model, real_model = sys.argv[1:3]
-
-if not real_model:
-    # make-model draws every matrix with std 0.02, which leaves a 2-layer tower
-    # nearly blind to its input; rescale the encoder matrices to transformers'
-    # own initialisation scales so the random model can learn the shapes.
-    path = f"{model}/model.safetensors"
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    cfg = json.load(open(f"{model}/config.json"))
-    data = bytearray(raw[8 + n:])
-    for name, t in header.items():
-        if name == "__metadata__" or t["dtype"] != "F32":
-            continue
-        c = cfg["vision_config" if name.startswith("vision_model") else "text_config"]
-        w, L = c["hidden_size"], c["num_hidden_layers"]
-        if any(name.endswith(f"{p}_proj.weight") for p in "qkv") or name.endswith("fc2.weight"):
-            std = w ** -0.5 * (2 * L) ** -0.5
-        elif name.endswith("out_proj.weight"):
-            std = w ** -0.5
-        elif name.endswith("fc1.weight"):
-            std = (2 * w) ** -0.5
-        else:
-            continue
-        a, b = t["data_offsets"]
-        x = np.frombuffer(bytes(data[a:b]), np.float32)
-        data[a:b] = (x * (std / x.std())).astype(np.float32).tobytes()
-    open(path, "wb").write(raw[:8 + n] + bytes(data))
-EOF
+# deploy/demo_data.py: the synthetic shapes (or DATA_NPZ) cut in three, and
+# the random model's encoder matrices rescaled so it can learn them.
+set -- --out "$WORK"
+if [ -n "${DATA_NPZ:-}" ]; then set -- "$@" --npz "$DATA_NPZ"; fi
+if [ -z "${MODEL_DIR:-}" ]; then set -- "$@" --rescale-model "$MODEL"; fi
+"$PY" "$ROOT/deploy/demo_data.py" "$@"
 
 say "configuration"
 FED=$WORK/fed

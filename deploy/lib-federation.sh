@@ -30,20 +30,7 @@ fed_provision() {
 # three consecutive parts (np.array_split), so that concatenated in party-name
 # order they are the original split in its original order.
 fed_split_npz() {
-    "$PY" - "$1" "$2" <<'EOF'
-import sys
-import numpy as np
-src, work = sys.argv[1:3]
-with np.load(src) as z:
-    full = {k: z[k] for k in z.files}
-for h, part in enumerate(["hospital-a", "hospital-b", "hospital-c"]):
-    out = {}
-    for split in ("train", "val", "test"):
-        idx = np.array_split(np.arange(len(full[f"{split}_labels"])), 3)[h]
-        out[f"{split}_images"], out[f"{split}_labels"] = full[f"{split}_images"][idx], full[f"{split}_labels"][idx]
-    np.savez_compressed(f"{work}/{part}.npz", **out)
-    print(f"{part}: " + ", ".join(f"{s} {len(out[s + '_labels'])}" for s in ("train", "val", "test")))
-EOF
+    "$PY" "$(dirname "${BASH_SOURCE[0]}")/demo_data.py" --out "$2" --npz "$1"
 }
 
 # fed_configure FED MODEL DATA_DIR [DEVICE]: fills the kits' REQUIRED keys:
