@@ -31,7 +31,7 @@
  * prints the run's state after each input. */
 #include "../../aggregator/agg.h"
 #include "rpc/rpc_internal.h"
-#include "fuzz_buf.h"
+#include "fuzz_records.h"
 #include "fuzz_util.h"
 #include "util/fileio.h"
 
@@ -194,17 +194,7 @@ static void end(void) {
 enum { STATUS, LIST_PARTIES, START, ABORT, WATCH, RESULTS, LIST_RUNS, SHOW, CONTINUE };
 
 /* Appends a record (method, request) to the seed and plays it. */
-static void put_rec(buf *b, int op, const ProtobufCMessage *req) {
-    size_t n = req ? protobuf_c_message_get_packed_size(req) : 0;
-    uint8_t *p = malloc(n + 1);
-    if (!p) abort();
-    if (n) protobuf_c_message_pack(req, p);
-    uint8_t h[3] = {(uint8_t)op, (uint8_t)(n >> 8), (uint8_t)n};
-    put(b, h, 3);
-    put(b, p, n);
-    apply(op, p, n);
-    free(p);
-}
+static void put_rec(buf *b, int op, const ProtobufCMessage *req) { put_rec_pb(b, op, req); }
 static void start(buf *b, const char *id, const char *config) {
     Vflclip__V1__StartRunRequest q = VFLCLIP__V1__START_RUN_REQUEST__INIT;
     q.run_id = (char *)id;
@@ -289,4 +279,3 @@ static void write_seeds(const char *dir) {
     fprintf(stderr, "fuzz_admin seeds: written to %s\n", dir);
 }
 
-#include "fuzz_records.h"

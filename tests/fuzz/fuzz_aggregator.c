@@ -28,7 +28,7 @@
  * exits; VF_FUZZ_VERBOSE=1 prints the run's state after each input. */
 #include "../../aggregator/agg.h"
 #include "rpc/rpc_internal.h"
-#include "fuzz_buf.h"
+#include "fuzz_records.h"
 #include "fuzz_util.h"
 
 #include <ftw.h>
@@ -196,17 +196,7 @@ static void end(void) {
 /* ---- seeds --------------------------------------------------------------------- */
 /* Appends a record to the seed and plays it, so the next answer can follow
  * what the run then waits for. */
-static void put_rec(buf *b, int op, const Vflclip__V1__PartyMessage *pm) {
-    size_t n = pm ? vflclip__v1__party_message__get_packed_size(pm) : 0;
-    uint8_t h[3] = {(uint8_t)op, (uint8_t)(n >> 8), (uint8_t)n};
-    uint8_t *p = malloc(n + 1);
-    if (!p) abort();
-    if (n) vflclip__v1__party_message__pack(pm, p);
-    put(b, h, 3);
-    put(b, p, n);
-    apply(op, p, n);
-    free(p);
-}
+static void put_rec(buf *b, int op, const Vflclip__V1__PartyMessage *pm) { put_rec_pb(b, op, pm ? &pm->base : NULL); }
 static void text_ready(buf *b) {
     char *names[3] = {"nevus", "melanoma", "keratosis"};
     Vflclip__V1__TextReady tr = VFLCLIP__V1__TEXT_READY__INIT;
@@ -317,4 +307,3 @@ static void write_seeds(const char *dir) {
     free(b.p);
 }
 
-#include "fuzz_records.h"

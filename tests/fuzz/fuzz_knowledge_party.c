@@ -30,7 +30,7 @@
  *
  * VF_FUZZ_WRITE_SEEDS=DIR writes seed inputs and exits; VF_FUZZ_VERBOSE=1
  * prints each message the party sends. */
-#include "fuzz_buf.h"
+#include "fuzz_records.h"
 #include "fuzz_util.h"
 
 #define vf_party_link_send fuzz_link_send
@@ -128,20 +128,8 @@ static void end(void) {
 static uint64_t seed_task;
 /* Appends a record and plays it. */
 static void put_rec(buf *b, int op, Vflclip__V1__AggregatorMessage *m) {
-    size_t n = 0;
-    uint8_t *p = NULL;
-    if (m) {
-        m->task_id = ++seed_task;
-        n = vflclip__v1__aggregator_message__get_packed_size(m);
-        p = malloc(n + 1);
-        if (!p) abort();
-        vflclip__v1__aggregator_message__pack(m, p);
-    }
-    uint8_t h[3] = {(uint8_t)op, (uint8_t)(n >> 8), (uint8_t)n};
-    put(b, h, 3);
-    put(b, p, n);
-    apply(op, p, n);
-    free(p);
+    if (m) m->task_id = ++seed_task;
+    put_rec_pb(b, op, m ? &m->base : NULL);
 }
 static void run_setup(buf *b, const char *id, uint64_t resume, const char *optimizer, int csc, const char *pos) {
     Vflclip__V1__RunSetup rs = VFLCLIP__V1__RUN_SETUP__INIT;
@@ -258,4 +246,3 @@ static void write_seeds(const char *dir) {
     fprintf(stderr, "fuzz_knowledge_party seeds: written to %s\n", dir);
 }
 
-#include "fuzz_records.h"

@@ -3,19 +3,36 @@
  * [op (1 byte), length (2 bytes, big-endian), payload]; each target defines
  * setup (once), begin / apply(op, payload) / end (per input) and
  * write_seeds (its seed corpus, written when VF_FUZZ_WRITE_SEEDS names a
- * directory), then includes this file. */
+ * directory); this file comes after the target's includes. */
 #ifndef VF_FUZZ_RECORDS_H
 #define VF_FUZZ_RECORDS_H
 
+#include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+
+#include "fuzz_buf.h"
 
 static void setup(void);
 static void begin(void);
 static void apply(int op, const uint8_t *data, size_t n);
 static void end(void);
 static void write_seeds(const char *dir);
+
+/* Seeds: appends the record [op, m packed] to b and plays it, so a seed
+ * drives the target exactly as the fuzzer will. */
+static void put_rec_pb(buf *b, int op, const ProtobufCMessage *m) {
+    size_t n = m ? protobuf_c_message_get_packed_size(m) : 0;
+    uint8_t *p = malloc(n + 1);
+    if (!p) abort();
+    if (n) protobuf_c_message_pack(m, p);
+    uint8_t h[3] = {(uint8_t)op, (uint8_t)(n >> 8), (uint8_t)n};
+    put(b, h, 3);
+    put(b, p, n);
+    apply(op, p, n);
+    free(p);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     setup();
