@@ -20,6 +20,7 @@ int vf_run_log_init(vf_run_log *l, const char *dir, int max_epochs, const char *
     l->max_epochs = max_epochs;
     l->class_names = class_names;
     l->n_classes = n_classes;
+    vf_run_log_set_title(l, NULL, NULL);
     if (vf_mkdirs(dir, 0755, err)) return -1;
     double **arrays[] = {&l->train_loss, &l->train_eval_loss, &l->val_loss, &l->train_auc, &l->train_acc, &l->val_auc, &l->val_acc};
     for (size_t i = 0; i < sizeof arrays / sizeof *arrays; i++) {
@@ -34,6 +35,29 @@ void vf_run_log_free(vf_run_log *l) {
     free(l->train_auc); free(l->train_acc); free(l->val_auc); free(l->val_acc);
     free(l->jsonl);
     memset(l, 0, sizeof *l);
+}
+
+void vf_run_log_set_title(vf_run_log *l, const char *run, const char *backbone) {
+    char dir_name[256] = "";
+    if (!run) {   /* the run directory's last component */
+        size_t n = strlen(l->dir);
+        while (n > 1 && l->dir[n - 1] == '/') n--;
+        size_t b = n;
+        while (b > 0 && l->dir[b - 1] != '/') b--;
+        snprintf(dir_name, sizeof dir_name, "%.*s", (int)(n - b), l->dir + b);
+        if (!strcmp(dir_name, ".") || !strcmp(dir_name, "/")) dir_name[0] = '\0';
+        run = dir_name;
+    }
+    int has_run = run && *run, has_bb = backbone && *backbone;
+    snprintf(l->title, sizeof l->title, "%s%s%s%s", has_run ? "run " : "", has_run ? run : "",
+             has_run && has_bb ? " \u00b7 " : "", has_bb ? backbone : "");
+}
+
+/* "PREFIX · WHAT" (or WHAT alone) into buf. */
+static const char *fig_title(char *buf, size_t n, const char *prefix, const char *what) {
+    if (prefix && *prefix) snprintf(buf, n, "%s \u00b7 %s", prefix, what);
+    else snprintf(buf, n, "%s", what);
+    return buf;
 }
 
 static int append_line(vf_run_log *l, const char *s, vf_error *err) {
@@ -54,20 +78,24 @@ static int append_line(vf_run_log *l, const char *s, vf_error *err) {
 }
 
 static int write_plots(vf_run_log *l, vf_error *err) {
-    char path[4400];
+    char path[4400], title[700];
+    const vf_plot_lines_options opt = {.mark_epoch = l->best_epoch};
     vf_plot_series metric[4] = {
         {"train AUC", l->train_auc, l->n, 0}, {"val AUC", l->val_auc, l->n, 1},
         {"train ACC", l->train_acc, l->n, 0}, {"val ACC", l->val_acc, l->n, 1},
     };
     snprintf(path, sizeof path, "%s/auc_acc.png", l->dir);
-    if (vf_plot_lines(path, "AUC and ACC per epoch", "epoch", "AUC / ACC", metric, 4, 0, 1, err)) return -1;
+    if (vf_plot_lines_ex(path, fig_title(title, sizeof title, l->title, "AUC and ACC per epoch"), "epoch", "AUC / ACC",
+                         metric, 4, 0, 1, &opt, err))
+        return -1;
     vf_plot_series loss[3] = {
         {"train loss (mean over steps)", l->train_loss, l->n, 0},
         {"train loss (end of epoch)", l->train_eval_loss, l->n, 1},
         {"val loss", l->val_loss, l->n, 1},
     };
     snprintf(path, sizeof path, "%s/loss.png", l->dir);
-    return vf_plot_lines(path, "Loss per epoch", "epoch", "cross-entropy", loss, 3, 0, 0, err);
+    return vf_plot_lines_ex(path, fig_title(title, sizeof title, l->title, "Loss per epoch"), "epoch", "cross-entropy",
+                            loss, 3, 0, 0, &opt, err);
 }
 
 int vf_run_log_epoch(vf_run_log *l, const vf_epoch_record *r, const vf_metrics *train, const vf_metrics *val,
@@ -81,6 +109,7 @@ int vf_run_log_epoch(vf_run_log *l, const vf_epoch_record *r, const vf_metrics *
     l->val_loss[e] = val ? val->loss : NAN;
     l->val_auc[e] = val ? val->auc : NAN;
     l->val_acc[e] = val ? val->acc : NAN;
+    l->best_epoch = r->best_epoch;
 
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "epoch", r->epoch);
@@ -174,11 +203,80 @@ int vf_run_log_sites(vf_run_log *l, const vf_site_rows *sites, int n_sites, cons
     return rc;
 }
 
+static int write_confusion(const char *prefix, const char *title_prefix, const char *split, const vf_metrics *m,
+                           const char *const *class_names, vf_error *err) {
+    char path[4400], what[200], title[800];
+    snprintf(path, sizeof path, "%sconfusion_%s.png", prefix, split);
+    snprintf(what, sizeof what, "%s: confusion matrix (ACC %.3f, AUC %.3f)", split, m->acc, m->auc);
+    char nb[VF_METRICS_MAX_CLASSES][16];
+    const char *fallback[VF_METRICS_MAX_CLASSES];
+    if (!class_names) {
+        for (int k = 0; k < m->n_classes && k < VF_METRICS_MAX_CLASSES; k++) {
+            snprintf(nb[k], sizeof nb[k], "class %d", k);
+            fallback[k] = nb[k];
+        }
+        class_names = fallback;
+    }
+    return vf_plot_confusion(path, fig_title(title, sizeof title, title_prefix, what), m->confusion, m->n_classes,
+                             class_names, err);
+}
+
 int vf_run_log_confusion(vf_run_log *l, const char *split, const vf_metrics *m, vf_error *err) {
-    char path[4400], title[128];
-    snprintf(path, sizeof path, "%s/confusion_%s.png", l->dir, split);
-    snprintf(title, sizeof title, "Confusion matrix (%s, ACC %.3f, AUC %.3f)", split, m->acc, m->auc);
-    return vf_plot_confusion(path, title, m->confusion, m->n_classes, l->class_names, err);
+    char prefix[4200];
+    snprintf(prefix, sizeof prefix, "%s/", l->dir);
+    return write_confusion(prefix, l->title, split, m, l->class_names, err);
+}
+
+int vf_write_split_figures(const char *prefix, const char *title_prefix, const char *split, const vf_metrics *m,
+                           const vf_roc *roc, const char *const *class_names, vf_error *err) {
+    const int C = m->n_classes;
+    char path[4400], what[200], title[800];
+    if (roc && roc->n_classes != C)
+        return vf_fail(err, "%sroc_%s: %d ROC curves for %d classes", prefix, split, roc->n_classes, C);
+    if (write_confusion(prefix, title_prefix, split, m, class_names, err)) return -1;
+    int64_t *support = malloc((size_t)C * sizeof *support);
+    if (!support) return vf_fail(err, "out of memory");
+    for (int k = 0; k < C; k++) {
+        support[k] = 0;
+        for (int j = 0; j < C; j++) support[k] += m->confusion[(size_t)k * C + j];
+    }
+    snprintf(path, sizeof path, "%srecall_%s.png", prefix, split);
+    snprintf(what, sizeof what, "%s: recall per class (balanced accuracy %.3f)", split, m->balanced_acc);
+    int rc = vf_plot_recall_bars(path, fig_title(title, sizeof title, title_prefix, what), m->class_recall, support, C,
+                                 class_names, err);
+    free(support);
+    if (rc || !roc) return rc;
+    snprintf(path, sizeof path, "%sroc_%s.json", prefix, split);
+    if (vf_roc_write_json(path, roc, class_names, err)) return -1;
+    snprintf(path, sizeof path, "%sroc_%s.png", prefix, split);
+    snprintf(what, sizeof what, "%s: ROC per class (mean AUC %.3f)", split, m->auc);
+    return vf_plot_roc(path, fig_title(title, sizeof title, title_prefix, what), roc, class_names, err);
+}
+
+int vf_run_log_final_figures(vf_run_log *l, const char *split, const vf_metrics *m, const vf_roc *roc, vf_error *err) {
+    char prefix[4200];
+    snprintf(prefix, sizeof prefix, "%s/", l->dir);
+    return vf_write_split_figures(prefix, l->title, split, m, roc, l->class_names, err);
+}
+
+int vf_run_log_final_figures_scores(vf_run_log *l, const char *split, const vf_metrics *m, const float *scores,
+                                    const int *labels, int n, vf_error *err) {
+    vf_roc roc;
+    int rc = vf_roc_from_scores(&roc, scores, labels, n, m->n_classes, err);
+    if (rc) vf_error_prefix(err, "%s ROC", split);
+    else rc = vf_run_log_final_figures(l, split, m, &roc, err);
+    vf_roc_free(&roc);
+    return rc;
+}
+
+int vf_run_log_final_figures_counts(vf_run_log *l, const char *split, const vf_metrics *m, const uint64_t *counts,
+                                    vf_error *err) {
+    vf_roc roc;
+    int rc = vf_roc_from_counts(&roc, counts, m->n_classes, err);
+    if (rc) vf_error_prefix(err, "%s ROC", split);
+    else rc = vf_run_log_final_figures(l, split, m, &roc, err);
+    vf_roc_free(&roc);
+    return rc;
 }
 
 /* ---- context files ------------------------------------------------------ */

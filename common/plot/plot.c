@@ -1,5 +1,5 @@
-/* plot: cairo line charts and confusion-matrix heat maps -> PNG bytes ->
- * atomic file write. */
+/* plot: cairo line charts, confusion-matrix heat maps, ROC curves and
+ * recall bars -> PNG bytes -> atomic file write. */
 #include "plot/plot.h"
 #include "util/fileio.h"
 
@@ -56,13 +56,38 @@ static double nice_step(double range, int target) {
     return p * (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10);
 }
 
+/* matplotlib's tab10: enough for DermaMNIST's seven classes */
 static const double PALETTE[][3] = {
-    {0.12, 0.47, 0.71}, {1.00, 0.50, 0.05}, {0.17, 0.63, 0.17}, {0.84, 0.15, 0.16}, {0.58, 0.40, 0.74}, {0.55, 0.34, 0.29},
+    {0.12, 0.47, 0.71}, {1.00, 0.50, 0.05}, {0.17, 0.63, 0.17}, {0.84, 0.15, 0.16}, {0.58, 0.40, 0.74},
+    {0.55, 0.34, 0.29}, {0.89, 0.47, 0.76}, {0.50, 0.50, 0.50}, {0.74, 0.74, 0.13}, {0.09, 0.75, 0.81},
 };
+#define N_PALETTE ((int)(sizeof PALETTE / sizeof *PALETTE))
+
+/* The title in bold, centred on x, shrunk from 20 pt until it fits max_w. */
+static void draw_title(cairo_t *cr, double x, double y, double max_w, const char *title) {
+    cairo_save(cr);
+    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_BOLD);
+    double size = 20;
+    cairo_set_font_size(cr, size);
+    while (size > 9 && text_width(cr, title) > max_w) cairo_set_font_size(cr, size -= 1);
+    cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+    text_at(cr, x, y, title, 0.5, 0.5);
+    cairo_restore(cr);
+}
+
+/* A 1x1 surface's context for measuring text before the figure is sized. */
+static cairo_t *probe_create(void) {
+    cairo_surface_t *probe = cairo_image_surface_create(CAIRO_FORMAT_RGB24, 1, 1);
+    cairo_t *pc = cairo_create(probe);
+    cairo_surface_destroy(probe);   /* the context keeps its reference */
+    cairo_select_font_face(pc, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+    cairo_set_font_size(pc, 14);
+    return pc;
+}
 
 /* Colour, width and dash of series s, the same in the plot and its legend. */
 static void series_pen(cairo_t *cr, int s, int dashed) {
-    const double *c = PALETTE[s % 6];
+    const double *c = PALETTE[s % N_PALETTE];
     cairo_set_source_rgb(cr, c[0], c[1], c[2]);
     cairo_set_line_width(cr, 2.5);
     double dash[] = {8, 5};
@@ -71,6 +96,12 @@ static void series_pen(cairo_t *cr, int s, int dashed) {
 
 int vf_plot_lines(const char *path, const char *title, const char *xlabel, const char *ylabel,
                   const vf_plot_series *series, int n_series, double y_min, double y_max, vf_error *err) {
+    return vf_plot_lines_ex(path, title, xlabel, ylabel, series, n_series, y_min, y_max, NULL, err);
+}
+
+int vf_plot_lines_ex(const char *path, const char *title, const char *xlabel, const char *ylabel,
+                     const vf_plot_series *series, int n_series, double y_min, double y_max,
+                     const vf_plot_lines_options *opt, vf_error *err) {
     /* The legend sits right of the frame, so it never hides a curve. */
     double legend_w = 0;
     {
@@ -143,10 +174,31 @@ int vf_plot_lines(const char *path, const char *title, const char *xlabel, const
     cairo_rotate(cr, -M_PI / 2);
     text_at(cr, 0, 0, ylabel, 0.5, 0.5);
     cairo_restore(cr);
-    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_BOLD);
-    cairo_set_font_size(cr, 20);
-    text_at(cr, W / 2.0, T / 2, title, 0.5, 0.5);
-    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+    draw_title(cr, W / 2.0, T / 2, W - 20, title);
+
+    /* the selected epoch: a dashed vertical line, labelled at the top */
+    if (opt && opt->mark_epoch >= 1 && opt->mark_epoch <= x_hi) {
+        char mark[96];
+        if (opt->mark_label) snprintf(mark, sizeof mark, "%s", opt->mark_label);
+        else snprintf(mark, sizeof mark, "selected epoch %d", opt->mark_epoch);
+        double mx = PX(opt->mark_epoch);
+        double dash[] = {6, 4};
+        cairo_set_source_rgb(cr, 0.25, 0.25, 0.25);
+        cairo_set_line_width(cr, 1.5);
+        cairo_set_dash(cr, dash, 2, 0);
+        cairo_move_to(cr, mx, T);
+        cairo_line_to(cr, mx, T + ph);
+        cairo_stroke(cr);
+        cairo_set_dash(cr, NULL, 0, 0);
+        cairo_set_font_size(cr, 13);
+        double tw = text_width(cr, mark);
+        int left = mx + 6 + tw > L + pw;   /* near the right edge: the label goes left of the line */
+        cairo_set_source_rgb(cr, 1, 1, 1);
+        cairo_rectangle(cr, left ? mx - 8 - tw : mx + 4, T + 4, tw + 4, 18);
+        cairo_fill(cr);
+        cairo_set_source_rgb(cr, 0.15, 0.15, 0.15);
+        text_at(cr, left ? mx - 6 : mx + 6, T + 13, mark, left ? 1.0 : 0.0, 0.5);
+    }
 
     /* series, clipped to the plot area */
     cairo_save(cr);
@@ -217,17 +269,14 @@ int vf_plot_confusion(const char *path, const char *title, const int64_t *cm, in
     cairo_surface_destroy(probe);
 
     const double cell = C <= 10 ? 70 : 700.0 / C;
-    const double L = name_w + 60, T = 70, Bm = name_w * 0.75 + 70, R = 110;
-    const int W = (int)ceil(fmax(L + cell * C + R, title_w + 40)), H = (int)ceil(T + cell * C + Bm);
+    const double L = name_w + 60, T = 70, Bm = name_w * 0.75 + 70, R = 140;
+    const int W = (int)ceil(fmax(L + cell * C + R, fmin(title_w + 40, 1400))), H = (int)ceil(T + cell * C + Bm);
 
     cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
     cairo_t *cr = cairo_create(surf);
     cairo_set_source_rgb(cr, 1, 1, 1);
     cairo_paint(cr);
-    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_BOLD);
-    cairo_set_font_size(cr, 20);
-    cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
-    text_at(cr, W / 2.0, T / 2, title, 0.5, 0.5);
+    draw_title(cr, W / 2.0, T / 2, W - 20, title);
     cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
 
     char lab[32];
@@ -287,10 +336,19 @@ int vf_plot_confusion(const char *path, const char *title, const int64_t *cm, in
     cairo_rectangle(cr, bx, T, 20, bh);
     cairo_stroke(cr);
     cairo_set_font_size(cr, 12);
+    double tick_w = 0;
     for (int i = 0; i <= 4; i++) {
         snprintf(lab, sizeof lab, "%.2f", 1 - i / 4.0);
         text_at(cr, bx + 26, T + bh * i / 4.0, lab, 0.0, 0.5);
+        tick_w = fmax(tick_w, text_width(cr, lab));
     }
+    cairo_set_font_size(cr, 14);
+    cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+    cairo_save(cr);
+    cairo_translate(cr, bx + 26 + tick_w + 16, T + bh / 2);
+    cairo_rotate(cr, -M_PI / 2);
+    text_at(cr, 0, 0, "fraction of true class", 0.5, 0.5);
+    cairo_restore(cr);
     cairo_destroy(cr);
     cairo_surface_flush(surf);
     int rc = save_png(surf, path, err);
@@ -364,6 +422,227 @@ int vf_plot_reliability(const char *path, const char *title, const long *count, 
     cairo_restore(cr);
 #undef RX
 #undef RY
+    cairo_destroy(cr);
+    cairo_surface_flush(surf);
+    int rc = save_png(surf, path, err);
+    cairo_surface_destroy(surf);
+    return rc;
+}
+
+static const char *class_label(const char *const *names, int k, char *buf, size_t n) {
+    if (names && names[k]) return names[k];
+    snprintf(buf, n, "class %d", k);
+    return buf;
+}
+
+int vf_plot_roc(const char *path, const char *title, const vf_roc *roc, const char *const *class_names, vf_error *err) {
+    const int C = roc->n_classes;
+    if (C < 1 || !roc->curve) return vf_fail(err, "%s: no ROC curves to plot", path);
+    char (*legend)[200] = malloc((size_t)C * sizeof *legend);
+    if (!legend) return vf_fail(err, "%s: out of memory", path);
+    cairo_t *pc = probe_create();
+    double legend_w = 0;
+    for (int k = 0; k < C; k++) {
+        char nb[32];
+        const vf_roc_curve *c = &roc->curve[k];
+        const char *name = class_label(class_names, k, nb, sizeof nb);
+        if (c->n_points > 0 && isfinite(c->auc)) snprintf(legend[k], sizeof legend[k], "%s (AUC %.3f)", name, c->auc);
+        else snprintf(legend[k], sizeof legend[k], "%s (AUC n/a: no %s)", name, c->positives ? "negatives" : "samples");
+        legend_w = fmax(legend_w, text_width(pc, legend[k]));
+    }
+    cairo_destroy(pc);
+
+    const double side = 540, L = 90, T = 60, B = 90, R = legend_w + 80;
+    const int W = (int)ceil(L + side + R), H = (int)ceil(T + side + B);
+    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
+    cairo_t *cr = cairo_create(surf);
+    cairo_set_source_rgb(cr, 1, 1, 1);
+    cairo_paint(cr);
+    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+#define QX(x) (L + (x) * side)
+#define QY(y) (T + side - (y) * side)
+    cairo_set_font_size(cr, 13);
+    for (int i = 0; i <= 10; i += 2) {
+        double v = i / 10.0;
+        char lab[16];
+        snprintf(lab, sizeof lab, "%.1f", v);
+        cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
+        cairo_set_line_width(cr, 1);
+        cairo_move_to(cr, QX(0), QY(v)); cairo_line_to(cr, QX(1), QY(v));
+        cairo_move_to(cr, QX(v), QY(0)); cairo_line_to(cr, QX(v), QY(1));
+        cairo_stroke(cr);
+        cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+        text_at(cr, QX(0) - 8, QY(v), lab, 1, 0.5);
+        text_at(cr, QX(v), QY(0) + 8, lab, 0.5, 0);
+    }
+    /* chance */
+    double dash[] = {6, 4};
+    cairo_set_dash(cr, dash, 2, 0);
+    cairo_set_source_rgb(cr, 0.55, 0.55, 0.55);
+    cairo_set_line_width(cr, 1.2);
+    cairo_move_to(cr, QX(0), QY(0));
+    cairo_line_to(cr, QX(1), QY(1));
+    cairo_stroke(cr);
+    cairo_set_dash(cr, NULL, 0, 0);
+    /* curves */
+    cairo_save(cr);
+    cairo_rectangle(cr, L - 2, T - 2, side + 4, side + 4);
+    cairo_clip(cr);
+    cairo_set_line_join(cr, CAIRO_LINE_JOIN_ROUND);
+    for (int k = 0; k < C; k++) {
+        const vf_roc_curve *c = &roc->curve[k];
+        if (c->n_points < 2) continue;
+        series_pen(cr, k, 0);
+        cairo_set_line_width(cr, 2.2);
+        cairo_move_to(cr, QX(c->fpr[0]), QY(c->tpr[0]));
+        for (int i = 1; i < c->n_points; i++) cairo_line_to(cr, QX(c->fpr[i]), QY(c->tpr[i]));
+        cairo_stroke(cr);
+    }
+    cairo_restore(cr);
+    cairo_set_source_rgb(cr, 0, 0, 0);
+    cairo_set_line_width(cr, 1.5);
+    cairo_rectangle(cr, L, T, side, side);
+    cairo_stroke(cr);
+    /* legend right of the frame */
+    cairo_set_font_size(cr, 14);
+    double lx = L + side + 20, ly = T + 6;
+    for (int k = 0; k < C; k++) {
+        const vf_roc_curve *c = &roc->curve[k];
+        double y = ly + 24 * k + 8;
+        if (c->n_points >= 2) {
+            series_pen(cr, k, 0);
+            cairo_move_to(cr, lx, y);
+            cairo_line_to(cr, lx + 30, y);
+            cairo_stroke(cr);
+            cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+        } else {
+            cairo_set_source_rgb(cr, 0.5, 0.5, 0.5);
+        }
+        text_at(cr, lx + 38, y, legend[k], 0.0, 0.5);
+    }
+    {
+        double y = ly + 24 * C + 8;
+        cairo_set_dash(cr, dash, 2, 0);
+        cairo_set_source_rgb(cr, 0.55, 0.55, 0.55);
+        cairo_set_line_width(cr, 1.2);
+        cairo_move_to(cr, lx, y);
+        cairo_line_to(cr, lx + 30, y);
+        cairo_stroke(cr);
+        cairo_set_dash(cr, NULL, 0, 0);
+        cairo_set_source_rgb(cr, 0.35, 0.35, 0.35);
+        text_at(cr, lx + 38, y, "chance (AUC 0.5)", 0.0, 0.5);
+    }
+    draw_title(cr, W / 2.0, T / 2, W - 20, title);
+    cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+    cairo_set_font_size(cr, 16);
+    text_at(cr, L + side / 2, T + side + 40, "False positive rate (1 - specificity)", 0.5, 0.5);
+    cairo_save(cr);
+    cairo_translate(cr, 26, T + side / 2);
+    cairo_rotate(cr, -M_PI / 2);
+    text_at(cr, 0, 0, "True positive rate (sensitivity)", 0.5, 0.5);
+    cairo_restore(cr);
+    cairo_set_font_size(cr, 12);
+    cairo_set_source_rgb(cr, 0.4, 0.4, 0.4);
+    text_at(cr, L + side / 2, T + side + 70,
+            roc->from_histogram ? "one class vs the rest; curves from summed score histograms (log-odds bins)"
+                                : "one class vs the rest; one point per distinct score",
+            0.5, 0.5);
+#undef QX
+#undef QY
+    free(legend);
+    cairo_destroy(cr);
+    cairo_surface_flush(surf);
+    int rc = save_png(surf, path, err);
+    cairo_surface_destroy(surf);
+    return rc;
+}
+
+int vf_plot_recall_bars(const char *path, const char *title, const double *recall, const int64_t *support, int C,
+                        const char *const *class_names, vf_error *err) {
+    if (C < 1 || C > 256) return vf_fail(err, "%s: cannot plot recall bars for %d classes", path, C);
+    char (*label)[200] = malloc((size_t)C * sizeof *label);
+    if (!label) return vf_fail(err, "%s: out of memory", path);
+    cairo_t *pc = probe_create();
+    double name_w = 0;
+    for (int k = 0; k < C; k++) {
+        char nb[32];
+        const char *name = class_label(class_names, k, nb, sizeof nb);
+        if (support) snprintf(label[k], sizeof label[k], "%s (n = %lld)", name, (long long)support[k]);
+        else snprintf(label[k], sizeof label[k], "%s", name);
+        name_w = fmax(name_w, text_width(pc, label[k]));
+    }
+    cairo_destroy(pc);
+    const double bar_h = 30, gap = 12, pw = 520;
+    const double L = name_w + 30, T = 80, R = 90, B = 80, ph = C * (bar_h + gap) + gap;
+    const int W = (int)ceil(fmax(L + pw + R, 640)), H = (int)ceil(T + ph + B);
+    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
+    cairo_t *cr = cairo_create(surf);
+    cairo_set_source_rgb(cr, 1, 1, 1);
+    cairo_paint(cr);
+    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+#define BX(v) (L + (v) * pw)
+    cairo_set_font_size(cr, 13);
+    for (int i = 0; i <= 10; i += 2) {
+        double v = i / 10.0;
+        char lab[16];
+        snprintf(lab, sizeof lab, "%.1f", v);
+        cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
+        cairo_set_line_width(cr, 1);
+        cairo_move_to(cr, BX(v), T);
+        cairo_line_to(cr, BX(v), T + ph);
+        cairo_stroke(cr);
+        cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+        text_at(cr, BX(v), T + ph + 8, lab, 0.5, 0);
+    }
+    double sum = 0;
+    int defined = 0;
+    char val[32];
+    for (int k = 0; k < C; k++) {
+        double y = T + gap + k * (bar_h + gap);
+        cairo_set_font_size(cr, 14);
+        cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+        text_at(cr, L - 10, y + bar_h / 2, label[k], 1.0, 0.5);
+        if (!isfinite(recall[k])) {
+            cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_ITALIC, CAIRO_FONT_WEIGHT_NORMAL);
+            cairo_set_source_rgb(cr, 0.5, 0.5, 0.5);
+            text_at(cr, BX(0) + 8, y + bar_h / 2, "no samples", 0.0, 0.5);
+            cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+            continue;
+        }
+        double r = recall[k] < 0 ? 0 : recall[k] > 1 ? 1 : recall[k];
+        sum += recall[k];
+        defined++;
+        const double *c = PALETTE[k % N_PALETTE];
+        cairo_set_source_rgb(cr, c[0], c[1], c[2]);
+        cairo_rectangle(cr, BX(0), y, r * pw, bar_h);
+        cairo_fill(cr);
+        snprintf(val, sizeof val, "%.3f", recall[k]);
+        cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+        text_at(cr, BX(r) + 6, y + bar_h / 2, val, 0.0, 0.5);
+    }
+    if (defined) {
+        double mean = sum / defined, dash[] = {6, 4};
+        cairo_set_dash(cr, dash, 2, 0);
+        cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+        cairo_set_line_width(cr, 1.5);
+        cairo_move_to(cr, BX(mean), T - 6);
+        cairo_line_to(cr, BX(mean), T + ph);
+        cairo_stroke(cr);
+        cairo_set_dash(cr, NULL, 0, 0);
+        snprintf(val, sizeof val, "balanced accuracy %.3f", mean);
+        cairo_set_font_size(cr, 13);
+        text_at(cr, BX(mean), T - 10, val, 0.5, 1.0);
+    }
+    cairo_set_source_rgb(cr, 0, 0, 0);
+    cairo_set_line_width(cr, 1.5);
+    cairo_rectangle(cr, L, T, pw, ph);
+    cairo_stroke(cr);
+    draw_title(cr, W / 2.0, 28, W - 20, title);
+    cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+    cairo_set_font_size(cr, 16);
+    text_at(cr, L + pw / 2, T + ph + 50, "Recall (sensitivity): fraction of the class predicted as it", 0.5, 0.5);
+#undef BX
+    free(label);
     cairo_destroy(cr);
     cairo_surface_flush(surf);
     int rc = save_png(surf, path, err);
