@@ -62,11 +62,19 @@ int kp_setup_run(kp_state *k, const Vflclip__V1__RunSetup *rs, vf_error *err) {
     if (vf_class_pos_parse(rs->class_pos[0] ? rs->class_pos : "end", &cc.class_pos, err)) return -1;
     cc.template_ = k->template_;
     cc.init_words = k->init_words[0] ? k->init_words : NULL;
+    /* With init words, n_ctx is their token count (CoOp); an n_ctx that says
+     * otherwise is refused (prompt.h).  RunSetup cannot say whether n_ctx
+     * was stated: 0 means "from the words", and 16, the [run] default the
+     * aggregator sends when n_ctx was not given, is taken as not stated. */
+    cc.n_ctx_given = rs->n_ctx != 0 && rs->n_ctx != 16;
     cc.seed = rs->seed;
     k->coop_cfg = cc;
     k->seed = rs->seed;
     if (vf_coop_create(&k->coop, &cc, &k->tower.w, k->tok, (const char *const *)k->class_names, k->n_classes, err))
-        return -1;
+        return vf_error_prefix(err, "RunSetup of run %s", k->run_id);
+    if (cc.init_words && (uint32_t)vf_coop_n_ctx(k->coop) != rs->n_ctx)
+        vf_log(VF_INFO, "event=n_ctx_from_init_words run=%s n_ctx=%d requested=%u init_words=\"%s\"", k->run_id,
+               vf_coop_n_ctx(k->coop), rs->n_ctx, cc.init_words);
     vf_optim_kind kind;
     if (vf_optim_kind_parse(rs->optimizer[0] ? rs->optimizer : "adam", &kind, err)) return -1;
     vf_optim_config oc = vf_optim_defaults(kind);

@@ -37,9 +37,11 @@ static void usage(FILE *o) {
         "  --fit-temperature      fit the classifier's temperature on the val split (NLL); ECE before/after in calibration.json\n"
         "prompt:\n"
         "  --template T           with {ctx} and {class} slots (default \"" VF_COOP_DEFAULT_TEMPLATE "\")\n"
-        "  --classes a,b,...      class names in label order (default: the 7 DermaMNIST names)\n"
+        "  --classes a,b,...      class names in label order (default: the 7 DermaMNIST names); a .npz's labels\n"
+        "                         must be exactly 0..(names - 1)\n"
         "  --n-ctx N              context vectors (default 16)\n"
-        "  --init-words W         initialise the context from these words (n_ctx = their token count)\n"
+        "  --init-words W         initialise the context from these words (n_ctx = their token count; a --n-ctx\n"
+        "                         that differs is an error)\n"
         "  --csc                  class-specific contexts\n"
         "  --class-pos P          end | middle | front (default end)\n"
         "  --init-ctx FILE        start from this context (.npy (rows, W) or a context.safetensors)\n"
@@ -279,7 +281,9 @@ int vf_cmd_train(int argc, char **argv) {
                                 .class_codes = codes.n ? (const char *const *)codes.names : NULL, .n_classes = C,
                                 .image_dir = a.image_dir, .split_seed = a.split_seed, .cache_dir = a.cache_dir,
                                 .no_cache = a.no_cache, .embed_batch = a.embed_batch, .want = {1, 1, 1},
-                                .tty = isatty(2), .device = a.device, .precision = a.precision};
+                                .tty = isatty(2), .device = a.device, .precision = a.precision,
+                                .classes_from = names.n ? "--classes" : "the default class list (DermaMNIST's; name yours with --classes)",
+                                .init_words = a.init_words, .n_ctx = a.n_ctx, .n_ctx_given = a.n_ctx_given};
     if (vf_coop_setup_open(&s, &so, &err)) { fprintf(stderr, "vflclip train: %s\n", err.msg); goto out_noset; }
     if (s.split[VF_SPLIT_TRAIN].n == 0) { fprintf(stderr, "vflclip train: %s: the train split is empty\n", a.data); goto out; }
 
@@ -289,6 +293,7 @@ int vf_cmd_train(int argc, char **argv) {
     cc.class_pos = a.class_pos;
     cc.template_ = a.template_ ? a.template_ : VF_COOP_DEFAULT_TEMPLATE;
     cc.init_words = a.init_words;
+    cc.n_ctx_given = a.n_ctx_given;
     cc.seed = a.seed;
     if (vf_coop_create(&coop, &cc, &s.text.w, s.tok, class_names, C, &err)) { fprintf(stderr, "vflclip train: %s\n", err.msg); goto out; }
     if (init_ctx && vf_coop_set_ctx(coop, init_ctx, init_rows, init_width, a.init_ctx, &err)) {

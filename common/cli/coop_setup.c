@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 /* Images done / total, rate and time left of each split being encoded
@@ -37,6 +38,41 @@ static void warn_random(const char *model_dir) {
             "vflclip: WARNING: computed with it mean nothing about dermatology.\n", model_dir);
 }
 
+static int is_npz(const char *path) {
+    size_t n = strlen(path);
+    return n >= 4 && strcasecmp(path + n - 4, ".npz") == 0;
+}
+
+/* A MedMNIST .npz says nothing of its classes but its labels: they must be
+ * 0..C-1 for the C class names, the largest one C-1 (the data was opened
+ * allowing any label up to VF_DATASET_MAX_CLASSES - 1). */
+static int check_labels(vf_coop_setup *s, const vf_coop_setup_options *o, vf_error *err) {
+    int max = -1;
+    for (int k = 0; k < VF_SPLIT_COUNT; k++)
+        for (int i = 0; i < s->ds.split[k].n; i++)
+            if (s->ds.split[k].labels[i] > max) max = s->ds.split[k].labels[i];
+    if (max >= 0 && max + 1 != o->n_classes)
+        return vf_fail(err, "%s gives %d class names but %s has labels 0..%d (%d classes)%s", o->classes_from, o->n_classes,
+                       o->data, max, max + 1,
+                       max + 1 > o->n_classes ? ": labels past the names would have no class"
+                                              : ": the classes past its largest label would have no example");
+    s->ds.n_classes = o->n_classes;
+    return 0;
+}
+
+/* --init-words whose token count is not --n-ctx: refused (CoOp takes n_ctx
+ * from the words; a stated n_ctx that disagrees is a contradiction). */
+static int check_init_words(const vf_coop_setup *s, const vf_coop_setup_options *o, vf_error *err) {
+    int32_t ids[VF_CLIP_CONTEXT_LENGTH];
+    int n;
+    if (vf_tokenize_words(s->tok, o->init_words, ids, VF_CLIP_CONTEXT_LENGTH, &n, err))
+        return vf_error_prefix(err, "--init-words '%s'", o->init_words);
+    if (n != o->n_ctx)
+        return vf_fail(err, "--n-ctx %d disagrees with --init-words '%s', which are %d tokens with this tokenizer (n_ctx "
+                       "is taken from the init words: drop --n-ctx, or make them agree)", o->n_ctx, o->init_words, n);
+    return 0;
+}
+
 int vf_coop_setup_open(vf_coop_setup *s, const vf_coop_setup_options *o, vf_error *err) {
     memset(s, 0, sizeof *s);
     if (vf_clip_text_load(&s->text, o->model_dir, err)) return -1;
@@ -44,10 +80,14 @@ int vf_coop_setup_open(vf_coop_setup *s, const vf_coop_setup_options *o, vf_erro
     vf_fingerprint_hex(s->text.fingerprint, s->fingerprint);
     s->random_weights = s->text.cfg.random_weights;
     if (vf_tokenizer_load_for_model(&s->tok, o->model_dir, o->tokenizer, NULL, 0, err)) goto fail;
-    vf_dataset_options dopt = {.class_codes = o->class_codes, .n_classes = o->n_classes, .image_dir = o->image_dir,
-                               .split_seed = o->split_seed};
+    if (o->init_words && o->n_ctx_given && check_init_words(s, o, err)) goto fail;
+    const int label_check = o->classes_from && is_npz(o->data);
+    vf_dataset_options dopt = {.class_codes = o->class_codes,
+                               .n_classes = label_check ? VF_DATASET_MAX_CLASSES : o->n_classes,
+                               .image_dir = o->image_dir, .split_seed = o->split_seed};
     if (vf_dataset_open(&s->ds, o->data, &dopt, err)) goto fail;
     s->ds_open = 1;
+    if (label_check && check_labels(s, o, err)) goto fail;
 
     int any = 0;
     for (int k = 0; k < VF_SPLIT_COUNT; k++) any |= o->want[k] && s->ds.split[k].n > 0;

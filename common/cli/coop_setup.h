@@ -27,6 +27,11 @@ typedef struct vf_coop_setup_options {
     int tty;                          /* progress as one updating line */
     vf_device_kind device;            /* where the image tower runs (auto: a GPU when there is one) */
     vf_device_precision precision;    /* device/device.h: default, auto, bf16, fp32, tf32 */
+    /* Checked before any image is encoded (NULL / 0: not checked): */
+    const char *classes_from;         /* what gave the n_classes class names, e.g. "--classes": a MedMNIST .npz's
+                                       * labels must then be exactly 0..n_classes-1 (range and count) */
+    const char *init_words;           /* --init-words, with n_ctx_given: their token count must equal n_ctx */
+    int n_ctx, n_ctx_given;
 } vf_coop_setup_options;
 
 typedef struct vf_coop_setup {

@@ -23,6 +23,7 @@
 
 struct vf_tokenizer {
     int vocab_size, sot, eot, unk;
+    vf_tok_text_rules rules;            /* whose text cleaning and specials apply */
     int byte_id[256], byte_eow_id[256]; /* -1: not in the vocabulary (becomes unk) */
     /* vocabulary: open addressing, keys owned */
     char **vocab_keys;
@@ -126,6 +127,17 @@ int vf_tokenizer_sot(const vf_tokenizer *t) { return t->sot; }
 int vf_tokenizer_eot(const vf_tokenizer *t) { return t->eot; }
 int vf_tokenizer_vocab_size(const vf_tokenizer *t) { return t->vocab_size; }
 int vf_tokenizer_token_id(const vf_tokenizer *t, const char *token) { return vocab_get(t, token, strlen(token)); }
+void vf_tokenizer_set_text_rules(vf_tokenizer *t, vf_tok_text_rules rules) { t->rules = rules; }
+vf_tok_text_rules vf_tokenizer_text_rules(const vf_tokenizer *t) { return t->rules; }
+const char *vf_tok_text_rules_name(vf_tok_text_rules rules) {
+    return rules == VF_TOK_TEXT_OPEN_CLIP ? "open_clip" : "hf";
+}
+int vf_tok_text_rules_parse(const char *s, vf_tok_text_rules *rules, vf_error *err) {
+    if (!strcmp(s, "hf")) *rules = VF_TOK_TEXT_HF;
+    else if (!strcmp(s, "open_clip")) *rules = VF_TOK_TEXT_OPEN_CLIP;
+    else return vf_fail(err, "text rules '%s': want hf or open_clip", s);
+    return 0;
+}
 
 /* ---- fingerprint --------------------------------------------------------------- */
 
@@ -500,8 +512,10 @@ static int encode_all(const vf_tokenizer *t, const char *text, int32_t **ids_out
     vf_tok_piece *pieces = NULL;
     bpe_work w = {0};
     int32_t *ids = NULL;
-    if (vf_tok_normalize(text, &norm, &norm_len, err)) return -1;
-    if (vf_tok_split(norm, norm_len, &pieces, &n_pieces, err)) {
+    const int oc = t->rules == VF_TOK_TEXT_OPEN_CLIP;
+    if (oc ? vf_tok_clean_open_clip(text, &norm, &norm_len, err) : vf_tok_normalize(text, &norm, &norm_len, err))
+        return -1;
+    if (vf_tok_split(norm, norm_len, oc, &pieces, &n_pieces, err)) {
         free(norm);
         return -1;
     }

@@ -1,5 +1,8 @@
 /* tokenizer: CLIP's byte-level BPE tokenizer, producing exactly the ids of
- * Hugging Face's fast CLIPTokenizer (tokenizers 0.19, as users load it).
+ * the checkpoint's own library: Hugging Face's fast CLIPTokenizer
+ * (tokenizers 0.19, as users load it) for a Hugging Face checkpoint, and
+ * open_clip's SimpleTokenizer for an OpenCLIP one (vf_tokenizer_load_for_model
+ * picks; see "text rules" below).
  *
  * Vocabularies: a Hugging Face directory (vocab.json + merges.txt) or
  * OpenAI's bpe_simple_vocab_16e6.txt.gz, from which the same 49,408-entry
@@ -7,14 +10,19 @@
  * own small vocabulary for random-weight models is written by
  * vf_tokenizer_write_tiny.
  *
- * Text pipeline (the fast tokenizer's): NFC, every run of Unicode White_Space
+ * Text pipeline, Hugging Face rules (the fast tokenizer's): NFC, every run of Unicode White_Space
  * -> one ' ', per-character full lowercase; the specials <|startoftext|> and
  * <|endoftext|> are found in the normalised text; the rest is split with
  *   's|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
  * and each piece's UTF-8 bytes go through BPE with "</w>" on the last byte.
  * HTML entities are NOT unescaped ("&amp;" stays three tokens) because the
- * fast tokenizer does not; OpenAI's original (ftfy + html.unescape) and
- * transformers' slow CLIPTokenizer do.  Invalid UTF-8 is an error. */
+ * fast tokenizer does not.
+ * OpenCLIP rules (open_clip's SimpleTokenizer, clean='lower'): ftfy.fix_text,
+ * html.unescape twice, whitespace runs -> ' ', strip, str.lower(); its
+ * specials are spelled <start_of_text> / <end_of_text> in text and are the
+ * first alternatives of the same split regex; then the same BPE.  What of
+ * ftfy is done and what is not: tokenizer_clean.c (in short, everything but
+ * its mojibake repair).  Invalid UTF-8 is an error under both rules. */
 #ifndef VF_CLIP_TOKENIZER_H
 #define VF_CLIP_TOKENIZER_H
 
@@ -25,6 +33,13 @@
 #define VF_CLIP_CONTEXT_LENGTH 77
 
 typedef struct vf_tokenizer vf_tokenizer;
+
+/* Whose text rules a tokenizer follows (default: Hugging Face's). */
+typedef enum { VF_TOK_TEXT_HF = 0, VF_TOK_TEXT_OPEN_CLIP = 1 } vf_tok_text_rules;
+void vf_tokenizer_set_text_rules(vf_tokenizer *t, vf_tok_text_rules rules);
+vf_tok_text_rules vf_tokenizer_text_rules(const vf_tokenizer *t);
+const char *vf_tok_text_rules_name(vf_tok_text_rules rules);   /* "hf" / "open_clip" */
+int vf_tok_text_rules_parse(const char *s, vf_tok_text_rules *rules, vf_error *err);
 
 /* vocab.json + merges.txt from model_dir (merges beyond OpenAI's 48,894 are
  * ignored, as transformers' CLIPTokenizer does). */
@@ -37,7 +52,20 @@ int  vf_tokenizer_load_bpe_gz(vf_tokenizer **out, const char *path, vf_error *er
  * merges.txt in model_dir; bpe_simple_vocab_16e6.txt.gz in model_dir.  When
  * none is there the message says what to provide and where to get it
  * (OpenCLIP hub checkpoints ship without a tokenizer).  source (may be NULL)
- * receives the directory or file it was loaded from. */
+ * receives the directory or file it was loaded from.
+ * The tokenizer then follows the checkpoint's library's text rules
+ * (OpenCLIP when model_dir holds open_clip_config.json, else Hugging Face),
+ * and must belong to the model (when model_dir has a config): its size fits
+ * the token embedding (and equals it where no eos_token_id pins the
+ * vocabulary down -- OpenCLIP, legacy configs -- unless the weights are
+ * make-model's random ones, whose presets keep more rows than the small
+ * vocabulary), its
+ * EOT is where the model pools (config.json's eos_token_id, or the largest
+ * id for OpenCLIP and transformers' legacy eos_token_id 2), its SOT is
+ * bos_token_id / next to EOT, and a tokenizer directory's
+ * special_tokens_map.json / tokenizer_config.json name CLIP's
+ * <|startoftext|> and <|endoftext|>; else an error names the tokenizer
+ * source, the model and what differs. */
 int  vf_tokenizer_load_for_model(vf_tokenizer **out, const char *model_dir, const char *tokenizer_path, char *source,
                                  size_t source_len, vf_error *err);
 void vf_tokenizer_free(vf_tokenizer *t);

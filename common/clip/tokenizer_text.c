@@ -33,9 +33,7 @@ int vf_tok_utf8_put(char *dst, int c) {
     return 4;
 }
 
-/* Decodes one UTF-8 sequence at s[i] (strict: no overlongs, surrogates or
- * values past U+10FFFF); returns its length, or 0 when invalid. */
-static int utf8_get(const unsigned char *s, size_t n, size_t i, int *cp) {
+int vf_tok_utf8_get(const unsigned char *s, size_t n, size_t i, int *cp) {
     unsigned c = s[i];
     int len, min;
     if (c < 0x80) { *cp = (int)c; return 1; }
@@ -78,26 +76,22 @@ static int is_number(int c) {
 
 /* Unicode version of the reference's normalisation data: the NFC inside
  * tokenizers 0.19 (crate unicode-normalization-alignments) carries Unicode
- * 9.0 tables, so characters added later neither decompose, compose nor
- * reorder there (canonical classes and mappings of older characters are
- * stable across versions, so filtering ICU's data by age reproduces it). */
-static int nfc_knows(int c) {
+ * 9.0 tables, Python 3.11's unicodedata (ftfy's NFC, OpenCLIP mode) 14.0; so
+ * characters added later neither decompose, compose nor reorder there
+ * (canonical classes and mappings of older characters are stable across
+ * versions, so filtering ICU's data by age reproduces them). */
+static int nfc_knows(int c, int max_major) {
     UVersionInfo age;
     u_charAge(c, age);
-    return age[0] <= 9;
+    return age[0] <= max_major;
 }
 
-static int nfc_ccc(int c) { return nfc_knows(c) ? u_getCombiningClass(c) : 0; }
+static int nfc_ccc(int c, int max_major) { return nfc_knows(c, max_major) ? u_getCombiningClass(c) : 0; }
 
-typedef struct cp_buf {
-    UChar32 *v;
-    size_t n, cap;
-} cp_buf;
-
-static int cp_push(cp_buf *b, UChar32 c) {
+int vf_tok_cps_push(vf_tok_cps *b, int32_t c) {
     if (b->n == b->cap) {
         size_t cap = b->cap ? 2 * b->cap : 64;
-        UChar32 *nv = realloc(b->v, sizeof(UChar32) * cap);
+        int32_t *nv = realloc(b->v, sizeof(int32_t) * cap);
         if (!nv) return -1;
         b->v = nv, b->cap = cap;
     }
@@ -107,33 +101,33 @@ static int cp_push(cp_buf *b, UChar32 c) {
 
 /* NFC of cps[0, n) (UAX #15: full canonical decomposition, canonical
  * ordering, canonical composition), into out. */
-static int nfc(const UChar32 *cps, size_t n, cp_buf *out, vf_error *err) {
+int vf_tok_nfc(const int32_t *cps, size_t n, int max_major, vf_tok_cps *out, vf_error *err) {
     UErrorCode status = U_ZERO_ERROR;
     const UNormalizer2 *nfc2 = unorm2_getNFCInstance(&status);
     if (U_FAILURE(status)) return vf_fail(err, "tokenizer: ICU normalisation data unavailable (%s)", u_errorName(status));
-    cp_buf d = {0};
+    vf_tok_cps d = {0};
     for (size_t i = 0; i < n; i++) {
         UChar dec[32];
         int32_t dl = -1;
         status = U_ZERO_ERROR;
-        if (nfc_knows(cps[i])) dl = unorm2_getDecomposition(nfc2, cps[i], dec, 32, &status);
+        if (nfc_knows(cps[i], max_major)) dl = unorm2_getDecomposition(nfc2, cps[i], dec, 32, &status);
         if (dl < 0 || U_FAILURE(status)) {
-            if (cp_push(&d, cps[i])) goto oom;
+            if (vf_tok_cps_push(&d, cps[i])) goto oom;
             continue;
         }
         for (int32_t k = 0; k < dl;) {
             UChar32 c;
             U16_NEXT(dec, k, dl, c);
-            if (cp_push(&d, c)) goto oom;
+            if (vf_tok_cps_push(&d, c)) goto oom;
         }
     }
     /* canonical ordering: stable insertion sort of each run of non-starters */
     for (size_t i = 1; i < d.n; i++) {
-        int cc = nfc_ccc(d.v[i]);
+        int cc = nfc_ccc(d.v[i], max_major);
         if (cc == 0) continue;
         UChar32 c = d.v[i];
         size_t j = i;
-        while (j > 0 && nfc_ccc(d.v[j - 1]) > cc) d.v[j] = d.v[j - 1], j--;
+        while (j > 0 && nfc_ccc(d.v[j - 1], max_major) > cc) d.v[j] = d.v[j - 1], j--;
         d.v[j] = c;
     }
     /* composition: c joins the last starter unless blocked by a character in
@@ -143,12 +137,12 @@ static int nfc(const UChar32 *cps, size_t n, cp_buf *out, vf_error *err) {
     int last_cc = 0;
     for (size_t i = 0; i < d.n; i++) {
         UChar32 c = d.v[i];
-        int cc = nfc_ccc(c);
+        int cc = nfc_ccc(c, max_major);
         if (starter >= 0) {
             int adjacent = (size_t)starter == out->n - 1;
             if (adjacent || (last_cc != 0 && last_cc < cc)) {
                 UChar32 comp = unorm2_composePair(nfc2, out->v[starter], c);
-                if (comp >= 0 && nfc_knows(comp)) {
+                if (comp >= 0 && nfc_knows(comp, max_major)) {
                     out->v[starter] = comp;
                     continue;
                 }
@@ -156,7 +150,7 @@ static int nfc(const UChar32 *cps, size_t n, cp_buf *out, vf_error *err) {
         }
         if (cc == 0) starter = (long)out->n;
         last_cc = cc;
-        if (cp_push(out, c)) goto oom;
+        if (vf_tok_cps_push(out, c)) goto oom;
     }
     free(d.v);
     return 0;
@@ -168,12 +162,12 @@ oom:
 int vf_tok_normalize(const char *text, char **out, size_t *out_len, vf_error *err) {
     const unsigned char *s = (const unsigned char *)text;
     size_t n = strlen(text);
-    UChar32 *cps = malloc(sizeof(UChar32) * (n + 1));
-    cp_buf normal = {0};
+    int32_t *cps = malloc(sizeof(int32_t) * (n + 1));
+    vf_tok_cps normal = {0};
     size_t ncp = 0;
     if (!cps) return vf_fail(err, "tokenizer: out of memory");
     for (size_t i = 0; i < n;) {
-        int cp, len = utf8_get(s, n, i, &cp);
+        int cp, len = vf_tok_utf8_get(s, n, i, &cp);
         if (!len) {
             free(cps);
             return vf_fail(err, "tokenizer: text is not valid UTF-8 (byte 0x%02x at offset %zu)", s[i], i);
@@ -181,7 +175,7 @@ int vf_tok_normalize(const char *text, char **out, size_t *out_len, vf_error *er
         cps[ncp++] = cp;
         i += len;
     }
-    if (nfc(cps, ncp, &normal, err)) {
+    if (vf_tok_nfc(cps, ncp, 9, &normal, err)) {
         free(cps);
         return -1;
     }
@@ -221,7 +215,7 @@ int vf_tok_normalize(const char *text, char **out, size_t *out_len, vf_error *er
 static size_t match_at(const unsigned char *s, size_t n, size_t i) {
     static const char *const contractions[] = {"s", "t", "re", "ve", "m", "ll", "d"};
     int c;
-    size_t len = utf8_get(s, n, i, &c);
+    size_t len = vf_tok_utf8_get(s, n, i, &c);
     if (c == '\'')
         for (int k = 0; k < 7; k++) {
             size_t cl = strlen(contractions[k]);
@@ -229,23 +223,43 @@ static size_t match_at(const unsigned char *s, size_t n, size_t i) {
         }
     if (is_letter(c)) {
         size_t j = i + len;
-        while (j < n && (len = utf8_get(s, n, j, &c)) && is_letter(c)) j += len;
+        while (j < n && (len = vf_tok_utf8_get(s, n, j, &c)) && is_letter(c)) j += len;
         return j - i;
     }
     if (is_number(c)) return len;
     if (is_space(c)) return 0;
     size_t j = i + len;
-    while (j < n && (len = utf8_get(s, n, j, &c)) && !is_space(c) && !is_letter(c) && !is_number(c)) j += len;
+    while (j < n && (len = vf_tok_utf8_get(s, n, j, &c)) && !is_space(c) && !is_letter(c) && !is_number(c)) j += len;
     return j - i;
 }
 
-/* Appends the regex pieces of s[a, b) to pieces. */
-static void split_plain(const unsigned char *s, size_t a, size_t b, vf_tok_piece *pieces, size_t *np) {
+/* Which special (1 SOT, 2 EOT, 0 none) starts at s[i]; its length in *sl. */
+static int special_at(const unsigned char *s, size_t n, size_t i, const char *sot_text, const char *eot_text, size_t *sl) {
+    const size_t sot_len = strlen(sot_text), eot_len = strlen(eot_text);
+    if (s[i] != '<') return 0;
+    if (i + sot_len <= n && memcmp(s + i, sot_text, sot_len) == 0) return *sl = sot_len, 1;
+    if (i + eot_len <= n && memcmp(s + i, eot_text, eot_len) == 0) return *sl = eot_len, 2;
+    return 0;
+}
+
+/* Appends the regex pieces of s[a, b) to pieces; with specials (open_clip's
+ * pattern "<start_of_text>|<end_of_text>|'s|..."), a special is the first
+ * alternative at each match start, so one inside a run of punctuation is
+ * not found (as in open_clip). */
+static void split_plain(const unsigned char *s, size_t a, size_t b, const char *sot_text, const char *eot_text,
+                        vf_tok_piece *pieces, size_t *np) {
     for (size_t i = a; i < b;) {
+        size_t sl;
+        int special = sot_text ? special_at(s, b, i, sot_text, eot_text, &sl) : 0;
+        if (special) {
+            pieces[(*np)++] = (vf_tok_piece){i, sl, special};
+            i += sl;
+            continue;
+        }
         size_t m = match_at(s, b, i);
         if (m == 0) {
             int c;
-            i += utf8_get(s, b, i, &c);
+            i += vf_tok_utf8_get(s, b, i, &c);
             continue;
         }
         pieces[(*np)++] = (vf_tok_piece){i, m, 0};
@@ -253,25 +267,28 @@ static void split_plain(const unsigned char *s, size_t a, size_t b, vf_tok_piece
     }
 }
 
-int vf_tok_split(const char *norm, size_t len, vf_tok_piece **pieces, size_t *n_pieces, vf_error *err) {
+int vf_tok_split(const char *norm, size_t len, int open_clip, vf_tok_piece **pieces, size_t *n_pieces, vf_error *err) {
     const unsigned char *s = (const unsigned char *)norm;
     vf_tok_piece *p = malloc(sizeof *p * (len + 1)); /* at most one piece per byte */
     if (!p) return vf_fail(err, "tokenizer: out of memory");
     size_t np = 0, seg = 0;
-    const size_t sot_len = strlen(VF_TOK_SOT_TEXT), eot_len = strlen(VF_TOK_EOT_TEXT);
+    if (open_clip) {
+        split_plain(s, 0, len, VF_TOK_OC_SOT_TEXT, VF_TOK_OC_EOT_TEXT, p, &np);
+        *pieces = p;
+        *n_pieces = np;
+        return 0;
+    }
+    /* the fast tokenizer's added-token pass: specials anywhere, then the regex between them */
     for (size_t i = 0; i < len; i++) {
-        if (s[i] != '<') continue;
-        int special = 0;
-        size_t sl = 0;
-        if (i + sot_len <= len && memcmp(s + i, VF_TOK_SOT_TEXT, sot_len) == 0) special = 1, sl = sot_len;
-        else if (i + eot_len <= len && memcmp(s + i, VF_TOK_EOT_TEXT, eot_len) == 0) special = 2, sl = eot_len;
+        size_t sl;
+        int special = special_at(s, len, i, VF_TOK_SOT_TEXT, VF_TOK_EOT_TEXT, &sl);
         if (!special) continue;
-        split_plain(s, seg, i, p, &np);
+        split_plain(s, seg, i, NULL, NULL, p, &np);
         p[np++] = (vf_tok_piece){i, sl, special};
         i += sl - 1;
         seg = i + 1;
     }
-    split_plain(s, seg, len, p, &np);
+    split_plain(s, seg, len, NULL, NULL, p, &np);
     *pieces = p;
     *n_pieces = np;
     return 0;

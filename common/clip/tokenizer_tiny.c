@@ -68,7 +68,7 @@ static int collect_words(tiny_word **words_out, int *n_out, const int byte_rank[
     size_t len, np;
     vf_tok_piece *pieces;
     if (vf_tok_normalize(tiny_corpus, &norm, &len, err)) return -1;
-    if (vf_tok_split(norm, len, &pieces, &np, err)) {
+    if (vf_tok_split(norm, len, 0, &pieces, &np, err)) {
         free(norm);
         return -1;
     }

@@ -27,7 +27,7 @@ struct vf_coop {
 };
 
 vf_coop_config vf_coop_config_default(void) {
-    vf_coop_config c = {16, 0, VF_CLASS_END, NULL, NULL, 1};
+    vf_coop_config c = {16, 0, VF_CLASS_END, NULL, NULL, 1, 0};
     return c;
 }
 
@@ -159,6 +159,9 @@ int vf_coop_create(vf_coop **out, const vf_coop_config *cfg, const vf_clip_text_
         if (vf_tokenize_words(tok, cfg->init_words, init_ids, VF_CLIP_CONTEXT_LENGTH, &n_ctx, err) != 0)
             return vf_error_prefix(err, "CoOp init words '%s'", cfg->init_words);
         if (n_ctx == 0) return vf_fail(err, "CoOp init words '%s' have no tokens", cfg->init_words);
+        if (cfg->n_ctx_given && n_ctx != cfg->n_ctx)
+            return vf_fail(err, "n_ctx %d disagrees with init words '%s', which are %d tokens (n_ctx is taken from the "
+                           "init words: give one of the two, or make them agree)", cfg->n_ctx, cfg->init_words, n_ctx);
     }
     if (n_ctx < 1 || n_ctx > max_len - 2) return vf_fail(err, "CoOp: n_ctx %d is outside 1..%d", n_ctx, max_len - 2);
     prompt_parts parts;

@@ -16,8 +16,9 @@
  *
  * Context: n_ctx vectors shared by all classes, or with csc one set per
  * class (C * n_ctx).  Initialised N(0, 0.02) from the seed, or from words:
- * the token embeddings of init_words (n_ctx becomes their token count; with
- * csc every class starts from the same words).
+ * the token embeddings of init_words (n_ctx becomes their token count, as in
+ * CoOp; an n_ctx that was stated and differs is refused, not overridden;
+ * with csc every class starts from the same words).
  *
  * Owns: prompt token ids, context parameters, the text tower's activation
  * and gradient arenas for (C, T).  A forward/backward pair never allocates. */
@@ -41,6 +42,7 @@ typedef struct vf_coop_config {
     const char *template_;   /* e.g. "a dermatoscopic image of {ctx} {class}."; NULL = VF_COOP_DEFAULT_TEMPLATE */
     const char *init_words;  /* NULL = random N(0, 0.02) with the seed; else e.g. "a photo of a" */
     unsigned long long seed;
+    int n_ctx_given;         /* n_ctx was stated (--n-ctx): with init_words, their token count must equal it */
 } vf_coop_config;
 
 /* n_ctx 16, shared context, class at the end, CoOp's template, random init, seed 1. */
