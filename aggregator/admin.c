@@ -90,6 +90,10 @@ static void on_status(vf_rpc_call *call, const uint8_t *data, size_t len, void *
     if (isinf(s.epsilon)) s.epsilon = NAN;
     s.dp_delta = r->cfg.privacy.delta;
     s.epsilon_budget = r->cfg.privacy.epsilon_budget;
+    s.loss_at = r->state == RUN_IDLE ? "" : r->cfg.loss_at_parties ? "image-parties" : "aggregator";
+    int participants = r->sum.min_participants;
+    if (r->cfg.loss_at_parties && participants == 0) participants = r->n_img ? r->n_img : agg_parties_connected();
+    s.loss_at_note = r->state == RUN_IDLE ? "" : (char *)vf_loss_at_note(r->cfg.loss_at_parties, participants);
     Vflclip__V1__RefusedParty rp[AGG_REFUSED_MAX], *rpp[AGG_REFUSED_MAX];
     for (int i = 0; i < g_n_refused; i++) {
         vflclip__v1__refused_party__init(&rp[i]);

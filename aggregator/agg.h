@@ -16,6 +16,7 @@
 
 #include "coop/train_session.h"
 #include "daemon/run_config.h"
+#include "metrics/eval_counts.h"
 #include "privacy/privacy_report.h"
 #include "proto/admin.pb-c.h"
 #include "proto/federation.pb-c.h"
@@ -41,6 +42,9 @@ typedef struct agg_party {
     double embed_delta;
     int64_t connected_unix;
     char state[64];                  /* "connected", "encoding 3,412/7,007 eta 04:52" (its EncodingProgress), a run's phase */
+    /* image parties: the mask key of their Hello (loss_at = image-parties), relayed as sent */
+    uint8_t mask_pub[32], mask_sig[160], mask_cert[4096];
+    size_t mask_pub_len, mask_sig_len, mask_cert_len;
 } agg_party;
 
 typedef enum {
@@ -49,7 +53,8 @@ typedef enum {
 
 /* What the run waits for from the knowledge party. */
 typedef enum {
-    WAIT_NONE = 0, WAIT_SETUP, WAIT_STEP, WAIT_SAVE, WAIT_BEST, WAIT_RESTORE_BEST, WAIT_EXPORT
+    WAIT_NONE = 0, WAIT_SETUP, WAIT_STEP, WAIT_SAVE, WAIT_BEST, WAIT_RESTORE_BEST, WAIT_EXPORT,
+    WAIT_SUM   /* a secure sum of the image parties (loss_at = image-parties) */
 } agg_wait;
 
 typedef struct agg_img {
@@ -58,6 +63,27 @@ typedef struct agg_img {
     int split;                       /* split being received; 3 = all done */
     uint64_t task;
 } agg_img;
+
+/* One secure sum in flight (secure_sum.c). */
+typedef struct agg_sum {
+    int active;
+    int kind;                        /* VFLCLIP__V1__SECURE_SUM_KIND__... */
+    uint64_t sum_id;                 /* from g_agg.last_sum_id, which only grows: a redone sum has fresh masks */
+    size_t len;                      /* words of the vector */
+    uint64_t *acc;                   /* (len) the sum so far */
+    int n_part, n_answered;
+    int part[AGG_MAX_PARTIES];       /* participants: indices into run.img */
+    uint8_t answered[AGG_MAX_PARTIES];
+    uint32_t *own;                   /* (batch) a party's own positions of the batch */
+    float *grad;                     /* (C, D) the summed dL/dT share, decoded */
+    char *site_json[3][AGG_MAX_PARTIES];   /* the final evaluation: each site's own metrics of val [1] and test [2] */
+    uint64_t sums, redone, bytes_out, bytes_in;
+    uint64_t kind_sums[2], kind_bytes[2];   /* finished sums and their bytes (both ways): [0] steps, [1] evaluations */
+    double t0, step_s;               /* time of the step sums */
+    int min_participants;            /* fewest participants of any sum so far */
+    vf_auc_grid grid;                /* an evaluation's histogram grid, from the RANGE sum before it */
+    int grid_ready;
+} agg_sum;
 
 typedef struct agg_run {
     agg_run_state state;
@@ -79,6 +105,8 @@ typedef struct agg_run {
     float *emb[3];
     int *labels[3];
     uint64_t n[3];
+    int sizes_ready;                 /* n[] and img[].base[] are set (and, pooled, the buffers allocated) */
+    agg_sum sum;                     /* loss_at = image-parties */
     vf_embedded_split split[3];
     /* training: the one CoOp loop (coop/train_session.h), driven from the
      * network callbacks.  Before it is set up (a restarted aggregator whose
@@ -107,6 +135,7 @@ typedef struct agg {
     agg_party parties[AGG_MAX_PARTIES];
     agg_run run;
     uint64_t next_task;
+    uint64_t last_sum_id;            /* of every secure sum asked since start, over all runs (a party refuses one that does not grow) */
     int shutting_down;
     int max_parties;                 /* [server] max_parties: party slots in use at most */
     int hello_timeout_ms;            /* [server] hello_timeout_s: a Join stream must say Hello within it */
@@ -123,6 +152,10 @@ int agg_send(agg_party *p, Vflclip__V1__AggregatorMessage *m, vf_error *err);
 uint64_t agg_new_task(void);
 
 /* run.c */
+void agg_run_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void agg_run_pause(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The session's next action as a task (the knowledge party's, or a secure sum). */
+void agg_run_drive(void);
 int agg_run_active(void);
 void agg_run_free(agg_run *r);
 void agg_run_end(agg_run_state s, const char *msg);
@@ -152,6 +185,19 @@ int agg_run_terminal(void);
 /* Opens (or continues) the run's transcript; records one message of the run. */
 void agg_transcript_open(void);
 void agg_transcript_record(const vf_peer_identity *peer, int sent, const ProtobufCMessage *m, const uint8_t *raw, size_t len);
+
+/* secure_sum.c: loss_at = image-parties.  agg_sum_start asks the run's
+ * connected image parties for the sum the session's LOSS or EVAL action
+ * needs (pausing when a party whose data it needs is away); a MaskedShare
+ * is added with agg_sum_on_share; a participant that leaves before it
+ * answered makes the sum start again with fresh masks. */
+void agg_sum_start(vf_train_action a);
+void agg_sum_on_share(agg_party *p, uint64_t task, const Vflclip__V1__MaskedShare *ms, size_t wire);
+void agg_sum_on_left(agg_party *p);
+void agg_sum_reset(void);
+void agg_sum_free(void);
+/* site_metrics.json from what the sites reported in the final evaluation. */
+void agg_sum_write_site_metrics(void);
 
 /* progress.c */
 int agg_progress_save(agg_run *r, vf_error *err);

@@ -146,6 +146,10 @@ static void on_hello(agg_join *j, const Vflclip__V1__Hello *h) {
     p->embed_clip = h->embed_clip;
     p->embed_noise = h->embed_noise_multiplier;
     p->embed_delta = h->dp_delta;
+    /* sizes bounded by vf_peer_check_hello */
+    if ((p->mask_pub_len = h->mask_public_key.len)) memcpy(p->mask_pub, h->mask_public_key.data, p->mask_pub_len);
+    if ((p->mask_sig_len = h->mask_key_signature.len)) memcpy(p->mask_sig, h->mask_key_signature.data, p->mask_sig_len);
+    if ((p->mask_cert_len = h->certificate.len)) memcpy(p->mask_cert, h->certificate.data, p->mask_cert_len);
     for (int k = 0; k < 3; k++) p->split_n[k] = split_n[k];
     p->hello_ok = 1;
     snprintf(p->state, sizeof p->state, "connected");

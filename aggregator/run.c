@@ -70,6 +70,7 @@ static void free_session(agg_run *r) {
 void agg_run_free(agg_run *r) {
     vf_transcript_close(&r->transcript);
     free_session(r);
+    agg_sum_free();
     for (int k = 0; k < 3; k++) {
         free(r->emb[k]);
         free(r->labels[k]);
@@ -129,8 +130,7 @@ void agg_run_end(agg_run_state s, const char *msg) {
     agg_admin_run_over();
 }
 
-static void fail_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void fail_run(const char *fmt, ...) {
+void agg_run_fail(const char *fmt, ...) {
     char msg[768];
     va_list ap;
     va_start(ap, fmt);
@@ -142,11 +142,10 @@ static void fail_run(const char *fmt, ...) {
 static void on_pause_timeout(uv_timer_t *t) {
     agg_run *r = &g_agg.run;
     if (!agg_run_active() || !r->paused) return;
-    fail_run("%s for more than %d s; the run gave up (party_timeout_s)", r->message, r->cfg.party_timeout_s);
+    agg_run_fail("%s for more than %d s; the run gave up (party_timeout_s)", r->message, r->cfg.party_timeout_s);
 }
 
-static void pause_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void pause_run(const char *fmt, ...) {
+void agg_run_pause(const char *fmt, ...) {
     agg_run *r = &g_agg.run;
     char msg[768];
     va_list ap;
@@ -179,7 +178,7 @@ static int send_kp(Vflclip__V1__AggregatorMessage *am, agg_wait wait) {
     vf_error err;
     am->task_id = agg_new_task();
     if (!kp || agg_send(kp, am, &err)) {
-        pause_run("waiting for knowledge party '%s'", r->kp_name);
+        agg_run_pause("waiting for knowledge party '%s'", r->kp_name);
         return -1;
     }
     r->wait = wait;
@@ -193,6 +192,7 @@ static void send_setup(void) {
     Vflclip__V1__RunSetup rs = VFLCLIP__V1__RUN_SETUP__INIT;
     rs.run_id = r->id;
     rs.n_ctx = (uint32_t)c->n_ctx;
+    rs.n_ctx_given = c->n_ctx_given;
     rs.template_ = (char *)c->template_;
     rs.init_words = (char *)c->init_words;
     rs.csc = c->csc;
@@ -231,7 +231,7 @@ static int all_images_present(void) {
     agg_run *r = &g_agg.run;
     for (int i = 0; i < r->n_img; i++)
         if (!agg_party_find(VF_ROLE_IMAGE_PARTY, r->img[i].name)) {
-            pause_run("waiting for image party '%s'", r->img[i].name);
+            agg_run_pause("waiting for image party '%s'", r->img[i].name);
             return 0;
         }
     return 1;
@@ -241,7 +241,7 @@ static int all_images_present(void) {
  * splits of all parties, their byte counts checked before malloc. */
 static int prepare_encoding(void) {
     agg_run *r = &g_agg.run;
-    if (r->emb[0]) return 0;
+    if (r->sizes_ready) return 0;
     for (int k = 0; k < 3; k++) r->n[k] = 0;
     for (int i = 0; i < r->n_img; i++) {
         agg_party *p = agg_party_find(VF_ROLE_IMAGE_PARTY, r->img[i].name);
@@ -252,26 +252,40 @@ static int prepare_encoding(void) {
         }
     }
     if (r->n[0] == 0) {
-        fail_run("the image parties hold no training images");
+        agg_run_fail("the image parties hold no training images");
         return -1;
     }
     vf_error err;
+    if (r->cfg.loss_at_parties) {   /* the embeddings stay at the parties: sizes only */
+        for (int k = 0; k < 3; k++)
+            if (r->n[k] > INT32_MAX) {
+                agg_run_fail("the image parties declare %" PRIu64 " %s examples: more than one run can hold", r->n[k],
+                             vf_split_name((vf_split)k));
+                return -1;
+            }
+        r->sizes_ready = 1;
+        vf_log(VF_INFO, "event=loss_at_image_parties run=%s parties=%d train=%" PRIu64 " val=%" PRIu64 " test=%" PRIu64
+               " detail=\"embeddings and labels stay at the image parties; the aggregator receives secure sums\"",
+               r->id, r->n_img, r->n[0], r->n[1], r->n[2]);
+        return 0;
+    }
     for (int k = 0; k < 3; k++) {
         size_t n = r->n[k] ? (size_t)r->n[k] : 1, bytes;
         if (r->n[k] > INT32_MAX || vf_size_mul3(n, (size_t)r->D, sizeof(float), &bytes, &err)) {
-            fail_run("the image parties declare %" PRIu64 " %s examples of dimension %d: more than one run can hold", r->n[k],
+            agg_run_fail("the image parties declare %" PRIu64 " %s examples of dimension %d: more than one run can hold", r->n[k],
                      vf_split_name((vf_split)k), r->D);
             return -1;
         }
         r->emb[k] = malloc(bytes);
         r->labels[k] = malloc(n * sizeof(int));
         if (!r->emb[k] || !r->labels[k]) {
-            fail_run("out of memory for %" PRIu64 " embeddings", r->n[k]);
+            agg_run_fail("out of memory for %" PRIu64 " embeddings", r->n[k]);
             return -1;
         }
     }
     vf_log(VF_INFO, "event=encoding_start run=%s parties=%d train=%" PRIu64 " val=%" PRIu64 " test=%" PRIu64 " dim=%d",
            r->id, r->n_img, r->n[0], r->n[1], r->n[2], r->D);
+    r->sizes_ready = 1;
     return 0;
 }
 
@@ -300,6 +314,7 @@ static void start_training(void);
 static void continue_encoding(void) {
     agg_run *r = &g_agg.run;
     if (!all_images_present() || prepare_encoding()) return;
+    if (r->cfg.loss_at_parties) return start_training();
     int done = 1;
     for (int i = 0; i < r->n_img; i++) {
         request_next_split(&r->img[i]);
@@ -317,27 +332,27 @@ static void on_chunk(agg_party *p, uint64_t task, const Vflclip__V1__EmbeddingsC
     int k = im->split;
     const char *who = p->id.name;
     vf_error err;
-    if (vf_peer_check_chunk(ch, &err)) return fail_run("image party '%s': %s", who, err.msg);
+    if (vf_peer_check_chunk(ch, &err)) return agg_run_fail("image party '%s': %s", who, err.msg);
     if (strcmp(ch->split, vf_split_name((vf_split)k)) || ch->view != 0)
-        return fail_run("image party '%s' sent split %s view %u for a %s request", who, ch->split, ch->view, vf_split_name((vf_split)k));
+        return agg_run_fail("image party '%s' sent split %s view %u for a %s request", who, ch->split, ch->view, vf_split_name((vf_split)k));
     if (ch->dim != (uint32_t)r->D)
-        return fail_run("image party '%s' sent %u-dim embeddings; the run's dimension is %d", who, ch->dim, r->D);
+        return agg_run_fail("image party '%s' sent %u-dim embeddings; the run's dimension is %d", who, ch->dim, r->D);
     if (ch->offset != im->received[k] || ch->count > im->n[k] - ch->offset || ch->total != im->n[k])
-        return fail_run("image party '%s': %s chunk at %" PRIu64 "+%u does not continue %" PRIu64 " of %" PRIu64, who,
+        return agg_run_fail("image party '%s': %s chunk at %" PRIu64 "+%u does not continue %" PRIu64 " of %" PRIu64, who,
                         vf_split_name((vf_split)k), ch->offset, ch->count, im->received[k], im->n[k]);
     for (uint32_t i = 0; i < ch->count; i++)
         if (ch->labels[i] < 0 || ch->labels[i] >= r->C)
-            return fail_run("image party '%s': %s example %s has label %d outside 0..%d", who, vf_split_name((vf_split)k), ch->ids[i],
+            return agg_run_fail("image party '%s': %s example %s has label %d outside 0..%d", who, vf_split_name((vf_split)k), ch->ids[i],
                             ch->labels[i], r->C - 1);
     for (size_t i = 0; i < ch->n_data; i++)
-        if (!isfinite(ch->data[i])) return fail_run("image party '%s': %s embedding value %zu is not finite", who, vf_split_name((vf_split)k), i);
+        if (!isfinite(ch->data[i])) return agg_run_fail("image party '%s': %s embedding value %zu is not finite", who, vf_split_name((vf_split)k), i);
     uint64_t at = im->base[k] + ch->offset;
     memcpy(r->emb[k] + at * r->D, ch->data, ch->n_data * sizeof(float));
     for (uint32_t i = 0; i < ch->count; i++) r->labels[k][at + i] = ch->labels[i];
     im->received[k] += ch->count;
     if (!ch->last) return;
     if (im->received[k] != im->n[k])
-        return fail_run("image party '%s': %s ended after %" PRIu64 " of %" PRIu64 " examples", who, vf_split_name((vf_split)k),
+        return agg_run_fail("image party '%s': %s ended after %" PRIu64 " of %" PRIu64 " examples", who, vf_split_name((vf_split)k),
                         im->received[k], im->n[k]);
     vf_log(VF_INFO, "event=split_received run=%s peer=%s split=%s images=%" PRIu64, r->id, who, vf_split_name((vf_split)k), im->n[k]);
     im->task = 0;
@@ -347,7 +362,6 @@ static void on_chunk(agg_party *p, uint64_t task, const Vflclip__V1__EmbeddingsC
 }
 
 /* ---- training -------------------------------------------------------------------- */
-static void drive_session(void);
 
 static void start_training(void) {
     agg_run *r = &g_agg.run;
@@ -355,15 +369,22 @@ static void start_training(void) {
     if (!r->session_ready) {
         for (int k = 0; k < 3; k++) r->split[k] = (vf_embedded_split){(int)r->n[k], r->D, r->emb[k], r->labels[k]};
         const vf_run_config *c = &r->cfg;
+        for (int i = 0; c->loss_at_parties && i < r->n_img; i++) {
+            agg_party *p = agg_party_find(VF_ROLE_IMAGE_PARTY, r->img[i].name);
+            if (p && p->mask_pub_len == 0)
+                return agg_run_fail("image party '%s' sent no mask key in its Hello (an older version?): loss_at = "
+                                    "image-parties needs one from every image party", p->id.name);
+        }
         vf_train_session_config sc = {.epochs = c->epochs, .batch_size = c->batch_size, .max_steps = c->max_steps,
                                       .seed = c->seed, .schedule = c->schedule, .privacy = c->privacy,
                                       .checkpoint_every = c->checkpoint_every, .out_dir = r->dir,
-                                      .class_names = (const char *const *)r->class_names, .quiet = 1};
+                                      .class_names = (const char *const *)r->class_names, .quiet = 1,
+                                      .loss_at_parties = c->loss_at_parties, .run_name = r->id};
         if (vf_train_session_init(&r->sess, &sc, r->split, r->C, r->D, r->logit_scale, &err))
-            return fail_run("cannot start training: %s", err.msg);
+            return agg_run_fail("cannot start training: %s", err.msg);
         r->session_ready = 1;
         /* The committed progress (nothing on a fresh run) decides where to start. */
-        if (agg_progress_load(r, r->dir, &err)) return fail_run("cannot resume: %s", err.msg);
+        if (agg_progress_load(r, r->dir, &err)) return agg_run_fail("cannot resume: %s", err.msg);
         r->epochs_reported = r->sess.log.n;
         r->steps_reported = r->sess.global_step;
         vf_train_session_set_text(&r->sess, r->T, r->logit_scale);
@@ -441,14 +462,16 @@ static void write_site_metrics(void) {
 }
 
 /* The session's next action, as a task for the knowledge party. */
-static void drive_session(void) {
+void agg_run_drive(void) {
     agg_run *r = &g_agg.run;
     vf_error err;
     vf_train_action a = vf_train_session_next(&r->sess, &err);
     report_progress();
     switch (a) {
-    case VF_TRAIN_ERROR: return fail_run("%s", err.msg);
+    case VF_TRAIN_ERROR: return agg_run_fail("%s", err.msg);
     case VF_TRAIN_UPDATE: return send_update();
+    case VF_TRAIN_LOSS:
+    case VF_TRAIN_EVAL: return agg_sum_start(a);
     case VF_TRAIN_SAVE: return send_checkpoint(VFLCLIP__V1__CHECKPOINT_ACTION__CHECKPOINT_SAVE, WAIT_SAVE, 0, 0);
     case VF_TRAIN_MARK_BEST:
         return send_checkpoint(VFLCLIP__V1__CHECKPOINT_ACTION__CHECKPOINT_MARK_BEST, WAIT_BEST, (uint32_t)r->sess.best_epoch, r->sess.best_auc);
@@ -460,7 +483,8 @@ static void drive_session(void) {
         }
         return send_checkpoint(VFLCLIP__V1__CHECKPOINT_ACTION__CHECKPOINT_RESTORE_BEST, WAIT_RESTORE_BEST, 0, 0);
     case VF_TRAIN_DONE:
-        write_site_metrics();
+        if (r->cfg.loss_at_parties) agg_sum_write_site_metrics();
+        else write_site_metrics();
         if (r->n[2] > 0)
             vf_log(VF_INFO, "event=train_done run=%s best_epoch=%d best_val_auc=%.4f test_auc=%.4f test_acc=%.4f steps=%ld",
                    r->id, r->sess.best_epoch, r->sess.best_auc, r->sess.m_test.auc, r->sess.m_test.acc, r->sess.global_step);
@@ -475,7 +499,7 @@ static void after_step(void) {
     r->step_sum_s += dt;
     r->step_count++;
     vf_train_session_set_text(&r->sess, r->T, r->logit_scale);
-    drive_session();
+    agg_run_drive();
 }
 
 /* The knowledge party's classifier (ContextFile.classifier), checked against
@@ -537,7 +561,11 @@ static int keep_classifier(const ProtobufCBinaryData *b, vf_error *err) {
     snprintf(k.preprocessing_fingerprint, sizeof k.preprocessing_fingerprint, "%s", pp_fp);
     snprintf(k.run_id, sizeof k.run_id, "%s", r->id);
     double ece;
-    if (vf_classifier_finish_run(&k, r->dir, &r->sess.split[1], &r->sess.split[2], r->cfg.fit_temperature, &ece, err)) goto out;
+    /* loss_at = image-parties: no embedding here to calibrate with */
+    const int pooled = !r->cfg.loss_at_parties;
+    if (vf_classifier_finish_run(&k, r->dir, pooled ? &r->sess.split[1] : NULL, pooled ? &r->sess.split[2] : NULL,
+                                 r->cfg.fit_temperature, &ece, err))
+        goto out;
     vf_log(VF_INFO, "event=classifier_kept run=%s file=%s/%s temperature=%.6g ece=%.6f", r->id, r->dir, VF_CLASSIFIER_FILE,
            (double)k.temperature, ece);
     rc = 0;
@@ -587,11 +615,11 @@ static void on_context_file(const Vflclip__V1__ContextFile *cf) {
     char path[4500];
     vf_error err;
     snprintf(path, sizeof path, "%s/context.safetensors", r->dir);
-    if (vf_write_atomic(path, cf->data.data, cf->data.len, &err)) return fail_run("%s", err.msg);
+    if (vf_write_atomic(path, cf->data.data, cf->data.len, &err)) return agg_run_fail("%s", err.msg);
     if (cf->classifier.len == 0)
         vf_log(VF_WARN, "event=no_classifier run=%s reason=\"the knowledge party sent none (an older version)\"", r->id);
     else if (keep_classifier(&cf->classifier, &err))
-        return fail_run("%s", err.msg);
+        return agg_run_fail("%s", err.msg);
     else if (r->cfg.share_classifier)
         share_classifier();
     long steps = r->sess.global_step > 0 ? r->sess.global_step : 1;
@@ -600,6 +628,13 @@ static void on_context_file(const Vflclip__V1__ContextFile *cf) {
     if (r->step_count)
         vf_log(VF_INFO, "event=step_time run=%s steps=%ld min_ms=%.3f mean_ms=%.3f", r->id, r->step_count,
                r->step_min_s * 1e3, r->step_sum_s / r->step_count * 1e3);
+    if (r->cfg.loss_at_parties)
+        vf_log(VF_INFO, "event=secure_sums run=%s sums=%" PRIu64 " redone=%" PRIu64 " fewest_participants=%d bytes_out=%" PRIu64
+               " bytes_in=%" PRIu64 " step_sum_ms=%.3f", r->id, r->sum.sums, r->sum.redone, r->sum.min_participants, r->sum.bytes_out,
+               r->sum.bytes_in, steps ? r->sum.step_s / steps * 1e3 : 0.0);
+    if (r->cfg.loss_at_parties && r->sum.kind_sums[0] && r->sum.kind_sums[1])
+        vf_log(VF_INFO, "event=secure_sum_sizes run=%s step_bytes=%.0f eval_bytes=%.0f", r->id,
+               (double)r->sum.kind_bytes[0] / (double)r->sum.kind_sums[0], (double)r->sum.kind_bytes[1] / (double)r->sum.kind_sums[1]);
     agg_privacy_report_write();
     char why[sizeof r->message];   /* agg_run_end rewrites r->message */
     snprintf(why, sizeof why, "%s", r->sess.budget_stop ? r->sess.message : "");
@@ -611,7 +646,7 @@ void agg_run_continue(void) {
     agg_run *r = &g_agg.run;
     if (!agg_run_active() || r->wait != WAIT_NONE) return;
     agg_party *kp = agg_party_find(VF_ROLE_KNOWLEDGE_PARTY, r->kp_name);
-    if (!kp) return pause_run("waiting for knowledge party '%s'", r->kp_name);
+    if (!kp) return agg_run_pause("waiting for knowledge party '%s'", r->kp_name);
     if (r->state == RUN_ENCODING || r->state == RUN_SETUP) {
         if (!all_images_present()) return;
     }
@@ -619,7 +654,7 @@ void agg_run_continue(void) {
     if (!r->have_text) return send_setup();
     if (r->state == RUN_SETUP) r->state = RUN_ENCODING;
     if (r->state == RUN_ENCODING) return continue_encoding();
-    if (r->state == RUN_TRAINING || r->state == RUN_FINISHING) return drive_session();
+    if (r->state == RUN_TRAINING || r->state == RUN_FINISHING) return agg_run_drive();
 }
 
 /* The knowledge party went away: what it held since the last commit is lost. */
@@ -629,8 +664,9 @@ static void roll_back(void) {
     r->wait = WAIT_NONE;
     r->task = 0;
     r->have_text = 0;
+    agg_sum_reset();
     if (r->session_ready) {
-        if (agg_progress_load(r, r->dir, &err)) return fail_run("cannot roll back: %s", err.msg);
+        if (agg_progress_load(r, r->dir, &err)) return agg_run_fail("cannot roll back: %s", err.msg);
         r->state = RUN_TRAINING;
         vf_log(VF_INFO, "event=rolled_back run=%s step=%ld epoch=%d", r->id, r->sess.global_step, r->sess.epoch + 1);
     }
@@ -641,9 +677,9 @@ static void on_text_features(const Vflclip__V1__TextFeatures *tf, size_t wire) {
     const Vflclip__V1__Tensor *t = tf->features;
     if (!t || t->n_shape != 2 || t->shape[0] != (uint32_t)r->C || t->shape[1] != (uint32_t)r->D ||
         t->n_data != (size_t)r->C * r->D)
-        return fail_run("knowledge party '%s' sent text features that are not (%d, %d)", r->kp_name, r->C, r->D);
+        return agg_run_fail("knowledge party '%s' sent text features that are not (%d, %d)", r->kp_name, r->C, r->D);
     for (size_t i = 0; i < t->n_data; i++)
-        if (!isfinite(t->data[i])) return fail_run("knowledge party '%s': text feature %zu is not finite", r->kp_name, i);
+        if (!isfinite(t->data[i])) return agg_run_fail("knowledge party '%s': text feature %zu is not finite", r->kp_name, i);
     memcpy(r->T, t->data, t->n_data * sizeof(float));
     r->logit_scale = tf->logit_scale;
     agg_wait w = r->wait;
@@ -660,27 +696,27 @@ static void on_text_features(const Vflclip__V1__TextFeatures *tf, size_t wire) {
     }
     if (w == WAIT_RESTORE_BEST) {
         vf_train_session_set_text(&r->sess, r->T, r->logit_scale);
-        return drive_session();
+        return agg_run_drive();
     }
-    fail_run("knowledge party '%s' sent text features nobody asked for", r->kp_name);
+    agg_run_fail("knowledge party '%s' sent text features nobody asked for", r->kp_name);
 }
 
 static void on_text_ready(const Vflclip__V1__TextReady *tr) {
     agg_run *r = &g_agg.run;
     agg_party *kp = agg_party_find(VF_ROLE_KNOWLEDGE_PARTY, r->kp_name);
     vf_error err;
-    if (vf_peer_check_text_ready(tr, &err)) return fail_run("knowledge party '%s': %s", r->kp_name, err.msg);
+    if (vf_peer_check_text_ready(tr, &err)) return agg_run_fail("knowledge party '%s': %s", r->kp_name, err.msg);
     if (kp && tr->dim != kp->embed_dim)
-        return fail_run("knowledge party '%s' projects to %u but said %u in its Hello", r->kp_name, tr->dim, kp->embed_dim);
+        return agg_run_fail("knowledge party '%s' projects to %u but said %u in its Hello", r->kp_name, tr->dim, kp->embed_dim);
     if (r->C && ((uint32_t)r->C != tr->n_classes || (uint32_t)r->D != tr->dim))
-        return fail_run("knowledge party '%s' came back with %u classes of dimension %u (was %d, %d)", r->kp_name,
+        return agg_run_fail("knowledge party '%s' came back with %u classes of dimension %u (was %d, %d)", r->kp_name,
                         tr->n_classes, tr->dim, r->C, r->D);
     if (!r->C) {
         r->C = (int)tr->n_classes;
         r->D = (int)tr->dim;
         r->class_names = calloc((size_t)r->C, sizeof *r->class_names);
         r->T = malloc((size_t)r->C * r->D * sizeof(float));
-        if (!r->class_names || !r->T) return fail_run("out of memory");
+        if (!r->class_names || !r->T) return agg_run_fail("out of memory");
         for (int c = 0; c < r->C; c++) r->class_names[c] = strdup(tr->class_names[c]);
         /* run_settings.json again, now with the class names and the knowledge party's template */
         if (agg_run_settings_write(tr->template_, &err))
@@ -698,10 +734,10 @@ static void fall_back(const char *why) {
     long from = r->sess.committed_step;
     r->wait = WAIT_NONE;
     if (agg_progress_restore_previous(r, &err))
-        return fail_run("knowledge party '%s' cannot restore step %ld (%s), nor can the aggregator go back a commit: %s",
+        return agg_run_fail("knowledge party '%s' cannot restore step %ld (%s), nor can the aggregator go back a commit: %s",
                         r->kp_name, from, why, err.msg);
     if (r->sess.committed_step >= from)
-        return fail_run("knowledge party '%s' cannot restore step %ld (%s), and there is no earlier commit to go back to",
+        return agg_run_fail("knowledge party '%s' cannot restore step %ld (%s), and there is no earlier commit to go back to",
                         r->kp_name, from, why);
     vf_log(VF_ERROR, "event=fell_back run=%s from_step=%ld to_step=%ld reason=\"knowledge party: %s\"", r->id, from,
            r->sess.committed_step, why);
@@ -714,18 +750,26 @@ void agg_run_on_message(agg_party *p, const Vflclip__V1__PartyMessage *m, size_t
     if (!agg_run_active()) return;
     if (p->id.role == VF_ROLE_IMAGE_PARTY) {
         if (m->body_case == VFLCLIP__V1__PARTY_MESSAGE__BODY_EMBEDDINGS) return on_chunk(p, m->task_id, m->embeddings);
+        if (m->body_case == VFLCLIP__V1__PARTY_MESSAGE__BODY_MASKED_SHARE)
+            return agg_sum_on_share(p, m->task_id, m->masked_share, wire_bytes);
+        if (m->body_case == VFLCLIP__V1__PARTY_MESSAGE__BODY_ERROR && r->wait == WAIT_SUM) {
+            for (int i = 0; i < r->sum.n_part; i++)
+                if (!strcmp(r->img[r->sum.part[i]].name, p->id.name))
+                    return agg_run_fail("image party '%s' could not compute its share of secure sum %" PRIu64 ": %s", p->id.name,
+                                        r->sum.sum_id, m->error->message);
+        }
         if (m->body_case == VFLCLIP__V1__PARTY_MESSAGE__BODY_ERROR) {
             for (int i = 0; i < r->n_img; i++)
                 if (!strcmp(r->img[i].name, p->id.name) && r->img[i].task == m->task_id)
-                    return fail_run("image party '%s': %s", p->id.name, m->error->message);
+                    return agg_run_fail("image party '%s': %s", p->id.name, m->error->message);
         }
         return;
     }
-    if (strcmp(p->id.name, r->kp_name) || m->task_id != r->task || r->wait == WAIT_NONE) return; /* stale */
+    if (strcmp(p->id.name, r->kp_name) || m->task_id != r->task || r->wait == WAIT_NONE || r->wait == WAIT_SUM) return; /* stale */
     switch (m->body_case) {
     case VFLCLIP__V1__PARTY_MESSAGE__BODY_ERROR:
         if (r->wait == WAIT_SETUP && r->sess.committed_step > 0) return fall_back(m->error->message);
-        return fail_run("knowledge party '%s': %s", p->id.name, m->error->message);
+        return agg_run_fail("knowledge party '%s': %s", p->id.name, m->error->message);
     case VFLCLIP__V1__PARTY_MESSAGE__BODY_TEXT_READY:
         if (r->wait == WAIT_SETUP) return on_text_ready(m->text_ready);
         break;
@@ -735,13 +779,13 @@ void agg_run_on_message(agg_party *p, const Vflclip__V1__PartyMessage *m, size_t
             vf_error err;
             r->wait = WAIT_NONE;
             vf_train_session_saved(&r->sess);
-            if (agg_progress_save(r, &err)) return fail_run("cannot commit progress: %s", err.msg);
+            if (agg_progress_save(r, &err)) return agg_run_fail("cannot commit progress: %s", err.msg);
             return agg_run_continue();
         }
         if (r->wait == WAIT_BEST) {
             r->wait = WAIT_NONE;
             vf_train_session_marked(&r->sess);
-            return drive_session();
+            return agg_run_drive();
         }
         break;
     case VFLCLIP__V1__PARTY_MESSAGE__BODY_CONTEXT_FILE:
@@ -752,7 +796,7 @@ void agg_run_on_message(agg_party *p, const Vflclip__V1__PartyMessage *m, size_t
         break;
     default: break;
     }
-    fail_run("knowledge party '%s' answered task %" PRIu64 " with an unexpected message", p->id.name, m->task_id);
+    agg_run_fail("knowledge party '%s' answered task %" PRIu64 " with an unexpected message", p->id.name, m->task_id);
 }
 
 /* ---- parties coming and going --------------------------------------------------- */
@@ -762,10 +806,10 @@ void agg_run_on_joined(agg_party *p) {
     if (p->id.role == VF_ROLE_IMAGE_PARTY) {
         for (int i = 0; i < r->n_img; i++) {
             if (strcmp(r->img[i].name, p->id.name)) continue;
-            if (r->emb[0])
+            if (r->sizes_ready)
                 for (int k = 0; k < 3; k++)
                     if (p->split_n[k] != r->img[i].n[k])
-                        return fail_run("image party '%s' came back holding %" PRIu64 " %s images instead of %" PRIu64,
+                        return agg_run_fail("image party '%s' came back holding %" PRIu64 " %s images instead of %" PRIu64,
                                         p->id.name, p->split_n[k], vf_split_name((vf_split)k), r->img[i].n[k]);
             r->img[i].task = 0;
         }
@@ -778,7 +822,7 @@ void agg_run_on_left(agg_party *p, const char *why) {
     if (!agg_run_active()) return;
     if (p->id.role == VF_ROLE_KNOWLEDGE_PARTY && !strcmp(p->id.name, r->kp_name)) {
         roll_back();
-        pause_run("waiting for knowledge party '%s' (left: %s)", r->kp_name, why);
+        agg_run_pause("waiting for knowledge party '%s' (left: %s)", r->kp_name, why);
         return;
     }
     for (int i = 0; i < r->n_img; i++) {
@@ -787,7 +831,9 @@ void agg_run_on_left(agg_party *p, const char *why) {
         if (r->state == RUN_SETUP || r->state == RUN_ENCODING) {
             if (im->split < 3) im->received[im->split] = 0;
             im->task = 0;
-            if (r->state == RUN_ENCODING) pause_run("waiting for image party '%s' (left: %s)", im->name, why);
+            if (r->state == RUN_ENCODING) agg_run_pause("waiting for image party '%s' (left: %s)", im->name, why);
+        } else if (r->cfg.loss_at_parties) {
+            agg_sum_on_left(p);
         } else {
             vf_log(VF_INFO, "event=image_party_left run=%s peer=%s detail=\"its embeddings are already here; training goes on\"",
                    r->id, im->name);

@@ -155,6 +155,8 @@ void agg_privacy_report_write(void) {
     pr.n_train = (int)r->n[0];
     pr.steps = r->sess.global_step;
     pr.budget_stop = r->sess.budget_stop;
+    pr.loss_at_parties = r->cfg.loss_at_parties;
+    pr.sum_participants = r->sum.min_participants;
     for (int i = 0; i < r->n_img && i < VF_PRIVACY_MAX_EMBED; i++) {
         agg_party *p = agg_party_find(VF_ROLE_IMAGE_PARTY, r->img[i].name);
         vf_privacy_embed_entry *e = &pr.embed[pr.n_embed++];

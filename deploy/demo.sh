@@ -14,7 +14,9 @@
 #
 # Environment: MODEL_DIR, DATA_NPZ, DEMO_DIR (work directory, default a new
 # /tmp/vflclip-demo.*), DEMO_PORT (default: a free port), DEMO_EPOCHS (8),
-# DEMO_BATCH (16), DEMO_LR (0.01), DEMO_NCTX (4),
+# DEMO_BATCH (16), DEMO_LR (0.01), DEMO_NCTX (4), DEMO_LOSS_AT (aggregator, the
+# paper's way; image-parties: embeddings and labels stay at the hospitals and
+# the aggregator receives only secure sums, docs/threat-model.md),
 # SKIP_DEPS=1 / SKIP_BUILD=1 (skip steps 1), VFLCLIP_BUILD (where the programs are,
 # default build/). The steps are the functions of deploy/lib-federation.sh.
 set -euo pipefail
@@ -74,6 +76,7 @@ batch_size = ${DEMO_BATCH:-16}
 lr = ${DEMO_LR:-0.01}
 n_ctx = ${DEMO_NCTX:-4}
 seed = 1
+loss_at = ${DEMO_LOSS_AT:-aggregator}
 EOF
 echo "kits in $FED; run configuration $WORK/run.ini"
 
@@ -83,7 +86,11 @@ export VFLCLIP_ADMIN_CONFIG=$FED/admin-operator/admin.ini
 fed_wait_parties 4 300 || true
 "$B/vflclip" status 2>/dev/null
 
-say "training run"
+if [ "${DEMO_LOSS_AT:-aggregator}" = image-parties ]; then
+    say "training run, loss at the image parties: embeddings and labels stay at each hospital; the aggregator sees only secure sums"
+else
+    say "training run, loss at the aggregator (the paper's way: it receives embeddings and labels)"
+fi
 "$B/vflclip" run start --config "$WORK/run.ini" --watch 2>&1 | grep -v 'event=rpc_conn' | tee "$WORK/logs/watch.txt"
 
 say "results"
@@ -96,6 +103,8 @@ epochs = [json.loads(l) for l in open(f"{d}/metrics.jsonl")]
 print(f"epochs {len(epochs)}, train loss {epochs[0]['train_loss']:.4f} -> {epochs[-1]['train_loss']:.4f}, "
       f"best epoch {epochs[-1]['best_epoch']}")
 print(f"test ({t['n']} images): AUC {t['auc']:.4f}  ACC {t['acc']:.4f}  balanced ACC {t['balanced_acc']:.4f}")
+p = json.load(open(f"{d}/privacy.json")).get("loss_at", {})
+print(f"loss at {p.get('mode', 'aggregator')}: {p.get('note', '')}")
 EOF
 echo "plots:   $WORK/results/auc_acc.png $WORK/results/loss.png $WORK/results/confusion_test.png"
 echo "context: $WORK/results/context.safetensors (the learned prompt context)"

@@ -11,7 +11,10 @@
  * and party-local ids, nothing else.  Pixels never leave this process, and the
  * only tasks it accepts carry no tensor (EncodeSplit, Shutdown): anything
  * else is refused, except, after a run whose [run] share_classifier is
- * image-parties, that run's classifier, kept in <state>/classifiers/.  With [privacy] embed_clip (and embed_noise) every
+ * image-parties, that run's classifier, kept in <state>/classifiers/, and,
+ * in a run with [run] loss_at = image-parties, SecureSumTasks: the text
+ * features T, answered with this party's masked share of the loss, dL/dT or
+ * evaluation counts (secure_share.c), so embeddings and labels stay here.  With [privacy] embed_clip (and embed_noise) every
  * embedding is clipped and noised once, after encoding and before anything is
  * sent (privacy/embed_dp.h); the noise seed is [privacy] seed or a random one
  * kept in the state directory, so a restart re-sends the same noisy rows
@@ -34,6 +37,7 @@
 #include "util/log.h"
 #include "util/progress.h"
 #include "util/sha256.h"
+#include "secure_share.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -100,6 +104,9 @@ typedef struct party {
     uint64_t pending_task;
     Vflclip__V1__EncodeSplit pending;
     char pending_split[16];
+    uint8_t *pending_sum;          /* a SecureSumTask that came before the embeddings were ready, packed */
+    size_t pending_sum_len;
+    uint64_t pending_sum_task;
 } party;
 
 static party g_p;
@@ -235,18 +242,63 @@ refuse:
     vf_log(VF_WARN, "event=classifier_refused run=%s error=\"%s\"", id[0] ? id : "-", err.msg);
 }
 
+/* loss_at = image-parties: this party's masked share of a secure sum. */
+static void on_secure_sum(uint64_t task, const Vflclip__V1__SecureSumTask *st) {
+    if (!g_p.ready) {   /* answered when the embeddings are ready (encode_done); a newer task replaces an older one */
+        size_t n = vflclip__v1__secure_sum_task__get_packed_size(st);
+        uint8_t *buf = malloc(n ? n : 1);
+        if (!buf) { send_error(task, VF_GRPC_RESOURCE_EXHAUSTED, "out of memory"); return; }
+        vflclip__v1__secure_sum_task__pack(st, buf);
+        free(g_p.pending_sum);
+        g_p.pending_sum = buf;
+        g_p.pending_sum_len = n;
+        g_p.pending_sum_task = task;
+        vf_log(VF_INFO, "event=secure_sum_deferred task=%" PRIu64 " sum=%" PRIu64 " detail=\"still encoding the data set\"", task, st->sum_id);
+        return;
+    }
+    vf_embedded_split sp[VF_SPLIT_COUNT];
+    for (int k = 0; k < VF_SPLIT_COUNT; k++) sp[k] = (vf_embedded_split){g_p.ds.split[k].n, g_p.D, g_p.emb[k], g_p.ds.split[k].labels};
+    Vflclip__V1__MaskedShare ms = VFLCLIP__V1__MASKED_SHARE__INIT;
+    int code;
+    vf_error err;
+    if (ip_secure_answer(st, sp, &ms, &code, &err)) { send_error(task, code, err.msg); return; }
+    Vflclip__V1__PartyMessage pm = VFLCLIP__V1__PARTY_MESSAGE__INIT;
+    pm.task_id = task;
+    pm.body_case = VFLCLIP__V1__PARTY_MESSAGE__BODY_MASKED_SHARE;
+    pm.masked_share = &ms;
+    if (vf_party_link_send(g_link, &pm, &err))
+        vf_log(VF_WARN, "event=send_failed task=%" PRIu64 " error=\"%s\"", task, err.msg);
+    else
+        vf_log(VF_DEBUG, "event=secure_share_sent task=%" PRIu64 " sum=%" PRIu64 " words=%zu", task, ms.sum_id, ms.n_values);
+}
+
+static void answer_pending_sum(void) {
+    if (!g_p.pending_sum) return;
+    Vflclip__V1__SecureSumTask *st = vflclip__v1__secure_sum_task__unpack(NULL, g_p.pending_sum_len, g_p.pending_sum);
+    free(g_p.pending_sum);
+    g_p.pending_sum = NULL;
+    if (!st) return;
+    on_secure_sum(g_p.pending_sum_task, st);
+    vflclip__v1__secure_sum_task__free_unpacked(st, NULL);
+}
+
 static void on_message(vf_party_link *l, const Vflclip__V1__AggregatorMessage *m, void *ud) {
     switch (m->body_case) {
     case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_WELCOME: break;
     case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_ENCODE_SPLIT: on_encode(m->task_id, m->encode_split); break;
     case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_SHUTDOWN: g_p.streaming = 0; break;
     case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_CLASSIFIER_FILE: on_classifier(m->classifier_file); break;
-    default: send_error(m->task_id, VF_GRPC_UNIMPLEMENTED, "an image party accepts only EncodeSplit tasks"); break;
+    case VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_SECURE_SUM: on_secure_sum(m->task_id, m->secure_sum); break;
+    default: send_error(m->task_id, VF_GRPC_UNIMPLEMENTED, "an image party accepts only EncodeSplit and SecureSum tasks"); break;
     }
 }
 
 static void on_drain(vf_party_link *l, void *ud) { pump(); }
-static void on_down(vf_party_link *l, const char *why, void *ud) { g_p.streaming = 0; }
+static void on_down(vf_party_link *l, const char *why, void *ud) {
+    g_p.streaming = 0;
+    free(g_p.pending_sum);   /* a sum of the old connection: its masks are void */
+    g_p.pending_sum = NULL;
+}
 
 static void fill_hello(Vflclip__V1__Hello *h, void *ud) {
     static Vflclip__V1__SplitSize sizes[VF_SPLIT_COUNT];
@@ -268,6 +320,9 @@ static void fill_hello(Vflclip__V1__Hello *h, void *ud) {
         h->embed_noise_multiplier = g_p.privacy.noise_multiplier;
         h->dp_delta = g_p.privacy.delta;
     }
+    vf_error err;
+    if (ip_secure_hello(h, &err))   /* the Hello goes without it; a loss_at = image-parties run then refuses to start */
+        vf_log(VF_ERROR, "event=mask_key_failed error=\"%s\"", err.msg);
 }
 
 /* The noise seed: [privacy] seed, else a random one made once and kept in the state directory. */
@@ -472,6 +527,7 @@ static void encode_done(uv_work_t *w, int status) {
         g_p.have_pending = 0;
         on_encode(g_p.pending_task, &g_p.pending);
     }
+    answer_pending_sum();
 }
 
 static int start_encoding(uv_loop_t *loop, vf_error *err) {
@@ -508,7 +564,8 @@ int main(int argc, char **argv) {
     }
     vf_notify_status("loading the data set and the model");
     snprintf(g_state_dir, sizeof g_state_dir, "%s", d.paths.state);
-    if (load_privacy(&d.ini, d.paths.state, &err) || load_embeddings(&d.ini, d.paths.state, &err))
+    if (load_privacy(&d.ini, d.paths.state, &err) || load_embeddings(&d.ini, d.paths.state, &err) ||
+        ip_secure_open(d.paths.cert, d.paths.key, d.paths.ca, &err))
         return vf_daemon_fail(&d, &err);
     uv_loop_t *loop = uv_default_loop();
     vf_party_link_handlers h = {fill_hello, on_message, on_down, on_drain, NULL};
@@ -520,6 +577,8 @@ int main(int argc, char **argv) {
     if (g_p.enc_failed) return vf_daemon_fail(&d, &g_p.enc_err);
     for (int k = 0; k < VF_SPLIT_COUNT; k++) free(g_p.emb[k]);
     free(g_p.labels_buf); free(g_p.ids_buf); free(g_p.ids_storage);
+    free(g_p.pending_sum);
+    ip_secure_close();
     vf_dataset_close(&g_p.ds);
     vf_daemon_end(&d);
     return 0;

@@ -62,11 +62,9 @@ int kp_setup_run(kp_state *k, const Vflclip__V1__RunSetup *rs, vf_error *err) {
     if (vf_class_pos_parse(rs->class_pos[0] ? rs->class_pos : "end", &cc.class_pos, err)) return -1;
     cc.template_ = k->template_;
     cc.init_words = k->init_words[0] ? k->init_words : NULL;
-    /* With init words, n_ctx is their token count (CoOp); an n_ctx that says
-     * otherwise is refused (prompt.h).  RunSetup cannot say whether n_ctx
-     * was stated: 0 means "from the words", and 16, the [run] default the
-     * aggregator sends when n_ctx was not given, is taken as not stated. */
-    cc.n_ctx_given = rs->n_ctx != 0 && rs->n_ctx != 16;
+    /* With init words, n_ctx is their token count (CoOp); an n_ctx the run
+     * stated that says otherwise is refused (prompt.h). */
+    cc.n_ctx_given = rs->n_ctx_given;
     cc.seed = rs->seed;
     k->coop_cfg = cc;
     k->seed = rs->seed;

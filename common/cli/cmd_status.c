@@ -75,7 +75,11 @@ int vf_cmd_status(int argc, char **argv) {
                s->parties_connected);
         if (isfinite(s->epsilon)) printf("\"epsilon\":%.6f,", s->epsilon);
         else printf("\"epsilon\":null,");
-        printf("\"dp_delta\":%g,\"epsilon_budget\":%g,\"parties\":[", s->dp_delta, s->epsilon_budget);
+        printf("\"dp_delta\":%g,\"epsilon_budget\":%g,\"loss_at\":", s->dp_delta, s->epsilon_budget);
+        json_str(s->loss_at);
+        printf(",\"loss_at_note\":");
+        json_str(s->loss_at_note);
+        printf(",\"parties\":[");
         for (size_t i = 0; i < p->n_parties; i++) {
             const Vflclip__V1__PartyInfo *x = p->parties[i];
             printf("%s{\"role\":\"%s\",\"name\":\"%s\",\"cert_serial\":\"%s\",\"cert_days_left\":%.1f,\"fingerprint\":\"%s\","
@@ -111,6 +115,7 @@ int vf_cmd_status(int argc, char **argv) {
                 if (s->epsilon_budget > 0) printf(" (budget %g)", s->epsilon_budget);
                 printf("\n");
             }
+            if (s->loss_at[0]) printf("loss at     %s: %s\n", s->loss_at, s->loss_at_note);
             if (s->message[0]) printf("            %s\n", s->message);
         } else {
             printf("run         none yet\n");

@@ -3,6 +3,7 @@
  * phases until one needs the driver, and the driver's answer (set_text,
  * saved, marked) moves the loop on. */
 #include "coop/train_session.h"
+#include "metrics/eval_counts.h"
 #include "util/log.h"
 
 #include <cJSON.h>
@@ -13,7 +14,11 @@
 
 enum {
     P_START = 0,        /* no text features yet */
-    P_STEP,             /* draw the next step's batches */
+    P_STEP,             /* start the next step: its first batch */
+    P_BATCH,            /* one batch's loss and dL/dT */
+    P_WAIT_LOSS,        /* the image parties compute it (loss_at_parties) */
+    P_BATCH_DONE,       /* the step's next batch, or its dL/dT */
+    P_WAIT_EVAL,        /* the image parties count an evaluation (loss_at_parties) */
     P_WAIT_UPDATE,      /* the driver applies dL/dT */
     P_AFTER_UPDATE,     /* the new T arrived: count the step */
     P_WAIT_SAVE,        /* the driver makes the context durable */
@@ -56,6 +61,7 @@ int vf_train_session_init(vf_train_session *s, const vf_train_session_config *cf
         vf_metrics_init(&s->m_val, C, err) || vf_metrics_init(&s->m_test, C, err) ||
         vf_run_log_init(&s->log, cfg->out_dir, cfg->epochs, cfg->class_names, C, err))
         goto fail;
+    if (cfg->run_name || cfg->backbone) vf_run_log_set_title(&s->log, cfg->run_name, cfg->backbone);
     if (vf_text_grad_privacy_active(priv)) {
         if (vf_text_grad_guard_init(&s->guard, priv, C, D, B, err)) goto fail;
         s->guarded = 1;
@@ -91,7 +97,11 @@ void vf_train_session_free(vf_train_session *s) {
     s->text = s->dtext = NULL;
     for (int k = 0; k < 3; k++) {
         free(s->probs[k]);
+        free(s->counts[k]);
+        free(s->grid[k]);
+        s->grid[k] = NULL;
         s->probs[k] = NULL;
+        s->counts[k] = NULL;
     }
 }
 
@@ -138,8 +148,7 @@ static double epsilon_after(const vf_train_session *s, long steps) {
     return vf_text_grad_epsilon(&s->cfg.privacy, s->batcher.batch_size, s->split[0].n, steps);
 }
 
-/* The next step's batches under the current T: dL/dT into s->dtext.  Returns
- * the next phase. */
+/* A step: the budget check and its first batch.  Returns the next phase. */
 static int phase_step(vf_train_session *s, vf_error *err) {
     const vf_text_grad_privacy *priv = &s->cfg.privacy;
     if (s->stop || s->epoch >= s->cfg.epochs) return P_WAIT_RESTORE;
@@ -150,8 +159,7 @@ static int phase_step(vf_train_session *s, vf_error *err) {
         vf_batcher_start_epoch(&s->batcher, s->epoch);
         s->batcher.step = (int)batch_pos;
     }
-    const int *idx;
-    int B = vf_batcher_next(&s->batcher, &idx);
+    int B = vf_batcher_next(&s->batcher, &s->req_idx);
     if (B == 0) return P_END_EPOCH;
     if (priv->epsilon_budget > 0 && epsilon_after(s, s->global_step + 1) > priv->epsilon_budget) {
         s->batcher.step--;
@@ -162,24 +170,91 @@ static int phase_step(vf_train_session *s, vf_error *err) {
                  s->global_step + 1, priv->epsilon_budget);
         return s->step_in_epoch > 0 ? P_END_EPOCH : P_WAIT_RESTORE;
     }
-    double batch_loss_sum = 0;
-    int n_batches = 0;
-    float loss;
+    (void)err;
+    s->req_B = B;
+    s->req_batch = 0;
+    s->step_loss_sum = 0;
     if (s->guarded) vf_text_grad_guard_begin(&s->guard);
-    for (;;) {   /* the step's `accumulate` batches, all under the same T */
-        if (vf_loss_step_run(&s->ls, &s->split[0], idx, B, s->text, s->logit_scale, &loss, s->dtext, err))   // dT (C, D)
-            return vf_error_prefix(err, "step %ld", s->global_step), -1;
-        const vf_guard_batch gb = {B, s->ls.image, s->ls.labels, s->ls.logits};
-        if (s->guarded && vf_text_grad_guard_add(&s->guard, &gb, s->text, s->logit_scale, s->dtext, err))
-            return vf_error_prefix(err, "step %ld", s->global_step), -1;
-        batch_loss_sum += loss;
-        if (++n_batches >= priv->accumulate || (B = vf_batcher_next(&s->batcher, &idx)) == 0) break;
-    }
+    return P_BATCH;
+}
+
+/* One batch of the step (s->req_idx, s->req_B) under the current T: its loss
+ * and dL/dT here, or asked of the image parties. */
+static int phase_batch(vf_train_session *s, vf_error *err) {
+    if (s->cfg.loss_at_parties) return P_WAIT_LOSS;
+    float loss;
+    if (vf_loss_step_run(&s->ls, &s->split[0], s->req_idx, s->req_B, s->text, s->logit_scale, &loss, s->dtext, err))   // dT (C, D)
+        return vf_error_prefix(err, "step %ld", s->global_step), -1;
+    const vf_guard_batch gb = {s->req_B, s->ls.image, s->ls.labels, s->ls.logits};
+    if (s->guarded && vf_text_grad_guard_add(&s->guard, &gb, s->text, s->logit_scale, s->dtext, err))
+        return vf_error_prefix(err, "step %ld", s->global_step), -1;
+    s->step_loss_sum += loss;
+    return P_BATCH_DONE;
+}
+
+/* The step's next batch (all under the same T), or its dL/dT released. */
+static int phase_batch_done(vf_train_session *s) {
+    int n_batches = ++s->req_batch;
+    if (n_batches < s->cfg.privacy.accumulate && (s->req_B = vf_batcher_next(&s->batcher, &s->req_idx)) > 0) return P_BATCH;
     if (s->guarded) vf_text_grad_guard_release(&s->guard, s->cfg.seed, (uint64_t)s->global_step, s->dtext);   // (C, D)
     s->pending_batches = n_batches;
-    s->pending_loss = (float)(batch_loss_sum / n_batches);
+    s->pending_loss = (float)(s->step_loss_sum / n_batches);
     s->lr = vf_lr_at_epoch(&s->cfg.schedule, s->epoch);
     return P_WAIT_UPDATE;
+}
+
+int vf_train_session_set_loss(vf_train_session *s, double loss, const float *grad, uint64_t clipped, vf_error *err) {
+    if (s->phase != P_WAIT_LOSS) return vf_fail(err, "training session: a batch loss nobody asked for");
+    const long n = (long)s->C * s->D;
+    if (!isfinite(loss)) return vf_fail(err, "step %ld: the batch loss is not finite", s->global_step);
+    for (long i = 0; i < n; i++)
+        if (!isfinite(grad[i])) return vf_fail(err, "step %ld: dL/dT element %ld is not finite", s->global_step, i);
+    if (s->guarded) {
+        if (vf_text_grad_guard_add_share(&s->guard, grad, s->req_B, err)) return vf_error_prefix(err, "step %ld", s->global_step);
+        s->guard.clipped += (long)clipped;
+    } else {
+        memcpy(s->dtext, grad, (size_t)n * sizeof(float));
+    }
+    s->step_loss_sum += loss;
+    s->phase = P_BATCH_DONE;
+    return 0;
+}
+
+/* Metrics of split k under the current T into m: computed here, or (at the
+ * parties) asked for, the phase `resume` coming back once they are in.
+ * Returns 0 when m is ready, else the phase to go to (or -1). */
+static int evaluate(vf_train_session *s, int k, int final, vf_metrics *m, int resume, vf_error *err) {
+    if (!s->cfg.loss_at_parties)
+        return vf_evaluate_split(&s->ls, &s->split[k], s->text, s->logit_scale, m, final ? s->probs[k] : NULL, err) ? -1 : 0;
+    if (s->evaluated[k]) return 0;
+    s->req_split = k;
+    s->req_final = final;
+    s->resume_phase = resume;
+    return P_WAIT_EVAL;
+}
+
+int vf_train_session_set_eval(vf_train_session *s, const uint64_t *counts, double loss_sum, const vf_auc_grid *grid,
+                              vf_error *err) {
+    if (s->phase != P_WAIT_EVAL) return vf_fail(err, "training session: evaluation counts nobody asked for");
+    const int k = s->req_split;
+    vf_metrics *m = k == 0 ? &s->m_train : k == 1 ? &s->m_val : &s->m_test;
+    if (vf_metrics_from_counts(m, counts, err))
+        return vf_error_prefix(err, "%s evaluation at step %ld", k == 0 ? "train" : k == 1 ? "val" : "test", s->global_step);
+    if (m->n != s->split[k].n)
+        return vf_fail(err, "%s evaluation: the parties counted %d examples, the split has %d", k == 0 ? "train" : k == 1 ? "val" : "test",
+                       m->n, s->split[k].n);
+    m->loss = loss_sum / m->n;
+    if (s->req_final) {
+        const size_t len = vf_eval_counts_len(s->C);
+        if (!s->counts[k]) s->counts[k] = malloc(len * sizeof(uint64_t));
+        if (!s->grid[k]) s->grid[k] = malloc(sizeof *s->grid[k]);
+        if (!s->counts[k] || !s->grid[k]) return vf_fail(err, "out of memory for evaluation counts");
+        memcpy(s->counts[k], counts, len * sizeof(uint64_t));
+        *s->grid[k] = *grid;
+    }
+    s->evaluated[k] = 1;
+    s->phase = s->resume_phase;
+    return 0;
 }
 
 static int phase_after_update(vf_train_session *s) {
@@ -196,10 +271,11 @@ static int phase_after_update(vf_train_session *s) {
 
 static int phase_end_epoch(vf_train_session *s, vf_error *err) {
     const int has_val = s->split[1].n > 0;
+    int w;
+    if ((w = evaluate(s, 0, 0, &s->m_train, P_END_EPOCH, err)) || (has_val && (w = evaluate(s, 1, 0, &s->m_val, P_END_EPOCH, err))))
+        return w < 0 ? (vf_error_prefix(err, "epoch %d evaluation", s->epoch + 1), -1) : w;
+    s->evaluated[0] = s->evaluated[1] = 0;
     if (s->epoch == 0) s->first_loss = s->loss_sum / s->step_in_epoch;
-    if (vf_evaluate_split(&s->ls, &s->split[0], s->text, s->logit_scale, &s->m_train, NULL, err) ||
-        (has_val && vf_evaluate_split(&s->ls, &s->split[1], s->text, s->logit_scale, &s->m_val, NULL, err)))
-        return vf_error_prefix(err, "epoch %d evaluation", s->epoch + 1), -1;
     double v_auc = has_val ? s->m_val.auc : NAN;
     if (!s->have_best || isnan(s->best_auc) || v_auc > s->best_auc) {
         s->have_best = 1;
@@ -232,16 +308,26 @@ static float *final_probs(vf_train_session *s, int k, vf_error *err) {
     return s->probs[k];
 }
 
+/* confusion, ROC and recall figures of split k's final evaluation: the ROC
+ * from the scores here, or from the parties' summed histograms. */
+static int final_figures(vf_train_session *s, int k, const vf_metrics *m, vf_error *err) {
+    const char *name = k == 1 ? "val" : "test";
+    if (s->cfg.loss_at_parties) return vf_run_log_final_figures_counts(&s->log, name, m, s->counts[k], s->grid[k], err);
+    return vf_run_log_final_figures_scores(&s->log, name, m, s->probs[k], s->split[k].labels, s->split[k].n, err);
+}
+
 static int phase_finish(vf_train_session *s, vf_error *err) {
     const vf_embedded_split *val = &s->split[1], *test = &s->split[2];
-    if (val->n > 0 && !final_probs(s, 1, err)) return -1;
-    if (test->n > 0 && !final_probs(s, 2, err)) return -1;
-    if (val->n > 0 && (vf_evaluate_split(&s->ls, val, s->text, s->logit_scale, &s->m_val, s->probs[1], err) ||
-                       vf_run_log_confusion(&s->log, "val", &s->m_val, err)))
-        return vf_error_prefix(err, "final validation"), -1;
-    if (test->n > 0 && (vf_evaluate_split(&s->ls, test, s->text, s->logit_scale, &s->m_test, s->probs[2], err) ||
-                        vf_run_log_test(&s->log, &s->m_test, s->best_epoch, err) ||
-                        vf_run_log_confusion(&s->log, "test", &s->m_test, err)))
+    int w;
+    if (!s->cfg.loss_at_parties) {
+        if (val->n > 0 && !final_probs(s, 1, err)) return -1;
+        if (test->n > 0 && !final_probs(s, 2, err)) return -1;
+    }
+    if (val->n > 0 && (w = evaluate(s, 1, 1, &s->m_val, P_FINISH, err))) return w < 0 ? (vf_error_prefix(err, "final validation"), -1) : w;
+    if (test->n > 0 && (w = evaluate(s, 2, 1, &s->m_test, P_FINISH, err))) return w < 0 ? (vf_error_prefix(err, "test evaluation"), -1) : w;
+    s->evaluated[1] = s->evaluated[2] = 0;
+    if (val->n > 0 && final_figures(s, 1, &s->m_val, err)) return vf_error_prefix(err, "final validation"), -1;
+    if (test->n > 0 && (vf_run_log_test(&s->log, &s->m_test, s->best_epoch, err) || final_figures(s, 2, &s->m_test, err)))
         return vf_error_prefix(err, "test evaluation"), -1;
     s->epsilon = epsilon_after(s, s->global_step);
     return P_DONE;
@@ -249,6 +335,7 @@ static int phase_finish(vf_train_session *s, vf_error *err) {
 
 int vf_train_session_site_metrics(vf_train_session *s, const vf_site_rows *sites, int n_sites, vf_error *err) {
     if (s->phase != P_DONE) return vf_fail(err, "per-site metrics: the run has not finished its final evaluation");
+    if (s->cfg.loss_at_parties) return vf_fail(err, "per-site metrics: with loss_at = image-parties each site reports its own");
     const float *const scores[3] = {NULL, s->probs[1], s->probs[2]};
     const int *const labels[3] = {NULL, s->split[1].labels, s->split[2].labels};
     const int n[3] = {s->split[0].n, s->split[1].n, s->split[2].n};
@@ -257,7 +344,8 @@ int vf_train_session_site_metrics(vf_train_session *s, const vf_site_rows *sites
 
 static const vf_train_action waiting_for[] = {
     [P_WAIT_UPDATE] = VF_TRAIN_UPDATE, [P_WAIT_SAVE] = VF_TRAIN_SAVE, [P_WAIT_MARK] = VF_TRAIN_MARK_BEST,
-    [P_WAIT_RESTORE] = VF_TRAIN_RESTORE_BEST, [P_DONE] = VF_TRAIN_DONE,
+    [P_WAIT_RESTORE] = VF_TRAIN_RESTORE_BEST, [P_DONE] = VF_TRAIN_DONE, [P_WAIT_LOSS] = VF_TRAIN_LOSS,
+    [P_WAIT_EVAL] = VF_TRAIN_EVAL,
 };
 
 vf_train_action vf_train_session_next(vf_train_session *s, vf_error *err) {
@@ -266,6 +354,8 @@ vf_train_action vf_train_session_next(vf_train_session *s, vf_error *err) {
         switch (s->phase) {
         case P_START: return vf_fail(err, "training session: no text features yet"), VF_TRAIN_ERROR;
         case P_STEP: next = phase_step(s, err); break;
+        case P_BATCH: next = phase_batch(s, err); break;
+        case P_BATCH_DONE: next = phase_batch_done(s); break;
         case P_AFTER_UPDATE: next = phase_after_update(s); break;
         case P_END_EPOCH: next = phase_end_epoch(s, err); break;
         case P_LOG_EPOCH: next = phase_log_epoch(s, err); break;
@@ -393,5 +483,6 @@ int vf_train_session_state_from_json(vf_train_session *s, const cJSON *o, const 
     s->best_epoch = (int)num(o, "best_epoch", 0);
     s->have_best = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "have_best"));
     s->phase = s->phase == P_START ? P_START : P_STEP;   /* whatever was in flight is redone from here */
+    s->evaluated[0] = s->evaluated[1] = s->evaluated[2] = 0;
     return 0;
 }

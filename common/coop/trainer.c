@@ -158,6 +158,9 @@ static int drive(vf_train_session *s, vf_context_learner *l, const char *ctx_pat
             vf_train_session_set_text(s, l->text, s->logit_scale);
             break;
         case VF_TRAIN_DONE: return 0;
+        case VF_TRAIN_LOSS:
+        case VF_TRAIN_EVAL:   /* only a session with loss_at_parties asks; this one holds the embeddings */
+            return vf_fail(err, "training session: a loss or evaluation asked of image parties in a single-process run");
         }
     }
 }

@@ -270,9 +270,9 @@ int vf_run_log_final_figures_scores(vf_run_log *l, const char *split, const vf_m
 }
 
 int vf_run_log_final_figures_counts(vf_run_log *l, const char *split, const vf_metrics *m, const uint64_t *counts,
-                                    vf_error *err) {
+                                    const vf_auc_grid *grid, vf_error *err) {
     vf_roc roc;
-    int rc = vf_roc_from_counts(&roc, counts, m->n_classes, err);
+    int rc = vf_roc_from_counts(&roc, counts, m->n_classes, grid, err);
     if (rc) vf_error_prefix(err, "%s ROC", split);
     else rc = vf_run_log_final_figures(l, split, m, &roc, err);
     vf_roc_free(&roc);

@@ -9,6 +9,7 @@
 #define VF_COOP_TRAINER_IO_H
 
 #include <stdint.h>
+#include "metrics/auc_grid.h"
 #include "metrics/metrics.h"
 #include "metrics/roc.h"
 #include "util/vf_error.h"
@@ -74,7 +75,7 @@ int vf_run_log_final_figures_scores(vf_run_log *l, const char *split, const vf_m
 /* The same with the ROC from a summed counts vector in the layout of
  * metrics/eval_counts.h (secure evaluation: binned scores). */
 int vf_run_log_final_figures_counts(vf_run_log *l, const char *split, const vf_metrics *m, const uint64_t *counts,
-                                    vf_error *err);
+                                    const vf_auc_grid *grid, vf_error *err);
 
 /* The figures vf_run_log_final_figures writes, for any writer (vflclip
  * evaluate): files named <prefix>confusion_<split>.png, <prefix>roc_<split>.png,

@@ -55,6 +55,18 @@ int vf_peer_check_hello(const Vflclip__V1__Hello *h, uint64_t split_n[3], vf_err
     if (!(h->embed_clip >= 0) || !(h->embed_noise_multiplier >= 0) || !(h->dp_delta >= 0 && h->dp_delta < 1))
         return vf_fail(err, "embedding privacy settings (clip %g, noise %g, delta %g) are not valid", h->embed_clip,
                        h->embed_noise_multiplier, h->dp_delta);
+    if ((h->mask_public_key.len != 0 && h->mask_public_key.len != VF_PEER_MASK_PUB) ||
+        h->mask_key_signature.len > VF_PEER_MAX_MASK_SIG || h->certificate.len > VF_PEER_MAX_CERT)
+        return vf_fail(err, "mask key of %zu bytes (%u), signature of %zu (at most %u), certificate of %zu (at most %u)",
+                       h->mask_public_key.len, VF_PEER_MASK_PUB, h->mask_key_signature.len, VF_PEER_MAX_MASK_SIG,
+                       h->certificate.len, VF_PEER_MAX_CERT);
+    return 0;
+}
+
+int vf_peer_check_masked_share(const Vflclip__V1__MaskedShare *ms, size_t want_len, vf_error *err) {
+    if (ms->n_values != want_len) return vf_fail(err, "masked share of %zu words; the sum has %zu", ms->n_values, want_len);
+    if (ms->site_metrics_json && strlen(ms->site_metrics_json) > VF_PEER_MAX_SITE_JSON)
+        return vf_fail(err, "site metrics of %zu bytes (at most %u)", strlen(ms->site_metrics_json), VF_PEER_MAX_SITE_JSON);
     return 0;
 }
 

@@ -23,6 +23,10 @@
 #define VF_PEER_MAX_CHUNK 8192u                 /* examples in one EmbeddingsChunk */
 #define VF_PEER_MAX_STRING 256u                 /* names, ids, fingerprints, split names */
 #define VF_PEER_MAX_TEXT 1024u                  /* free text: error messages, templates */
+#define VF_PEER_MASK_PUB 32u                    /* an X25519 public key (secagg/mask_key.h) */
+#define VF_PEER_MAX_MASK_SIG 160u               /* its signature */
+#define VF_PEER_MAX_CERT 4096u                  /* a participant certificate, DER */
+#define VF_PEER_MAX_SITE_JSON 65536u            /* a site's own metrics of one split */
 
 /* A name, id or fingerprint: at most VF_PEER_MAX_STRING bytes, printable,
  * no quote or backslash (so it can stand in a key="value" log line as is). */
@@ -37,6 +41,8 @@ int vf_peer_check_hello(const Vflclip__V1__Hello *h, uint64_t split_n[3], vf_err
 /* EmbeddingsChunk: count, dim and the repeated fields' lengths agree and are
  * bounded; ids and the split name are checked. */
 int vf_peer_check_chunk(const Vflclip__V1__EmbeddingsChunk *ch, vf_error *err);
+/* MaskedShare: exactly the sum's length; site metrics bounded. */
+int vf_peer_check_masked_share(const Vflclip__V1__MaskedShare *ms, size_t want_len, vf_error *err);
 /* TextReady: class count, width and names bounded and checked. */
 int vf_peer_check_text_ready(const Vflclip__V1__TextReady *tr, vf_error *err);
 

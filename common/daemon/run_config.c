@@ -34,6 +34,9 @@ const vf_ini_key vf_run_config_schema[] = {
     {"run", "share_classifier", VF_INI_STR, 0, "none",
      "none | image-parties: after the run, send its classifier (class text features, no context) to each image party once"},
     {"run", "fit_temperature", VF_INI_BOOL, 0, "false", "fit the classifier's temperature on the val split (NLL); ECE before/after"},
+    {"run", "loss_at", VF_INI_STR, 0, "aggregator",
+     "aggregator (the paper's way: image parties send embeddings and labels) | image-parties (they keep them; the "
+     "aggregator receives only secure sums of loss, dL/dT and evaluation counts; docs/threat-model.md)"},
     {NULL, NULL, 0, 0, NULL, NULL},
 };
 
@@ -67,6 +70,7 @@ int vf_run_config_parse(const char *text, const char *name, vf_run_config *rc, v
     INT("max_steps", 0, 1L << 40, rc->max_steps);
     INT("seed", 0, 1L << 62, rc->seed);
     INT("n_ctx", 1, 72, rc->n_ctx);
+    rc->n_ctx_given = vf_ini_given(&ini, "run", "n_ctx");
     INT("warmup_epochs", 0, 100000, rc->schedule.warmup_epochs);
     INT("party_timeout_s", 1, 7 * 86400, rc->party_timeout_s);
     INT("checkpoint_every", 1, 1 << 30, rc->checkpoint_every);
@@ -103,6 +107,14 @@ int vf_run_config_parse(const char *text, const char *name, vf_run_config *rc, v
     if (!strcmp(s, "image-parties")) rc->share_classifier = 1;
     else if (strcmp(s, "none")) { vf_fail(err, "%s: [run] share_classifier '%s': want none or image-parties", name, s); goto out; }
     if (vf_ini_bool(&ini, "run", "fit_temperature", &rc->fit_temperature, err)) goto out;
+    s = vf_ini_get(&ini, "run", "loss_at");
+    if (!strcmp(s, "image-parties")) rc->loss_at_parties = 1;
+    else if (strcmp(s, "aggregator")) { vf_fail(err, "%s: [run] loss_at '%s': want aggregator or image-parties", name, s); goto out; }
+    if (rc->loss_at_parties && rc->fit_temperature) {
+        vf_fail(err, "%s: [run] fit_temperature needs the val embeddings at the aggregator; with loss_at = image-parties "
+                "it is not available", name);
+        goto out;
+    }
 #undef INT
 #undef DBL
     rc_ = 0;

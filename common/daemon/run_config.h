@@ -23,6 +23,7 @@ typedef struct vf_run_config {
     vf_optim_config optim;
     vf_lr_schedule schedule;
     int n_ctx, csc;
+    int n_ctx_given;               /* [run] n_ctx was stated (not the default) */
     vf_class_pos class_pos;
     char template_[1024];          /* "" = the knowledge party's */
     char init_words[256];          /* "" = random init */
@@ -34,6 +35,7 @@ typedef struct vf_run_config {
     vf_text_grad_privacy privacy;  /* what dL/dT goes through before it leaves the aggregator */
     int share_classifier;          /* 1 (image-parties): each image party receives the run's classifier once, after the run */
     int fit_temperature;           /* the classifier's temperature is fitted on the val split */
+    int loss_at_parties;           /* [run] loss_at = image-parties: secure sums instead of embeddings (secagg/) */
 } vf_run_config;
 
 extern const vf_ini_key vf_run_config_schema[];

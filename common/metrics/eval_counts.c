@@ -15,24 +15,19 @@ size_t vf_eval_counts_len(int C) {
 }
 
 int vf_auc_bin(float p) {
-    if (!(p > 0)) return 0;                 /* 0, below 0, NaN */
-    if (p >= 1) return VF_AUC_BINS - 1;
-    double q = p;
-    double z = log(q) - log1p(-q);          /* -103.3 .. 16.7 for a float in (0, 1) */
-    double x = floor((z + VF_AUC_LOGODDS) / (2 * VF_AUC_LOGODDS) * VF_AUC_BINS);
-    if (x < 1) return 1;                    /* the end bins stay p = 0 and p = 1 only */
-    if (x > VF_AUC_BINS - 2) return VF_AUC_BINS - 2;
-    return (int)x;
+    vf_auc_grid g;
+    vf_auc_grid_default(&g, 2);
+    return vf_auc_grid_bin(&g, 0, p, VF_AUC_BINS);
 }
 
 double vf_auc_bin_low(int b) {
-    if (b <= 0) return 0;
-    if (b >= VF_AUC_BINS - 1) return 1;
-    double z = -VF_AUC_LOGODDS + 2 * VF_AUC_LOGODDS * b / VF_AUC_BINS;
-    return 1 / (1 + exp(-z));
+    vf_auc_grid g;
+    vf_auc_grid_default(&g, 2);
+    return vf_auc_grid_bin_low(&g, 0, b, VF_AUC_BINS);
 }
 
-int vf_eval_counts_add(uint64_t *counts, int C, const float *probs, const int *labels, int N, vf_error *err) {
+int vf_eval_counts_add(uint64_t *counts, int C, const float *probs, const int *labels, int N, const vf_auc_grid *grid,
+                       vf_error *err) {
     if (C < 2 || C > VF_METRICS_MAX_CLASSES)
         return vf_fail(err, "eval counts: %d classes (need 2..%d)", C, VF_METRICS_MAX_CLASSES);
     if (N < 0) return vf_fail(err, "eval counts: %d examples", N);
@@ -43,6 +38,8 @@ int vf_eval_counts_add(uint64_t *counts, int C, const float *probs, const int *l
             if (!isfinite(probs[(size_t)i * C + k]))
                 return vf_fail(err, "eval counts: score [%d][%d] is not finite", i, k);
     }
+    vf_auc_grid def;
+    if (!grid) vf_auc_grid_default(&def, C);
     uint64_t *confusion = counts + 1;
     uint64_t *pos = confusion + (size_t)C * C;
     uint64_t *neg = pos + (size_t)C * VF_AUC_BINS;
@@ -53,7 +50,7 @@ int vf_eval_counts_add(uint64_t *counts, int C, const float *probs, const int *l
         counts[0]++;
         confusion[(size_t)labels[i] * C + best]++;
         for (int k = 0; k < C; k++)
-            (k == labels[i] ? pos : neg)[(size_t)k * VF_AUC_BINS + vf_auc_bin(p[k])]++;
+            (k == labels[i] ? pos : neg)[(size_t)k * VF_AUC_BINS + vf_auc_grid_bin(grid ? grid : &def, k, p[k], VF_AUC_BINS)]++;
     }
     return 0;
 }

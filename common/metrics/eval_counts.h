@@ -7,15 +7,18 @@
  *   [1, 1 + C*C)                      confusion, row = true class, column = argmax
  *   then C * VF_AUC_BINS              per class c, examples of class c by the bin of their score p_c
  *   then C * VF_AUC_BINS              per class c, examples of other classes by the bin of p_c
- * A score p in (0, 1) goes to the bin of its log-odds log(p / (1 - p)) on a
- * uniform grid over [-VF_AUC_LOGODDS, VF_AUC_LOGODDS] (clamped to bins
- * 1 .. VF_AUC_BINS - 2); p <= 0 goes to bin 0 and p >= 1 to the last bin,
- * alone: L = 104 holds every float in (0, 1) (the smallest positive float is
- * at -103.3, the largest below 1 at +16.6), so the denormal scores of a
- * saturated softmax are not lumped with p = 0, and softmax outputs that are
- * exactly 0 or 1 (logits 100 * cos give plenty) stay ties, as in the exact
- * AUC.  The AUC of class c is the Mann-Whitney statistic of the two
- * histograms, pairs in the same bin counted half: it differs from the exact
+ * A score p_c goes to a bin by its log-odds on a grid (auc_grid.h): bins
+ * 1 .. VF_AUC_BINS - 2 uniform over [lo[c], hi[c]], p <= 0 alone in bin 0
+ * and p >= 1 alone in the last, so softmax outputs that are exactly 0 or 1
+ * (logits 100 * cos give plenty) stay ties, as in the exact AUC.  The
+ * default grid (NULL) is [-VF_AUC_LOGODDS, VF_AUC_LOGODDS] for every class:
+ * L = 104 holds every float in (0, 1) (the smallest positive float is at
+ * -103.3, the largest below 1 at +16.6), so the denormal scores of a
+ * saturated softmax are not lumped with p = 0.  A federation bins on the
+ * grid mean +- 8 sd of each class's log-odds instead (a first secure sum of
+ * their moments), which is what keeps a weak model's crowded scores apart.
+ * The AUC of class c is the Mann-Whitney statistic of the two histograms,
+ * pairs in the same bin counted half: it differs from the exact
  * AUC only through pairs whose scores share a bin.  The mean loss is not a
  * count: the caller sums it as fixed point beside this vector.
  *
@@ -32,11 +35,14 @@
  * 1.1e-5.  The error is pairs sharing a bin, random in sign, and shrinks only
  * like the square root of the bin width: over 500 seeds 8192 bins give
  * 1.3e-4, 16384 8.8e-5, 18432 6.3e-5; even 65536 bins (7.3 MB) leave 2.1e-5,
- * so the 2e-5 aimed for is out of reach under 2 MB.  A narrower grid is worse
- * (L = 32 lumps the tiny scores of a saturated softmax: 0.07 off); an
- * asymmetric one over [-104, 17], which wastes no bins above the largest
- * float below 1, gives 4.4e-5 at 16384 bins, but roc.c reads the grid as
- * symmetric (it would have to take its bin edges from vf_auc_bin_low).
+ * so the 2e-5 aimed for is out of reach under 2 MB.  A narrower default grid
+ * is worse (L = 32 lumps the tiny scores of a saturated softmax: 0.07 off).
+ * These figures are for the default grid; on the grid from moments the test
+ * measures 3.9e-5 at most (100 seeds each), and far less where the scores
+ * crowd into a sliver of log-odds: a tiny random model's federated run on 96
+ * training images was 4.6e-3 off on the default grid and 2.5e-4 (one pair
+ * of 24 x 72) on the grid from moments; test_federation_secure.py, on 480,
+ * measures 5.6e-5.
  * One vector for C = 7: 229426 words, 1.84 MB. */
 #ifndef VF_METRICS_EVAL_COUNTS_H
 #define VF_METRICS_EVAL_COUNTS_H
@@ -44,6 +50,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "metrics/auc_grid.h"
 #include "metrics/metrics.h"
 #include "util/vf_error.h"
 
@@ -63,7 +70,8 @@ double vf_auc_bin_low(int b);
  * counts (vf_eval_counts_len(C) words, not cleared here).  N = 0 adds nothing.
  * A label outside 0..C-1 or a score that is not finite is refused before
  * anything is added. */
-int vf_eval_counts_add(uint64_t *counts, int C, const float *probs, const int *labels, int N, vf_error *err);
+int vf_eval_counts_add(uint64_t *counts, int C, const float *probs, const int *labels, int N, const vf_auc_grid *grid,
+                       vf_error *err);
 
 /* m (vf_metrics_init'ed for C classes) from a summed counts vector: n, ACC,
  * confusion, per-class recall, balanced accuracy as vf_metrics_compute

@@ -96,14 +96,9 @@ int vf_roc_from_scores(vf_roc *r, const float *scores, const int *labels, int N,
     return rc;
 }
 
-/* The probability of the lower edge of log-odds bin b. */
-static double bin_floor_prob(int b) {
-    if (b == 0) return 0;
-    double z = -VF_AUC_LOGODDS + 2.0 * VF_AUC_LOGODDS * b / VF_AUC_BINS;
-    return 1.0 / (1.0 + exp(-z));
-}
-
-int vf_roc_from_counts(vf_roc *r, const uint64_t *counts, int C, vf_error *err) {
+int vf_roc_from_counts(vf_roc *r, const uint64_t *counts, int C, const vf_auc_grid *grid, vf_error *err) {
+    vf_auc_grid def;
+    if (!grid) vf_auc_grid_default(&def, C);
     if (roc_alloc(r, C, err)) return -1;
     r->from_histogram = 1;
     /* the layout of metrics/eval_counts.h */
@@ -131,7 +126,7 @@ int vf_roc_from_counts(vf_roc *r, const uint64_t *counts, int C, vf_error *err) 
             if (!ph[b] && !nh[b]) continue;
             tp += (int64_t)ph[b];
             fp += (int64_t)nh[b];
-            add_point(c, fp, tp, bin_floor_prob(b), &pfp, &ptp, &area2);
+            add_point(c, fp, tp, vf_auc_grid_bin_low(grid ? grid : &def, k, b, VF_AUC_BINS), &pfp, &ptp, &area2);
         }
         /* area2 <= 2 * P * N can pass int64 only for counts beyond any data set; long double keeps the ratio */
         c->auc = (double)((long double)area2 / (2.0L * (long double)P * (long double)Ng));

@@ -17,6 +17,7 @@
 #define VF_METRICS_ROC_H
 
 #include <stdint.h>
+#include "metrics/auc_grid.h"
 #include "util/vf_error.h"
 
 typedef struct vf_roc_curve {
@@ -42,7 +43,7 @@ int vf_roc_from_scores(vf_roc *r, const float *scores, const int *labels, int N,
  * positive and negative histogram totals must match the confusion matrix
  * (row total, and the example count minus it), else an error.  Thresholds are
  * the probabilities of the bins' lower edges. */
-int vf_roc_from_counts(vf_roc *r, const uint64_t *counts, int C, vf_error *err);
+int vf_roc_from_counts(vf_roc *r, const uint64_t *counts, int C, const vf_auc_grid *grid, vf_error *err);
 
 void vf_roc_free(vf_roc *r);
 

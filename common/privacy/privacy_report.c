@@ -17,6 +17,16 @@ static void add_number_or_null(cJSON *o, const char *key, double v) {
     else cJSON_AddNullToObject(o, key);
 }
 
+const char *vf_loss_at_note(int loss_at_parties, int participants) {
+    if (!loss_at_parties)
+        return "the aggregator receives every image embedding and label (the paper's way); it must be trusted with them";
+    if (participants == 1)
+        return "a single image party: each secure sum is that party's own loss, dL/dT and counts; no protection against "
+               "the aggregator";
+    return "the aggregator receives only secure sums over the image parties: no embedding, label, score or single "
+           "party's gradient";
+}
+
 int vf_privacy_report_write(const char *dir, const vf_privacy_report *r, vf_error *err) {
     cJSON *root = cJSON_CreateObject(), *t = cJSON_AddObjectToObject(root, "text_grad"),
           *e = cJSON_AddArrayToObject(root, "embeddings");
@@ -31,6 +41,13 @@ int vf_privacy_report_write(const char *dir, const vf_privacy_report *r, vf_erro
     cJSON_AddNumberToObject(t, "epsilon_budget", r->text.epsilon_budget);
     cJSON_AddBoolToObject(t, "budget_stop", r->budget_stop);
     cJSON_AddStringToObject(t, "accountant", "RDP of the Poisson-subsampled Gaussian, integer orders 2..64,128,256,512,1024");
+    cJSON *la = cJSON_AddObjectToObject(root, "loss_at");
+    cJSON_AddStringToObject(la, "mode", r->loss_at_parties ? "image-parties" : "aggregator");
+    if (r->loss_at_parties) {
+        cJSON_AddNumberToObject(la, "fewest_participants", r->sum_participants);
+        cJSON_AddBoolToObject(la, "protects_against_aggregator", r->sum_participants > 1);
+    }
+    cJSON_AddStringToObject(la, "note", vf_loss_at_note(r->loss_at_parties, r->sum_participants));
     for (int i = 0; i < r->n_embed; i++) {
         cJSON *p = cJSON_CreateObject();
         cJSON_AddStringToObject(p, "party", r->embed[i].party);

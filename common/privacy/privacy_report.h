@@ -23,7 +23,14 @@ typedef struct vf_privacy_report {
     int budget_stop;
     int n_embed;
     vf_privacy_embed_entry embed[VF_PRIVACY_MAX_EMBED];
+    /* [run] loss_at = image-parties: the aggregator saw only secure sums, each
+     * over at least sum_participants image parties (0: none yet); with one,
+     * the sum is that party's own values */
+    int loss_at_parties, sum_participants;
 } vf_privacy_report;
+
+/* One line on what the aggregator sees (status and privacy.json). */
+const char *vf_loss_at_note(int loss_at_parties, int participants);
 
 /* The epsilon of the dL/dT releases so far (+inf without noise). */
 double vf_privacy_report_epsilon(const vf_privacy_report *r);

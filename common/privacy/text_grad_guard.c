@@ -136,6 +136,14 @@ int vf_text_grad_guard_add(vf_text_grad_guard *g, const vf_guard_batch *b, const
     return 0;
 }
 
+int vf_text_grad_guard_add_share(vf_text_grad_guard *g, const float *share, int B, vf_error *err) {
+    if (B < 1 || B > g->B_max) return vf_fail(err, "text gradient guard: batch of %d (1..%d)", B, g->B_max);
+    for (long i = 0; i < (long)g->C * g->D; i++) g->sum[i] += share[i];
+    g->examples += B;
+    g->batches++;
+    return 0;
+}
+
 void vf_text_grad_guard_release(vf_text_grad_guard *g, uint64_t seed, uint64_t step, float *dtext) {
     const long n = (long)g->C * g->D;
     memcpy(dtext, g->sum, (size_t)n * sizeof(float));

@@ -79,6 +79,11 @@ typedef struct vf_guard_batch {
  * clipping. */
 int vf_text_grad_guard_add(vf_text_grad_guard *g, const vf_guard_batch *b, const float *text, float logit_scale,
                            const float *dtext_batch, vf_error *err);
+/* Adds a batch whose dL/dT was computed elsewhere (loss_at = image-parties:
+ * the secure sum of the parties' shares): with clipping, share (C, D) is the
+ * batch's clipped per-example sum over its B examples; without, the batch's
+ * mean dL/dT.  The release is then the same as for vf_text_grad_guard_add. */
+int vf_text_grad_guard_add_share(vf_text_grad_guard *g, const float *share, int B, vf_error *err);
 /* dtext (C, D) = the release: mean over the batches (no clipping) or
  * (clipped sum + noise) / examples; noise seeded by (seed, step). */
 void vf_text_grad_guard_release(vf_text_grad_guard *g, uint64_t seed, uint64_t step, float *dtext);

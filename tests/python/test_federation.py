@@ -129,6 +129,19 @@ def test_run_config_errors_are_clear(fed, tmp_path):
     assert p.returncode == 2 and "[run] epochs = 'zero' is not an integer" in p.stderr, p.stderr
 
 
+def test_a_stated_n_ctx_that_disagrees_with_the_init_words_fails_the_run_at_the_knowledge_party(fed):
+    """[run] n_ctx travels with whether it was stated (RunSetup.n_ctx_given):
+    the knowledge party, which alone can count the init words' tokens,
+    refuses a contradiction instead of silently taking the words' count."""
+    fed.wait_parties(4)
+    fed.cli("run", "start", "--epochs", "1", "--n-ctx", "5", "--init-words", "a photo of a", "--image-parties",
+            ",".join(HOSPITALS), "--run-id", "nctx-clash")
+    s = fed.wait_state(lambda s: s["run_id"] == "nctx-clash" and s["state"] in ("failed", "done"), what="the run to end")
+    assert s["state"] == "failed", s
+    line = [l for l in fed.aggregator.text().splitlines() if "event=run_failed run=nctx-clash" in l][-1]
+    assert "n_ctx 5 disagrees with init words 'a photo of a'" in line, line
+
+
 def test_daemon_config_errors_are_clear(fed, tmp_path):
     kit = tmp_path / "kit"
     shutil.copytree(fed.fed / "image-party-hosp-a", kit, ignore=shutil.ignore_patterns("state"))

@@ -22,7 +22,8 @@ from test_grpc_support import stubs  # noqa: F401  (fixture)
 CHUNK = 7
 HELLO_FIELDS = {"role", "name", "model_fingerprint", "protocol_version", "software_version", "splits", "embed_dim",
                 "preprocessing_fingerprint",
-                "embed_clip", "embed_noise_multiplier", "dp_delta"}   # the party's embedding-DP settings (test_privacy.py)
+                "embed_clip", "embed_noise_multiplier", "dp_delta",   # the party's embedding-DP settings (test_privacy.py)
+                "mask_public_key", "mask_key_signature", "certificate"}   # its secure-aggregation key (test_secure_share.py)
 CHUNK_FIELDS = {"split", "view", "offset", "count", "dim", "data", "labels", "ids", "last", "total"}
 PROGRESS_FIELDS = {"done", "total", "split", "images_per_s", "eta_s"}
 

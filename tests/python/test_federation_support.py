@@ -33,11 +33,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def make_data(root, seed=0):
+def make_data(root, seed=0, sizes=SIZES):
     """Three hospital npz files and all.npz = their concatenation in name order."""
     rng = np.random.default_rng(seed)
     full, parts = {}, [{} for _ in HOSPITALS]
-    for split, n in SIZES:
+    for split, n in sizes:
         x, y = shapes(rng, n)
         full[f"{split}_images"], full[f"{split}_labels"] = x, y
         for p, idx in zip(parts, np.array_split(np.arange(n), len(HOSPITALS))):
@@ -108,7 +108,7 @@ class Daemon:
 class Federation:
     """Provisioned kits, model, data and daemon handles under root."""
 
-    def __init__(self, vflclip, root, extra_image_parties=()):
+    def __init__(self, vflclip, root, extra_image_parties=(), sizes=SIZES):
         self.vflclip, self.root = vflclip, pathlib.Path(root)
         self.env = dict(ENV)
         self.port = free_port()
@@ -117,7 +117,7 @@ class Federation:
              "--image-party", *HOSPITALS, *extra_image_parties, "--knowledge-party", "derm", "--admin", "ops"])
         self.model = self.root / "model"
         run([vflclip, "make-model", "--like", "tiny", "--seed", "3", "--out", self.model])
-        self.full, self.parts = make_data(self.root)
+        self.full, self.parts = make_data(self.root, sizes=sizes)
         agg_ini = self.fed / "aggregator-localhost" / "aggregator.ini"
         set_key(agg_ini, "server", "host", "127.0.0.1")
         self.aggregator = Daemon(self, "aggregator", "localhost", agg_ini)

@@ -126,8 +126,6 @@ def test_evaluate_writes_the_run_figures(vflclip, trained):
     assert p.returncode == 2
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=False,
-                   reason="until train_session.c's final evaluation calls vf_run_log_final_figures_scores")
 def test_train_run_directory_has_the_final_figures(vflclip, trained):
     out = trained["out"]
     for split in ["val", "test"]:

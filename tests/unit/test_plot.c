@@ -73,7 +73,7 @@ static void test_roc_from_counts(void **state) {
     pos[VF_AUC_BINS + 7000] = 2; neg[VF_AUC_BINS + 10] = 3;
     vf_roc r;
     vf_error err = {{0}};
-    assert_int_equal(vf_roc_from_counts(&r, v, C, &err), 0);
+    assert_int_equal(vf_roc_from_counts(&r, v, C, NULL, &err), 0);
     assert_int_equal(r.from_histogram, 1);
     const vf_roc_curve *c = &r.curve[0];
     /* top down: bin 200 (+2, -1), bin 100 (+1), bin 50 (-1) */
@@ -90,7 +90,7 @@ static void test_roc_from_counts(void **state) {
     vf_roc_free(&r);
     /* a histogram that does not match the confusion matrix is refused */
     pos[100] = 2;
-    assert_int_equal(vf_roc_from_counts(&r, v, C, &err), -1);
+    assert_int_equal(vf_roc_from_counts(&r, v, C, NULL, &err), -1);
     assert_non_null(strstr(err.msg, "class 0"));
     vf_roc_free(&r);
     free(v);
