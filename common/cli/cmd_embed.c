@@ -3,8 +3,8 @@
  * are encoded on the device chosen with --device (device/device.h); the
  * default is the CPU, the fp32 reference, so that results do not depend on
  * whether the machine has a GPU unless asked to. */
-#include "clip/model_preprocess.h"
 #include "cli/commands.h"
+#include "clip/checkpoint.h"
 #include "clip/clip_model.h"
 #include "clip/tokenizer.h"
 #include "cpu/blas_setup.h"
@@ -144,10 +144,11 @@ static int embed_pixels(const embed_args *a, vf_device_vision *dv, float **emb, 
     return rc;
 }
 
-static int embed_images(const embed_args *a, vf_device_vision *dv, float **emb, long *n, vf_error *err) {
+static int embed_images(const embed_args *a, const vf_checkpoint *ck, vf_device_vision *dv, float **emb, long *n,
+                        vf_error *err) {
     const vf_vision_tower *tower = dv->tower;
     vf_preprocess_cfg pp;
-    if (vf_model_preprocess_config(a->model, &pp, err) != 0) return -1;
+    if (vf_checkpoint_preprocess(ck, &pp, err) != 0) return -1;
     const int S = tower->image_size;
     if (pp.crop_h != S || pp.crop_w != S)
         return vf_fail(err, "%s: preprocessor crop %dx%d does not match the model's image_size %d", a->model, pp.crop_h, pp.crop_w, S);
@@ -177,7 +178,8 @@ static int embed_images(const embed_args *a, vf_device_vision *dv, float **emb, 
 }
 
 /* Opens the chosen device, uploads the tower there and encodes. */
-static int embed_on_device(const embed_args *a, vf_vision_tower *tower, float **emb, long *n, vf_error *err) {
+static int embed_on_device(const embed_args *a, const vf_checkpoint *ck, vf_vision_tower *tower, float **emb, long *n,
+                           vf_error *err) {
     vf_device dev;
     vf_device_vision dv;
     if (vf_device_open(&dev, a->device, a->precision, err)) return -1;
@@ -185,7 +187,7 @@ static int embed_on_device(const embed_args *a, vf_vision_tower *tower, float **
         vf_device_close(&dev);
         return -1;
     }
-    int rc = a->pixels ? embed_pixels(a, &dv, emb, n, err) : embed_images(a, &dv, emb, n, err);
+    int rc = a->pixels ? embed_pixels(a, &dv, emb, n, err) : embed_images(a, ck, &dv, emb, n, err);
     vf_device_vision_close(&dv);
     vf_device_close(&dev);
     return rc;
@@ -205,12 +207,13 @@ static int parse_ids(const char *s, int32_t *ids, int max, int *n, vf_error *err
     return *n > 0 ? 0 : vf_fail(err, "--token-ids: empty sequence");
 }
 
-static int embed_texts(const embed_args *a, vf_clip_text_tower *tower, float **emb, long *n, vf_error *err) {
+static int embed_texts(const embed_args *a, const vf_checkpoint *ck, vf_clip_text_tower *tower, float **emb, long *n,
+                       vf_error *err) {
     const vf_clip_text_weights *w = &tower->w;
     const int P = w->cfg.max_positions, C = w->cfg.enc.hidden_size, B = a->batch;
     const int count = a->n_texts ? a->n_texts : a->n_token_ids;
     vf_tokenizer *tok = NULL;
-    if (a->n_texts && vf_tokenizer_load_for_model(&tok, a->model, a->tokenizer, NULL, 0, err) != 0) return -1;
+    if (a->n_texts && vf_checkpoint_tokenizer(ck, a->tokenizer, &tok, NULL, 0, err) != 0) return -1;
     vf_clip_text_acts acts;
     if (vf_clip_text_acts_init(&acts, w, B, P, err) != 0) { vf_tokenizer_free(tok); return -1; }
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)B * P);
@@ -247,24 +250,27 @@ static int embed_texts(const embed_args *a, vf_clip_text_tower *tower, float **e
     return rc;
 }
 
-/* Prints the config as parsed (canonical JSON) and, when the weights are
- * there, the fingerprint each tower computes: for tests and operators. */
-static int describe(const char *model, vf_error *err) {
-    vf_clip_config cfg;
-    if (vf_clip_config_load(model, &cfg, err) != 0) return -1;
-    char *json = vf_clip_config_to_json(&cfg);
+/* Prints the config as the towers use it (canonical JSON) and, when the
+ * weights are there, the fingerprint each tower reports: for tests and
+ * operators. */
+static int describe(vf_checkpoint *ck, vf_error *err) {
+    if (!ck->has_config) {
+        *err = ck->config_err;
+        return -1;
+    }
+    char *json = vf_clip_config_to_json(&ck->cfg);
+    if (!json) return vf_fail(err, "out of memory");
     printf("{\"config\": %s", json);
     free(json);
-    char path[4200], hex[2 * VF_FINGERPRINT_LEN + 1];
-    snprintf(path, sizeof path, "%s/model.safetensors", model);
-    if (access(path, F_OK) == 0) {
+    char hex[2 * VF_FINGERPRINT_LEN + 1];
+    if (access(ck->weights_path, F_OK) == 0) {
         vf_vision_tower v;
         vf_clip_text_tower t;
-        if (vf_vision_load(&v, model, 1, err) != 0) return -1;
+        if (vf_checkpoint_open_weights(ck, err) != 0 || vf_vision_load_from(&v, ck, 1, err) != 0) return -1;
         vf_fingerprint_hex(v.fingerprint, hex);
         printf(", \"vision_fingerprint\": \"%s\"", hex);
         vf_vision_free(&v);
-        if (vf_clip_text_load(&t, model, err) != 0) return -1;
+        if (vf_clip_text_load_from(&t, ck, err) != 0) return -1;
         vf_fingerprint_hex(t.fingerprint, hex);
         printf(", \"text_fingerprint\": \"%s\", \"logit_scale\": %.9g", hex, t.logit_scale);
         vf_clip_text_free(&t);
@@ -278,34 +284,46 @@ int vf_cmd_embed(int argc, char **argv) {
     embed_args a;
     if (parse_args(argc, argv, &a) != 0) { free_args(&a); usage(stderr); return 2; }
     vf_error err = {{0}};
+    /* the model directory is read once, here; everything below takes ck */
+    vf_checkpoint *ck = malloc(sizeof *ck);
+    if (!ck) {
+        free_args(&a);
+        fprintf(stderr, "embed: out of memory\n");
+        return 1;
+    }
     if (a.describe) {
         free_args(&a);
-        if (describe(a.model, &err) == 0) return 0;
+        int rc = vf_checkpoint_open_files(ck, a.model, &err) == 0 ? describe(ck, &err) : -1;
+        vf_checkpoint_close(ck);
+        free(ck);
+        if (rc == 0) return 0;
         fprintf(stderr, "embed: %s\n", err.msg);
         return 1;
     }
     float *emb = NULL;
     long n = 0;
-    int d = 0, rc;
-    if (a.n_images || a.pixels) {
+    int d = 0, rc = vf_checkpoint_open(ck, a.model, &err);
+    if (rc == 0 && (a.n_images || a.pixels)) {
         vf_vision_tower tower;
-        rc = vf_vision_load(&tower, a.model, a.batch, &err);
+        rc = vf_vision_load_from(&tower, ck, a.batch, &err);
         if (rc == 0) {
             if (tower.random_weights) warn_random(a.model);
             d = tower.embed_dim;
-            rc = embed_on_device(&a, &tower, &emb, &n, &err);
+            rc = embed_on_device(&a, ck, &tower, &emb, &n, &err);
             vf_vision_free(&tower);
         }
-    } else {
+    } else if (rc == 0) {
         vf_clip_text_tower tower;
-        rc = vf_clip_text_load(&tower, a.model, &err);
+        rc = vf_clip_text_load_from(&tower, ck, &err);
         if (rc == 0) {
             if (tower.cfg.random_weights) warn_random(a.model);
             d = tower.w.projection_dim;
-            rc = embed_texts(&a, &tower, &emb, &n, &err);
+            rc = embed_texts(&a, ck, &tower, &emb, &n, &err);
             vf_clip_text_free(&tower);
         }
     }
+    vf_checkpoint_close(ck);
+    free(ck);
     if (rc == 0) rc = write_out(a.out, emb, n, d, &err);
     free(emb);
     free_args(&a);

@@ -8,7 +8,7 @@
 #include "cli/commands.h"
 #include "cli/coop_options.h"
 #include "cli/coop_setup.h"
-#include "clip/model_preprocess.h"
+#include "clip/checkpoint.h"
 #include "coop/classifier.h"
 #include "image/image_io.h"
 #include "image/preprocess.h"
@@ -143,10 +143,11 @@ static int check_fingerprints(const vf_classifier *k, const predict_args *a, con
 }
 
 /* Single image files: the device tower (as coop_setup uses it), no labels. */
-static int predict_images(const predict_args *a, const vf_classifier *k, const vf_preprocess_cfg *pp, const char *pp_fp,
-                          FILE *out, vf_error *err) {
+static int predict_images(const predict_args *a, vf_checkpoint *ck, const vf_classifier *k, const vf_preprocess_cfg *pp,
+                          const char *pp_fp, FILE *out, vf_error *err) {
     vf_model_encoder me;
-    if (vf_model_encoder_open(&me, a->model, a->embed_batch > 0 ? a->embed_batch : 32, a->device, a->precision, err))
+    if (vf_checkpoint_open_weights(ck, err) ||
+        vf_model_encoder_open_from(&me, ck, a->embed_batch > 0 ? a->embed_batch : 32, a->device, a->precision, err))
         return -1;
     const vf_vision_tower *vt = &me.vt;
     char fp[65];
@@ -295,11 +296,17 @@ int vf_cmd_predict(int argc, char **argv) {
     }
 
     rc = 1;
+    vf_checkpoint *ck = NULL;
     vf_classifier k;
     if (vf_classifier_load(&k, a.classifier, &err)) { fprintf(stderr, "vflclip predict: %s\n", err.msg); goto done; }
     vf_preprocess_cfg pp;
     char pp_fp[65];
-    if (vf_model_preprocess_config(a.model, &pp, &err)) { fprintf(stderr, "vflclip predict: %s\n", err.msg); goto done_k; }
+    /* the model directory, read once (its tensor file is opened when single images are encoded) */
+    if (!(ck = malloc(sizeof *ck))) { fprintf(stderr, "vflclip predict: out of memory\n"); goto done_k; }
+    if (vf_checkpoint_open_files(ck, a.model, &err) || vf_checkpoint_preprocess(ck, &pp, &err)) {
+        fprintf(stderr, "vflclip predict: %s\n", err.msg);
+        goto done_k;
+    }
     vf_preprocess_fingerprint(&pp, pp_fp);
     /* An image party that encodes in bf16 or tf32 folds the precision into its
      * preprocessing fingerprint (a federated run's classifier carries it):
@@ -332,7 +339,7 @@ int vf_cmd_predict(int argc, char **argv) {
         if (!(out = fopen(tmp, "w"))) { fprintf(stderr, "vflclip predict: %s: cannot write (%s)\n", tmp, strerror(errno)); goto done_k; }
     }
     FILE *mout = a.out ? stdout : stderr;
-    int r = a.data ? predict_data(&a, &k, pp_fp, out, mout, &err) : predict_images(&a, &k, &pp, pp_fp, out, &err);
+    int r = a.data ? predict_data(&a, &k, pp_fp, out, mout, &err) : predict_images(&a, ck, &k, &pp, pp_fp, out, &err);
     if (a.out) {
         int werr = ferror(out);
         if (fclose(out) || werr) { if (!r) r = vf_fail(&err, "%s: write failed", tmp); }
@@ -345,6 +352,8 @@ int vf_cmd_predict(int argc, char **argv) {
     rc = 0;
 done_k:
     vf_classifier_free(&k);
+    if (ck) vf_checkpoint_close(ck);
+    free(ck);
 done:
     free(a.images);
     return rc;

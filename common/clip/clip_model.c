@@ -1,8 +1,8 @@
-/* clip_model: tower loading, fingerprint, vision dispatch (see clip_model.h). */
+/* clip_model: towers from a checkpoint, vision dispatch (see clip_model.h). */
 #include "clip/clip_model.h"
-#include "clip/open_clip_model.h" /* issue 5: OpenCLIP checkpoint directories */
+#include "clip/open_clip_model.h" /* issue 5: OpenCLIP tensor names */
+#include "clip/open_clip_resnet.h"
 #include "clip/weight_binder.h"
-#include "util/sha256.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -90,63 +90,114 @@ static int bind_vit(vf_binder *b, vf_vit_weights *w, vf_error *err) {
     return 0;
 }
 
-/* Opens config.json + model.safetensors of model_dir. */
-static int open_model(const char *model_dir, vf_clip_config *cfg, vf_safetensors *st, vf_error *err) {
-    if (vf_clip_config_load(model_dir, cfg, err) != 0) return -1;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/model.safetensors", model_dir);
-    return vf_st_open(st, path, err);
-}
-
 static int bind_text_cb(vf_binder *b, void *w, vf_error *err) { return bind_text(b, w, err); }
 static int bind_vit_cb(vf_binder *b, void *w, vf_error *err) { return bind_vit(b, w, err); }
 
+static int weights_open(const vf_checkpoint *ck, vf_error *err) {
+    return ck->has_weights ? 0 : vf_fail(err, "%s: the checkpoint was opened without its weights", ck->dir);
+}
+
+/* A directory-taking loader's own checkpoint (the tower frees it). */
+static vf_checkpoint *open_own(const char *model_dir, vf_error *err) {
+    vf_checkpoint *ck = malloc(sizeof *ck);
+    if (!ck) {
+        vf_fail(err, "%s: out of memory", model_dir);
+        return NULL;
+    }
+    if (vf_checkpoint_open(ck, model_dir, err)) {
+        free(ck);
+        return NULL;
+    }
+    return ck;
+}
+
+static void close_own(vf_checkpoint *ck) {
+    if (!ck) return;
+    vf_checkpoint_close(ck);
+    free(ck);
+}
+
 /* ---- text tower -------------------------------------------------------------- */
-int vf_clip_text_load(vf_clip_text_tower *t, const char *model_dir, vf_error *err) {
+int vf_clip_text_load_from(vf_clip_text_tower *t, const vf_checkpoint *ck, vf_error *err) {
     memset(t, 0, sizeof *t);
-    if (vf_open_clip_is_dir(model_dir)) return vf_open_clip_text_load(t, model_dir, err); /* issue 5 */
-    if (open_model(model_dir, &t->cfg, &t->st, err) != 0) return -1;
+    if (weights_open(ck, err)) return -1;
+    t->cfg = ck->cfg;
+    t->st = &ck->st;
+    memcpy(t->fingerprint, ck->fingerprint, sizeof t->fingerprint);
     t->w.cfg = t->cfg.text;
     t->w.projection_dim = t->cfg.projection_dim;
-    if (vf_bind_all(&t->st, &t->params, bind_text_cb, &t->w, err) != 0 ||
-        vf_st_read_f32(&t->st, "logit_scale", 0, NULL, &t->logit_scale, err) != 0 ||
-        vf_clip_fingerprint(&t->st, &t->cfg, t->fingerprint, err) != 0) {
+    vf_bind_fn bind = ck->layout == VF_CKPT_OPEN_CLIP ? vf_open_clip_bind_text : bind_text_cb;
+    if (vf_bind_all(t->st, &t->params, bind, &t->w, err) != 0 ||
+        vf_st_read_f32(t->st, "logit_scale", 0, NULL, &t->logit_scale, err) != 0) {
         vf_clip_text_free(t);
         return -1;
     }
     if (!isfinite(t->logit_scale)) {
-        vf_fail(err, "%s: logit_scale is not finite", t->st.path);
+        vf_fail(err, "%s: logit_scale is not finite", t->st->path);
         vf_clip_text_free(t);
         return -1;
     }
     return 0;
 }
 
+int vf_clip_text_load(vf_clip_text_tower *t, const char *model_dir, vf_error *err) {
+    memset(t, 0, sizeof *t);
+    vf_checkpoint *ck = open_own(model_dir, err);
+    if (!ck) return -1;
+    if (vf_clip_text_load_from(t, ck, err)) {
+        close_own(ck);
+        return -1;
+    }
+    t->own = ck;
+    return 0;
+}
+
 void vf_clip_text_free(vf_clip_text_tower *t) {
     vf_arena_free(&t->params);
-    vf_st_close(&t->st);
+    close_own(t->own);
     memset(t, 0, sizeof *t);
 }
 
 /* ---- vision tower ------------------------------------------------------------- */
-int vf_vision_load(vf_vision_tower *t, const char *model_dir, int max_batch, vf_error *err) {
+int vf_vision_load_from(vf_vision_tower *t, const vf_checkpoint *ck, int max_batch, vf_error *err) {
     memset(t, 0, sizeof *t);
-    if (vf_open_clip_is_dir(model_dir)) return vf_open_clip_vision_load(t, model_dir, max_batch, err); /* issue 5 */
-    if (open_model(model_dir, &t->cfg, &t->st, err) != 0) return -1;
-    t->kind = VF_VISION_VIT;
+    if (weights_open(ck, err)) return -1;
+    t->cfg = ck->cfg;
+    t->st = &ck->st;
+    memcpy(t->fingerprint, ck->fingerprint, sizeof t->fingerprint);
     t->image_size = t->cfg.vision.image_size;
     t->embed_dim = t->cfg.projection_dim;
     t->max_batch = max_batch;
-    t->random_weights = t->cfg.random_weights;
-    vf_vit_weights *w = &t->u.vit.w;
-    w->cfg = t->cfg.vision;
-    w->projection_dim = t->cfg.projection_dim;
-    if (vf_bind_all(&t->st, &t->params, bind_vit_cb, w, err) != 0 ||
-        vf_clip_fingerprint(&t->st, &t->cfg, t->fingerprint, err) != 0 ||
-        vf_vit_acts_init(&t->u.vit.acts, w, max_batch, err) != 0) {
+    t->random_weights = ck->random_weights;
+    int rc;
+    if (ck->layout == VF_CKPT_OPEN_CLIP && ck->oc.is_resnet) { /* issue 5 */
+        t->kind = VF_VISION_RESNET;
+        rc = vf_open_clip_resnet_load(&t->u.resnet.net, &ck->oc, t->st, err) ||
+             vf_resnet_acts_init(&t->u.resnet.acts, &t->u.resnet.net, max_batch, err);
+    } else {
+        t->kind = VF_VISION_VIT;
+        vf_vit_weights *w = &t->u.vit.w;
+        w->cfg = t->cfg.vision;
+        w->projection_dim = t->cfg.projection_dim;
+        vf_bind_fn bind = ck->layout == VF_CKPT_OPEN_CLIP ? vf_open_clip_bind_vit : bind_vit_cb;
+        rc = vf_bind_all(t->st, &t->params, bind, w, err) || vf_vit_acts_init(&t->u.vit.acts, w, max_batch, err);
+    }
+    if (rc) {
         vf_vision_free(t);
         return -1;
     }
+    return 0;
+}
+
+int vf_vision_load(vf_vision_tower *t, const char *model_dir, int max_batch, vf_error *err) {
+    memset(t, 0, sizeof *t);
+    vf_checkpoint *ck = open_own(model_dir, err);
+    if (!ck) return -1;
+    if (vf_vision_load_from(t, ck, max_batch, err)) {
+        close_own(ck);
+        return -1;
+    }
+    t->own = ck;
     return 0;
 }
 
@@ -155,7 +206,7 @@ void vf_vision_free(vf_vision_tower *t) {
     if (t->kind == VF_VISION_VIT) vf_vit_acts_free(&t->u.vit.acts);
     if (t->kind == VF_VISION_RESNET) { vf_resnet_acts_free(&t->u.resnet.acts); vf_resnet_free(&t->u.resnet.net); } /* issue 5 */
     vf_arena_free(&t->params);
-    vf_st_close(&t->st);
+    close_own(t->own);
     memset(t, 0, sizeof *t);
 }
 
@@ -174,40 +225,4 @@ int vf_vision_encode(vf_vision_tower *t, const float *pixels, int B, float *out,
         }
     }
     return 0;
-}
-
-/* ---- fingerprint ------------------------------------------------------------- */
-static void sha_u64(vf_sha256_ctx *c, uint64_t v) {
-    unsigned char b[8];
-    for (int i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i));
-    vf_sha256_add(c, b, 8);
-}
-
-int vf_clip_fingerprint(const vf_safetensors *st, const vf_clip_config *cfg, unsigned char out[VF_FINGERPRINT_LEN], vf_error *err) {
-    char *json = vf_clip_config_to_json(cfg);
-    if (!json) return vf_fail(err, "fingerprint: out of memory");
-    vf_sha256_ctx c;
-    vf_sha256_begin(&c);
-    vf_sha256_add(&c, (const unsigned char *)json, strlen(json) + 1);
-    free(json);
-    /* Tensors are sorted by name, so both towers hash the same sequence.  Sample
-     * 64 bytes from the start, middle and end of each: a different checkpoint
-     * with the same shapes differs there with overwhelming probability. */
-    for (int i = 0; i < st->n_tensors; i++) {
-        const vf_st_tensor *t = &st->tensors[i];
-        vf_sha256_add(&c, (const unsigned char *)t->name, strlen(t->name) + 1);
-        sha_u64(&c, (uint64_t)t->dtype);
-        sha_u64(&c, (uint64_t)t->ndim);
-        for (int d = 0; d < t->ndim; d++) sha_u64(&c, (uint64_t)t->shape[d]);
-        size_t n = t->end - t->begin, k = n < 64 ? n : 64;
-        vf_sha256_add(&c, t->data, k);
-        vf_sha256_add(&c, t->data + (n - k) / 2, k);
-        vf_sha256_add(&c, t->data + n - k, k);
-    }
-    vf_sha256_end(&c, out);
-    return 0;
-}
-
-void vf_fingerprint_hex(const unsigned char fp[VF_FINGERPRINT_LEN], char hex[2 * VF_FINGERPRINT_LEN + 1]) {
-    for (int i = 0; i < VF_FINGERPRINT_LEN; i++) snprintf(hex + 2 * i, 3, "%02x", fp[i]);
 }

@@ -1,20 +1,24 @@
-/* clip_model: loading CLIP towers from a Hugging Face model directory
- * (config.json + model.safetensors, tensor names as transformers' CLIPModel
- * writes them) and the vision tower's single entry point.
+/* clip_model: CLIP towers taken from an open checkpoint (clip/checkpoint.h:
+ * Hugging Face tensor names as transformers' CLIPModel writes them, or
+ * OpenCLIP's, clip/open_clip_model.h) and the vision tower's single entry
+ * point.
  *
  * Each party loads only the tower it needs.  F32 tensors are used in place
  * from the read-only mapping when 4-byte aligned; F16/BF16/F64 (and
  * misaligned F32) are converted into the tower's one parameter arena.  Every
- * tensor's shape is checked against config.json; a missing tensor or wrong
- * shape fails naming the file and the tensor.
+ * tensor's shape is checked against the config; a missing tensor or wrong
+ * shape fails naming the file and the tensor.  A tower borrows the
+ * checkpoint's mapping: the checkpoint must stay open until the tower is
+ * freed.
  *
- * The fingerprint (SHA-256 over the canonical config, the tensor table and
- * a sample of every tensor's bytes) is the same for both towers loaded from
- * one checkpoint, so parties can check they share a model without sending
- * weights. */
+ * The fingerprint (the checkpoint's: SHA-256 over the canonical config, the
+ * tensor table and a sample of every tensor's bytes) is the same for both
+ * towers of one checkpoint, so parties can check they share a model without
+ * sending weights. */
 #ifndef VF_CLIP_MODEL_H
 #define VF_CLIP_MODEL_H
 
+#include "clip/checkpoint.h"
 #include "clip/clip_config.h"
 #include "cpu/clip_text.h"
 #include "cpu/clip_vit.h"
@@ -23,18 +27,20 @@
 #include "util/arena.h"
 #include "util/vf_error.h"
 
-#define VF_FINGERPRINT_LEN 32
-
 /* ---- text tower ---------------------------------------------------------- */
 typedef struct vf_clip_text_tower {
     vf_clip_config cfg;
     vf_clip_text_weights w;   /* pass &tower.w to the cpu/clip_text.h forward */
     float logit_scale;        /* logit_scale tensor (log of the temperature s) */
     unsigned char fingerprint[VF_FINGERPRINT_LEN];
-    vf_safetensors st;
+    const vf_safetensors *st;  /* the checkpoint's tensor file */
     vf_arena params;
+    vf_checkpoint *own;        /* the checkpoint vf_clip_text_load opened for it (NULL: borrowed) */
 } vf_clip_text_tower;
 
+/* The text tower of ck (opened with its weights); ck outlives t. */
+int vf_clip_text_load_from(vf_clip_text_tower *t, const vf_checkpoint *ck, vf_error *err);
+/* Opens model_dir's checkpoint for this tower alone (the tower owns it). */
 int vf_clip_text_load(vf_clip_text_tower *t, const char *model_dir, vf_error *err);
 void vf_clip_text_free(vf_clip_text_tower *t);
 
@@ -52,7 +58,8 @@ typedef struct vf_vision_tower {
     int random_weights;   /* made by make-model: outputs are meaningless */
     unsigned char fingerprint[VF_FINGERPRINT_LEN];
     vf_clip_config cfg;
-    vf_safetensors st;
+    const vf_safetensors *st; /* the checkpoint's tensor file */
+    vf_checkpoint *own;       /* the checkpoint vf_vision_load opened for it (NULL: borrowed) */
     vf_arena params;
     int cpu_bf16;         /* 1: the CPU encodes with bf16 matmuls (vf_vision_set_cpu_bf16), 0: fp32 */
     void *params_bf16;    /* those bf16 weights, one block (NULL in fp32) */
@@ -62,7 +69,10 @@ typedef struct vf_vision_tower {
     } u;
 } vf_vision_tower;
 
-/* Loads the vision tower of model_dir with activations for max_batch images. */
+/* The vision tower of ck (opened with its weights) with activations for
+ * max_batch images; ck outlives t. */
+int vf_vision_load_from(vf_vision_tower *t, const vf_checkpoint *ck, int max_batch, vf_error *err);
+/* Opens model_dir's checkpoint for this tower alone (the tower owns it). */
 int vf_vision_load(vf_vision_tower *t, const char *model_dir, int max_batch, vf_error *err);
 void vf_vision_free(vf_vision_tower *t);
 /* out (B, D) projected, not normalised, from pixels (B, 3, H, W)
@@ -76,10 +86,5 @@ int vf_vision_encode(vf_vision_tower *t, const float *pixels, int B, float *out,
  * embedding, ResNets' attention pool and the projection stay fp32).  on = 1
  * fails, naming why, where vf_cpu_bf16_available says no.  (clip/vision_bf16.c) */
 int vf_vision_set_cpu_bf16(vf_vision_tower *t, int on, vf_error *err);
-
-/* ---- fingerprint ---------------------------------------------------------- */
-int vf_clip_fingerprint(const vf_safetensors *st, const vf_clip_config *cfg, unsigned char out[VF_FINGERPRINT_LEN], vf_error *err);
-/* 64 lowercase hex digits + NUL. */
-void vf_fingerprint_hex(const unsigned char fp[VF_FINGERPRINT_LEN], char hex[2 * VF_FINGERPRINT_LEN + 1]);
 
 #endif

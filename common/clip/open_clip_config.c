@@ -359,11 +359,8 @@ int vf_open_clip_is_dir(const char *dir) {
     return stat(file, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-int vf_open_clip_preprocess_config(const char *dir, vf_preprocess_cfg *cfg, vf_error *err) {
-    vf_open_clip_config oc;
-    if (vf_open_clip_config_load(dir, &oc, err)) return -1;
-    vf_preprocess_defaults(cfg, oc.image_size);  // bicubic, shortest side, centre crop, 1/255
-    for (int i = 0; i < 3; i++) cfg->mean[i] = (float)oc.mean[i], cfg->std[i] = (float)oc.std[i];
+void vf_open_clip_preprocess(const vf_open_clip_config *oc, vf_preprocess_cfg *cfg) {
+    vf_preprocess_defaults(cfg, oc->image_size);  // bicubic, shortest side, centre crop, 1/255
+    for (int i = 0; i < 3; i++) cfg->mean[i] = (float)oc->mean[i], cfg->std[i] = (float)oc->std[i];
     cfg->torchvision_crop = 1;  // open_clip's CenterCrop rounds the offset half to even
-    return 0;
 }

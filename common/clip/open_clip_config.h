@@ -56,14 +56,16 @@ char *vf_open_clip_config_to_json(const vf_open_clip_config *cfg);
  * EOT id 49407 (open_clip pools at the argmax token, which is the EOT). */
 void vf_open_clip_to_clip_config(const vf_open_clip_config *oc, vf_clip_config *cfg);
 
-/* open_clip's image transform for the checkpoint in DIR as the project's
+/* open_clip's image transform for the checkpoint as the project's
  * preprocessing: bicubic resize of the shortest side to image_size, centre
  * crop to image_size (offset rounded as torchvision's CenterCrop), x/255,
  * (x - mean) / std with preprocess_cfg's mean/std. */
 struct vf_preprocess_cfg;
-int vf_open_clip_preprocess_config(const char *dir, struct vf_preprocess_cfg *cfg, vf_error *err);
+void vf_open_clip_preprocess(const vf_open_clip_config *oc, struct vf_preprocess_cfg *cfg);
 
-/* 1 when DIR holds open_clip_config.json (an OpenCLIP checkpoint directory). */
+/* 1 when DIR holds open_clip_config.json (an OpenCLIP checkpoint directory).
+ * clip/checkpoint.c asks it once per directory opened; code with an open
+ * checkpoint reads its layout instead. */
 int vf_open_clip_is_dir(const char *dir);
 
 #endif

@@ -1,10 +1,10 @@
-/* open_clip_model: OpenCLIP checkpoint towers -> the project's tower types
+/* open_clip_model: OpenCLIP tensor names -> the project's tower weights
  * (see open_clip_model.h).  Binding runs twice over the same code: a sizing
  * pass that checks every tensor while the parameter arena counts, then a
  * binding pass that sets the pointers (clip/weight_binder.h). */
 #include "clip/open_clip_model.h"
-#include "clip/open_clip_resnet.h"
-#include "clip/weight_binder.h"
+#include "cpu/clip_text.h"
+#include "cpu/clip_vit.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -70,7 +70,7 @@ static int bind_resblocks(vf_binder *b, vf_tfm_layer **layers, const vf_clip_enc
     return 0;
 }
 
-static int bind_vit(vf_binder *b, void *wp, vf_error *err) {
+int vf_open_clip_bind_vit(vf_binder *b, void *wp, vf_error *err) {
     vf_vit_weights *w = wp;
     const vf_clip_vision_config *c = &w->cfg;
     const int64_t C = c->enc.hidden_size, P = c->patch_size, G = c->image_size / c->patch_size;
@@ -86,7 +86,7 @@ static int bind_vit(vf_binder *b, void *wp, vf_error *err) {
                ? -1 : 0;
 }
 
-static int bind_text(vf_binder *b, void *wp, vf_error *err) {
+int vf_open_clip_bind_text(vf_binder *b, void *wp, vf_error *err) {
     vf_clip_text_weights *w = wp;
     const vf_clip_text_config *c = &w->cfg;
     const int64_t C = c->enc.hidden_size;
@@ -97,65 +97,4 @@ static int bind_text(vf_binder *b, void *wp, vf_error *err) {
            vf_bind(b, &w->final_ln_b, err, 1, SHAPE(C), "ln_final.bias") ||
            bind_transposed(b, &w->projection, "text_projection", C, w->projection_dim, err)
                ? -1 : 0;
-}
-
-// open_clip_config.json + open_clip_model.safetensors of model_dir
-static int open_checkpoint(const char *model_dir, vf_open_clip_config *oc, vf_clip_config *cfg, vf_safetensors *st,
-                           vf_error *err) {
-    if (vf_open_clip_config_load(model_dir, oc, err)) return -1;
-    vf_open_clip_to_clip_config(oc, cfg);
-    cfg->random_weights = oc->random_weights;
-    // open_clip pools text at the largest token id (its EOT); cpu/clip_text.h
-    // follows that rule for the pre-2023 transformers eos_token_id 2.
-    cfg->text.eos_token_id = 2;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/" VF_OPEN_CLIP_WEIGHTS, model_dir);
-    return vf_st_open(st, path, err);
-}
-
-int vf_open_clip_vision_load(vf_vision_tower *t, const char *model_dir, int max_batch, vf_error *err) {
-    memset(t, 0, sizeof *t);
-    vf_open_clip_config oc;
-    if (open_checkpoint(model_dir, &oc, &t->cfg, &t->st, err)) return -1;
-    t->image_size = oc.image_size;
-    t->embed_dim = oc.embed_dim;
-    t->max_batch = max_batch;
-    t->random_weights = oc.random_weights;
-    int rc;
-    if (oc.is_resnet) {
-        t->kind = VF_VISION_RESNET;
-        rc = vf_open_clip_resnet_load(&t->u.resnet.net, &oc, &t->st, err) ||
-             vf_resnet_acts_init(&t->u.resnet.acts, &t->u.resnet.net, max_batch, err);
-    } else {
-        t->kind = VF_VISION_VIT;
-        vf_vit_weights *w = &t->u.vit.w;
-        w->cfg = t->cfg.vision;
-        w->projection_dim = t->cfg.projection_dim;
-        rc = vf_bind_all(&t->st, &t->params, bind_vit, w, err) || vf_vit_acts_init(&t->u.vit.acts, w, max_batch, err);
-    }
-    if (rc || vf_clip_fingerprint(&t->st, &t->cfg, t->fingerprint, err)) {
-        vf_vision_free(t);
-        return -1;
-    }
-    return 0;
-}
-
-int vf_open_clip_text_load(vf_clip_text_tower *t, const char *model_dir, vf_error *err) {
-    memset(t, 0, sizeof *t);
-    vf_open_clip_config oc;
-    if (open_checkpoint(model_dir, &oc, &t->cfg, &t->st, err)) return -1;
-    t->w.cfg = t->cfg.text;
-    t->w.projection_dim = t->cfg.projection_dim;
-    if (vf_bind_all(&t->st, &t->params, bind_text, &t->w, err) ||
-        vf_st_read_f32(&t->st, "logit_scale", 0, NULL, &t->logit_scale, err) ||
-        vf_clip_fingerprint(&t->st, &t->cfg, t->fingerprint, err)) {
-        vf_clip_text_free(t);
-        return -1;
-    }
-    if (!isfinite(t->logit_scale)) {
-        vf_fail(err, "%s: logit_scale is not finite", t->st.path);
-        vf_clip_text_free(t);
-        return -1;
-    }
-    return 0;
 }

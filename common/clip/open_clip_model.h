@@ -1,7 +1,7 @@
-/* open_clip_model: loads the towers of an OpenCLIP checkpoint directory
- * (open_clip_config.json + open_clip_model.safetensors) into the project's
- * tower types (clip_model.h), so that everything downstream (embed, the
- * parties, CoOp) runs unchanged on them.
+/* open_clip_model: the tensor names of an OpenCLIP checkpoint
+ * (open_clip_config.json + open_clip_model.safetensors, clip/checkpoint.h)
+ * bound into the project's tower types (clip_model.h), so that everything
+ * downstream (embed, the parties, CoOp) runs unchanged on them.
  *
  *   ViT image tower -> VF_VISION_VIT: open_clip's fused attn.in_proj_weight
  *     (3C, C) = [q; k; v] is used as three (C, C) slices; visual.proj (C, D)
@@ -18,12 +18,16 @@
 #ifndef VF_OPEN_CLIP_MODEL_H
 #define VF_OPEN_CLIP_MODEL_H
 
-#include "clip/clip_model.h"
-#include "clip/open_clip_config.h"
+#include "clip/weight_binder.h"
+#include "util/vf_error.h"
 
 #define VF_OPEN_CLIP_WEIGHTS "open_clip_model.safetensors"
 
-int vf_open_clip_vision_load(vf_vision_tower *t, const char *model_dir, int max_batch, vf_error *err);
-int vf_open_clip_text_load(vf_clip_text_tower *t, const char *model_dir, vf_error *err);
+/* weight_binder.h bind functions (vf_bind_all) for the OpenCLIP layout:
+ * weights is a vf_vit_weights (cfg and projection_dim set) for the ViT image
+ * tower, a vf_clip_text_weights for the text tower.  The ModifiedResNet is
+ * clip/open_clip_resnet.h's.  clip_model.c's loaders call them. */
+int vf_open_clip_bind_vit(vf_binder *b, void *weights, vf_error *err);
+int vf_open_clip_bind_text(vf_binder *b, void *weights, vf_error *err);
 
 #endif
