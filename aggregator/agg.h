@@ -78,7 +78,7 @@ typedef struct agg_sum {
     float *grad;                     /* (C, D) the summed dL/dT share, decoded */
     char *site_json[3][AGG_MAX_PARTIES];   /* the final evaluation: each site's own metrics of val [1] and test [2] */
     uint64_t sums, redone, bytes_out, bytes_in;
-    uint64_t kind_sums[2], kind_bytes[2];   /* finished sums and their bytes (both ways): [0] steps, [1] evaluations */
+    uint64_t kind_sums[2], kind_bytes[2];   /* batches and evaluations (range + histogram sums) done, and their bytes (both ways) */
     double t0, step_s;               /* time of the step sums */
     int min_participants;            /* fewest participants of any sum so far */
     vf_auc_grid grid;                /* an evaluation's histogram grid, from the RANGE sum before it */

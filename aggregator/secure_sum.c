@@ -217,7 +217,8 @@ static void finish(void) {
     vf_error err;
     s->active = 0;
     s->sums++;
-    s->kind_sums[s->kind != VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_STEP]++;
+    if (s->kind != VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_EVAL_RANGE)   /* an evaluation's bytes count its range sum too */
+        s->kind_sums[s->kind != VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_STEP]++;
     r->wait = WAIT_NONE;
     int rc;
     if (s->kind == VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_STEP) {

@@ -44,10 +44,12 @@ const char *vf_transcript_kind(const ProtobufCMessage *m, uint64_t *step) {
         body = (int)a->body_case;
         if (a->body_case == VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_TEXT_BACKWARD) *step = a->text_backward->step;
         if (a->body_case == VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_CHECKPOINT) *step = a->checkpoint->step;
+        if (a->body_case == VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_SECURE_SUM) *step = a->secure_sum->step;
     } else if (m->descriptor == &vflclip__v1__party_message__descriptor) {
         const Vflclip__V1__PartyMessage *p = (const void *)m;
         body = (int)p->body_case;
         if (p->body_case == VFLCLIP__V1__PARTY_MESSAGE__BODY_TEXT_FEATURES) *step = p->text_features->step;
+        if (p->body_case == VFLCLIP__V1__PARTY_MESSAGE__BODY_MASKED_SHARE) *step = p->masked_share->sum_id;
     } else {
         return "unknown";
     }

@@ -55,7 +55,8 @@
 void vf_pb_sha256(const ProtobufCMessage *m, unsigned char out[32]);
 void vf_sha256_hex(const unsigned char h[32], char hex[65]);
 
-/* Kind (oneof field name, e.g. "text_backward") and step of a federation message. */
+/* Kind (oneof field name, e.g. "text_backward") and step of a federation message
+ * (a MaskedShare gives its sum id: a secure sum's task and answers share it). */
 const char *vf_transcript_kind(const ProtobufCMessage *m, uint64_t *step);
 
 /* ---- the aggregator's transcript -------------------------------------------- */

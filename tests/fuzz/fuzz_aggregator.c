@@ -20,6 +20,13 @@
  * they are).  At the end the connections close and a run still going is
  * aborted, which signs its transcript with the fixture aggregator key.
  *
+ * When the first record's op has bit 0x80, the run is [run] loss_at =
+ * image-parties: h1 keeps its data and the run asks it for secure sums
+ * (secure_sum.c).  Then op & 8 (with op & 4, from h1) sets a MaskedShare's
+ * sum_id to the sum in flight and pads its values with zeros to the sum's
+ * length, so the fuzzer reaches the evaluation's counts (a vector far
+ * longer than a record) with words of its choosing in front.
+ *
  * Not covered here: the Admin service (admin.c: fuzz_admin), timers (hello timeout,
  * party_timeout_s: the loop never waits), restarts (agg_run_resume_at_start),
  * TLS and the certificate checks (fuzz_rpc_server and the Python tests).
@@ -98,6 +105,10 @@ static void hello(vf_rpc_conn *c, int image) {
         h.n_splits = 3;
         h.splits = sp;
         h.preprocessing_fingerprint = "fuzzpp";
+        static uint8_t key[32] = {9}, sig[8] = {1, 2, 3}, cert[8] = {4, 5, 6};   /* relayed as sent, never checked here */
+        h.mask_public_key = (ProtobufCBinaryData){sizeof key, key};
+        h.mask_key_signature = (ProtobufCBinaryData){sizeof sig, sig};
+        h.certificate = (ProtobufCBinaryData){sizeof cert, cert};
     } else {
         h.tokenizer_fingerprint = "fuzztok";
     }
@@ -138,6 +149,8 @@ static void setup(void) {
 }
 
 static const char run_ini[] = "[run]\nepochs = 2\nbatch_size = 2\nchunk_size = 2\ncheckpoint_every = 1\nn_ctx = 2\n";
+static const char run_ini_secure[] =
+    "[run]\nepochs = 2\nbatch_size = 2\nchunk_size = 2\ncheckpoint_every = 1\nn_ctx = 2\nloss_at = image-parties\n";
 
 /* The task the run waits on from this party (0: none). */
 static uint64_t waited_task(int image) {
@@ -158,7 +171,7 @@ static void begin(void) {
     char id[64];
     int status;
     vf_error err;
-    if (agg_run_start(run_ini, "fuzz", NULL, id, sizeof id, &status, &err)) {
+    if (agg_run_start(records_first_op & 0x80 ? run_ini_secure : run_ini, "fuzz", NULL, id, sizeof id, &status, &err)) {
         fprintf(stderr, "fuzz_aggregator: the run does not start: %s\n", err.msg);
         abort();
     }
@@ -174,7 +187,21 @@ static void apply(int op, const uint8_t *data, size_t n) {
         Vflclip__V1__PartyMessage *pm = vflclip__v1__party_message__unpack(NULL, n, data);
         if (pm) {
             pm->task_id = waited_task(who);
+            uint64_t *saved = NULL, *padded = NULL;
+            size_t saved_n = 0;
+            agg_sum *s = &g_agg.run.sum;
+            if ((op & 8) && pm->body_case == VFLCLIP__V1__PARTY_MESSAGE__BODY_MASKED_SHARE && s->active) {
+                Vflclip__V1__MaskedShare *ms = pm->masked_share;
+                ms->sum_id = s->sum_id;
+                if (ms->n_values < s->len && (padded = calloc(s->len, sizeof *padded))) {
+                    if (ms->n_values) memcpy(padded, ms->values, ms->n_values * sizeof *padded);
+                    saved = ms->values, saved_n = ms->n_values;
+                    ms->values = padded, ms->n_values = s->len;
+                }
+            }
             send_pm(conns[who], pm);
+            if (padded) pm->masked_share->values = saved, pm->masked_share->n_values = saved_n;
+            free(padded);
             vflclip__v1__party_message__free_unpacked(pm, NULL);
         }
     } else {
@@ -259,6 +286,8 @@ static void context_file(buf *b) {
     put_rec(b, 4, &pm);
 }
 
+static void write_secure_seeds(const char *dir);
+
 /* Answers what the run waits for until it ends (or max_answers), saving the
  * records so far as a seed at each milestone. */
 static void write_seeds(const char *dir) {
@@ -304,6 +333,52 @@ static void write_seeds(const char *dir) {
     }
     fprintf(stderr, "fuzz_aggregator seeds: run %s after %d steps: %s\n", agg_run_state_name(r->state), step, r->message);
     end();
+    free(b.p);
+    write_secure_seeds(dir);
+}
+
+/* h1's share of the secure sum in flight: a loss of 1 in front, zeros after
+ * (op 13: from h1, task and sum id set, padded to the sum's length). */
+static void masked_share(buf *b) {
+    uint64_t v[1] = {(uint64_t)1 << 40};
+    Vflclip__V1__MaskedShare ms = VFLCLIP__V1__MASKED_SHARE__INIT;
+    ms.n_values = 1, ms.values = v;
+    Vflclip__V1__PartyMessage pm = VFLCLIP__V1__PARTY_MESSAGE__INIT;
+    pm.body_case = VFLCLIP__V1__PARTY_MESSAGE__BODY_MASKED_SHARE;
+    pm.masked_share = &ms;
+    put_rec(b, 13, &pm);
+}
+
+/* A run with loss_at = image-parties through its first steps, up to its
+ * first evaluation (whose counts a record's zeros cannot make valid). */
+static void write_secure_seeds(const char *dir) {
+    buf b = {0};
+    agg_run *r = &g_agg.run;
+    int sums = 0;
+    records_first_op = 0x80;
+    begin();
+    put_rec(&b, 0x80, NULL);   /* the marker record: an empty message from kp, ignored */
+    for (int i = 0; i < 100 && agg_run_active(); i++) {
+        if (r->wait == WAIT_SETUP) {
+            text_ready(&b);
+            text_features(&b, 0, 0);
+            write_seed(dir, "secure-setup", &b);
+        } else if (r->wait == WAIT_SUM) {
+            if (r->sum.kind != VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_STEP) break;
+            masked_share(&b);
+            if (++sums == 2) write_seed(dir, "secure-steps", &b);
+        } else if (r->wait == WAIT_STEP) {
+            text_features(&b, (uint64_t)sums, 0.05f * (float)sums);
+        } else if (r->wait == WAIT_SAVE || r->wait == WAIT_BEST) {
+            ack(&b);
+        } else {
+            break;
+        }
+    }
+    write_seed(dir, "secure-to-evaluation", &b);
+    fprintf(stderr, "fuzz_aggregator seeds: secure run %s after %d sums: %s\n", agg_run_state_name(r->state), sums, r->message);
+    end();
+    records_first_op = 0;
     free(b.p);
 }
 

@@ -44,7 +44,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
+/* The first record's op byte, for a target whose starting state depends on it. */
+static uint8_t records_first_op;
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    records_first_op = size ? data[0] : 0;
     begin();
     while (size >= 3) {
         size_t n = (size_t)data[1] << 8 | data[2];
