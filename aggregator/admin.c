@@ -82,6 +82,7 @@ static void on_status(vf_rpc_call *call, const uint8_t *data, size_t len, void *
     s.aggregator_name = g_agg.name;
     s.software_version = AGG_VERSION;
     s.epoch = (uint32_t)(r->sess.epoch + (r->state == RUN_TRAINING ? 1 : 0));
+    if (s.epoch > (uint32_t)r->cfg.epochs) s.epoch = (uint32_t)r->cfg.epochs;   /* after the last epoch, before finishing */
     s.total_epochs = (uint32_t)r->cfg.epochs;
     s.best_val_auc = r->sess.best_auc;
     s.message = (char *)r->message;

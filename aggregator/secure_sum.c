@@ -168,9 +168,9 @@ void agg_sum_start(vf_train_action a) {
             st.split = (char *)split_names[r->sess.req_split];
             if (s->kind == VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_EVAL) {
                 st.site_metrics = r->sess.req_final && r->sess.req_split > 0;
-                st.n_grid_lo = st.n_grid_hi = (size_t)C;
-                st.grid_lo = s->grid.lo;
-                st.grid_hi = s->grid.hi;
+                st.n_grid_mean = st.n_grid_sd = (size_t)C;
+                st.grid_mean = s->grid.a;
+                st.grid_sd = s->grid.b;
             }
         }
         Vflclip__V1__AggregatorMessage am = VFLCLIP__V1__AGGREGATOR_MESSAGE__INIT;

@@ -233,10 +233,10 @@ int ip_secure_answer(const Vflclip__V1__SecureSumTask *st, const vf_embedded_spl
             if (vf_party_share_range_vector(&g_sec.ps, sp, t->data, st->logit_scale, g_sec.vec, err)) return -1;
         } else {
             vf_auc_grid grid;
-            if (st->n_grid_lo != (size_t)C || st->n_grid_hi != (size_t)C)
-                return vf_fail(err, "secure sum %" PRIu64 ": a histogram grid of %zu/%zu classes for %d", st->sum_id, st->n_grid_lo,
-                               st->n_grid_hi, C);
-            if (vf_auc_grid_set(&grid, C, st->grid_lo, st->grid_hi, err)) return vf_error_prefix(err, "secure sum %" PRIu64, st->sum_id);
+            if (st->n_grid_mean != (size_t)C || st->n_grid_sd != (size_t)C)
+                return vf_fail(err, "secure sum %" PRIu64 ": a histogram grid of %zu/%zu classes for %d", st->sum_id, st->n_grid_mean,
+                               st->n_grid_sd, C);
+            if (vf_auc_grid_set(&grid, C, st->grid_mean, st->grid_sd, err)) return vf_error_prefix(err, "secure sum %" PRIu64, st->sum_id);
             if (vf_party_share_eval_vector(&g_sec.ps, sp, t->data, st->logit_scale, &grid, g_sec.vec,
                                            st->site_metrics ? g_sec.probs : NULL, err))
                 return -1;

@@ -14,9 +14,10 @@
  * default grid (NULL) is [-VF_AUC_LOGODDS, VF_AUC_LOGODDS] for every class:
  * L = 104 holds every float in (0, 1) (the smallest positive float is at
  * -103.3, the largest below 1 at +16.6), so the denormal scores of a
- * saturated softmax are not lumped with p = 0.  A federation bins on the
- * grid mean +- 8 sd of each class's log-odds instead (a first secure sum of
- * their moments), which is what keeps a weak model's crowded scores apart.
+ * saturated softmax are not lumped with p = 0.  A federation bins on
+ * equal-probability bins of a normal fit of each class's log-odds instead (a
+ * first secure sum of their moments), which keeps a weak model's crowded
+ * scores apart.
  * The AUC of class c is the Mann-Whitney statistic of the two histograms,
  * pairs in the same bin counted half: it differs from the exact
  * AUC only through pairs whose scores share a bin.  The mean loss is not a
@@ -37,12 +38,13 @@
  * 1.3e-4, 16384 8.8e-5, 18432 6.3e-5; even 65536 bins (7.3 MB) leave 2.1e-5,
  * so the 2e-5 aimed for is out of reach under 2 MB.  A narrower default grid
  * is worse (L = 32 lumps the tiny scores of a saturated softmax: 0.07 off).
- * These figures are for the default grid; on the grid from moments the test
- * measures 3.9e-5 at most (100 seeds each), and far less where the scores
- * crowd into a sliver of log-odds: a tiny random model's federated run on 96
- * training images was 4.6e-3 off on the default grid and 2.5e-4 (one pair
- * of 24 x 72) on the grid from moments; test_federation_secure.py, on 480,
- * measures 5.6e-5.
+ * These figures are for the default grid.  On the normal-fit grid from
+ * moments the test measures 1.2e-5 at most (100 seeds each; 3.9e-5 with
+ * uniform bins over mean +- 8 sd), and the gain is largest where the scores
+ * crowd into a sliver of log-odds: a tiny random model's federated run on
+ * 96 training images was 4.6e-3 off on the default grid, 2.5e-4 (one pair
+ * of 24 x 72) with uniform bins over mean +- 8 sd; test_federation_secure.py,
+ * on 480, measures 8.5e-6 on the normal-fit grid.
  * One vector for C = 7: 229426 words, 1.84 MB. */
 #ifndef VF_METRICS_EVAL_COUNTS_H
 #define VF_METRICS_EVAL_COUNTS_H

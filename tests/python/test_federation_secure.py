@@ -138,3 +138,19 @@ def test_single_image_party_is_told_it_has_no_protection(fed, tmp_path):
     priv = json.loads((out / "privacy.json").read_text())["loss_at"]
     assert priv["fewest_participants"] == 1 and not priv["protects_against_aggregator"] and "no protection" in priv["note"]
     assert "event=secure_sum_single_party run=secure-single" in fed.aggregator.text()
+
+
+def test_label_leak_guard_works_the_same_at_the_image_parties(fed, tmp_path):
+    """Accumulation, per-example clipping (at the parties), Gaussian noise on
+    the sum and the epsilon ledger: the secure run equals `vflclip train`
+    with the same privacy flags, epsilon included."""
+    flags = FLAGS + ["--text-grad-accumulate", "2", "--text-grad-clip", "0.5", "--text-grad-noise", "0.8"]
+    ref = tmp_path / "single"
+    fed.train_single(ref, *flags)
+    fed.wait_parties(4)
+    fed.cli("run", "start", *flags, "--loss-at", "image-parties", "--run-id", "secure-dp")
+    out = check_same(fed, "secure-dp", ref, tmp_path)
+    pa, pb = json.loads((out / "privacy.json").read_text()), json.loads((ref / "privacy.json").read_text())
+    print(f"epsilon: secure run {pa['text_grad']['epsilon']:.6f}, single process {pb['text_grad']['epsilon']:.6f}")
+    assert pa["text_grad"]["epsilon"] == pytest.approx(pb["text_grad"]["epsilon"], rel=1e-12)
+    assert pa["text_grad"]["steps"] == pb["text_grad"]["steps"]

@@ -231,8 +231,8 @@ def mann_whitney(pos, neg):
 def test_evaluation_shares_unmask_to_numpys_range_and_sklearns_counts_and_auc(session):
     """The two sums of an evaluation: where the scores lie (count, sum and sum
     of squares of each class's log-odds), then the confusion matrix and the
-    per-class histograms on the grid mean +- 8 sd; and the site's own
-    metrics, computed at the site."""
+    per-class histograms on equal-probability bins of their normal fit;
+    and the site's own metrics, computed at the site."""
     from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
     s = session
     pb = s["pb"]
@@ -256,10 +256,9 @@ def test_evaluation_shares_unmask_to_numpys_range_and_sklearns_counts_and_auc(se
     assert (count == len(y)).all()
     assert np.allclose(mean, lo_odds.mean(0), rtol=1e-5, atol=1e-6) and np.allclose(sq, (lo_odds ** 2).mean(0), rtol=1e-5, atol=1e-6)
     sd = np.sqrt(sq - mean ** 2)
-    lo, hi = mean - 8 * sd, mean + 8 * sd
     m = s["agg"].ask(pb.AggregatorMessage(task_id=301, secure_sum=pb.SecureSumTask(
         kind=pb.SECURE_SUM_EVAL, sum_id=4, run_id=RUN_ID, participants=s["peers"], text_features=tensor,
-        logit_scale=logit_scale, split="val", site_metrics=True, grid_lo=lo.tolist(), grid_hi=hi.tolist())))
+        logit_scale=logit_scale, split="val", site_metrics=True, grid_mean=mean.tolist(), grid_sd=sd.tolist())))
     assert m.HasField("masked_share"), m
     v = np.array(m.masked_share.values, dtype=np.uint64)
     counts = v - mask_words(s["seed"], RUN_ID, 2 | (1 << 8), 4, v.size)
@@ -276,6 +275,12 @@ def test_evaluation_shares_unmask_to_numpys_range_and_sklearns_counts_and_auc(se
     print(f"histogram AUC {auc_hist:.6f} vs sklearn {auc:.6f}; site metrics: ACC {site['acc']:.4f} "
           f"(sklearn {accuracy_score(y, p.argmax(1)):.4f}), AUC {site['auc']:.6f}")
     assert abs(auc_hist - auc) < 1e-4
+    # the bins are those of the normal fit: each score's bin, computed here
+    from scipy.special import erfc
+    for c in range(C):
+        want = 1 + np.floor(0.5 * erfc(-(lo_odds[:, c] - mean[c]) / (sd[c] * np.sqrt(2))) * (bins - 2)).astype(np.int64)
+        got = np.repeat(np.arange(bins), pos[c] + neg[c])
+        assert (np.sort(want) == got).mean() > 0.99, c   # the same bins, up to a score on a bin edge
     assert abs(site["acc"] - accuracy_score(y, p.argmax(1))) < 1e-9 and abs(site["auc"] - auc) < 1e-6
 
 
