@@ -193,6 +193,7 @@ static void send_setup(void) {
     rs.run_id = r->id;
     rs.n_ctx = (uint32_t)c->n_ctx;
     rs.n_ctx_given = c->n_ctx_given;
+    rs.warm_start_run = (char *)c->warm_start;
     rs.template_ = (char *)c->template_;
     rs.init_words = (char *)c->init_words;
     rs.csc = c->csc;

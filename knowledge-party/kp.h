@@ -35,5 +35,9 @@ void kp_free_run(kp_state *k);
  * (atomic); keeps the two newest. */
 int kp_checkpoint_save(kp_state *k, uint64_t step, vf_error *err);
 int kp_checkpoint_load(kp_state *k, uint64_t step, vf_error *err);
+/* A fresh run that starts from the best context of an earlier run of this
+ * knowledge party (its newest checkpoint's best context), with a fresh
+ * optimizer; the shapes must agree. */
+int kp_warm_start(kp_state *k, const char *from_run, const vf_optim_config *oc, vf_error *err);
 
 #endif

@@ -83,6 +83,7 @@ int kp_setup_run(kp_state *k, const Vflclip__V1__RunSetup *rs, vf_error *err) {
     if (rs->eps > 0) oc.eps = rs->eps;
     if (vf_context_learner_init(&k->learner, k->coop, &oc, err)) return -1;
     if (rs->resume_step > 0 && kp_checkpoint_load(k, rs->resume_step, err)) return -1;
+    if (rs->resume_step == 0 && rs->warm_start_run[0] && kp_warm_start(k, rs->warm_start_run, &oc, err)) return -1;
     vf_log(VF_INFO, "event=run_setup run=%s step=%" PRIu64 " classes=%d ctx_rows=%d width=%d optimizer=%s template=\"%s\"",
            k->run_id, rs->resume_step, k->n_classes, vf_coop_ctx_rows(k->coop), vf_coop_width(k->coop),
            vf_optim_kind_name(kind), k->template_);

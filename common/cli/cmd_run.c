@@ -36,7 +36,7 @@ static void usage(FILE *o) {
         "  --image-parties a,b,c --party-timeout-s N --checkpoint-every N --warmup-epochs N --warmup K --warmup-lr X\n"
         "  privacy (docs/threat-model.md): --text-grad-accumulate K --text-grad-clip X --text-grad-noise X\n"
         "  --dp-delta X --epsilon-budget X --loss-at aggregator|image-parties\n"
-        "  --share-classifier none|image-parties\n");
+        "  --share-classifier none|image-parties --warm-start RUN_ID (start from that run's best context)\n");
 }
 
 /* ---- start ------------------------------------------------------------------ */
@@ -49,7 +49,8 @@ static int build_config(int argc, char **argv, char **text, const char **run_id,
         {"--checkpoint-every", "checkpoint_every"}, {"--warmup-epochs", "warmup_epochs"}, {"--warmup", "warmup"},
         {"--warmup-lr", "warmup_lr"}, {"--chunk-size", "chunk_size"}, {"--text-grad-accumulate", "text_grad_accumulate"},
         {"--text-grad-clip", "text_grad_clip"}, {"--text-grad-noise", "text_grad_noise"}, {"--dp-delta", "dp_delta"},
-        {"--epsilon-budget", "epsilon_budget"}, {"--loss-at", "loss_at"}, {"--share-classifier", "share_classifier"}};
+        {"--epsilon-budget", "epsilon_budget"}, {"--loss-at", "loss_at"}, {"--share-classifier", "share_classifier"},
+        {"--warm-start", "warm_start"}};
     const char *config = NULL;
     size_t cap = 8192, used = 0;
     char *t = malloc(cap);

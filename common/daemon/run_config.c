@@ -34,6 +34,8 @@ const vf_ini_key vf_run_config_schema[] = {
     {"run", "share_classifier", VF_INI_STR, 0, "none",
      "none | image-parties: after the run, send its classifier (class text features, no context) to each image party once"},
     {"run", "fit_temperature", VF_INI_BOOL, 0, "false", "fit the classifier's temperature on the val split (NLL); ECE before/after"},
+    {"run", "warm_start", VF_INI_STR, 0, NULL,
+     "id of an earlier run (done, aborted or failed): start from its best context, with a fresh optimizer"},
     {"run", "loss_at", VF_INI_STR, 0, "aggregator",
      "aggregator (the paper's way: image parties send embeddings and labels) | image-parties (they keep them; the "
      "aggregator receives only secure sums of loss, dL/dT and evaluation counts; docs/threat-model.md)"},
@@ -107,6 +109,13 @@ int vf_run_config_parse(const char *text, const char *name, vf_run_config *rc, v
     if (!strcmp(s, "image-parties")) rc->share_classifier = 1;
     else if (strcmp(s, "none")) { vf_fail(err, "%s: [run] share_classifier '%s': want none or image-parties", name, s); goto out; }
     if (vf_ini_bool(&ini, "run", "fit_temperature", &rc->fit_temperature, err)) goto out;
+    if ((s = vf_ini_get(&ini, "run", "warm_start"))) {
+        if (!s[0] || strlen(s) >= sizeof rc->warm_start || strchr(s, '/') || s[0] == '.') {
+            vf_fail(err, "%s: [run] warm_start '%s' is not a run id", name, s);
+            goto out;
+        }
+        snprintf(rc->warm_start, sizeof rc->warm_start, "%s", s);
+    }
     s = vf_ini_get(&ini, "run", "loss_at");
     if (!strcmp(s, "image-parties")) rc->loss_at_parties = 1;
     else if (strcmp(s, "aggregator")) { vf_fail(err, "%s: [run] loss_at '%s': want aggregator or image-parties", name, s); goto out; }

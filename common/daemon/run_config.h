@@ -36,6 +36,7 @@ typedef struct vf_run_config {
     int share_classifier;          /* 1 (image-parties): each image party receives the run's classifier once, after the run */
     int fit_temperature;           /* the classifier's temperature is fitted on the val split */
     int loss_at_parties;           /* [run] loss_at = image-parties: secure sums instead of embeddings (secagg/) */
+    char warm_start[64];           /* "" or the run whose best context this run starts from */
 } vf_run_config;
 
 extern const vf_ini_key vf_run_config_schema[];

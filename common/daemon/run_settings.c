@@ -68,6 +68,7 @@ int vf_run_settings_write(const char *dir, const vf_run_settings *s, vf_error *e
     cJSON_AddStringToObject(r, "share_classifier", c->share_classifier ? "image-parties" : "none");
     cJSON_AddBoolToObject(r, "fit_temperature", c->fit_temperature);
     cJSON_AddStringToObject(r, "loss_at", c->loss_at_parties ? "image-parties" : "aggregator");
+    cJSON_AddStringToObject(r, "warm_start", c->warm_start);
     cJSON *seeds = cJSON_AddObjectToObject(o, "seeds");
     add_u64(seeds, "seed", c->seed);
     add_u64(seeds, "split_seed", s->split_seed);

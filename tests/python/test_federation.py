@@ -157,3 +157,30 @@ def test_daemon_config_errors_are_clear(fed, tmp_path):
     assert p.returncode == 1 and "[model] dir" in p.stderr and "no-such-model" in p.stderr
     p = run([BUILD / "vflclip-knowledge-party", "--config", tmp_path / "missing.ini"], check=False, env=ENV)
     assert p.returncode == 1 and "missing.ini" in p.stderr
+
+
+def test_a_new_run_warm_started_from_an_earlier_one_equals_train_from_its_context(fed, tmp_path):
+    """`run start --warm-start ID`: the knowledge party starts the new run
+    from ID's best context (its own checkpoint of ID) with a fresh
+    optimizer; the reference is `vflclip train --init-ctx` with ID's exported
+    context file."""
+    flags = ["--epochs", "2", "--batch-size", "16", "--lr", "0.01", "--n-ctx", "4", "--template", "a photo of {ctx} {class}.",
+             "--image-parties", ",".join(HOSPITALS)]
+    fed.wait_parties(4)
+    p = fed.cli("run", "start", *flags, "--seed", "5", "--run-id", "warm-src", "--watch")
+    assert json.loads(p.stdout.splitlines()[-1])["state"] == "done", p.stderr
+    src = fed.results("warm-src", tmp_path / "src")
+    p = fed.cli("run", "start", *flags, "--seed", "9", "--warm-start", "warm-src", "--run-id", "warm-dst", "--watch")
+    assert json.loads(p.stdout.splitlines()[-1])["state"] == "done", p.stderr
+    dst = fed.results("warm-dst", tmp_path / "dst")
+    single_flags = [f for f in flags[:-2]] + ["--seed", "9", "--init-ctx", str(src / "context.safetensors")]
+    fed.train_single(tmp_path / "single", *single_flags)
+    d = compare_runs(dst, tmp_path / "single")
+    print(f"warm-started run vs train --init-ctx: context {d['ctx']:.3g}, test {d['test']:.3g}, epochs {d['epochs']:.3g}")
+    assert d["ctx"] <= 1e-5 and d["test"] <= 1e-6 and d["epochs"] <= 1e-6
+    assert "event=warm_start run=warm-dst from_run=warm-src" in fed.kp.text()
+    settings = json.loads((dst / "run_settings.json").read_text())
+    assert settings["run"]["warm_start"] == "warm-src", settings
+    p = fed.cli("run", "start", *flags, "--warm-start", "no-such-run", "--run-id", "warm-missing", "--watch", check=False)
+    line = [l for l in fed.aggregator.text().splitlines() if "event=run_failed run=warm-missing" in l][-1]
+    assert "no checkpoint of it" in line, line
