@@ -133,14 +133,6 @@ int vf_metrics_from_counts(vf_metrics *m, const uint64_t *counts, vf_error *err)
     }
     m->auc = m->auc_classes ? auc_sum / m->auc_classes : NAN;
 
-    double recall_sum = 0;
-    int recall_classes = 0;
-    for (int k = 0; k < C; k++) {
-        int64_t support = 0;
-        for (int j = 0; j < C; j++) support += m->confusion[(size_t)k * C + j];
-        m->class_recall[k] = support ? (double)m->confusion[(size_t)k * C + k] / support : NAN;
-        if (support) { recall_sum += m->class_recall[k]; recall_classes++; }
-    }
-    m->balanced_acc = recall_classes ? recall_sum / recall_classes : NAN;
+    vf_metrics_recall_from_confusion(m);
     return 0;
 }

@@ -105,6 +105,12 @@ int vf_metrics_compute(vf_metrics *m, const float *scores, const int *labels, in
     m->auc = m->auc_classes ? auc_sum / m->auc_classes : NAN;
     free(s);
 
+    vf_metrics_recall_from_confusion(m);
+    return 0;
+}
+
+void vf_metrics_recall_from_confusion(vf_metrics *m) {
+    const int C = m->n_classes;
     double recall_sum = 0;
     int recall_classes = 0;
     for (int k = 0; k < C; k++) {
@@ -114,7 +120,6 @@ int vf_metrics_compute(vf_metrics *m, const float *scores, const int *labels, in
         if (support) { recall_sum += m->class_recall[k]; recall_classes++; }
     }
     m->balanced_acc = recall_classes ? recall_sum / recall_classes : NAN;
-    return 0;
 }
 
 int vf_metrics_for_rows(vf_metrics *m, const float *scores, const int *labels, int first, int n, vf_error *err) {

@@ -41,6 +41,10 @@ int vf_metrics_compute(vf_metrics *m, const float *scores, const int *labels, in
  * definitions as vf_metrics_compute; m->loss is left alone. */
 int vf_metrics_for_rows(vf_metrics *m, const float *scores, const int *labels, int first, int n, vf_error *err);
 
+/* class_recall and balanced_acc from m->confusion (the one definition, for
+ * metrics from scores and from summed counts alike). */
+void vf_metrics_recall_from_confusion(vf_metrics *m);
+
 /* Row-wise softmax of logits (N, C) into probs (N, C) (may alias). */
 void vf_softmax_rows(const float *logits, float *probs, int N, int C);
 

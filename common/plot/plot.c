@@ -356,6 +356,25 @@ int vf_plot_confusion(const char *path, const char *title, const int64_t *cm, in
     return rc;
 }
 
+/* Grid lines and 0.0..1.0 ticks on both axes of a panel of w x h at (L, T)
+ * whose axes both run over 0..1 (reliability diagram, ROC). */
+static void unit_grid(cairo_t *cr, double L, double T, double w, double h, double font) {
+    cairo_set_font_size(cr, font);
+    for (int i = 0; i <= 10; i += 2) {
+        double v = i / 10.0, x = L + v * w, y = T + h - v * h;
+        char lab[16];
+        snprintf(lab, sizeof lab, "%.1f", v);
+        cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
+        cairo_set_line_width(cr, 1);
+        cairo_move_to(cr, L, y); cairo_line_to(cr, L + w, y);
+        cairo_move_to(cr, x, T + h); cairo_line_to(cr, x, T);
+        cairo_stroke(cr);
+        cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+        text_at(cr, L - 8, y, lab, 1, 0.5);
+        text_at(cr, x, T + h + 8, lab, 0.5, 0);
+    }
+}
+
 int vf_plot_reliability(const char *path, const char *title, const long *count, const double *conf, const double *acc,
                         int n_bins, vf_error *err) {
     if (n_bins < 1) return vf_fail(err, "%s: a reliability diagram needs at least one bin", path);
@@ -368,21 +387,7 @@ int vf_plot_reliability(const char *path, const char *title, const long *count, 
     cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
 #define RX(x) (L + (x) * pw)
 #define RY(y) (T + ph - (y) * ph)
-    /* grid and ticks, 0..1 on both axes */
-    cairo_set_font_size(cr, 12);
-    for (int i = 0; i <= 10; i += 2) {
-        double v = i / 10.0;
-        char lab[16];
-        snprintf(lab, sizeof lab, "%.1f", v);
-        cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
-        cairo_set_line_width(cr, 1);
-        cairo_move_to(cr, RX(0), RY(v)); cairo_line_to(cr, RX(1), RY(v));
-        cairo_move_to(cr, RX(v), RY(0)); cairo_line_to(cr, RX(v), RY(1));
-        cairo_stroke(cr);
-        cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
-        text_at(cr, RX(0) - 8, RY(v), lab, 1, 0.5);
-        text_at(cr, RX(v), RY(0) + 8, lab, 0.5, 0);
-    }
+    unit_grid(cr, L, T, pw, ph, 12);
     /* per-bin accuracy bars (empty bins left out), gap to confidence in red */
     for (int b = 0; b < n_bins; b++) {
         if (!count[b] || !isfinite(acc[b]) || !isfinite(conf[b])) continue;
@@ -461,20 +466,7 @@ int vf_plot_roc(const char *path, const char *title, const vf_roc *roc, const ch
     cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
 #define QX(x) (L + (x) * side)
 #define QY(y) (T + side - (y) * side)
-    cairo_set_font_size(cr, 13);
-    for (int i = 0; i <= 10; i += 2) {
-        double v = i / 10.0;
-        char lab[16];
-        snprintf(lab, sizeof lab, "%.1f", v);
-        cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
-        cairo_set_line_width(cr, 1);
-        cairo_move_to(cr, QX(0), QY(v)); cairo_line_to(cr, QX(1), QY(v));
-        cairo_move_to(cr, QX(v), QY(0)); cairo_line_to(cr, QX(v), QY(1));
-        cairo_stroke(cr);
-        cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
-        text_at(cr, QX(0) - 8, QY(v), lab, 1, 0.5);
-        text_at(cr, QX(v), QY(0) + 8, lab, 0.5, 0);
-    }
+    unit_grid(cr, L, T, side, side, 13);
     /* chance */
     double dash[] = {6, 4};
     cairo_set_dash(cr, dash, 2, 0);

@@ -73,6 +73,15 @@ class Fed:
             set_key(ini, "data", "path", root / f"{h}.npz")
             self.daemons.append(Daemon(self, "image-party", h, ini))
 
+    def wait_connected(self, vflclip, admin):
+        """Until the knowledge party and the three image parties are connected (5 minutes at most)."""
+        for _ in range(600):
+            p = subprocess.run([str(vflclip), "status", "--json", "--admin", str(admin)], capture_output=True, text=True)
+            if p.returncode == 0 and json.loads(p.stdout)["parties_connected"] == 1 + len(HOSPITALS):
+                return
+            time.sleep(0.5)
+        raise SystemExit("the parties did not connect:\n" + "\n".join(d.text()[-1500:] for d in self.daemons))
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -114,13 +123,7 @@ def main():
         try:
             for d in fed.daemons:
                 d.start()
-            for _ in range(600):
-                p = subprocess.run([str(vflclip), "status", "--json", "--admin", str(admin)], capture_output=True, text=True)
-                if p.returncode == 0 and json.loads(p.stdout)["parties_connected"] == 4:
-                    break
-                time.sleep(0.5)
-            else:
-                raise SystemExit("the parties did not connect:\n" + "\n".join(d.text()[-1500:] for d in fed.daemons))
+            fed.wait_connected(vflclip, admin)
             for r in range(args.rounds):
                 single.append(coop_step_ms(build / "bench" / "bench_coop_step", model, args.steps)[0])
                 sh(vflclip, "run", "start", *flags, "--run-id", f"bench-{r}", "--watch", "--admin", admin)

@@ -152,13 +152,7 @@ def main():
         try:
             for d in fed.daemons:
                 d.start()
-            for _ in range(600):
-                p = subprocess.run([str(vflclip), "status", "--json", "--admin", str(admin)], capture_output=True, text=True)
-                if p.returncode == 0 and json.loads(p.stdout)["parties_connected"] == 4:
-                    break
-                time.sleep(0.5)
-            else:
-                raise SystemExit("the parties did not connect:\n" + "\n".join(d.text()[-1500:] for d in fed.daemons))
+            fed.wait_connected(vflclip, admin)
             # the parties encode their images once at start: a first short run waits for that, unmeasured
             sh(vflclip, "run", "start", *flags, "--max-steps", "1", "--run-id", "warm-up", "--watch", "--admin", admin)
             for mode in ("aggregator", "image-parties"):
