@@ -392,6 +392,7 @@ static int parse_codes(const char *csv, char ***codes, int *n, vf_error *err) {
 /* What the worker thread encodes with: the tower on its device, the
  * preprocessing and the cache; freed when the encoding is done. */
 static struct {
+    vf_checkpoint ck;        /* the model directory, read once; the encoder's tower borrows its weights */
     vf_model_encoder me;     /* preprocessing, tower and device, opened at start-up */
     int cache;
     char cache_dir[4200];
@@ -424,7 +425,11 @@ static int load_embeddings(const vf_ini *ini, const char *state, vf_error *err) 
     vf_dataset_options o = {.class_codes = (const char *const *)codes, .n_classes = n_codes,
                             .image_dir = image_dir[0] ? image_dir : NULL, .split_seed = (unsigned long long)split_seed};
     if (vf_dataset_open(&g_p.ds, data, &o, err)) return -1;
-    if (vf_model_encoder_open(&g_enc.me, model, (int)batch, device, precision, err)) return -1;
+    if (vf_checkpoint_open(&g_enc.ck, model, err)) return -1;
+    if (vf_model_encoder_open_from(&g_enc.me, &g_enc.ck, (int)batch, device, precision, err)) {
+        vf_checkpoint_close(&g_enc.ck);
+        return -1;
+    }
     if (g_enc.me.vt.random_weights)
         vf_log(VF_WARN, "event=random_weights model=%s detail=\"RANDOM weights: metrics mean nothing about dermatology\"", model);
     vf_fingerprint_hex(g_enc.me.vt.fingerprint, g_p.fingerprint);
@@ -507,6 +512,7 @@ static void encode_done(uv_work_t *w, int status) {
     uv_timer_stop(&g_p.progress_timer);
     uv_close((uv_handle_t *)&g_p.progress_timer, NULL);
     vf_model_encoder_close(&g_enc.me);
+    vf_checkpoint_close(&g_enc.ck);   /* after the encoder whose tower borrowed it */
     for (int i = 0; i < g_enc.n_codes; i++) free(g_enc.codes[i]);
     free(g_enc.codes);
     g_enc.codes = NULL;

@@ -5,6 +5,7 @@
 #ifndef VF_KP_H
 #define VF_KP_H
 
+#include "clip/checkpoint.h"
 #include "clip/clip_model.h"
 #include "clip/tokenizer.h"
 #include "coop/context_learner.h"
@@ -12,6 +13,7 @@
 #include "proto/federation.pb-c.h"
 
 typedef struct kp_state {
+    vf_checkpoint ck;                        /* the model directory, read once; the tower borrows its weights */
     vf_clip_text_tower tower;
     vf_tokenizer *tok;
     char fingerprint[65];

@@ -344,8 +344,8 @@ static int load_text_side(const vf_daemon *d, char model[4096], char tok_source[
         return -1;
     snprintf(g_kp.default_template, sizeof g_kp.default_template, "%s", vf_ini_get(&d->ini, "prompt", "template"));
     snprintf(g_kp.state_dir, sizeof g_kp.state_dir, "%s", d->paths.state);
-    if (vf_clip_text_load(&g_kp.tower, model, err) ||
-        vf_tokenizer_load_for_model(&g_kp.tok, model, tokenizer[0] ? tokenizer : NULL, tok_source, 4200, err) ||
+    if (vf_checkpoint_open(&g_kp.ck, model, err) || vf_clip_text_load_from(&g_kp.tower, &g_kp.ck, err) ||
+        vf_checkpoint_tokenizer(&g_kp.ck, tokenizer[0] ? tokenizer : NULL, &g_kp.tok, tok_source, 4200, err) ||
         vf_tokenizer_fingerprint(g_kp.tok, g_tok_fingerprint, err))
         return -1;
     vf_fingerprint_hex(g_kp.tower.fingerprint, g_kp.fingerprint);
@@ -377,6 +377,7 @@ int main(int argc, char **argv) {
     kp_free_run(&g_kp);
     vf_tokenizer_free(g_kp.tok);
     vf_clip_text_free(&g_kp.tower);
+    vf_checkpoint_close(&g_kp.ck);   /* after the tower that borrowed it */
     vf_daemon_end(&d);
     return 0;
 }

@@ -13,6 +13,7 @@
 
 #include "util/name_list.h"
 #include "cli/coop_options.h"
+#include "clip/checkpoint.h"
 #include "clip/clip_model.h"
 #include "clip/tokenizer.h"
 #include "coop/loss.h"
@@ -94,17 +95,20 @@ int vf_cmd_coop_grad(int argc, char **argv) {
         return 2;
     }
     vf_error err = {{0}};
+    vf_checkpoint ck;
     vf_clip_text_tower tower;
     vf_tokenizer *tok = NULL;
     vf_name_list cl;
     vf_coop *coop = NULL;
     float *emb = NULL, *ctx0 = NULL, *text = NULL, *dtext = NULL, *dctx = NULL, *scratch = NULL;
-    int *labels = NULL, rc = 1, tower_loaded = 0;
+    int *labels = NULL, rc = 1, ck_open = 0, tower_loaded = 0;
     int64_t eshape[8], cshape[8];
     if (vf_name_list_parse(&cl, classes, "class list", 2, &err) != 0) return fail_cmd(argv[0], &err);
-    if (vf_clip_text_load(&tower, model, &err) != 0) goto done;
+    if (vf_checkpoint_open(&ck, model, &err) != 0) goto done;
+    ck_open = 1;
+    if (vf_clip_text_load_from(&tower, &ck, &err) != 0) goto done;
     tower_loaded = 1;
-    if (vf_tokenizer_load_for_model(&tok, model, NULL, NULL, 0, &err) != 0) goto done;
+    if (vf_checkpoint_tokenizer(&ck, NULL, &tok, NULL, 0, &err) != 0) goto done;
     if (vf_coop_create(&coop, &cfg, &tower.w, tok, (const char *const *)cl.names, cl.n, &err) != 0) goto done;
     if (init_ctx) {
         if (read_npy(init_ctx, 2, &ctx0, cshape, &err) != 0) goto done;
@@ -135,6 +139,7 @@ done:
     vf_coop_free(coop);
     if (tok) vf_tokenizer_free(tok);
     if (tower_loaded) vf_clip_text_free(&tower);
+    if (ck_open) vf_checkpoint_close(&ck);   /* after the tower that borrowed it */
     vf_name_list_free(&cl);
     return rc;
 }

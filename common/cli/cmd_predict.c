@@ -187,25 +187,37 @@ out:
     return rc;
 }
 
-/* A data set: coop_setup encodes the wanted splits as train does. */
-static int predict_data(const predict_args *a, const vf_classifier *k, const char *pp_fp, FILE *out, FILE *mout,
-                        vf_error *err) {
+/* The classifier's fingerprints against the model's, before coop_setup
+ * encodes any image. */
+typedef struct predict_check {
+    const vf_classifier *k;
+    const predict_args *a;
+    const char *pp_fp;
+} predict_check;
+
+static int check_before_encoding(void *ctx, const vf_coop_setup *s, vf_error *err) {
+    const predict_check *c = ctx;
+    return check_fingerprints(c->k, c->a, s->fingerprint, c->pp_fp, err);
+}
+
+/* A data set: coop_setup encodes the wanted splits as train does (from ck,
+ * the model directory read once). */
+static int predict_data(const predict_args *a, vf_checkpoint *ck, const vf_classifier *k, const char *pp_fp, FILE *out,
+                        FILE *mout, vf_error *err) {
     vf_name_list codes;
     if (vf_name_list_parse(&codes, a->codes, "class list", 2, err)) return -1;
-    vf_coop_setup_options so = {.model_dir = a->model, .tokenizer = a->tokenizer, .data = a->data,
+    vf_coop_setup_options so = {.model_dir = a->model, .ck = ck, .tokenizer = a->tokenizer, .data = a->data,
                                 .class_codes = codes.n ? (const char *const *)codes.names : NULL, .n_classes = k->C,
                                 .image_dir = a->image_dir, .split_seed = a->split_seed, .cache_dir = a->cache_dir,
                                 .no_cache = a->no_cache, .embed_batch = a->embed_batch, .tty = isatty(2),
                                 .device = a->device, .precision = a->precision};
+    /* the model first (nothing encoded yet), so a mismatch is refused before any image is */
+    predict_check check = {k, a, pp_fp};
+    so.before_encoding = check_before_encoding;
+    so.before_encoding_ctx = &check;
     vf_coop_setup s;
     int rc = -1;
     float *probs = NULL;
-    /* the model first (nothing encoded yet), so a mismatch is refused before any image is */
-    if (vf_coop_setup_open(&s, &so, err)) goto out_codes;
-    rc = check_fingerprints(k, a, s.fingerprint, pp_fp, err);
-    vf_coop_setup_close(&s);
-    if (rc) goto out_codes;
-    rc = -1;
     for (int sp = 0; sp < VF_SPLIT_COUNT; sp++) so.want[sp] = a->split < 0 || a->split == sp;
     if (vf_coop_setup_open(&s, &so, err)) goto out_codes;
     if (s.split[VF_SPLIT_TRAIN].D != k->D && s.split[VF_SPLIT_TRAIN].D) {
@@ -339,7 +351,7 @@ int vf_cmd_predict(int argc, char **argv) {
         if (!(out = fopen(tmp, "w"))) { fprintf(stderr, "vflclip predict: %s: cannot write (%s)\n", tmp, strerror(errno)); goto done_k; }
     }
     FILE *mout = a.out ? stdout : stderr;
-    int r = a.data ? predict_data(&a, &k, pp_fp, out, mout, &err) : predict_images(&a, ck, &k, &pp, pp_fp, out, &err);
+    int r = a.data ? predict_data(&a, ck, &k, pp_fp, out, mout, &err) : predict_images(&a, ck, &k, &pp, pp_fp, out, &err);
     if (a.out) {
         int werr = ferror(out);
         if (fclose(out) || werr) { if (!r) r = vf_fail(&err, "%s: write failed", tmp); }

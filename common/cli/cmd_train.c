@@ -5,7 +5,6 @@
 #include "cli/commands.h"
 #include "cli/coop_options.h"
 #include "cli/coop_setup.h"
-#include "clip/model_preprocess.h"
 #include "coop/classifier.h"
 #include "coop/trainer.h"
 #include "daemon/run_settings.h"
@@ -228,8 +227,8 @@ static int write_classifier(const train_args *a, vf_coop *coop, vf_coop_setup *s
     const int D = vf_coop_feature_dim(coop);
     vf_preprocess_cfg pp;
     char pp_fp[65];
-    if (vf_model_preprocess_config(a->model, &pp, err)) return -1;
-    vf_preprocess_fingerprint(&pp, pp_fp);
+    if (vf_checkpoint_preprocess(s->ck, &pp, err)) return -1;
+    snprintf(pp_fp, sizeof pp_fp, "%s", s->ck->preprocess_fingerprint);   /* vf_preprocess_fingerprint of pp */
     float *text = malloc((size_t)C * D * sizeof *text);
     if (!text) return vf_fail(err, "out of memory");
     vf_classifier k;

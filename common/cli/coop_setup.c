@@ -1,5 +1,5 @@
 /* coop_setup: towers, tokenizer, data set and cached embeddings for the
- * CoOp commands. */
+ * CoOp commands, all from one checkpoint. */
 #include "cli/coop_setup.h"
 #include "data/embed_cache.h"
 #include "data/model_encoder.h"
@@ -75,11 +75,23 @@ static int check_init_words(const vf_coop_setup *s, const vf_coop_setup_options 
 
 int vf_coop_setup_open(vf_coop_setup *s, const vf_coop_setup_options *o, vf_error *err) {
     memset(s, 0, sizeof *s);
-    if (vf_clip_text_load(&s->text, o->model_dir, err)) return -1;
+    if (o->ck) {
+        s->ck = o->ck;
+        if (vf_checkpoint_open_weights(s->ck, err)) goto fail;
+    } else {
+        if (!(s->ck = malloc(sizeof *s->ck))) return vf_fail(err, "%s: out of memory", o->model_dir);
+        if (vf_checkpoint_open(s->ck, o->model_dir, err)) {
+            free(s->ck);
+            s->ck = NULL;
+            return -1;
+        }
+        s->own_ck = 1;
+    }
+    if (vf_clip_text_load_from(&s->text, s->ck, err)) goto fail;
     s->text_loaded = 1;
-    vf_fingerprint_hex(s->text.fingerprint, s->fingerprint);
+    snprintf(s->fingerprint, sizeof s->fingerprint, "%s", s->ck->fingerprint_hex);
     s->random_weights = s->text.cfg.random_weights;
-    if (vf_tokenizer_load_for_model(&s->tok, o->model_dir, o->tokenizer, NULL, 0, err)) goto fail;
+    if (vf_checkpoint_tokenizer(s->ck, o->tokenizer, &s->tok, NULL, 0, err)) goto fail;
     if (o->init_words && o->n_ctx_given && check_init_words(s, o, err)) goto fail;
     const int label_check = o->classes_from && is_npz(o->data);
     vf_dataset_options dopt = {.class_codes = o->class_codes,
@@ -88,20 +100,17 @@ int vf_coop_setup_open(vf_coop_setup *s, const vf_coop_setup_options *o, vf_erro
     if (vf_dataset_open(&s->ds, o->data, &dopt, err)) goto fail;
     s->ds_open = 1;
     if (label_check && check_labels(s, o, err)) goto fail;
+    if (o->before_encoding && o->before_encoding(o->before_encoding_ctx, s, err)) goto fail;
 
     int any = 0;
     for (int k = 0; k < VF_SPLIT_COUNT; k++) any |= o->want[k] && s->ds.split[k].n > 0;
     if (!any) return 0;
     vf_model_encoder me;
-    if (vf_model_encoder_open(&me, o->model_dir, o->embed_batch > 0 ? o->embed_batch : 32, o->device, o->precision, err))
+    /* the same checkpoint as the text tower: one fingerprint */
+    if (vf_model_encoder_open_from(&me, s->ck, o->embed_batch > 0 ? o->embed_batch : 32, o->device, o->precision, err))
         goto fail;
     const vf_vision_tower *vt = &me.vt;
     if (vt->random_weights) s->random_weights = 1;
-    if (memcmp(vt->fingerprint, s->text.fingerprint, sizeof vt->fingerprint) != 0) {
-        vf_model_encoder_close(&me);
-        vf_fail(err, "%s: the vision and text towers have different fingerprints", o->model_dir);
-        goto fail;
-    }
     if (s->random_weights) warn_random(o->model_dir);
     char cache_dir[4096];
     if (o->cache_dir) snprintf(cache_dir, sizeof cache_dir, "%s", o->cache_dir);
@@ -137,5 +146,9 @@ void vf_coop_setup_close(vf_coop_setup *s) {
     if (s->ds_open) vf_dataset_close(&s->ds);
     if (s->tok) vf_tokenizer_free(s->tok);
     if (s->text_loaded) vf_clip_text_free(&s->text);
+    if (s->own_ck) {   /* after the tower that borrowed it */
+        vf_checkpoint_close(s->ck);
+        free(s->ck);
+    }
     memset(s, 0, sizeof *s);
 }

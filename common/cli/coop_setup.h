@@ -6,6 +6,7 @@
 #ifndef VF_CLI_COOP_SETUP_H
 #define VF_CLI_COOP_SETUP_H
 
+#include "clip/checkpoint.h"
 #include "clip/clip_model.h"
 #include "clip/tokenizer.h"
 #include "coop/trainer.h"
@@ -13,9 +14,14 @@
 #include "device/device.h"
 #include "util/vf_error.h"
 
+typedef struct vf_coop_setup vf_coop_setup;
+
 typedef struct vf_coop_setup_options {
     const char *model_dir, *data;
-    const char *tokenizer;            /* NULL = the model directory's (vf_tokenizer_load_for_model) */
+    vf_checkpoint *ck;                /* NULL: model_dir's checkpoint is opened (and closed) by the setup; else
+                                       * model_dir's, opened at least with its files (its weights are opened
+                                       * here), borrowed: it outlives the setup */
+    const char *tokenizer;            /* NULL = the model directory's (vf_checkpoint_tokenizer) */
     const char *const *class_codes;   /* CSV dx codes per label; NULL = DermaMNIST's */
     int n_classes;
     const char *image_dir;
@@ -32,9 +38,15 @@ typedef struct vf_coop_setup_options {
                                        * labels must then be exactly 0..n_classes-1 (range and count) */
     const char *init_words;           /* --init-words, with n_ctx_given: their token count must equal n_ctx */
     int n_ctx, n_ctx_given;
+    /* Called once the model, tokenizer and data set are open, before any image
+     * is encoded (NULL: none); non-zero fails the setup with err. */
+    int (*before_encoding)(void *ctx, const vf_coop_setup *s, vf_error *err);
+    void *before_encoding_ctx;
 } vf_coop_setup_options;
 
-typedef struct vf_coop_setup {
+struct vf_coop_setup {
+    vf_checkpoint *ck;                /* the model directory, read once: towers, tokenizer, preprocessing */
+    int own_ck;                       /* opened (heap-allocated) by vf_coop_setup_open, closed by _close */
     vf_clip_text_tower text;
     int text_loaded;
     vf_tokenizer *tok;
@@ -45,7 +57,7 @@ typedef struct vf_coop_setup {
     int cache_hits, encoded;          /* over all splits */
     char fingerprint[65];
     int random_weights;
-} vf_coop_setup;
+};
 
 int vf_coop_setup_open(vf_coop_setup *s, const vf_coop_setup_options *o, vf_error *err);
 void vf_coop_setup_close(vf_coop_setup *s);

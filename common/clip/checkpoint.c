@@ -32,9 +32,7 @@ void vf_checkpoint_find_tokenizer(const char *dir, char *path, size_t path_len) 
 
 int vf_checkpoint_tokenizer(const vf_checkpoint *ck, const char *tokenizer_path, vf_tokenizer **out, char *source,
                             size_t source_len, vf_error *err) {
-    /* With neither, tokenizer_locate.c looks once more and says what to provide. */
-    if (!tokenizer_path && ck->tokenizer_path[0]) tokenizer_path = ck->tokenizer_path;
-    return vf_tokenizer_load_for_model(out, ck->dir, tokenizer_path, source, source_len, err);
+    return vf_tokenizer_load_for_checkpoint(out, ck, tokenizer_path, source, source_len, err);
 }
 
 /* ---- preprocessing ----------------------------------------------------------- */

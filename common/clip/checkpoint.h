@@ -89,7 +89,8 @@ int vf_checkpoint_preprocess(const vf_checkpoint *ck, vf_preprocess_cfg *pp, vf_
 /* The tokenizer for text work with the checkpoint: tokenizer_path when
  * non-NULL (a directory with vocab.json + merges.txt, or a
  * bpe_simple_vocab_16e6.txt.gz file), else the directory's own vocabulary;
- * loaded by vf_tokenizer_load_for_model's rules and messages.  source (may
+ * loaded by vf_tokenizer_load_for_checkpoint (vf_tokenizer_load_for_model's
+ * rules and messages, from this object).  source (may
  * be NULL) receives the directory or file it was loaded from. */
 int vf_checkpoint_tokenizer(const vf_checkpoint *ck, const char *tokenizer_path, vf_tokenizer **out, char *source,
                             size_t source_len, vf_error *err);

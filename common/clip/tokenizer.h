@@ -68,6 +68,15 @@ int  vf_tokenizer_load_bpe_gz(vf_tokenizer **out, const char *path, vf_error *er
  * source, the model and what differs. */
 int  vf_tokenizer_load_for_model(vf_tokenizer **out, const char *model_dir, const char *tokenizer_path, char *source,
                                  size_t source_len, vf_error *err);
+/* The same for an open checkpoint (clip/checkpoint.h; vf_checkpoint_tokenizer
+ * calls it): its vocabulary files, layout (text rules), config (vocabulary
+ * size, bos/eos ids, random weights) and config path are taken from ck, not
+ * read from the directory again.  vf_tokenizer_load_for_model is
+ * vf_checkpoint_open_files + this + close (model_dir NULL: tokenizer_path
+ * alone, Hugging Face's rules, nothing checked). */
+struct vf_checkpoint;
+int  vf_tokenizer_load_for_checkpoint(vf_tokenizer **out, const struct vf_checkpoint *ck, const char *tokenizer_path,
+                                      char *source, size_t source_len, vf_error *err);
 void vf_tokenizer_free(vf_tokenizer *t);
 /* 64 hex digits of SHA-256 over the vocabulary itself: every token string
  * (vocab.json's byte-level spelling) in id order, each followed by '\n',

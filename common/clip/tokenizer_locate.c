@@ -1,8 +1,10 @@
-/* tokenizer_locate: which vocabulary files go with a checkpoint directory
- * (an explicit --tokenizer / [model] tokenizer path first, then the model
- * directory's own files), the message that says what to provide when there
- * are none, which library's text rules apply (the checkpoint's), and whether
- * the vocabulary belongs to the model at all. */
+/* tokenizer_locate: which vocabulary files go with a checkpoint (an explicit
+ * --tokenizer / [model] tokenizer path first, then the files
+ * vf_checkpoint_find_tokenizer found in the model directory), the message
+ * that says what to provide when there are none, which library's text rules
+ * apply (the checkpoint's), and whether the vocabulary belongs to the model
+ * at all (from the checkpoint's config, not the directory again). */
+#include "clip/checkpoint.h"
 #include "clip/clip_config.h"
 #include "clip/open_clip_config.h"
 #include "clip/tokenizer.h"
@@ -18,14 +20,8 @@
 
 #define BPE_GZ_NAME "bpe_simple_vocab_16e6.txt.gz"
 
-static int exists_in(const char *dir, const char *name) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    return access(path, F_OK) == 0;
-}
-
-static int locate_and_load(vf_tokenizer **out, const char *model_dir, const char *tokenizer_path, char *source,
-                           size_t source_len, vf_error *err);
+static int locate_and_load(vf_tokenizer **out, const char *model_dir, const char *found, const char *tokenizer_path,
+                           char *source, size_t source_len, vf_error *err);
 
 static int load_path(vf_tokenizer **out, const char *path, char *source, size_t source_len, vf_error *err) {
     struct stat st;
@@ -65,28 +61,40 @@ static int check_special_names(const char *dir, const char *file, const char *mo
     return rc;
 }
 
-/* Whether tokenizer t (from source) belongs to the checkpoint in model_dir;
- * nothing to check when model_dir has no config (a vocabulary directory). */
-static int check_model(const vf_tokenizer *t, const char *source, const char *model_dir, int open_clip, vf_error *err) {
+/* A tokenizer directory's special_tokens_map.json / tokenizer_config.json. */
+static int check_specials(const char *source, const char *model_dir, vf_error *err) {
     struct stat st;
     if (stat(source, &st) == 0 && S_ISDIR(st.st_mode) &&
         (check_special_names(source, "special_tokens_map.json", model_dir, err) ||
          check_special_names(source, "tokenizer_config.json", model_dir, err)))
         return -1;
+    return 0;
+}
+
+/* Whether tokenizer t (from source) belongs to checkpoint ck; nothing to
+ * check when its directory has no config.json (a vocabulary directory). */
+static int check_model(const vf_tokenizer *t, const char *source, const vf_checkpoint *ck, vf_error *err) {
+    const char *model_dir = ck->dir;
+    const int open_clip = ck->layout == VF_CKPT_OPEN_CLIP;
+    if (check_specials(source, model_dir, err)) return -1;
     int rows, random, eos = -1, bos = -1;
     const char *lib;
     char cfg_name[4200];
     if (open_clip) {
-        vf_open_clip_config oc;
-        if (vf_open_clip_config_load(model_dir, &oc, err)) return -1;
-        rows = oc.vocab_size, random = oc.random_weights, lib = "OpenCLIP";
+        rows = ck->oc.vocab_size, random = ck->oc.random_weights, lib = "OpenCLIP";
         snprintf(cfg_name, sizeof cfg_name, "%s/open_clip_config.json text_cfg.vocab_size", model_dir);
     } else {
-        if (!exists_in(model_dir, "config.json")) return 0;
-        vf_clip_config cfg;
-        if (vf_clip_config_load(model_dir, &cfg, err)) return -1;
-        rows = cfg.text.vocab_size, random = cfg.random_weights, lib = "Hugging Face";
-        if (cfg.text.eos_token_id != 2) eos = cfg.text.eos_token_id, bos = cfg.text.bos_token_id;
+        /* a model "directory" that is a file has no config.json in it */
+        if (strcmp(ck->config_path, ck->dir) == 0) return 0;
+        if (!ck->has_config) {
+            /* (only a checkpoint opened without its weights lacks a config) */
+            if (access(ck->config_path, F_OK) != 0) return 0;
+            if (err) *err = ck->config_err;
+            return -1;
+        }
+        const vf_clip_config *cfg = &ck->cfg;
+        rows = cfg->text.vocab_size, random = cfg->random_weights, lib = "Hugging Face";
+        if (cfg->text.eos_token_id != 2) eos = cfg->text.eos_token_id, bos = cfg->text.bos_token_id;
         snprintf(cfg_name, sizeof cfg_name, "%s/config.json text_config.vocab_size", model_dir);
     }
     const int n = vf_tokenizer_vocab_size(t), sot = vf_tokenizer_sot(t), eot = vf_tokenizer_eot(t);
@@ -108,14 +116,13 @@ static int check_model(const vf_tokenizer *t, const char *source, const char *mo
     return 0;
 }
 
-int vf_tokenizer_load_for_model(vf_tokenizer **out, const char *model_dir, const char *tokenizer_path, char *source,
-                                size_t source_len, vf_error *err) {
+int vf_tokenizer_load_for_checkpoint(vf_tokenizer **out, const vf_checkpoint *ck, const char *tokenizer_path,
+                                     char *source, size_t source_len, vf_error *err) {
     char src[4200] = "";
     *out = NULL;
-    if (locate_and_load(out, model_dir, tokenizer_path, src, sizeof src, err)) return -1;
-    const int open_clip = model_dir && vf_open_clip_is_dir(model_dir);
-    vf_tokenizer_set_text_rules(*out, open_clip ? VF_TOK_TEXT_OPEN_CLIP : VF_TOK_TEXT_HF);
-    if (model_dir && check_model(*out, src, model_dir, open_clip, err)) {
+    if (locate_and_load(out, ck->dir, ck->tokenizer_path, tokenizer_path, src, sizeof src, err)) return -1;
+    vf_tokenizer_set_text_rules(*out, ck->layout == VF_CKPT_OPEN_CLIP ? VF_TOK_TEXT_OPEN_CLIP : VF_TOK_TEXT_HF);
+    if (check_model(*out, src, ck, err)) {
         vf_tokenizer_free(*out);
         *out = NULL;
         return -1;
@@ -124,17 +131,46 @@ int vf_tokenizer_load_for_model(vf_tokenizer **out, const char *model_dir, const
     return 0;
 }
 
-static int locate_and_load(vf_tokenizer **out, const char *model_dir, const char *tokenizer_path, char *source,
-                           size_t source_len, vf_error *err) {
-    if (tokenizer_path) return load_path(out, tokenizer_path, source, source_len, err);
-    /* either Hugging Face file present: load the pair, so a missing half is named */
-    if (exists_in(model_dir, "vocab.json") || exists_in(model_dir, "merges.txt"))
-        return load_path(out, model_dir, source, source_len, err);
-    if (exists_in(model_dir, BPE_GZ_NAME)) {
-        char path[4200];
-        snprintf(path, sizeof path, "%s/%s", model_dir, BPE_GZ_NAME);
-        return load_path(out, path, source, source_len, err);
+int vf_tokenizer_load_for_model(vf_tokenizer **out, const char *model_dir, const char *tokenizer_path, char *source,
+                                size_t source_len, vf_error *err) {
+    *out = NULL;
+    if (!model_dir) {   /* a vocabulary alone: Hugging Face's text rules, nothing to check it against */
+        char src[4200] = "";
+        /* ("(null)": what the message said before, no caller gets there) */
+        if (locate_and_load(out, "(null)", NULL, tokenizer_path, src, sizeof src, err)) return -1;
+        vf_tokenizer_set_text_rules(*out, VF_TOK_TEXT_HF);
+        if (source) snprintf(source, source_len, "%s", src);
+        return 0;
     }
+    vf_checkpoint *ck = malloc(sizeof *ck);
+    if (!ck) return vf_fail(err, "%s: out of memory", model_dir);
+    int rc;
+    vf_error ck_err = {{0}};
+    if (vf_checkpoint_open_files(ck, model_dir, &ck_err) == 0) {
+        rc = vf_tokenizer_load_for_checkpoint(out, ck, tokenizer_path, source, source_len, err);
+        vf_checkpoint_close(ck);
+    } else {
+        /* as before the checkpoint: a tokenizer that cannot be found or loaded,
+         * or names other specials, is named before the model's config */
+        char found[4200], src[4200] = "";
+        vf_checkpoint_find_tokenizer(model_dir, found, sizeof found);
+        rc = -1;
+        if (locate_and_load(out, model_dir, found, tokenizer_path, src, sizeof src, err) == 0) {
+            if (check_specials(src, model_dir, err) == 0 && err) *err = ck_err;
+            vf_tokenizer_free(*out);
+            *out = NULL;
+        }
+    }
+    free(ck);
+    return rc;
+}
+
+/* tokenizer_path, else `found`: the vocabulary files of model_dir
+ * (vf_checkpoint_find_tokenizer; "" or NULL when it has none). */
+static int locate_and_load(vf_tokenizer **out, const char *model_dir, const char *found, const char *tokenizer_path,
+                           char *source, size_t source_len, vf_error *err) {
+    if (tokenizer_path) return load_path(out, tokenizer_path, source, source_len, err);
+    if (found && found[0]) return load_path(out, found, source, source_len, err);
     return vf_fail(err,
                    "%s: no tokenizer: the directory has neither vocab.json + merges.txt nor " BPE_GZ_NAME
                    " (OpenCLIP hub checkpoints ship without one); name one with --tokenizer PATH (knowledge party: "
