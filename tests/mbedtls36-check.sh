@@ -3,6 +3,7 @@
 # that build, next to the usual Debian 12 / mbedTLS 2.28 one:
 #
 #   tests/mbedtls36-check.sh            (or: make mbedtls36-check)
+#   tests/mbedtls36-check.sh --all      every unit program and the whole pytest suite on that build
 #
 # Debian 13's libmbedtls-dev and its three runtime libraries are fetched with
 # `apt-get download` through an apt configuration of their own (a trixie
@@ -11,6 +12,10 @@
 # tree is then built in $BUILD with -I/-L into that prefix (and an rpath, so
 # the programs the Python tests start load 3.6, not the system's 2.28), and
 # test_pki, test_rpc_wire and the gRPC / PKI Python tests run on it.
+#
+# With --all the whole tree is built against 3.6 and every unit-test program
+# and Python test runs on it (as `make check` does on 2.28, without the fuzz
+# and sanitizer passes), so what runs against 2.28 runs against 3.6 too.
 #
 # Environment:
 #   MBEDTLS36_WORK    where the apt state, .debs and prefix go (/tmp/vf-mbedtls36)
@@ -71,8 +76,14 @@ esac
 unset MAKEFLAGS MFLAGS MAKELEVEL
 export CPPFLAGS="-I$INC"
 export LDLIBS="-L$LIBDIR -Wl,-rpath,$LIBDIR"
-make BUILD="$BUILD" NVCC= -j"$JOBS" "$BUILD/vflclip" "$BUILD/vflclip-aggregator" "$BUILD/vflclip-image-party" \
-  "$BUILD/vflclip-knowledge-party" "$BUILD/tests/test_pki" "$BUILD/tests/test_rpc_wire"
+ALL=0
+[ "${1:-}" = --all ] && ALL=1
+if [ $ALL = 1 ]; then
+  make BUILD="$BUILD" NVCC= -j"$JOBS" all
+else
+  make BUILD="$BUILD" NVCC= -j"$JOBS" "$BUILD/vflclip" "$BUILD/vflclip-aggregator" "$BUILD/vflclip-image-party" \
+    "$BUILD/vflclip-knowledge-party" "$BUILD/tests/test_pki" "$BUILD/tests/test_rpc_wire"
+fi
 
 for b in "$BUILD/vflclip" "$BUILD/tests/test_pki"; do
   if ! ldd "$b" | grep -q "libmbedtls.so.*$LIBDIR"; then
@@ -82,6 +93,12 @@ done
 echo "mbedtls36-check: built against mbedTLS $VERSION (ldd: $(ldd "$BUILD/vflclip" | grep -o 'libmbedtls.so[^ ]*' | head -1))"
 
 export LD_LIBRARY_PATH="$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if [ $ALL = 1 ]; then
+  tests/run-unit.sh "$BUILD"
+  VF_BUILD="$BUILD" "$PYTHON" -m pytest -q tests/python
+  echo "mbedtls36-check --all: OK (mbedTLS $VERSION: every unit program and Python test)"
+  exit 0
+fi
 "$BUILD/tests/test_pki"
 "$BUILD/tests/test_rpc_wire"
 VF_BUILD="$BUILD" "$PYTHON" -m pytest -q tests/python/test_grpc_negative.py tests/python/test_grpc_interop.py \
