@@ -298,6 +298,10 @@ asan:
 .PHONY: mbedtls36-check
 mbedtls36-check:
 	BUILD=$(BUILD)-mbedtls36 JOBS=2 PYTHON=$(PYTHON) tests/mbedtls36-check.sh
+# ... and every unit program and Python test on that build.
+.PHONY: mbedtls36-check-all
+mbedtls36-check-all:
+	BUILD=$(BUILD)-mbedtls36 JOBS=2 PYTHON=$(PYTHON) tests/mbedtls36-check.sh --all
 
 clean:
 	rm -rf $(BUILD)
