@@ -67,6 +67,13 @@ void agg_admin_note_refusal(const char *role, const char *name, const char *seri
 }
 
 /* ---- Status / ListParties ------------------------------------------------------ */
+/* The 1-based epoch in progress, as status and watch show it: the last one
+ * between its end and the finishing phase, not one past it. */
+static int epoch_shown(const agg_run *r) {
+    int e = r->sess.epoch + (r->state == RUN_TRAINING);
+    return e > r->cfg.epochs ? r->cfg.epochs : e;
+}
+
 static void on_status(vf_rpc_call *call, const uint8_t *data, size_t len, void *ud) {
     const agg_run *r = &g_agg.run;
     Vflclip__V1__StatusReply s = VFLCLIP__V1__STATUS_REPLY__INIT;
@@ -81,8 +88,7 @@ static void on_status(vf_rpc_call *call, const uint8_t *data, size_t len, void *
     s.started_unix = r->started_unix;
     s.aggregator_name = g_agg.name;
     s.software_version = AGG_VERSION;
-    s.epoch = (uint32_t)(r->sess.epoch + (r->state == RUN_TRAINING ? 1 : 0));
-    if (s.epoch > (uint32_t)r->cfg.epochs) s.epoch = (uint32_t)r->cfg.epochs;   /* after the last epoch, before finishing */
+    s.epoch = (uint32_t)epoch_shown(r);
     s.total_epochs = (uint32_t)r->cfg.epochs;
     s.best_val_auc = r->sess.best_auc;
     s.message = (char *)r->message;
@@ -202,7 +208,7 @@ static void send_event(vf_rpc_call *call, const char *kind, const char *message)
     int n = 0;
     const char *names[9] = {"epoch", "total_epochs", "total_steps", "val_auc", "val_acc", "train_loss", "best_val_auc",
                             "test_auc", "epsilon"};
-    double vals[9] = {r->sess.epoch + (r->state == RUN_TRAINING), r->cfg.epochs, (double)r->sess.total_steps,
+    double vals[9] = {epoch_shown(r), r->cfg.epochs, (double)r->sess.total_steps,
                       r->session_ready && r->sess.log.n ? r->sess.log.val_auc[r->sess.log.n - 1] : NAN,
                       r->session_ready && r->sess.log.n ? r->sess.log.val_acc[r->sess.log.n - 1] : NAN,
                       r->session_ready && r->sess.log.n ? r->sess.log.train_loss[r->sess.log.n - 1] : NAN, r->sess.best_auc,
