@@ -50,34 +50,38 @@ void agg_admin_note_refusal(const char *role, const char *name, const char *seri
 
 /* A refusal of an authenticated certificate (a call refused, an open
  * connection cut at revocation) goes to `vflclip status` too, by name. */
-static void note_refusal(const vf_peer_identity *who, const char *why) {
-    if (!who) return;   /* a failed handshake: mbedTLS keeps no certificate to name */
+static void note_refusal(const vf_peer_identity *who, int handshake, const char *why) {
+    if (!who) return;   /* a handshake with a certificate the CA did not sign: no name to trust */
     char reason[256];
     if (strstr(why, "certificate revoked") == why)
         snprintf(reason, sizeof reason, "certificate revoked by the federation CA (open connection closed)");
+    else if (handshake && strstr(why, "revoked"))
+        snprintf(reason, sizeof reason, "certificate revoked by the federation CA (handshake refused)");
+    else if (handshake && strstr(why, "expired"))
+        snprintf(reason, sizeof reason, "certificate expired (handshake refused)");
     else
         snprintf(reason, sizeof reason, "%s", why);
     agg_admin_note_refusal(vf_role_name(who->role), who->name, who->serial_hex, reason);
 }
 
-static void on_refused(const char *peer_addr, const vf_peer_identity *who, const char *why, void *ud) {
+static void on_refused(const char *peer_addr, const vf_peer_identity *who, int handshake, const char *why, void *ud) {
     static time_t last;
     static unsigned long skipped;
     time_t now = time(NULL);
-    note_refusal(who, why);
-    if (!who && now == last) {
+    note_refusal(who, handshake, why);
+    if (handshake && now == last) {   /* refused handshakes cost the peer nothing: one audit line a second */
         skipped++;
         return;
     }
     char details[1400], quoted[1100];
     snprintf(details, sizeof details, "peer=%s reason=\"%s\" unaudited_before=%lu", peer_addr,
-             vf_log_quote(quoted, sizeof quoted, why), who ? 0 : skipped);
-    if (!who) {
+             vf_log_quote(quoted, sizeof quoted, why), handshake ? skipped : 0);
+    if (handshake) {
         last = now;
         skipped = 0;
     }
     vf_error err;
-    const char *event = !who ? "handshake_refused" : strstr(why, "certificate revoked") == why ? "revoked_disconnected"
+    const char *event = handshake ? "handshake_refused" : strstr(why, "certificate revoked") == why ? "revoked_disconnected"
                                                                                                 : "call_refused";
     if (vf_audit(g_agg.audit_path, event, who, details, &err))
         vf_log(VF_ERROR, "event=audit_failed error=\"%s\"", err.msg);

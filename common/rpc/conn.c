@@ -487,6 +487,19 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len) {
     return (int)n;
 }
 
+/* Keeps who the peer's certificate says it is while mbedTLS verifies it:
+ * when the handshake then fails (revoked, expired), 2.28 frees the refused
+ * certificate, so this is the only moment its name can be read.  Only a
+ * certificate the federation CA did sign is named (a self-signed one could
+ * claim any name); *flags, mbedTLS's verdict, is left as it is. */
+static int on_verify_cert(void *ud, mbedtls_x509_crt *crt, int depth, uint32_t *flags) {
+    vf_rpc_conn *c = ud;
+    vf_error err;
+    if (depth == 0 && !(*flags & (MBEDTLS_X509_BADCERT_NOT_TRUSTED | MBEDTLS_X509_BADCERT_OTHER)))
+        c->has_refused_peer = vf_pki_identity_from_crt(crt, &c->refused_peer, &err) == 0;
+    return 0;
+}
+
 static int tls_start(vf_rpc_conn *c, const char *hostname, vf_error *err) {
     int ret = mbedtls_ssl_setup(&c->ssl, &c->tls->conf);
     if (ret != 0) return vf_fail(err, "%s: TLS setup failed (-0x%04x)", c->peer_addr, -ret);
@@ -498,6 +511,7 @@ static int tls_start(vf_rpc_conn *c, const char *hostname, vf_error *err) {
     if (hostname && (ret = mbedtls_ssl_set_hostname(&c->ssl, vf_rpc_host_is_ip(hostname) ? NULL : hostname)) != 0)
         return vf_fail(err, "%s: bad host name '%s' for TLS", c->peer_addr, hostname);
     mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+    mbedtls_ssl_set_verify(&c->ssl, on_verify_cert, c);
     return 0;
 }
 

@@ -128,7 +128,7 @@ typedef struct vf_rpc_server_config {
     /* Told of every refusal an operator must be able to audit: a failed TLS
      * handshake (who = NULL: no certificate was accepted) and a call refused
      * for the caller's role (who = its certificate).  Optional. */
-    void (*on_refused)(const char *peer_addr, const vf_peer_identity *who, const char *why, void *ud);
+    void (*on_refused)(const char *peer_addr, const vf_peer_identity *who, int handshake, const char *why, void *ud);
     void *refused_ud;
 } vf_rpc_server_config;
 

@@ -196,6 +196,8 @@ typedef struct vf_rpc_conn {
     uint64_t write_started;      /* uv_now of the socket write in flight */
     int pump_soon;               /* run the pump from the timer (work queued where pumping is not safe) */
     vf_peer_identity peer;
+    vf_peer_identity refused_peer;   /* TLS: who a certificate the handshake then refused is (set only when the */
+    int has_refused_peer;            /* federation CA signed it: a revoked or expired one), for status and audit */
     char peer_addr[64];          /* "ip:port" */
     char peer_ip[48];            /* "ip": per-source accounting (server) */
     char close_reason[512];

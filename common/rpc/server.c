@@ -56,14 +56,14 @@ void vf_rpc_server_config_defaults(vf_rpc_server_config *cfg) {
 }
 
 uint32_t vf_rpc_server_max_streams(vf_rpc_conn *c) { return c->server->cfg.max_concurrent_streams; }
-static void refused(vf_rpc_conn *c, const vf_peer_identity *who, const char *why) {
+static void refused(vf_rpc_conn *c, const vf_peer_identity *who, int handshake, const char *why) {
     const vf_rpc_server_config *cfg = &c->server->cfg;
-    if (cfg->on_refused) cfg->on_refused(c->peer_addr, who, why, cfg->refused_ud);
+    if (cfg->on_refused) cfg->on_refused(c->peer_addr, who, handshake, why, cfg->refused_ud);
 }
 
 void vf_rpc_server_note_handshake_failure(vf_rpc_conn *c, const char *why) {
     c->server->st.handshake_failures++;
-    refused(c, NULL, why);
+    refused(c, c->has_refused_peer ? &c->refused_peer : NULL, 1, why);
 }
 void vf_rpc_server_note_handshake_timeout(vf_rpc_conn *c) { c->server->st.handshake_timeouts++; }
 void vf_rpc_server_note_send_refused(vf_rpc_conn *c) { c->server->st.refused_send_queued++; }
@@ -157,7 +157,7 @@ static void handle_request(vf_rpc_conn *c, vf_rpc_call *k) {
         snprintf(msg, sizeof msg, "role %s (%s) may not call %s", vf_role_name(c->peer.role), c->peer.name, k->path);
         vf_log(VF_WARN, "event=rpc_permission_denied peer=%s role=%s name=%s serial=%s method=%s", c->peer_addr,
                vf_role_name(c->peer.role), c->peer.name, c->peer.serial_hex, k->path);
-        refused(c, &c->peer, msg);
+        refused(c, &c->peer, 0, msg);
         vf_rpc_server_call_fail(k, VF_GRPC_PERMISSION_DENIED, msg);
         return;
     }
@@ -318,7 +318,7 @@ static void check_revoked(vf_rpc_server *s) {
             char why[300];
             snprintf(why, sizeof why, "certificate revoked by the federation CA (serial %s): open connection closed",
                      c->peer.serial_hex);
-            refused(c, &c->peer, why);   /* the audit log names who was cut */
+            refused(c, &c->peer, 0, why);   /* the audit log names who was cut */
             vf_rpc_conn_close(c, "certificate serial %s is now revoked (CRL reloaded)", c->peer.serial_hex);
         }
     }

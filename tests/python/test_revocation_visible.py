@@ -107,3 +107,35 @@ def test_revocation_cuts_open_connection_and_is_visible(fed, vflclip):
     cut = [l for l in audit.splitlines() if "event=revoked_disconnected" in l]
     assert len(cut) == 1 and "name=hosp-a" in cut[0] and "role=image-party" in cut[0], audit[-3000:]
     assert any("handshake_refused" in l and "has been revoked" in l for l in audit.splitlines()), audit[-3000:]
+
+
+def test_a_revoked_party_dialling_in_is_named_though_its_handshake_fails(fed, vflclip):
+    """A party revoked while it was away never gets a connection: its
+    handshake fails, and mbedTLS 2.28 keeps no refused certificate.  The
+    aggregator reads the name while verifying it (only from a certificate
+    the federation CA signed), so status and the audit log name hosp-b and
+    say why; a self-signed certificate claiming a name is not named."""
+    hosp = fed.images["hosp-b"]
+    fed.aggregator.start()
+    fed.kp.start()
+    fed.wait_parties(1)
+    reloads = fed.aggregator.text().count("event=rpc_crl_reloaded")
+    run([vflclip, "cert", "revoke", "--ca", fed.fed / "ca", "--cert", hosp.ini.parent / "cert.pem"])
+    assert wait_for(lambda: fed.aggregator.text().count("event=rpc_crl_reloaded") > reloads, 10), fed.aggregator.text()[-3000:]
+    hosp.start()
+    assert wait_for(lambda: any(r["name"] == "hosp-b" for r in fed.status()["refused"]), 30), fed.aggregator.text()[-3000:]
+    ref = {r["name"]: r for r in fed.status()["refused"]}["hosp-b"]
+    assert ref["role"] == "image-party" and "certificate revoked by the federation CA (handshake refused)" in ref["reason"], ref
+    audit = "\n".join(p.read_text() for p in fed.fed.rglob("audit.log"))
+    lines = [l for l in audit.splitlines() if "event=handshake_refused" in l and "name=hosp-b" in l]
+    assert lines and "has been revoked" in lines[0], audit[-3000:]
+    # hosp-c's name on a certificate of another CA: refused, and not named
+    other = fed.root / "other"
+    run([vflclip, "provision", "--out", other, "--aggregator", "localhost", "--image-party", "hosp-c"])
+    impostor = fed.images["hosp-c"]
+    for f in ("cert.pem", "key.pem"):
+        shutil.copy(other / "image-party-hosp-c" / f, impostor.ini.parent / f)
+    (impostor.ini.parent / "key.pem").chmod(0o600)
+    impostor.start()
+    assert wait_for(lambda: "not correctly signed by the trusted CA" in fed.aggregator.text(), 30), fed.aggregator.text()[-3000:]
+    assert "hosp-c" not in {r["name"] for r in fed.status()["refused"]}
