@@ -24,9 +24,13 @@
  *
  * The input is a list of records
  *   [op] [len: 2 bytes big-endian] [len bytes]
- * op % 6: 0 the bytes are an AggregatorMessage, unpacked with protobuf-c and
+ * op % 7: 0 the bytes are an AggregatorMessage, unpacked with protobuf-c and
  * handed to on_message as the link hands it over (undecodable bytes are
- * dropped, as the link cancels the stream); 1 the queue drains (on_drain);
+ * dropped, as the link cancels the stream); 6 the same, but a SecureSumTask
+ * in it gets this party's own name and mask key among its participants and
+ * the next sum id (so the fuzzer reaches the share's computation and
+ * masking without guessing a random key; the party's certificate is the
+ * fixture aggregator's, under the fixture CA); 1 the queue drains (on_drain);
  * 2 the link goes down (on_down; sends fail); 3 it comes back; 4 the party
  * is "still encoding" (ready = 0: an EncodeSplit is deferred); 5 the
  * encoding "finishes" (what encode_done does then: ready = 1 and the
@@ -89,6 +93,10 @@ static char classifiers_dir[700];
 
 static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f) { return remove(p); }
 
+static char self_name[128];
+static ProtobufCBinaryData self_pub;
+static uint64_t sum_id;
+
 static void setup(void) {
     vf_error err;
     const char *fx = getenv("VF_FUZZ_FIXTURES") ? getenv("VF_FUZZ_FIXTURES") : "tests/fuzz/fixtures";
@@ -121,6 +129,23 @@ static void setup(void) {
         fprintf(stderr, "fuzz_image_party: set-up: %s\n", err.msg);
         abort();
     }
+    /* secure sums: the fixture aggregator's certificate stands in for this party's */
+    char cert[700], key[700], ca[700];
+    snprintf(cert, sizeof cert, "%s/pki/aggregator-cert.pem", fx);
+    snprintf(key, sizeof key, "%s/pki/aggregator-key.pem", fx);
+    snprintf(ca, sizeof ca, "%s/pki/ca.crt", fx);
+    Vflclip__V1__Hello h = VFLCLIP__V1__HELLO__INIT;
+    mbedtls_x509_crt own;
+    mbedtls_x509_crt_init(&own);
+    vf_peer_identity id;
+    if (ip_secure_open(cert, key, ca, &err) || ip_secure_hello(&h, &err) || mbedtls_x509_crt_parse_file(&own, cert) ||
+        vf_pki_identity_from_crt(&own, &id, &err)) {
+        fprintf(stderr, "fuzz_image_party: secure-sum set-up: %s\n", err.msg);
+        abort();
+    }
+    mbedtls_x509_crt_free(&own);
+    snprintf(self_name, sizeof self_name, "%s", id.name);
+    self_pub = h.mask_public_key;   /* points into the party's key, which lives as long as the process */
     uv_run(loop, UV_RUN_DEFAULT);   /* until encode_done has closed the progress timer */
     if (!g_p.ready) {
         fprintf(stderr, "fuzz_image_party: the encoding failed: %s\n", g_p.enc_err.msg);
@@ -139,7 +164,31 @@ static void begin(void) {
 }
 
 static void apply(int op, const uint8_t *data, size_t n) {
-    switch (op % 6) {
+    switch (op % 7) {
+    case 6: {
+        Vflclip__V1__AggregatorMessage *m = vflclip__v1__aggregator_message__unpack(NULL, n, data);
+        if (!m) return;
+        if (m->body_case != VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_SECURE_SUM) {
+            on_message(NULL, m, NULL);
+        } else {   /* a copy with this party in it; the unpacked message keeps its own pointers */
+            Vflclip__V1__SecureSumTask st = *m->secure_sum;
+            Vflclip__V1__AggregatorMessage am = *m;
+            Vflclip__V1__MaskPeer self = VFLCLIP__V1__MASK_PEER__INIT, *list[65];
+            size_t k = 0;
+            self.name = self_name;
+            self.public_key = self_pub;
+            list[k++] = &self;
+            for (size_t i = 0; i < st.n_participants && k < 65; i++)
+                if (strcmp(st.participants[i]->name, self_name)) list[k++] = st.participants[i];
+            st.participants = list;
+            st.n_participants = k;
+            st.sum_id = ++sum_id;
+            am.secure_sum = &st;
+            on_message(NULL, &am, NULL);
+        }
+        vflclip__v1__aggregator_message__free_unpacked(m, NULL);
+        return;
+    }
     case 0: {
         Vflclip__V1__AggregatorMessage *m = vflclip__v1__aggregator_message__unpack(NULL, n, data);
         if (!m) return;
@@ -242,6 +291,46 @@ static uint8_t *make_classifier(const char *run_id, int D, const char *model_fp,
     return (uint8_t *)data;
 }
 
+/* A SecureSumTask for op 6 (which adds this party and the sum id): 3
+ * classes of this party's width; with_stranger adds a participant whose key
+ * nobody signed. */
+static void secure_sum(buf *b, Vflclip__V1__SecureSumKind kind, const char *split, int with_stranger) {
+    enum { C = 3 };
+    static float t[C * 512];
+    uint32_t shape[2] = {C, (uint32_t)g_p.D};
+    for (int i = 0; i < C * g_p.D && i < C * 512; i++) t[i] = (float)((i * 7) % 11) - 5;
+    Vflclip__V1__Tensor tensor = VFLCLIP__V1__TENSOR__INIT;
+    tensor.n_shape = 2, tensor.shape = shape, tensor.n_data = (size_t)C * g_p.D, tensor.data = t;
+    uint32_t idx[3] = {0, 2, 1};
+    double mean[C] = {-1, -2, -3}, sd[C] = {1, 0.5, 2};
+    static uint8_t pub[32] = {5}, sig[8] = {1}, der[8] = {2};
+    Vflclip__V1__MaskPeer stranger = VFLCLIP__V1__MASK_PEER__INIT, *peers[1] = {&stranger};
+    stranger.name = "hosp-z";
+    stranger.public_key = (ProtobufCBinaryData){32, pub};
+    stranger.signature = (ProtobufCBinaryData){sizeof sig, sig};
+    stranger.certificate = (ProtobufCBinaryData){sizeof der, der};
+    Vflclip__V1__SecureSumTask st = VFLCLIP__V1__SECURE_SUM_TASK__INIT;
+    st.kind = kind;
+    st.run_id = "fuzz";
+    st.text_features = &tensor;
+    st.logit_scale = 4.6f;
+    st.n_participants = with_stranger ? 1 : 0;
+    st.participants = peers;
+    if (kind == VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_STEP) {
+        st.n_indices = 3, st.indices = idx, st.batch_size = 4, st.clip = with_stranger ? 0 : 0.5f;
+    } else {
+        st.split = (char *)split;
+        if (kind == VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_EVAL) {
+            st.site_metrics = 1;
+            st.n_grid_mean = st.n_grid_sd = C, st.grid_mean = mean, st.grid_sd = sd;
+        }
+    }
+    Vflclip__V1__AggregatorMessage m = VFLCLIP__V1__AGGREGATOR_MESSAGE__INIT;
+    m.body_case = VFLCLIP__V1__AGGREGATOR_MESSAGE__BODY_SECURE_SUM;
+    m.secure_sum = &st;
+    put_rec(b, 6, &m);
+}
+
 static void write_seeds(const char *dir) {
     buf b = {0};
     begin();
@@ -279,6 +368,12 @@ static void write_seeds(const char *dir) {
     classifier(&b, "run-d", (const uint8_t *)"not a safetensors file", 22);
     classifier(&b, "../x", good, len1);
     write_seed(dir, "classifiers", &b);
+    /* secure sums (op 6): a step, a score range, an evaluation on a grid, a stranger's unsigned key */
+    secure_sum(&b, VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_STEP, NULL, 0);
+    secure_sum(&b, VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_EVAL_RANGE, "val", 0);
+    secure_sum(&b, VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_EVAL, "test", 0);
+    secure_sum(&b, VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_STEP, NULL, 1);
+    write_seed(dir, "secure-sums", &b);
     free(good);
     free(foreign);
     free(b.p);
