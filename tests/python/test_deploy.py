@@ -208,7 +208,9 @@ def test_compose_demo_end_to_end():
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    env = dict(os.environ, SKIP_DEPS="1", SKIP_BUILD="1", DEMO_DIR=str(tmp_path / "demo"), DEMO_EPOCHS="2")
+    # the programs under test (VF_BUILD), not whatever build/ holds
+    env = dict(os.environ, SKIP_DEPS="1", SKIP_BUILD="1", DEMO_DIR=str(tmp_path / "demo"), DEMO_EPOCHS="2",
+               VFLCLIP_BUILD=str(BUILD.resolve()))
     p = subprocess.run([str(ROOT / "deploy" / "demo.sh")], capture_output=True, text=True, env=env, timeout=300)
     out = p.stdout + p.stderr
     print(out[-1500:])
