@@ -198,3 +198,20 @@ int vf_mbedtls_ssl_conf_groups(mbedtls_ssl_config *conf, vf_mbedtls_groups *stor
 #endif
     return 0;
 }
+
+int vf_mbedtls_x509write_crt_set_serial_hex(mbedtls_x509write_cert *w, const char *hex) {
+    mbedtls_mpi serial;
+    mbedtls_mpi_init(&serial);
+    int rc = mbedtls_mpi_read_string(&serial, 16, hex);
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    unsigned char raw[MBEDTLS_X509_RFC5280_MAX_SERIAL_LEN];
+    size_t len = mbedtls_mpi_size(&serial);
+    if (rc == 0 && (len == 0 || len > sizeof raw)) rc = MBEDTLS_ERR_X509_BAD_INPUT_DATA;
+    if (rc == 0) rc = mbedtls_mpi_write_binary(&serial, raw, len);
+    if (rc == 0) rc = mbedtls_x509write_crt_set_serial_raw(w, raw, len);
+#else
+    if (rc == 0) rc = mbedtls_x509write_crt_set_serial(w, &serial);
+#endif
+    mbedtls_mpi_free(&serial);
+    return rc;
+}

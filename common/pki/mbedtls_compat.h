@@ -18,6 +18,7 @@
 #include <mbedtls/version.h>
 #include <mbedtls/x509_crl.h>
 #include <mbedtls/x509_crt.h>
+#include <mbedtls/bignum.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -70,6 +71,11 @@ int vf_mbedtls_crl_signed_by(const mbedtls_x509_crl *crl, const mbedtls_pk_conte
  * the byte count or a negative mbedTLS error.  (2.28: mbedtls_x509_write_names;
  * 3.x keeps it internal, so the same encoding is written here.) */
 int vf_mbedtls_write_names(unsigned char **p, unsigned char *start, const mbedtls_asn1_named_data *first);
+
+/* A certificate being written gets the serial number given in hex (tests
+ * that build odd certificates by hand): an mbedtls_mpi on 2.x, raw bytes on
+ * 3.x (which deprecated the mpi form).  0 or an mbedTLS error. */
+int vf_mbedtls_x509write_crt_set_serial_hex(mbedtls_x509write_cert *w, const char *hex);
 
 /* TLS configuration: TLS 1.2 as both the lowest and the highest version. */
 void vf_mbedtls_ssl_conf_tls12_only(mbedtls_ssl_config *conf);

@@ -95,16 +95,12 @@ static void make_crt_extra(const char *subject, const char *extra_oid, const cha
         n->next = w.VF_MBEDTLS_PRIV(subject);
         w.VF_MBEDTLS_PRIV(subject) = n;
     }
-    mbedtls_mpi serial;
-    mbedtls_mpi_init(&serial);
-    assert_int_equal(mbedtls_mpi_read_string(&serial, 16, serial_hex), 0);
-    assert_int_equal(mbedtls_x509write_crt_set_serial(&w, &serial), 0);
+    assert_int_equal(vf_mbedtls_x509write_crt_set_serial_hex(&w, serial_hex), 0);
     assert_int_equal(mbedtls_x509write_crt_set_validity(&w, "20250101000000", not_after), 0);
     unsigned char pem[4096];
     assert_int_equal(mbedtls_x509write_crt_pem(&w, pem, sizeof pem, mbedtls_ctr_drbg_random, &g_drbg), 0);
     mbedtls_x509_crt_init(crt);
     assert_int_equal(mbedtls_x509_crt_parse(crt, pem, strlen((char *)pem) + 1), 0);
-    mbedtls_mpi_free(&serial);
     mbedtls_x509write_crt_free(&w);
     mbedtls_pk_free(&key);
 }
