@@ -9,15 +9,13 @@ embeddings must be transformers' CLIPModel image features of the party's
 images (so they are what they claim, not pixels), and a tensor sent TO the
 image party (a TextBackward) is refused."""
 import threading
-from concurrent import futures
 
-import grpc
 import numpy as np
 import pytest
 import torch
 
 from test_federation_support import Federation, set_key
-from test_grpc_support import stubs  # noqa: F401  (fixture)
+from test_grpc_support import stand_in_aggregator, stubs  # noqa: F401  (fixture)
 
 CHUNK = 7
 HELLO_FIELDS = {"role", "name", "model_fingerprint", "protocol_version", "software_version", "splits", "embed_dim",
@@ -57,14 +55,7 @@ def serve_recorder(stubs, kit):
     """A grpcio Federation server holding the aggregator's certificate (kit) whose
     Join records what the party sends; returns (recorder, server, port)."""
     rec = Recorder(stubs.fed)
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    handler = grpc.stream_stream_rpc_method_handler(rec.join, request_deserializer=rec.deserialize,
-                                                    response_serializer=lambda m: m.SerializeToString())
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("vflclip.v1.Federation", {"Join": handler})])
-    creds = grpc.ssl_server_credentials([((kit / "key.pem").read_bytes(), (kit / "cert.pem").read_bytes())],
-                                        root_certificates=(kit / "ca.crt").read_bytes(), require_client_auth=True)
-    port = server.add_secure_port("127.0.0.1:0", creds)
-    server.start()
+    server, port = stand_in_aggregator(kit, rec.join, rec.deserialize)
     return rec, server, port
 
 

@@ -202,3 +202,20 @@ def unary_ok(stubs, kit, port, text="ping"):
         r = stubs.pbg.RpcTestStub(ch).Unary(stubs.pb.EchoRequest(payload=b"x" * 100, text=text), timeout=10)
     assert r.text == text and r.payload == b"x" * 100
     return r
+
+
+def stand_in_aggregator(kit, join, deserialize):
+    """A grpcio Federation server holding the aggregator's certificate (kit,
+    mutual TLS against its CA) whose Join is `join`, party messages decoded
+    by `deserialize`; started on a free loopback port.  Returns (server, port):
+    point a party's [aggregator] port at it."""
+    from concurrent import futures
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    handler = grpc.stream_stream_rpc_method_handler(join, request_deserializer=deserialize,
+                                                    response_serializer=lambda m: m.SerializeToString())
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("vflclip.v1.Federation", {"Join": handler})])
+    creds = grpc.ssl_server_credentials([((kit / "key.pem").read_bytes(), (kit / "cert.pem").read_bytes())],
+                                        root_certificates=(kit / "ca.crt").read_bytes(), require_client_auth=True)
+    port = server.add_secure_port("127.0.0.1:0", creds)
+    server.start()
+    return server, port

@@ -208,7 +208,7 @@ def test_fingerprint_mismatch_is_refused(vflclip, work):
 
 # ---- federated: the classifier the aggregator keeps, and who receives it ----------------------------------------
 from test_federation_support import HOSPITALS, RUN_FLAGS, Federation  # noqa: E402
-from test_grpc_support import stubs  # noqa: E402,F401  (fixture)
+from test_grpc_support import stand_in_aggregator, stubs  # noqa: E402,F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -287,9 +287,6 @@ def test_image_party_keeps_a_valid_classifier_once_and_refuses_others(vflclip, s
     (dropped: once), one for another model and a truncated one (refused).  The party
     answers none of them."""
     import threading
-    from concurrent import futures
-
-    import grpc
     from safetensors.numpy import save_file
 
     from test_federation_support import set_key
@@ -322,16 +319,8 @@ def test_image_party_keeps_a_valid_classifier_once_and_refuses_others(vflclip, s
         done.wait(20)
 
     sent = []
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    handler = grpc.stream_stream_rpc_method_handler(
-        join, request_deserializer=lambda b: (sent.append(pb.PartyMessage.FromString(b)), sent[-1])[1],
-        response_serializer=lambda m: m.SerializeToString())
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("vflclip.v1.Federation", {"Join": handler})])
-    kit = fed.fed / "aggregator-localhost"
-    creds = grpc.ssl_server_credentials([((kit / "key.pem").read_bytes(), (kit / "cert.pem").read_bytes())],
-                                        root_certificates=(kit / "ca.crt").read_bytes(), require_client_auth=True)
-    port = server.add_secure_port("127.0.0.1:0", creds)
-    server.start()
+    server, port = stand_in_aggregator(fed.fed / "aggregator-localhost", join,
+                                       lambda b: (sent.append(pb.PartyMessage.FromString(b)), sent[-1])[1])
     party = fed.images["hosp-a"]
     set_key(party.ini, "aggregator", "host", "127.0.0.1")
     set_key(party.ini, "aggregator", "port", port)

@@ -21,9 +21,7 @@ import json
 import re
 import struct
 import threading
-from concurrent import futures
 
-import grpc
 import numpy as np
 import pytest
 import torch
@@ -36,7 +34,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from conftest import ROOT
 from test_federation_support import Federation, set_key
-from test_grpc_support import stubs  # noqa: F401  (fixture)
+from test_grpc_support import stand_in_aggregator, stubs  # noqa: F401  (fixture)
 
 FRAC = 40
 RUN_ID = "secure-test"
@@ -113,14 +111,7 @@ def session(vflclip, stubs, tmp_path_factory):  # noqa: F811
     kit = fed.fed / "aggregator-localhost"
     pb = stubs.fed
     agg = FakeAggregator(pb)
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    handler = grpc.stream_stream_rpc_method_handler(agg.join, request_deserializer=pb.PartyMessage.FromString,
-                                                    response_serializer=lambda m: m.SerializeToString())
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("vflclip.v1.Federation", {"Join": handler})])
-    creds = grpc.ssl_server_credentials([((kit / "key.pem").read_bytes(), (kit / "cert.pem").read_bytes())],
-                                        root_certificates=(kit / "ca.crt").read_bytes(), require_client_auth=True)
-    port = server.add_secure_port("127.0.0.1:0", creds)
-    server.start()
+    server, port = stand_in_aggregator(kit, agg.join, pb.PartyMessage.FromString)
     party = fed.images["hosp-b"]
     set_key(party.ini, "aggregator", "host", "127.0.0.1")
     set_key(party.ini, "aggregator", "port", port)
