@@ -139,12 +139,46 @@ int vf_ini_load(vf_ini *ini, const char *path, const vf_ini_key *schema, vf_erro
     return rc;
 }
 
+/* Debian's libinih reads lines of at most INIH_MAX_LINE - 1 characters and
+ * cuts a longer one in two (the first part as a value, the rest as a broken
+ * line).  So comment lines, which carry nothing, are blanked before it sees
+ * them (their newline kept, so line numbers hold), and any other line that
+ * long is refused here, naming it, instead of being cut. */
+#define INIH_MAX_LINE 200
+
+static char *without_comments(const char *text, const char *name, vf_error *err) {
+    size_t n = strlen(text);
+    char *out = malloc(n + 1);
+    if (!out) return vf_fail(err, "%s: out of memory", name), NULL;
+    memcpy(out, text, n + 1);
+    int line = 1;
+    for (char *p = out; *p; line++) {
+        char *end = strchr(p, '\n');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *q = p;
+        while (q < p + len && (*q == ' ' || *q == '\t')) q++;
+        if (q < p + len && (*q == ';' || *q == '#')) memset(p, ' ', len);
+        else if (len >= INIH_MAX_LINE) {
+            vf_fail(err, "%s:%d: a line of %zu characters; the INI reader takes lines of at most %d (shorten the value, "
+                    "e.g. a path by a symbolic link)", name, line, len, INIH_MAX_LINE - 1);
+            free(out);
+            return NULL;
+        }
+        if (!end) break;
+        p = end + 1;
+    }
+    return out;
+}
+
 int vf_ini_load_string(vf_ini *ini, const char *text, const char *name, const char *dir, const vf_ini_key *schema,
                        vf_error *err) {
     if (prepare(ini, name, dir, schema, err)) return -1;
-    ini->text = text;
-    int rc = ini_parse_string(text, on_entry, ini);
+    char *clean = without_comments(text, name, err);
+    if (!clean) return -1;
+    ini->text = clean;
+    int rc = ini_parse_string(clean, on_entry, ini);
     ini->text = NULL;
+    free(clean);
     return finish(ini, rc, err);
 }
 

@@ -45,6 +45,27 @@ static void test_schema_errors_name_file_line_and_key(void **state) {
     expect_error("[model]\ndir = m\nthis is not ini\n", "x.ini:3: not an INI line");
 }
 
+/* libinih cuts a line of 200 characters or more in two: a long comment
+ * line is read as nothing, a long value line is refused naming it (it used
+ * to be read cut short and then fail as "not an INI line" one line later). */
+static void test_long_lines(void **state) {
+    char text[1200], fill[600];
+    memset(fill, 'x', 450);
+    fill[450] = 0;
+    vf_ini ini;
+    vf_error err = {{0}};
+    snprintf(text, sizeof text, "[model]\n; %s\n   # %s\ndir = m\n", fill, fill);
+    assert_int_equal(vf_ini_load_string(&ini, text, "x.ini", "/etc/x", schema, &err), 0);
+    assert_string_equal(vf_ini_get(&ini, "model", "dir"), "m");
+    vf_ini_free(&ini);
+    snprintf(text, sizeof text, "[model]\n; short\ndir = %.195s\n", fill);   /* 201 characters */
+    expect_error(text, "x.ini:3: a line of 201 characters; the INI reader takes lines of at most 199");
+    snprintf(text, sizeof text, "[model]\ndir = %.193s\n", fill);             /* 199: the longest that is read */
+    assert_int_equal(vf_ini_load_string(&ini, text, "x.ini", "/etc/x", schema, &err), 0);
+    assert_int_equal(strlen(vf_ini_get(&ini, "model", "dir")), 193);
+    vf_ini_free(&ini);
+}
+
 static void test_typed_values_and_defaults(void **state) {
     vf_ini ini;
     vf_error err = {{0}};
@@ -156,6 +177,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schema_errors_name_file_line_and_key),
         cmocka_unit_test(test_typed_values_and_defaults),
+        cmocka_unit_test(test_long_lines),
         cmocka_unit_test(test_environment_expansion),
         cmocka_unit_test(test_run_config_defaults_are_train_defaults),
         cmocka_unit_test(test_audit_line_cannot_be_forged),
