@@ -224,21 +224,20 @@ int ip_secure_answer(const Vflclip__V1__SecureSumTask *st, const vf_embedded_spl
         const vf_embedded_split *sp = &split[k];
         const int range = st->kind == VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_EVAL_RANGE;
         len = range ? vf_party_share_range_len(C) : vf_party_share_eval_len(C);
-        if (ensure(C, D, 0, 0, len, st->site_metrics ? sp->n : 0, err)) return -1;
+        if (ensure(C, D, 0, 0, len, sp->n, err)) return -1;
         nonce.purpose = (range ? 3u : VF_MASK_PURPOSE_EVAL) | (uint32_t)k << 8;
         for (int i = 0; i < sp->n; i++)
             if (sp->labels[i] < 0 || sp->labels[i] >= C)
                 return vf_fail(err, "%s example %d has label %d; the run has %d classes", st->split, i, sp->labels[i], C);
         if (range) {
-            if (vf_party_share_range_vector(&g_sec.ps, sp, t->data, st->logit_scale, g_sec.vec, err)) return -1;
+            if (vf_party_share_range_vector(&g_sec.ps, sp, t->data, st->logit_scale, g_sec.probs, g_sec.vec, err)) return -1;
         } else {
             vf_auc_grid grid;
             if (st->n_grid_mean != (size_t)C || st->n_grid_sd != (size_t)C)
                 return vf_fail(err, "secure sum %" PRIu64 ": a histogram grid of %zu/%zu classes for %d", st->sum_id, st->n_grid_mean,
                                st->n_grid_sd, C);
             if (vf_auc_grid_set(&grid, C, st->grid_mean, st->grid_sd, err)) return vf_error_prefix(err, "secure sum %" PRIu64, st->sum_id);
-            if (vf_party_share_eval_vector(&g_sec.ps, sp, t->data, st->logit_scale, &grid, g_sec.vec,
-                                           st->site_metrics ? g_sec.probs : NULL, err))
+            if (vf_party_share_eval_vector(&g_sec.ps, sp, t->data, st->logit_scale, &grid, g_sec.probs, g_sec.vec, err))
                 return -1;
         }
         if (!range && st->site_metrics && sp->n > 0) {

@@ -38,7 +38,6 @@ typedef struct vf_party_share {
     vf_text_grad_guard guard;     /* per-example clipping when clip > 0 */
     int guarded;
     float *dtext;                 /* (C, D) */
-    float *probs;                 /* (B_max, C) softmax scores of an evaluation chunk */
 } vf_party_share;
 
 /* Sized for batches of up to B_max of this party's examples (and evaluation
@@ -58,14 +57,15 @@ size_t vf_party_share_range_len(int C);
  * batch of B, under text (C, D) and logit_scale, into v. */
 int vf_party_share_step_vector(vf_party_share *ps, const vf_embedded_split *sp, const int *idx, int n_own, int B,
                                const float *text, float logit_scale, uint64_t *v, vf_error *err);
-/* The RANGE vector of the whole split sp into v. */
+/* The RANGE vector of the whole split sp into v; probs (sp->n, C) receives
+ * the split's softmax scores. */
 int vf_party_share_range_vector(vf_party_share *ps, const vf_embedded_split *sp, const float *text, float logit_scale,
-                                uint64_t *v, vf_error *err);
+                                float *probs, uint64_t *v, vf_error *err);
 /* The EVAL vector of the whole split sp, histograms on grid, into v; probs
- * (sp->n, C), if not NULL, receives the split's softmax scores (the site's
- * own metrics). */
+ * (sp->n, C) receives the split's softmax scores (the site's own metrics
+ * are computed from them). */
 int vf_party_share_eval_vector(vf_party_share *ps, const vf_embedded_split *sp, const float *text, float logit_scale,
-                               const vf_auc_grid *grid, uint64_t *v, float *probs, vf_error *err);
+                               const vf_auc_grid *grid, float *probs, uint64_t *v, vf_error *err);
 
 /* The aggregator's side: a summed STEP vector back into the loss, dL/dT (C,
  * D) and the count of clipped examples; a summed EVAL vector's loss sum (its

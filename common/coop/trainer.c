@@ -93,17 +93,11 @@ int vf_loss_step_run(vf_loss_step *s, const vf_embedded_split *sp, const int *id
     return 0;
 }
 
-int vf_evaluate_split(vf_loss_step *s, const vf_embedded_split *sp, const float *text, float logit_scale,
-                      vf_metrics *m, float *probs, vf_error *err) {
-    if (sp->n == 0) return vf_fail(err, "evaluation: the split is empty");
-    float *p = probs ? probs : malloc((size_t)sp->n * s->C * sizeof *p);
+int vf_split_scores(vf_loss_step *s, const vf_embedded_split *sp, const float *text, float logit_scale, float *probs,
+                    double *loss_sum, vf_error *err) {
     int *idx = malloc((size_t)s->B_max * sizeof *idx);
-    if (!p || !idx) {
-        if (!probs) free(p);
-        free(idx);
-        return vf_fail(err, "evaluation: out of memory for %d images", sp->n);
-    }
-    double loss_sum = 0;
+    if (!idx) return vf_fail(err, "evaluation: out of memory");
+    *loss_sum = 0;
     int rc = 0;
     for (int first = 0; first < sp->n && rc == 0; first += s->B_max) {
         int B = sp->n - first < s->B_max ? sp->n - first : s->B_max;
@@ -111,14 +105,24 @@ int vf_evaluate_split(vf_loss_step *s, const vf_embedded_split *sp, const float 
         float l;
         rc = vf_loss_step_run(s, sp, idx, B, text, logit_scale, &l, NULL, err);
         if (rc == 0) {
-            loss_sum += (double)l * B;
-            vf_softmax_rows(s->logits, p + (size_t)first * s->C, B, s->C);   // (B, C)
+            *loss_sum += (double)l * B;
+            vf_softmax_rows(s->logits, probs + (size_t)first * s->C, B, s->C);   // (B, C)
         }
     }
+    free(idx);
+    return rc;
+}
+
+int vf_evaluate_split(vf_loss_step *s, const vf_embedded_split *sp, const float *text, float logit_scale,
+                      vf_metrics *m, float *probs, vf_error *err) {
+    if (sp->n == 0) return vf_fail(err, "evaluation: the split is empty");
+    float *p = probs ? probs : malloc((size_t)sp->n * s->C * sizeof *p);
+    if (!p) return vf_fail(err, "evaluation: out of memory for %d images", sp->n);
+    double loss_sum;
+    int rc = vf_split_scores(s, sp, text, logit_scale, p, &loss_sum, err);
     if (rc == 0) rc = vf_metrics_compute(m, p, sp->labels, sp->n, err);
     if (rc == 0) m->loss = loss_sum / sp->n;
     if (!probs) free(p);
-    free(idx);
     return rc;
 }
 

@@ -76,6 +76,11 @@ void vf_loss_step_free(vf_loss_step *s);
 int vf_loss_step_run(vf_loss_step *s, const vf_embedded_split *sp, const int *idx, int B, const float *text,
                      float logit_scale, float *loss, float *dtext, vf_error *err);
 
+/* Softmax scores probs (n, C) of the whole split under text features (C, D),
+ * in chunks of s->B_max, and the sum of its examples' cross-entropy. */
+int vf_split_scores(vf_loss_step *s, const vf_embedded_split *sp, const float *text, float logit_scale, float *probs,
+                    double *loss_sum, vf_error *err);
+
 /* Metrics of the whole split under text features (C, D): logits in chunks of
  * s->B_max, softmax scores, ACC/AUC/recall/confusion, mean loss in m->loss.
  * probs (n, C) receives the softmax scores if non-NULL. */

@@ -14,18 +14,6 @@ size_t vf_eval_counts_len(int C) {
     return 1 + (size_t)C * C + 2 * (size_t)C * VF_AUC_BINS;
 }
 
-int vf_auc_bin(float p) {
-    vf_auc_grid g;
-    vf_auc_grid_default(&g, 2);
-    return vf_auc_grid_bin(&g, 0, p, VF_AUC_BINS);
-}
-
-double vf_auc_bin_low(int b) {
-    vf_auc_grid g;
-    vf_auc_grid_default(&g, 2);
-    return vf_auc_grid_bin_low(&g, 0, b, VF_AUC_BINS);
-}
-
 int vf_eval_counts_add(uint64_t *counts, int C, const float *probs, const int *labels, int N, const vf_auc_grid *grid,
                        vf_error *err) {
     if (C < 2 || C > VF_METRICS_MAX_CLASSES)

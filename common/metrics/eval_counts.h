@@ -61,12 +61,6 @@
 
 /* Words of a counts vector for C classes (0 unless 2 <= C <= VF_METRICS_MAX_CLASSES). */
 size_t vf_eval_counts_len(int C);
-/* The bin of score p: 0 for p <= 0 (and NaN), VF_AUC_BINS - 1 for p >= 1,
- * 1 .. VF_AUC_BINS - 2 by log-odds in between. */
-int vf_auc_bin(float p);
-/* The smallest probability in bin b (0 for bin 0, 1 for the last bin): the
- * threshold a bin stands for on a ROC curve. */
-double vf_auc_bin_low(int b);
 
 /* Adds N examples (softmax scores probs (N, C), labels (N) in 0..C-1) into
  * counts (vf_eval_counts_len(C) words, not cleared here).  N = 0 adds nothing.

@@ -142,32 +142,45 @@ static void test_auc_on_the_grid_from_moments(void **state) {
     free(labels);
 }
 
+/* The bin of p and the lowest score of bin b on the default grid (auc_grid.h). */
+static int default_bin(float p) {
+    vf_auc_grid g;
+    vf_auc_grid_default(&g, 2);
+    return vf_auc_grid_bin(&g, 0, p, VF_AUC_BINS);
+}
+
+static double default_bin_low(int b) {
+    vf_auc_grid g;
+    vf_auc_grid_default(&g, 2);
+    return vf_auc_grid_bin_low(&g, 0, b, VF_AUC_BINS);
+}
+
 static void test_bins(void **state) {
-    assert_int_equal(vf_auc_bin(0.0f), 0);
-    assert_int_equal(vf_auc_bin(-0.0f), 0);
-    assert_int_equal(vf_auc_bin(-1e-3f), 0);
-    assert_int_equal(vf_auc_bin(1.0f), VF_AUC_BINS - 1);
-    assert_int_equal(vf_auc_bin(1.5f), VF_AUC_BINS - 1);
-    assert_int_equal(vf_auc_bin(NAN), 0);
+    assert_int_equal(default_bin(0.0f), 0);
+    assert_int_equal(default_bin(-0.0f), 0);
+    assert_int_equal(default_bin(-1e-3f), 0);
+    assert_int_equal(default_bin(1.0f), VF_AUC_BINS - 1);
+    assert_int_equal(default_bin(1.5f), VF_AUC_BINS - 1);
+    assert_int_equal(default_bin(NAN), 0);
     /* every float strictly inside (0, 1) is on the grid, off the end bins */
-    int lo = vf_auc_bin(FLT_TRUE_MIN), hi = vf_auc_bin(nextafterf(1.0f, 0.0f));
+    int lo = default_bin(FLT_TRUE_MIN), hi = default_bin(nextafterf(1.0f, 0.0f));
     printf("  bins: smallest positive float -> %d, largest float below 1 -> %d, 0.5 -> %d (of %d)\n",
-           lo, hi, vf_auc_bin(0.5f), VF_AUC_BINS);
+           lo, hi, default_bin(0.5f), VF_AUC_BINS);
     assert_true(lo >= 1 && lo < 200);
     assert_true(hi <= VF_AUC_BINS - 2 && hi > VF_AUC_BINS / 2);
     int prev = 0;   /* monotone */
     for (float p = FLT_TRUE_MIN; p < 1; p = p < 1e-6f ? nextafterf(p * 1.37f, 1.0f) : nextafterf(p + (1 - p) * 1e-3f, 1.0f)) {
-        int b = vf_auc_bin(p);
+        int b = default_bin(p);
         assert_true(b >= prev);
         prev = b;
     }
     /* bin b's lower edge, as a float, lands in bin b or (rounded) just below
      * it, where floats are finer than bins (1e-30 < p < 1 - 1e-5) */
-    assert_true(vf_auc_bin_low(0) == 0 && vf_auc_bin_low(VF_AUC_BINS - 1) == 1);
-    for (int b = vf_auc_bin(1e-30f); b <= vf_auc_bin(1 - 1e-5f); b += 7) {
-        float e = (float)vf_auc_bin_low(b), above = nextafterf((float)vf_auc_bin_low(b + 1), 0.0f);
-        assert_true(vf_auc_bin(e) >= b - 1 && vf_auc_bin(e) <= b);
-        assert_true(vf_auc_bin(above) <= b + 1);
+    assert_true(default_bin_low(0) == 0 && default_bin_low(VF_AUC_BINS - 1) == 1);
+    for (int b = default_bin(1e-30f); b <= default_bin(1 - 1e-5f); b += 7) {
+        float e = (float)default_bin_low(b), above = nextafterf((float)default_bin_low(b + 1), 0.0f);
+        assert_true(default_bin(e) >= b - 1 && default_bin(e) <= b);
+        assert_true(default_bin(above) <= b + 1);
     }
     assert_int_equal(vf_eval_counts_len(C), 1 + C * C + 2 * C * VF_AUC_BINS);
     assert_int_equal(vf_eval_counts_len(1), 0);
@@ -325,7 +338,7 @@ static void test_corrupt_vectors_are_refused(void **state) {
     w[0]--;
     expect_refused(w, "class 0 has 66 examples in the confusion but score histograms of 66 positives and 1939 negatives");
     memcpy(w, v, len * sizeof *w);
-    int b = vf_auc_bin(probs[0]);   /* move one count from the positives' to the negatives' histogram */
+    int b = default_bin(probs[0]);   /* move one count from the positives' to the negatives' histogram */
     int c = 0;
     uint64_t *h = labels[0] == c ? pos : neg, *o = labels[0] == c ? neg : pos;
     h[b]--;
