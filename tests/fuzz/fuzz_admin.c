@@ -31,6 +31,7 @@
  * prints the run's state after each input. */
 #include "../../aggregator/agg.h"
 #include "rpc/rpc_internal.h"
+#include "fuzz_parties.h"
 #include "fuzz_records.h"
 #include "fuzz_util.h"
 #include "util/fileio.h"
@@ -81,24 +82,8 @@ static vf_rpc_conn *conn_open(vf_role role, const char *name, const char *serial
 static vf_rpc_conn *connect_party(int image) {
     vf_rpc_conn *c = image ? conn_open(VF_ROLE_IMAGE_PARTY, "h1", "75009C6DB8CF6FA4B89DBDCD825EF584")
                            : conn_open(VF_ROLE_KNOWLEDGE_PARTY, "kp", "7A1570053F41A18E000677A34D1AC100");
-    Vflclip__V1__SplitSize s[3] = {VFLCLIP__V1__SPLIT_SIZE__INIT, VFLCLIP__V1__SPLIT_SIZE__INIT, VFLCLIP__V1__SPLIT_SIZE__INIT};
-    Vflclip__V1__SplitSize *sp[3] = {&s[0], &s[1], &s[2]};
-    s[0].split = "train", s[0].count = 6;
-    s[1].split = "val", s[1].count = 2;
-    s[2].split = "test", s[2].count = 2;
-    Vflclip__V1__Hello h = VFLCLIP__V1__HELLO__INIT;
-    h.role = image ? VFLCLIP__V1__ROLE__ROLE_IMAGE_PARTY : VFLCLIP__V1__ROLE__ROLE_KNOWLEDGE_PARTY;
-    h.name = image ? "h1" : "kp";
-    h.model_fingerprint = "fuzzmodel";
-    h.protocol_version = 1;
-    h.embed_dim = 4;
-    if (image) {
-        h.n_splits = 3;
-        h.splits = sp;
-        h.preprocessing_fingerprint = "fuzzpp";
-    } else {
-        h.tokenizer_fingerprint = "fuzztok";
-    }
+    Vflclip__V1__Hello h;
+    fixture_hello(&h, image);
     Vflclip__V1__PartyMessage pm = VFLCLIP__V1__PARTY_MESSAGE__INIT;
     pm.body_case = VFLCLIP__V1__PARTY_MESSAGE__BODY_HELLO;
     pm.hello = &h;
@@ -217,16 +202,6 @@ static void empty(buf *b, int op) {
     Vflclip__V1__StatusRequest q = VFLCLIP__V1__STATUS_REQUEST__INIT;
     put_rec(b, op, &q.base);
 }
-static void write_seed(const char *dir, const char *name, buf *b) {
-    char path[700];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(b->p, 1, b->n, f) != b->n || fclose(f)) abort();
-    end();
-    free(b->p);
-    *b = (buf){0};
-    begin();
-}
 
 static const char run_ini[] = "[run]\nepochs = 2\nbatch_size = 2\nchunk_size = 2\ncheckpoint_every = 1\nn_ctx = 2\n";
 
@@ -248,7 +223,7 @@ static void write_seeds(const char *dir) {
     by_id(&b, CONTINUE, "fz1");
     empty(&b, STATUS);
     abort_run(&b, "", "again");
-    write_seed(dir, "life", &b);
+    seed_file_and_restart(dir, "life", &b);
     /* two runs of the history, a watcher that goes away, a second start refused */
     start(&b, "", run_ini);
     put_rec(&b, WATCH | 16, NULL);
@@ -258,7 +233,7 @@ static void write_seeds(const char *dir) {
     by_id(&b, WATCH, "fz2");
     abort_run(&b, "", "y");
     empty(&b, LIST_RUNS);
-    write_seed(dir, "history", &b);
+    seed_file_and_restart(dir, "history", &b);
     /* refusals */
     start(&b, "bad", "[run]\nepochs = ten\n");
     start(&b, "../up", run_ini);
@@ -274,7 +249,7 @@ static void write_seeds(const char *dir) {
     by_id(&b, CONTINUE, "missing");
     by_id(&b, CONTINUE, "");
     put_rec(&b, START | 32, NULL);
-    write_seed(dir, "refusals", &b);
+    seed_file_and_restart(dir, "refusals", &b);
     end();
     fprintf(stderr, "fuzz_admin seeds: written to %s\n", dir);
 }

@@ -35,6 +35,7 @@
  * exits; VF_FUZZ_VERBOSE=1 prints the run's state after each input. */
 #include "../../aggregator/agg.h"
 #include "rpc/rpc_internal.h"
+#include "fuzz_parties.h"
 #include "fuzz_records.h"
 #include "fuzz_util.h"
 
@@ -90,28 +91,8 @@ static void send_pm(vf_rpc_conn *c, const Vflclip__V1__PartyMessage *pm) {
 }
 
 static void hello(vf_rpc_conn *c, int image) {
-    Vflclip__V1__SplitSize s[3] = {VFLCLIP__V1__SPLIT_SIZE__INIT, VFLCLIP__V1__SPLIT_SIZE__INIT, VFLCLIP__V1__SPLIT_SIZE__INIT};
-    Vflclip__V1__SplitSize *sp[3] = {&s[0], &s[1], &s[2]};
-    s[0].split = "train", s[0].count = 6;
-    s[1].split = "val", s[1].count = 2;
-    s[2].split = "test", s[2].count = 2;
-    Vflclip__V1__Hello h = VFLCLIP__V1__HELLO__INIT;
-    h.role = image ? VFLCLIP__V1__ROLE__ROLE_IMAGE_PARTY : VFLCLIP__V1__ROLE__ROLE_KNOWLEDGE_PARTY;
-    h.name = image ? "h1" : "kp";
-    h.model_fingerprint = "fuzzmodel";
-    h.protocol_version = 1;
-    h.embed_dim = 4;
-    if (image) {
-        h.n_splits = 3;
-        h.splits = sp;
-        h.preprocessing_fingerprint = "fuzzpp";
-        static uint8_t key[32] = {9}, sig[8] = {1, 2, 3}, cert[8] = {4, 5, 6};   /* relayed as sent, never checked here */
-        h.mask_public_key = (ProtobufCBinaryData){sizeof key, key};
-        h.mask_key_signature = (ProtobufCBinaryData){sizeof sig, sig};
-        h.certificate = (ProtobufCBinaryData){sizeof cert, cert};
-    } else {
-        h.tokenizer_fingerprint = "fuzztok";
-    }
+    Vflclip__V1__Hello h;
+    fixture_hello(&h, image);
     Vflclip__V1__PartyMessage pm = VFLCLIP__V1__PARTY_MESSAGE__INIT;
     pm.body_case = VFLCLIP__V1__PARTY_MESSAGE__BODY_HELLO;
     pm.hello = &h;
@@ -270,12 +251,6 @@ static void chunks(buf *b, const char *split, uint32_t n) {
         put_rec(b, 5, &pm);
     }
 }
-static void write_seed(const char *dir, const char *name, const buf *b) {
-    char path[700];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(b->p, 1, b->n, f) != b->n || fclose(f)) abort();
-}
 static void context_file(buf *b) {
     Vflclip__V1__ContextFile cf = VFLCLIP__V1__CONTEXT_FILE__INIT;
     cf.data.data = (uint8_t *)"not really a context";
@@ -301,12 +276,12 @@ static void write_seeds(const char *dir) {
         case WAIT_SETUP:
             text_ready(&b);
             text_features(&b, 0, 0);
-            write_seed(dir, "setup", &b);
+            seed_file(dir, "setup", &b);
             break;
         case WAIT_STEP:
         case WAIT_RESTORE_BEST:
             if (step == 3 && !reconnected) {   /* both parties drop and come back mid-training */
-                write_seed(dir, "training", &b);
+                seed_file(dir, "training", &b);
                 reconnected = 1;
                 put_rec(&b, 2, NULL);
                 put_rec(&b, 3, NULL);
@@ -319,12 +294,12 @@ static void write_seeds(const char *dir) {
         case WAIT_BEST: ack(&b); break;
         case WAIT_EXPORT:
             context_file(&b);
-            write_seed(dir, "whole-run", &b);
+            seed_file(dir, "whole-run", &b);
             break;
         default:
             if (r->state == RUN_ENCODING && r->img[0].task && r->img[0].split < 3) {
                 chunks(&b, split_names[r->img[0].split], (uint32_t)r->img[0].n[r->img[0].split]);
-                if (r->img[0].split >= 3) write_seed(dir, "encoded", &b);
+                if (r->img[0].split >= 3) seed_file(dir, "encoded", &b);
             } else {
                 fprintf(stderr, "fuzz_aggregator seeds: stuck in state %s: %s\n", agg_run_state_name(r->state), r->message);
                 i = 400;
@@ -362,11 +337,11 @@ static void write_secure_seeds(const char *dir) {
         if (r->wait == WAIT_SETUP) {
             text_ready(&b);
             text_features(&b, 0, 0);
-            write_seed(dir, "secure-setup", &b);
+            seed_file(dir, "secure-setup", &b);
         } else if (r->wait == WAIT_SUM) {
             if (r->sum.kind != VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_STEP) break;
             masked_share(&b);
-            if (++sums == 2) write_seed(dir, "secure-steps", &b);
+            if (++sums == 2) seed_file(dir, "secure-steps", &b);
         } else if (r->wait == WAIT_STEP) {
             text_features(&b, (uint64_t)sums, 0.05f * (float)sums);
         } else if (r->wait == WAIT_SAVE || r->wait == WAIT_BEST) {
@@ -375,7 +350,7 @@ static void write_secure_seeds(const char *dir) {
             break;
         }
     }
-    write_seed(dir, "secure-to-evaluation", &b);
+    seed_file(dir, "secure-to-evaluation", &b);
     fprintf(stderr, "fuzz_aggregator seeds: secure run %s after %d sums: %s\n", agg_run_state_name(r->state), sums, r->message);
     end();
     records_first_op = 0;

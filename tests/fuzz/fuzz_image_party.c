@@ -259,16 +259,6 @@ static void shutdown_msg(buf *b) {
     m.shutdown = &s;
     put_rec(b, 0, &m);
 }
-static void write_seed(const char *dir, const char *name, buf *b) {
-    char path[700];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(b->p, 1, b->n, f) != b->n || fclose(f)) abort();
-    end();
-    free(b->p);
-    *b = (buf){0};
-    begin();
-}
 
 /* A classifier for this party (its fingerprints and width), as a finished run shares it. */
 static uint8_t *make_classifier(const char *run_id, int D, const char *model_fp, size_t *len) {
@@ -340,7 +330,7 @@ static void write_seeds(const char *dir) {
     encode(&b, "val", 0, 0);
     encode(&b, "test", 1, 0);
     shutdown_msg(&b);
-    write_seed(dir, "splits", &b);
+    seed_file_and_restart(dir, "splits", &b);
     /* asked while still encoding: deferred, a second refused, answered at the end; the link drops mid-stream */
     put_rec(&b, 4, NULL);
     encode(&b, "train", 2, 0);
@@ -350,13 +340,13 @@ static void write_seeds(const char *dir) {
     put_rec(&b, 2, NULL);
     put_rec(&b, 3, NULL);
     encode(&b, "test", 8192, 0);
-    write_seed(dir, "deferred", &b);
+    seed_file_and_restart(dir, "deferred", &b);
     /* refusals */
     encode(&b, "holdout", 2, 0);
     encode(&b, "train", 2, 1);
     encode(&b, "", 0, 0);
     other(&b);
-    write_seed(dir, "refusals", &b);
+    seed_file_and_restart(dir, "refusals", &b);
     /* classifiers: this party's (kept), again (refused), another model's, not a classifier, a bad run id */
     size_t len1, len2;
     uint8_t *good = make_classifier("run-a", g_p.D, g_p.fingerprint, &len1);
@@ -367,13 +357,13 @@ static void write_seeds(const char *dir) {
     classifier(&b, "run-c", good, len1);   /* run id inside is run-a */
     classifier(&b, "run-d", (const uint8_t *)"not a safetensors file", 22);
     classifier(&b, "../x", good, len1);
-    write_seed(dir, "classifiers", &b);
+    seed_file_and_restart(dir, "classifiers", &b);
     /* secure sums (op 6): a step, a score range, an evaluation on a grid, a stranger's unsigned key */
     secure_sum(&b, VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_STEP, NULL, 0);
     secure_sum(&b, VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_EVAL_RANGE, "val", 0);
     secure_sum(&b, VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_EVAL, "test", 0);
     secure_sum(&b, VFLCLIP__V1__SECURE_SUM_KIND__SECURE_SUM_STEP, NULL, 1);
-    write_seed(dir, "secure-sums", &b);
+    seed_file_and_restart(dir, "secure-sums", &b);
     free(good);
     free(foreign);
     free(b.p);

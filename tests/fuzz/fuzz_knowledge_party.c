@@ -193,16 +193,6 @@ static void encode_split(buf *b) {   /* an image party's task: refused here */
     m.encode_split = &es;
     put_rec(b, 0, &m);
 }
-static void write_seed(const char *dir, const char *name, buf *b) {
-    char path[700];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(b->p, 1, b->n, f) != b->n || fclose(f)) abort();
-    end();
-    free(b->p);
-    *b = (buf){0};
-    begin();
-}
 
 static void write_seeds(const char *dir) {
     const int C = g_kp.n_classes;
@@ -220,7 +210,7 @@ static void write_seeds(const char *dir) {
     checkpoint(&b, VFLCLIP__V1__CHECKPOINT_ACTION__CHECKPOINT_RESTORE_BEST, 3, 0, 0);
     checkpoint(&b, VFLCLIP__V1__CHECKPOINT_ACTION__CHECKPOINT_EXPORT, 3, 0, 0);
     shutdown_msg(&b);
-    write_seed(dir, "whole-run", &b);
+    seed_file_and_restart(dir, "whole-run", &b);
     /* resume from a saved step (the aggregator's RunSetup after a restart) */
     run_setup(&b, "fuzzrun", 0, "sgd", 1, "middle");
     text_backward(&b, 0, C, D, 0.01f);
@@ -229,7 +219,7 @@ static void write_seeds(const char *dir) {
     run_setup(&b, "fuzzrun", 1, "sgd", 1, "middle");
     text_backward(&b, 1, C, D, 0.01f);
     run_setup(&b, "fuzzrun", 7, "sgd", 1, "middle");   /* no such checkpoint */
-    write_seed(dir, "resume", &b);
+    seed_file_and_restart(dir, "resume", &b);
     /* wrong shapes, bad numbers, tasks before set-up, tasks of another party */
     text_backward(&b, 0, C, D, 0.002f);   /* no run yet */
     encode_split(&b);
@@ -242,7 +232,7 @@ static void write_seeds(const char *dir) {
     text_backward(&b, 0, C, D, NAN);
     checkpoint(&b, (Vflclip__V1__CheckpointAction)99, 0, 0, 0);
     checkpoint(&b, VFLCLIP__V1__CHECKPOINT_ACTION__CHECKPOINT_EXPORT, 0, 0, 0);
-    write_seed(dir, "refusals", &b);
+    seed_file_and_restart(dir, "refusals", &b);
     fprintf(stderr, "fuzz_knowledge_party seeds: written to %s\n", dir);
 }
 

@@ -10,6 +10,7 @@
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "fuzz_buf.h"
@@ -32,6 +33,23 @@ static void put_rec_pb(buf *b, int op, const ProtobufCMessage *m) {
     put(b, p, n);
     apply(op, p, n);
     free(p);
+}
+
+/* Seeds: the records so far into dir/name. */
+__attribute__((unused)) static void seed_file(const char *dir, const char *name, const buf *b) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(b->p, 1, b->n, f) != b->n || fclose(f)) abort();
+}
+
+/* ... and the next seed starts afresh from the target's starting state. */
+__attribute__((unused)) static void seed_file_and_restart(const char *dir, const char *name, buf *b) {
+    seed_file(dir, name, b);
+    end();
+    free(b->p);
+    *b = (buf){0};
+    begin();
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
