@@ -9,21 +9,14 @@ those `vflclip evaluate --scores-out` dumps for a context trained on the
 synthetic shapes of test_train.py with a random-weight tiny model.  The AUC in
 the legend (the JSON's) must equal the metrics' per-class AUC."""
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from conftest import ROOT, run
-
-sys.path.insert(0, str(ROOT / "deploy"))
-from demo_shapes import shapes  # noqa: E402
-
-CLASSES = "red disc,green square,blue stripe,yellow cross"
-ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+from conftest import run
+from test_train import CLASSES, ENV, tiny_task  # the same task and tiny model as the training tests
 
 
 def check_png(path, min_h=300, min_w=500):
@@ -79,7 +72,7 @@ def test_scores_figures_and_roc_match_sklearn(vflclip, tmp_path):
     metrics = json.loads((tmp_path / "eval.json").read_text())
     for name in ["eval_confusion_scores.png", "eval_roc_scores.png", "eval_recall_scores.png"]:
         check_png(tmp_path / name)
-    roc = check_roc_json(tmp_path / "eval_roc_scores.json", scores, labels, metrics)
+    check_roc_json(tmp_path / "eval_roc_scores.json", scores, labels, metrics)
     # --no-figures writes none
     run([vflclip, "evaluate", "--scores", tmp_path / "s.npy", "--labels", tmp_path / "l.npy", "--out",
          tmp_path / "quiet.json", "--no-figures"])
@@ -88,14 +81,8 @@ def test_scores_figures_and_roc_match_sklearn(vflclip, tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(vflclip, tmp_path_factory):
-    root = tmp_path_factory.mktemp("plots")
-    model = root / "tiny"
-    run([vflclip, "make-model", "--like", "tiny", "--seed", "3", "--out", model])
-    rng = np.random.default_rng(1)
-    arrays = {}
-    for split, n in [("train", 96), ("val", 32), ("test", 64)]:
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = shapes(rng, n)
-    np.savez_compressed(root / "shapes.npz", **arrays)
+    w = tiny_task(vflclip, tmp_path_factory.mktemp("plots"), (("train", 96), ("val", 32), ("test", 64)), seed=1)
+    root, model, arrays = w["root"], w["model"], w["arrays"]
     out = root / "run-ab12"
     p = run([vflclip, "train", "--model", model, "--data", root / "shapes.npz", "--out", out, "--classes", CLASSES,
              "--cache-dir", root / "cache", "--device", "cpu", "--epochs", "3", "--batch-size", "16", "--lr", "0.005",

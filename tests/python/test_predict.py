@@ -18,22 +18,15 @@ from scipy.optimize import minimize_scalar
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from conftest import run
-from test_train import CLASSES, ENV, shapes  # noqa: F401  (same task, same data generator)
+from test_train import CLASSES, ENV, tiny_task  # noqa: F401  (same task and tiny model)
 
 NAMES = CLASSES.split(",")
 
 
 @pytest.fixture(scope="module")
 def work(vflclip, tmp_path_factory):
-    root = tmp_path_factory.mktemp("predict")
-    model = root / "tiny"
-    run([vflclip, "make-model", "--like", "tiny", "--seed", "3", "--out", model])
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in [("train", 240), ("val", 60), ("test", 120)]:
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = shapes(rng, n)
-    np.savez_compressed(root / "shapes.npz", **arrays)
-    w = {"root": root, "model": model, "data": root / "shapes.npz", "cache": root / "cache", "arrays": arrays}
+    w = tiny_task(vflclip, tmp_path_factory.mktemp("predict"))
+    root, model = w["root"], w["model"]
     for name, extra in [("run", []), ("run_t", ["--fit-temperature"])]:
         run([vflclip, "train", "--model", model, "--data", w["data"], "--out", root / name, "--classes", CLASSES,
              "--cache-dir", w["cache"], "--device", "cpu", "--epochs", "6", "--batch-size", "16", "--lr", "0.005",

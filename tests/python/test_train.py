@@ -33,17 +33,22 @@ CLASSES = "red disc,green square,blue stripe,yellow cross"
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 
 
-@pytest.fixture(scope="module")
-def work(vflclip, tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
+def tiny_task(vflclip, root, sizes=(("train", 240), ("val", 60), ("test", 120)), seed=0):
+    """The tiny random model (`make-model --like tiny --seed 3`) and a shapes
+    data set of these split sizes in root/shapes.npz."""
     model = root / "tiny"
     run([vflclip, "make-model", "--like", "tiny", "--seed", "3", "--out", model])
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     arrays = {}
-    for split, n in [("train", 240), ("val", 60), ("test", 120)]:
+    for split, n in sizes:
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = shapes(rng, n)
     np.savez_compressed(root / "shapes.npz", **arrays)
     return {"root": root, "model": model, "data": root / "shapes.npz", "cache": root / "cache", "arrays": arrays}
+
+
+@pytest.fixture(scope="module")
+def work(vflclip, tmp_path_factory):
+    return tiny_task(vflclip, tmp_path_factory.mktemp("train"))
 
 
 def train(vflclip, work, out, *extra, check=True):
