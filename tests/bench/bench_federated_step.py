@@ -45,6 +45,26 @@ def sh(*cmd, **kw):
     return p
 
 
+def hospital_data(root, sizes):
+    """root/<hospital>.npz for the three hospitals: the shapes images with the
+    7 DermaMNIST labels drawn at random, each split cut in three."""
+    rng = np.random.default_rng(0)
+    parts = [{} for _ in HOSPITALS]
+    for split, n in sizes:
+        x, _ = shapes(rng, n)
+        y = rng.integers(0, 7, (n, 1)).astype(np.uint8)
+        for p, idx in zip(parts, np.array_split(np.arange(n), 3)):
+            p[f"{split}_images"], p[f"{split}_labels"] = x[idx], y[idx]
+    for h, p in zip(HOSPITALS, parts):
+        np.savez(root / f"{h}.npz", **p)
+
+
+def run_flags(epochs):
+    """The benchmarks' run: 16 context vectors, batch 32, DermaMNIST's template."""
+    return ["--epochs", str(epochs), "--batch-size", "32", "--n-ctx", "16", "--seed", "1",
+            "--template", "a dermatoscopic image of {ctx} {class}."]
+
+
 def coop_step_ms(bench, model, steps):
     p = sh(bench, model, steps, 32, 16)
     m = re.search(r"coop_step_ms min=([0-9.]+) median=([0-9.]+)", p.stdout + p.stderr)
@@ -102,18 +122,8 @@ def main():
         root = pathlib.Path(tmp)
         model = root / "model"
         sh(vflclip, "make-model", "--like", args.like, "--seed", "1", "--out", model)
-        rng = np.random.default_rng(0)
-        full, parts = {}, [{} for _ in HOSPITALS]
-        for split, n in [("train", args.train), ("val", 9), ("test", 9)]:
-            x, y = shapes(rng, n)
-            y = rng.integers(0, 7, (n, 1)).astype(np.uint8)   # the 7 DermaMNIST labels
-            full[f"{split}_images"], full[f"{split}_labels"] = x, y
-            for p, idx in zip(parts, np.array_split(np.arange(n), 3)):
-                p[f"{split}_images"], p[f"{split}_labels"] = x[idx], y[idx]
-        for h, p in zip(HOSPITALS, parts):
-            np.savez(root / f"{h}.npz", **p)
-        flags = ["--epochs", str(args.epochs), "--batch-size", "32", "--n-ctx", "16", "--seed", "1",
-                 "--template", "a dermatoscopic image of {ctx} {class}."]
+        hospital_data(root, [("train", args.train), ("val", 9), ("test", 9)])
+        flags = run_flags(args.epochs)
         fed = Fed(vflclip, root, model)
         import conftest
         import test_federation_support as tfs

@@ -30,19 +30,15 @@ import threading
 import os
 import pathlib
 import re
-import subprocess
 import sys
 import tempfile
 import time
 
-import numpy as np
-
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 sys.path.insert(0, str(ROOT / "tests" / "bench"))
-from bench_federated_step import HOSPITALS, Fed, sh  # noqa: E402
+from bench_federated_step import Fed, hospital_data, run_flags, sh  # noqa: E402
 from test_federation_support import set_key  # noqa: E402
-from test_train import shapes  # noqa: E402
 
 
 def in_netns(delay_ms):
@@ -124,17 +120,8 @@ def main():
         root = pathlib.Path(tmp)
         model = root / "model"
         sh(vflclip, "make-model", "--like", args.like, "--seed", "1", "--out", model)
-        rng = np.random.default_rng(0)
-        parts = [{} for _ in HOSPITALS]
-        for split, n in [("train", args.train), ("val", 60), ("test", 60)]:
-            x, _ = shapes(rng, n)
-            y = rng.integers(0, 7, (n, 1)).astype(np.uint8)
-            for p, idx in zip(parts, np.array_split(np.arange(n), 3)):
-                p[f"{split}_images"], p[f"{split}_labels"] = x[idx], y[idx]
-        for h, p in zip(HOSPITALS, parts):
-            np.savez(root / f"{h}.npz", **p)
-        flags = ["--epochs", str(args.epochs), "--batch-size", "32", "--n-ctx", "16", "--seed", "1",
-                 "--template", "a dermatoscopic image of {ctx} {class}."]
+        hospital_data(root, [("train", args.train), ("val", 60), ("test", 60)])
+        flags = run_flags(args.epochs)
         fed = Fed(vflclip, root, model)
         import conftest
         import test_federation_support as tfs
@@ -171,9 +158,9 @@ def main():
                     r.update(messages_per_step=2, bytes_per_step=r["kp_bytes_per_step"], secure_sum_ms=0.0,
                              embeddings_bytes=n_img * (4 * dim + 6))
                 else:
-                    m = re.findall(rf"event=secure_sums run={run_id} sums=(\d+) redone=(\d+) fewest_participants=(\d+) "
-                                   rf"bytes_out=(\d+) bytes_in=(\d+) step_sum_ms=([0-9.]+)", log)[-1]
-                    sums, _, parts_n, s_out, s_in, sum_ms = int(m[0]), int(m[1]), int(m[2]), int(m[3]), int(m[4]), float(m[5])
+                    m = re.findall(rf"event=secure_sums run={run_id} sums=\d+ redone=\d+ fewest_participants=(\d+) "
+                                   rf"bytes_out=\d+ bytes_in=\d+ step_sum_ms=([0-9.]+)", log)[-1]
+                    parts_n, sum_ms = int(m[0]), float(m[1])
                     step_bytes, eval_bytes = map(int, re.findall(
                         rf"event=secure_sum_sizes run={run_id} step_bytes=(\d+) eval_bytes=(\d+)", log)[-1])
                     r.update(messages_per_step=2 + 2 * parts_n, bytes_per_step=r["kp_bytes_per_step"] + step_bytes,
