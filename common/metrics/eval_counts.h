@@ -23,28 +23,22 @@
  * AUC only through pairs whose scores share a bin.  The mean loss is not a
  * count: the caller sums it as fixed point beside this vector.
  *
- * Accuracy, measured against vf_metrics_compute: N = 2005, C = 7 with
- * DermaMNIST's test class sizes 66/103/220/23/223/1341/29, float32 softmax
- * of 100 * (0.25 + sigma * normal + a per-class margin on the true class).
- * Largest |mean AUC from counts - exact mean AUC| over 1500 seeds of each:
- *   realistic (AUC 0.74-0.96, sigma 0.02-0.15)          7.5e-5  (99th pct 3.2e-5, median 5e-6)
- *   poor (AUC 0.51-0.59)                                8.8e-5  (99th pct 4.0e-5, median 8e-6)
- *   nearly perfect (AUC 0.993-0.999, many p = 0 or 1)   6.0e-6
- *   saturated (sigma 0.4-0.8, most p = 0 or 1)          1.3e-5
- * (tests/unit/test_eval_counts.c, 100 seeds of each: 3.0e-5).  One class's
- * AUC can be off by 1.4e-4 in the 23-example class, where one pair weighs
- * 1.1e-5.  The error is pairs sharing a bin, random in sign, and shrinks only
- * like the square root of the bin width: over 500 seeds 8192 bins give
- * 1.3e-4, 16384 8.8e-5, 18432 6.3e-5; even 65536 bins (7.3 MB) leave 2.1e-5,
- * so the 2e-5 aimed for is out of reach under 2 MB.  A narrower default grid
- * is worse (L = 32 lumps the tiny scores of a saturated softmax: 0.07 off).
- * These figures are for the default grid.  On the normal-fit grid from
- * moments the test measures 1.2e-5 at most (100 seeds each; 3.9e-5 with
- * uniform bins over mean +- 8 sd), and the gain is largest where the scores
- * crowd into a sliver of log-odds: a tiny random model's federated run on
- * 96 training images was 4.6e-3 off on the default grid, 2.5e-4 (one pair
- * of 24 x 72) with uniform bins over mean +- 8 sd; test_federation_secure.py,
- * on 480, measures 8.5e-6 on the normal-fit grid.
+ * Accuracy, as tests/unit/test_eval_counts.c measures it against
+ * vf_metrics_compute (and prints it): N = 2005, C = 7 with DermaMNIST's test
+ * class sizes 66/103/220/23/223/1341/29, float32 softmax of 100 * (0.25 +
+ * sigma * normal + a per-class margin on the true class), 100 seeds each;
+ * largest |mean AUC from counts - exact mean AUC| (run of 2026-12-08):
+ *                                         default grid   normal fit from moments
+ *   realistic (AUC 0.74-0.96)             2.4e-5         1.1e-5
+ *   poor (AUC 0.52-0.58)                  3.5e-5         1.2e-5
+ *   nearly perfect (AUC 0.993-0.999)      3.5e-6         5.9e-6
+ *   saturated (most p exactly 0 or 1)     5.7e-6         6.2e-6
+ * The error is positive-negative pairs sharing a bin, random in sign; the
+ * normal fit's bins each hold about the same share of the scores, so few
+ * pairs share one wherever the scores are.  The gain is largest where a weak
+ * model's scores crowd into a sliver of log-odds: a tiny random model's
+ * federated run on 96 training images was 4.6e-3 off on the default grid;
+ * test_federation_secure.py, on 480, measures 8.5e-6 on the normal fit.
  * One vector for C = 7: 229426 words, 1.84 MB. */
 #ifndef VF_METRICS_EVAL_COUNTS_H
 #define VF_METRICS_EVAL_COUNTS_H
