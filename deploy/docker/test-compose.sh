@@ -1,7 +1,9 @@
 #!/bin/sh
 # deploy/docker/test-compose.sh: the Compose demo end to end with the engine
-# it finds (Docker Compose v2 with a running Docker daemon, else podman with
-# podman-compose): builds the image, provisions (kits, model, the hospitals'
+# it finds, in this order: Docker Compose v2 (`docker compose`) with a running
+# Docker daemon, else the standalone docker-compose (v1, e.g. 1.29 from
+# Debian 12) with a running Docker daemon, else podman with podman-compose:
+# builds the image, provisions (kits, model, the hospitals'
 # data), starts the aggregator and waits for its health check (the Admin
 # API), starts the parties, waits until all four are connected, runs a short
 # training run, fetches the results into a temporary results directory,
@@ -10,7 +12,9 @@
 # Without an engine it prints one SKIP line and exits 0.
 #
 # Environment:
-#   VFLCLIP_ENGINE=docker|podman     force one
+#   VFLCLIP_ENGINE=docker|docker-compose|podman   force one: docker (with
+#                                    `docker compose` if it exists, else docker-compose),
+#                                    docker-compose (docker with the v1 tool), podman
 #   VFLCLIP_BASE_BUILD / VFLCLIP_BASE_RUN   base images (default debian:bookworm /
 #                                    debian:bookworm-slim; deploy/docker/make-base-image.sh
 #                                    makes them without a registry)
@@ -22,21 +26,31 @@ cd "$(dirname "$0")"
 HERE=$PWD
 say() { printf '\n== %s\n' "$*"; }
 
+has() { command -v "$1" >/dev/null 2>&1; }
+compose_v2() { has docker && docker compose version >/dev/null 2>&1; }
 engine=${VFLCLIP_ENGINE:-}
-if [ -z "$engine" ]; then
-    if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
-        engine=docker
-    elif command -v podman >/dev/null 2>&1 && command -v podman-compose >/dev/null 2>&1; then
-        engine=podman
-    else
-        echo "SKIP: no Compose engine (Docker Compose v2 with a running daemon, or podman + podman-compose)"
-        exit 0
-    fi
-fi
+compose=""
+case $engine in
+    "")
+        if compose_v2 && docker info >/dev/null 2>&1; then
+            engine=docker compose="docker compose"
+        elif has docker && has docker-compose && docker info >/dev/null 2>&1; then
+            engine=docker compose=docker-compose
+        elif has podman && has podman-compose; then
+            engine=podman
+        else
+            echo "SKIP: no Compose engine (a running Docker daemon with docker compose or docker-compose, or podman + podman-compose)"
+            exit 0
+        fi ;;
+    docker) compose_v2 && compose="docker compose" || compose=docker-compose ;;
+    docker-compose) engine=docker compose=docker-compose ;;
+    podman) ;;
+    *) echo "VFLCLIP_ENGINE=$engine: docker, docker-compose or podman" >&2; exit 2 ;;
+esac
 PROJECT=vflclip-test-$$
 export COMPOSE_PROJECT_NAME=$PROJECT
 if [ "$engine" = docker ]; then
-    C="docker compose -p $PROJECT -f docker-compose.yml"
+    C="$compose -p $PROJECT -f docker-compose.yml"
 else
     C="podman-compose -p $PROJECT -f docker-compose.yml"
     if [ -n "${VFLCLIP_OCI_RUNTIME:-}" ]; then
@@ -53,7 +67,9 @@ mkdir -p "$TMP/models" "$TMP/input"
 install -d -m 0777 "$TMP/results"
 export VFLCLIP_MODELS=$TMP/models VFLCLIP_INPUT=$TMP/input VFLCLIP_RESULTS=$TMP/results
 RESULTS=$TMP/results/$PROJECT
-echo "engine: $engine ($($engine --version | head -n 1)); compose: $($C version 2>/dev/null | grep -i 'compose.*version' | head -n 1)"
+server=""
+[ "$engine" = docker ] && server="; server $(docker version --format '{{.Server.Version}}' 2>/dev/null)"
+echo "engine: $engine ($($engine --version | head -n 1)$server); compose: $($C version 2>/dev/null | grep -i 'compose.*version' | head -n 1)"
 
 down() {
     [ -n "${KEEP:-}" ] && { echo "KEEP=1: left running (project $PROJECT)"; return; }
@@ -76,7 +92,7 @@ if ! $C build > "$TMP/build.log" 2>&1 || grep -q '^exit code: [1-9]' "$TMP/build
     tail -n 30 "$TMP/build.log"; echo "FAIL: the image did not build"; exit 1
 fi
 $engine image inspect vflclip:latest | python3 -c 'import json,sys; i=json.load(sys.stdin)[0]; c=i.get("Config") or {}
-print("image", i["Id"][:12], "user", c.get("User"), "healthcheck", (c.get("Healthcheck") or i.get("Healthcheck") or {}).get("Test"))'
+print("image", i["Id"].split(":")[-1][:12], "user", c.get("User"), "healthcheck", (c.get("Healthcheck") or i.get("Healthcheck") or {}).get("Test"))'
 
 say "provision (one-shot)"
 $C run --rm --no-deps provision
