@@ -1,9 +1,10 @@
 /* vision_bf16: a vision tower's bf16 weights for the CPU (issue 18; see
  * vf_vision_set_cpu_bf16 in clip_model.h and cpu/matmul_bf16.h).
  *
- * One allocation (params_bf16) holds, for a ViT, each layer's four
- * vf_bf16_linear descriptors and their weights (q;k;v stacked, out_proj,
- * fc1, fc2), for a ModifiedResNet every convolution's weight; it is laid
+ * One allocation (params_bf16) holds, for a ViT, the patch embedding and
+ * each layer's four Linear layers (q;k;v stacked, out_proj, fc1, fc2):
+ * descriptors and packed weights (cpu/matmul_bf16.h), for a ModifiedResNet every
+ * convolution's weight (plain bf16); it is laid
  * out by one carve function run twice, counting then carving (as
  * util/arena.h does).  The fp32 weights are left as they are: switching
  * back to fp32 only clears the pointers and frees the block. */
@@ -28,8 +29,23 @@ static const uint16_t *to_bf16(block *a, const float *src, size_t n) {
     return q;
 }
 
+/* A Linear layer's packed bf16 weight, described in *slot (slot NULL while counting). */
+static int linear_carve(vf_bf16_linear *slot, block *a, const float *w, int IC, int OC, const char *what, int layer,
+                        vf_error *err) {
+    const size_t bytes = vf_bf16_linear_bytes(IC, OC);
+    if (!bytes) return vf_fail(err, "bf16: oneDNN has no packed layout for %s %d's (%d, %d) weight", what, layer, OC, IC);
+    void *q = take(a, bytes);
+    if (q && vf_bf16_linear_pack(q, w, IC, OC))
+        return vf_fail(err, "bf16: packing %s %d's (%d, %d) weight failed (out of memory?)", what, layer, OC, IC);
+    if (slot) *slot = (vf_bf16_linear){q, IC, OC};
+    return 0;
+}
+
 static int vit_carve(vf_vit_weights *w, block *a, vf_error *err) {
-    const int C = w->cfg.enc.hidden_size, F = w->cfg.enc.intermediate_size;
+    const int C = w->cfg.enc.hidden_size, F = w->cfg.enc.intermediate_size, P = w->cfg.patch_size;
+    vf_bf16_linear *patch = take(a, sizeof *patch);
+    if (linear_carve(patch, a, w->patch_w, 3 * P * P, C, "patch embedding", 0, err)) return -1;
+    if (patch) w->patch_bf16 = patch;
     for (int l = 0; l < w->cfg.enc.num_layers; l++) {
         vf_tfm_layer *L = &w->layers[l];
         const float *qkv = L->qkv_w;
@@ -42,10 +58,8 @@ static int vit_carve(vf_vit_weights *w, block *a, vf_error *err) {
         vf_bf16_linear *lin = take(a, sizeof *lin * VF_TFM_BF16_COUNT);
         const float *src[VF_TFM_BF16_COUNT] = {qkv, L->o_w, L->fc1_w, L->fc2_w};
         const int in[VF_TFM_BF16_COUNT] = {C, C, C, F}, out[VF_TFM_BF16_COUNT] = {3 * C, C, F, C};
-        for (int i = 0; i < VF_TFM_BF16_COUNT; i++) {
-            const uint16_t *q = to_bf16(a, src[i], (size_t)in[i] * out[i]);
-            if (lin) lin[i] = (vf_bf16_linear){q, in[i], out[i]};
-        }
+        for (int i = 0; i < VF_TFM_BF16_COUNT; i++)
+            if (linear_carve(lin ? &lin[i] : NULL, a, src[i], in[i], out[i], "layer", l, err)) return -1;
         if (lin) L->bf16 = lin;
     }
     return 0;
@@ -72,8 +86,10 @@ static int carve(vf_vision_tower *t, block *a, vf_error *err) {
 }
 
 static void clear(vf_vision_tower *t) {
-    if (t->kind == VF_VISION_VIT)
+    if (t->kind == VF_VISION_VIT) {
         for (int l = 0; l < t->u.vit.w.cfg.enc.num_layers; l++) t->u.vit.w.layers[l].bf16 = NULL;
+        t->u.vit.w.patch_bf16 = NULL;
+    }
     if (t->kind == VF_VISION_RESNET) {
         vf_resnet *r = &t->u.resnet.net;
         for (int i = 0; i < 3; i++) r->stem[i].weight_bf16 = NULL;

@@ -2,6 +2,7 @@
 #include "cpu/clip_vit.h"
 #include "cpu/layernorm.h"
 #include "cpu/matmul.h"
+#include "cpu/matmul_bf16.h"
 
 #include <string.h>
 
@@ -15,6 +16,7 @@ static void vit_acts_carve(vf_vit_acts *a, const vf_clip_vision_config *c, int B
     const size_t T = (size_t)vit_tokens(c), C = (size_t)c->enc.hidden_size, K = (size_t)3 * c->patch_size * c->patch_size;
     const size_t B = (size_t)B_max;
     a->patches = vf_arena_floats(&a->arena, B * (T - 1) * K);
+    a->patches_bf16 = (uint16_t *)vf_arena_floats(&a->arena, (B * (T - 1) * K + 1) / 2);
     a->x_embed = vf_arena_floats(&a->arena, B * T * C);
     a->x_a = vf_arena_floats(&a->arena, B * T * C);
     a->x_b = vf_arena_floats(&a->arena, B * T * C);
@@ -59,7 +61,12 @@ void vf_vit_forward(const vf_vit_weights *w, vf_vit_acts *a, const float *pixels
     const int L = c->enc.num_layers, D = w->projection_dim;
     im2col_patches(a->patches, pixels, B, H, P);                                   // (B, NP, 3PP)
     float *pe = a->x_a;                                                            // (B, NP, C) scratch
-    vf_matmul_forward(pe, a->patches, w->patch_w, NULL, B * NP, 3 * P * P, C);
+    if (w->patch_bf16) {
+        vf_bf16_from_f32(a->patches_bf16, a->patches, (long)B * NP * 3 * P * P);
+        vf_bf16_linear_forward(w->patch_bf16, pe, 0, NULL, a->patches_bf16, NULL, B * NP, NULL);
+    } else {
+        vf_matmul_forward(pe, a->patches, w->patch_w, NULL, B * NP, 3 * P * P, C);
+    }
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {

@@ -1,14 +1,17 @@
 /* matmul_bf16: the image towers' matrix products in bf16 on CPUs that have
  * AVX512_BF16 or AMX-BF16 (issue 18), through oneDNN's matmul primitive:
- * bf16 inputs, fp32 accumulation, fp32 output, bias and residual in fp32.
- * Layer norm, softmax, GELU, attention and residual adds stay fp32; the fp32
- * kernels (matmul.h, sgemm) remain the reference and the default.
+ * bf16 inputs, fp32 accumulation; bias, GELU and the residual add are
+ * applied to the fp32 sums inside the product (oneDNN post-ops) before the
+ * output is written, in bf16 when the next product reads it, else in fp32.
+ * Layer norm and softmax compute in fp32 and write bf16 (cpu/layernorm.h,
+ * cpu/attention.h); the fp32 kernels (matmul.h, sgemm) remain the reference
+ * and the default.
  *
- * Weights are converted to bf16 once, when a tower switches to bf16
- * (clip/clip_model.h, vf_vision_set_cpu_bf16); activations are converted on
- * each call into a per-thread buffer that grows only when a larger shape
- * than any before comes (the first batch).  oneDNN primitives are created
- * once per (shape, thread) and cached; a call allocates nothing after that.
+ * Weights are converted to bf16 and packed once, when a tower switches to
+ * bf16 (clip/clip_model.h, vf_vision_set_cpu_bf16).  oneDNN primitives are
+ * created once per (shape, thread) and cached; a call allocates nothing
+ * after that (the convolutions' conversion buffer grows only when a larger
+ * shape than any before comes).
  *
  * Run-time detection (vf_cpu_bf16_available): cpuid leaf 7 subleaf 1 EAX
  * bit 5 (AVX512_BF16) or leaf 7 EDX bit 22 (AMX-BF16), the OS saving the
@@ -20,6 +23,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "cpu/clip_shapes.h"
 
 /* 1 when bf16 matmuls can run here; `why` (may be NULL) gets what was found
  * ("AMX-BF16 and AVX512_BF16, oneDNN brg:avx512_core_amx_bf16") or why not
@@ -27,25 +31,53 @@
  * runs one small product to check oneDNN works; the answer is cached. */
 int vf_cpu_bf16_available(char *why, size_t why_size);
 
+/* 1 when the bf16 path may also run AMX tiles itself (the Linear layers,
+ * cpu/matmul_amx.h, and the attention products, cpu/attention_amx.h): vf_cpu_bf16_available, a CPU with
+ * AMX-BF16, the OS granting the tile state, and VFLCLIP_CPU_NO_AMX unset
+ * (which tests the oneDNN path on an AMX machine). */
+int vf_cpu_bf16_amx(void);
+
 /* out[i] = in[i] rounded to the nearest bf16 (ties to even); NaN stays NaN. */
 void vf_bf16_from_f32(uint16_t *out, const float *in, long n);
 
-/* A Linear layer's weight in bf16, PyTorch layout (OC, IC). */
+/* A Linear layer's weight (OC, IC) in bf16, packed (vf_bf16_linear_pack):
+ * for the AMX loop of cpu/matmul_amx.h where the CPU has AMX and the shape
+ * fits, else in the blocked layout oneDNN's matmul reads without repacking
+ * it on every call. */
 typedef struct vf_bf16_linear {
-    const uint16_t *w;
+    const void *w;
     int IC, OC;
 } vf_bf16_linear;
 
-/* out (N, OC) = [resid (N, OC) +] inp (N, IC) @ w^T + bias, bias (OC) or NULL.
- * As vf_matmul_forward / vf_matmul_residual_forward (out must not alias
- * resid or inp); call it from outside parallel regions (oneDNN threads it). */
-void vf_bf16_linear_forward(const vf_bf16_linear *l, float *out, const float *resid, const float *inp,
-                            const float *bias, int N);
+/* Bytes of the packed weight of an (OC, IC) Linear layer; 0 when oneDNN
+ * cannot make one here (vf_cpu_bf16_available said no). */
+size_t vf_bf16_linear_bytes(int IC, int OC);
 
-/* A Linear layer in whichever precision it has: the bf16 weight when `l` is
- * not NULL, else the fp32 path of matmul.h, unchanged (weight (OC, IC)). */
-void vf_linear_forward(const vf_bf16_linear *l, float *out, const float *resid, const float *inp,
-                       const float *weight, const float *bias, int N, int IC, int OC);
+/* dst (vf_bf16_linear_bytes) = w (OC, IC) fp32, rounded to bf16 and packed.
+ * Returns 0, or -1 when oneDNN failed (out of memory). */
+int vf_bf16_linear_pack(void *dst, const float *w, int IC, int OC);
+
+/* out (N, OC) = act(inp (N, IC) @ w^T + bias) [+ resid (N, OC)], inp bf16,
+ * accumulated in fp32; out is bf16 (uint16_t) when out_bf16, else fp32.
+ * bias (OC) or NULL, act NULL for none, resid fp32 or NULL (only with no
+ * act); out must not alias inp or resid.  Call it from outside parallel
+ * regions (oneDNN threads it). */
+void vf_bf16_linear_forward(const vf_bf16_linear *l, void *out, int out_bf16, const float *resid, const uint16_t *inp,
+                            const float *bias, int N, const vf_activation *act);
+
+/* A matrix operand of vf_bf16_gemm_batched: element (i, r, c) of the batch
+ * at p[i * batch + r * row + c * col] (in elements). */
+typedef struct vf_bf16_strided {
+    void *p;
+    long batch, row, col;
+} vf_bf16_strided;
+
+/* For each i < batch: C_i (M, N) = A_i (M, K) @ B_i (K, N); A and B bf16 (A
+ * with col 1), C bf16 when c_bf16 else fp32 (col 1).  The attention products
+ * (cpu/attention.h); meant to be called inside a parallel region, where it
+ * runs on the calling thread. */
+void vf_bf16_gemm_batched(int batch, int M, int K, int N, vf_bf16_strided C, int c_bf16, vf_bf16_strided A,
+                          vf_bf16_strided B);
 
 /* C (M, N), rows ldc apart, += A (M, K) bf16 rows K apart @ B (K, N) fp32 rows
  * ldb apart (converted to bf16 here).  The convolutions' product (conv.h);

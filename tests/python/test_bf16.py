@@ -107,6 +107,28 @@ def test_bf16_matches_fp32(vflclip, tmp_path, cpu_bf16, name):
     assert not np.array_equal(fp32, bf16), "bf16 must actually compute in bf16"
 
 
+@pytest.mark.parametrize("name", ["vit-b-16", "vit-l-14"])
+def test_bf16_without_amx_matches_fp32(vflclip, tmp_path, cpu_bf16, name):
+    """A CPU with AVX512_BF16 but no AMX runs every bf16 product through oneDNN (VFLCLIP_CPU_NO_AMX=1 makes an AMX
+    CPU do the same): the same accuracy, and not the AMX path's numbers."""
+    need_bf16(cpu_bf16)
+    model, size, what = make_backbone(vflclip, name, tmp_path / name)
+    np.save(tmp_path / "px.npy", np.random.default_rng(5).standard_normal((2, 3, size, size)).astype(np.float32))
+    out = {}
+    for label, prec, env in [("fp32", "fp32", {}), ("onednn", "bf16", {"VFLCLIP_CPU_NO_AMX": "1"}), ("default", "bf16", {})]:
+        p = embed(vflclip, model, tmp_path / "px.npy", tmp_path / f"{label}.npy", "--device", "cpu", "--precision", prec,
+                  env=env)
+        if label == "onednn":
+            assert "AMX tiles" not in device_line(p)
+        out[label] = np.load(tmp_path / f"{label}.npy")
+    cos = cosines(out["fp32"], out["onednn"])
+    print(f"{name} ({what}), bf16 through oneDNN only: min cosine to fp32 {cos.min():.7f}; "
+          f"to the default bf16 path {cosines(out['default'], out['onednn']).min():.7f}")
+    assert cos.min() >= COSINE_MIN
+    if "AMX tiles" in cpu_bf16[1]:
+        assert not np.array_equal(out["default"], out["onednn"]), "VFLCLIP_CPU_NO_AMX=1 must take the other path"
+
+
 def test_bf16_real_images(vflclip, tmp_path, cpu_bf16, shared_data):
     need_bf16(cpu_bf16)
     images = sorted((shared_data / "ham10000-sample").glob("*.jpg"))[:8]
