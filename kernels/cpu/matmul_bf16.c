@@ -1,5 +1,5 @@
-/* matmul_bf16: bf16 products through oneDNN's matmul primitive (see
- * matmul_bf16.h).
+/* matmul_bf16: bf16 products through oneDNN's matmul primitive, or the AMX
+ * loop of matmul_amx.c for the Linear layers it takes (see matmul_bf16.h).
  *
  * Each thread keeps its own cache of primitives (one per shape and
  * strides), their memory objects (data handles set per call), its stream
@@ -309,8 +309,9 @@ static void detect(void) {
     }
     g_avail = 1;
     const char *no_amx = getenv("VFLCLIP_CPU_NO_AMX");
-    g_amx = amx && !(no_amx && *no_amx && strcmp(no_amx, "0") != 0) && vf_amx_enable();
-    snprintf(g_why, sizeof g_why, "%s, oneDNN %s%s", has, impl, g_amx ? ", attention on AMX tiles" : "");
+    /* the AMX kernels' epilogues round with AVX512_BF16's vcvtneps2bf16 */
+    g_amx = amx && bf16 && !(no_amx && *no_amx && strcmp(no_amx, "0") != 0) && vf_amx_enable();
+    snprintf(g_why, sizeof g_why, "%s, oneDNN %s%s", has, impl, g_amx ? ", Linear layers and attention on AMX tiles" : "");
 #else
     snprintf(g_why, sizeof g_why, "the CPU has %s but this build has no oneDNN (libdnnl-dev was not installed)", has);
 #endif

@@ -1,11 +1,15 @@
 /* matmul_bf16: the image towers' matrix products in bf16 on CPUs that have
- * AVX512_BF16 or AMX-BF16 (issue 18), through oneDNN's matmul primitive:
- * bf16 inputs, fp32 accumulation; bias, GELU and the residual add are
- * applied to the fp32 sums inside the product (oneDNN post-ops) before the
- * output is written, in bf16 when the next product reads it, else in fp32.
- * Layer norm and softmax compute in fp32 and write bf16 (cpu/layernorm.h,
+ * AVX512_BF16 or AMX-BF16 (issue 18): bf16 inputs, fp32 accumulation; bias,
+ * GELU and the residual add are applied to the fp32 sums before the output
+ * is written, in bf16 when the next product reads it, else in fp32.  Layer
+ * norm and softmax compute in fp32 and write bf16 (cpu/layernorm.h,
  * cpu/attention.h); the fp32 kernels (matmul.h, sgemm) remain the reference
  * and the default.
+ *
+ * Where the CPU has AMX, the Linear layers run on this project's own tile
+ * loop (cpu/matmul_amx.h: measured faster than oneDNN 2.6 there, mostly by
+ * its fused GELU); elsewhere, and for shapes that loop does not take,
+ * through oneDNN's matmul primitive with post-ops.  This file chooses.
  *
  * Weights are converted to bf16 and packed once, when a tower switches to
  * bf16 (clip/clip_model.h, vf_vision_set_cpu_bf16).  oneDNN primitives are
@@ -33,7 +37,7 @@ int vf_cpu_bf16_available(char *why, size_t why_size);
 
 /* 1 when the bf16 path may also run AMX tiles itself (the Linear layers,
  * cpu/matmul_amx.h, and the attention products, cpu/attention_amx.h): vf_cpu_bf16_available, a CPU with
- * AMX-BF16, the OS granting the tile state, and VFLCLIP_CPU_NO_AMX unset
+ * AMX-BF16 and AVX512_BF16, the OS granting the tile state, and VFLCLIP_CPU_NO_AMX unset
  * (which tests the oneDNN path on an AMX machine). */
 int vf_cpu_bf16_amx(void);
 
