@@ -1,10 +1,10 @@
-/* attention_amx: the two products of one attention head on AMX tiles (see
- * attention_amx.h).
+/* attention_amx: one attention head with its two products on AMX tiles and
+ * the softmax between them in AVX-512 (see attention_amx.h).
  *
  * Every tile is 16 rows of 64 bytes: a C tile 16 x 16 fp32, an A tile 16 x 32
  * bf16, a B tile 16 pairs of rows x 16 columns (the "VNNI" layout: the two
- * bf16 of a pair adjacent).  q k^T reads q as A directly (rows of 64 bf16)
- * and k^T from k repacked so that each 4-byte pair k[s][2i..2i+1] sits at
+ * bf16 of a pair adjacent).  q k^T reads q as A (rows of 64 bf16, copied
+ * into a zero-padded block) and k^T from k repacked so that each 4-byte pair k[s][2i..2i+1] sits at
  * row i, column s; P v reads P as A and v repacked so that v[2j][d] and
  * v[2j+1][d] sit side by side.  Rows and columns are padded with zeros to
  * whole tiles, so no tile ever reads outside the scratch. */
