@@ -85,6 +85,25 @@ static cairo_t *probe_create(void) {
     return pc;
 }
 
+/* A white W x H canvas with the normal face selected; *surf gets its surface. */
+static cairo_t *canvas_open(int W, int H, cairo_surface_t **surf) {
+    *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
+    cairo_t *cr = cairo_create(*surf);
+    cairo_set_source_rgb(cr, 1, 1, 1);
+    cairo_paint(cr);
+    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+    return cr;
+}
+
+/* Writes the finished figure to path (atomically) and frees the canvas. */
+static int canvas_save(cairo_t *cr, cairo_surface_t *surf, const char *path, vf_error *err) {
+    cairo_destroy(cr);
+    cairo_surface_flush(surf);
+    int rc = save_png(surf, path, err);
+    cairo_surface_destroy(surf);
+    return rc;
+}
+
 /* Colour, width and dash of series s, the same in the plot and its legend. */
 static void series_pen(cairo_t *cr, int s, int dashed) {
     const double *c = PALETTE[s % N_PALETTE];
@@ -105,13 +124,9 @@ int vf_plot_lines_ex(const char *path, const char *title, const char *xlabel, co
     /* The legend sits right of the frame, so it never hides a curve. */
     double legend_w = 0;
     {
-        cairo_surface_t *probe = cairo_image_surface_create(CAIRO_FORMAT_RGB24, 1, 1);
-        cairo_t *pc = cairo_create(probe);
-        cairo_select_font_face(pc, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
-        cairo_set_font_size(pc, 14);
+        cairo_t *pc = probe_create();
         for (int s = 0; s < n_series; s++) legend_w = fmax(legend_w, text_width(pc, series[s].name));
         cairo_destroy(pc);
-        cairo_surface_destroy(probe);
     }
     const int W = 820 + (int)legend_w + 70, H = 600;
     const double L = 90, R = legend_w + 80, T = 60, B = 70;
@@ -131,11 +146,8 @@ int vf_plot_lines_ex(const char *path, const char *title, const char *xlabel, co
     }
     int x_hi = n_max > 1 ? n_max : 2;
 
-    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
-    cairo_t *cr = cairo_create(surf);
-    cairo_set_source_rgb(cr, 1, 1, 1);
-    cairo_paint(cr);
-    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+    cairo_surface_t *surf;
+    cairo_t *cr = canvas_open(W, H, &surf);
     const double pw = W - L - R, ph = H - T - B;
 #define PX(x) (L + ((x) - 1) / (double)(x_hi - 1) * pw)
 #define PY(y) (T + ph - ((y) - lo) / (hi - lo) * ph)
@@ -237,11 +249,7 @@ int vf_plot_lines_ex(const char *path, const char *title, const char *xlabel, co
     }
 #undef PX
 #undef PY
-    cairo_destroy(cr);
-    cairo_surface_flush(surf);
-    int rc = save_png(surf, path, err);
-    cairo_surface_destroy(surf);
-    return rc;
+    return canvas_save(cr, surf, path, err);
 }
 
 /* White -> blue ramp. */
@@ -256,28 +264,21 @@ int vf_plot_confusion(const char *path, const char *title, const int64_t *cm, in
                       vf_error *err) {
     if (C < 1 || C > 64) return vf_fail(err, "%s: cannot plot a %dx%d confusion matrix", path, C, C);
     /* Measure the class names to size the margins. */
-    cairo_surface_t *probe = cairo_image_surface_create(CAIRO_FORMAT_RGB24, 1, 1);
-    cairo_t *pc = cairo_create(probe);
-    cairo_select_font_face(pc, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
-    cairo_set_font_size(pc, 14);
+    cairo_t *pc = probe_create();
     double name_w = 0;
     for (int k = 0; k < C; k++) name_w = fmax(name_w, text_width(pc, class_names[k]));
     cairo_select_font_face(pc, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_BOLD);
     cairo_set_font_size(pc, 20);
     double title_w = text_width(pc, title);
     cairo_destroy(pc);
-    cairo_surface_destroy(probe);
 
     const double cell = C <= 10 ? 70 : 700.0 / C;
     const double L = name_w + 60, T = 70, Bm = name_w * 0.75 + 70, R = 140;
     const int W = (int)ceil(fmax(L + cell * C + R, fmin(title_w + 40, 1400))), H = (int)ceil(T + cell * C + Bm);
 
-    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
-    cairo_t *cr = cairo_create(surf);
-    cairo_set_source_rgb(cr, 1, 1, 1);
-    cairo_paint(cr);
+    cairo_surface_t *surf;
+    cairo_t *cr = canvas_open(W, H, &surf);
     draw_title(cr, W / 2.0, T / 2, W - 20, title);
-    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
 
     char lab[32];
     for (int i = 0; i < C; i++) {
@@ -349,11 +350,7 @@ int vf_plot_confusion(const char *path, const char *title, const int64_t *cm, in
     cairo_rotate(cr, -M_PI / 2);
     text_at(cr, 0, 0, "fraction of true class", 0.5, 0.5);
     cairo_restore(cr);
-    cairo_destroy(cr);
-    cairo_surface_flush(surf);
-    int rc = save_png(surf, path, err);
-    cairo_surface_destroy(surf);
-    return rc;
+    return canvas_save(cr, surf, path, err);
 }
 
 /* Grid lines and 0.0..1.0 ticks on both axes of a panel of w x h at (L, T)
@@ -380,11 +377,8 @@ int vf_plot_reliability(const char *path, const char *title, const long *count, 
     if (n_bins < 1) return vf_fail(err, "%s: a reliability diagram needs at least one bin", path);
     const int W = 700, H = 640;
     const double L = 90, R = 40, T = 60, B = 70, pw = W - L - R, ph = H - T - B;
-    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
-    cairo_t *cr = cairo_create(surf);
-    cairo_set_source_rgb(cr, 1, 1, 1);
-    cairo_paint(cr);
-    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+    cairo_surface_t *surf;
+    cairo_t *cr = canvas_open(W, H, &surf);
 #define RX(x) (L + (x) * pw)
 #define RY(y) (T + ph - (y) * ph)
     unit_grid(cr, L, T, pw, ph, 12);
@@ -427,11 +421,7 @@ int vf_plot_reliability(const char *path, const char *title, const long *count, 
     cairo_restore(cr);
 #undef RX
 #undef RY
-    cairo_destroy(cr);
-    cairo_surface_flush(surf);
-    int rc = save_png(surf, path, err);
-    cairo_surface_destroy(surf);
-    return rc;
+    return canvas_save(cr, surf, path, err);
 }
 
 static const char *class_label(const char *const *names, int k, char *buf, size_t n) {
@@ -459,11 +449,8 @@ int vf_plot_roc(const char *path, const char *title, const vf_roc *roc, const ch
 
     const double side = 540, L = 90, T = 60, B = 90, R = legend_w + 80;
     const int W = (int)ceil(L + side + R), H = (int)ceil(T + side + B);
-    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
-    cairo_t *cr = cairo_create(surf);
-    cairo_set_source_rgb(cr, 1, 1, 1);
-    cairo_paint(cr);
-    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+    cairo_surface_t *surf;
+    cairo_t *cr = canvas_open(W, H, &surf);
 #define QX(x) (L + (x) * side)
 #define QY(y) (T + side - (y) * side)
     unit_grid(cr, L, T, side, side, 13);
@@ -542,11 +529,7 @@ int vf_plot_roc(const char *path, const char *title, const vf_roc *roc, const ch
 #undef QX
 #undef QY
     free(legend);
-    cairo_destroy(cr);
-    cairo_surface_flush(surf);
-    int rc = save_png(surf, path, err);
-    cairo_surface_destroy(surf);
-    return rc;
+    return canvas_save(cr, surf, path, err);
 }
 
 int vf_plot_recall_bars(const char *path, const char *title, const double *recall, const int64_t *support, int C,
@@ -567,11 +550,8 @@ int vf_plot_recall_bars(const char *path, const char *title, const double *recal
     const double bar_h = 30, gap = 12, pw = 520;
     const double L = name_w + 30, T = 80, R = 90, B = 80, ph = C * (bar_h + gap) + gap;
     const int W = (int)ceil(fmax(L + pw + R, 640)), H = (int)ceil(T + ph + B);
-    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
-    cairo_t *cr = cairo_create(surf);
-    cairo_set_source_rgb(cr, 1, 1, 1);
-    cairo_paint(cr);
-    cairo_select_font_face(cr, FONT, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+    cairo_surface_t *surf;
+    cairo_t *cr = canvas_open(W, H, &surf);
 #define BX(v) (L + (v) * pw)
     cairo_set_font_size(cr, 13);
     for (int i = 0; i <= 10; i += 2) {
@@ -635,9 +615,5 @@ int vf_plot_recall_bars(const char *path, const char *title, const double *recal
     text_at(cr, L + pw / 2, T + ph + 50, "Recall (sensitivity): fraction of the class predicted as it", 0.5, 0.5);
 #undef BX
     free(label);
-    cairo_destroy(cr);
-    cairo_surface_flush(surf);
-    int rc = save_png(surf, path, err);
-    cairo_surface_destroy(surf);
-    return rc;
+    return canvas_save(cr, surf, path, err);
 }

@@ -62,7 +62,6 @@ VF_AMX_TARGET static void amx_scores(float *S, const uint16_t *q, const uint16_t
         for (int i = 0; i < HS / 2; i++)
             for (int j = 0; j < 16; j++) kp[(long)i * Tr + s0 + j] = blk[j][i];
     }
-    vf_amx_configure();
     const long sq = HS * 2, sk = (long)Tr * 4, sS = (long)Tr * 4;
     for (int m = 0; m < Tr; m += 16) {
         _tile_loadd(4, qp + (long)m * HS, sq);           // d 0..31
@@ -88,7 +87,6 @@ VF_AMX_TARGET static void amx_scores(float *S, const uint16_t *q, const uint16_t
             _tile_stored(0, S + (long)m * Tr + n, sS);
         }
     }
-    _tile_release();
 }
 
 VF_AMX_TARGET static void amx_pv(uint16_t *out, long ldo, const uint16_t *P, const float *row_scale, const uint16_t *v, long ld, int T,
@@ -102,7 +100,6 @@ VF_AMX_TARGET static void amx_pv(uint16_t *out, long ldo, const uint16_t *P, con
         uint16_t *dst = vp + (long)j * HS * 2;
         for (int d = 0; d < HS; d++) dst[2 * d] = v0 ? v0[d] : 0, dst[2 * d + 1] = v1 ? v1[d] : 0;
     }
-    vf_amx_configure();
     const long sP = (long)Tc * 2, sv = HS * 2 * 2;
     for (int m = 0; m < Tr; m += 16) {
         _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
@@ -121,7 +118,6 @@ VF_AMX_TARGET static void amx_pv(uint16_t *out, long ldo, const uint16_t *P, con
             for (int d = 0; d < HS; d++) dst[d] = vf_f32_to_bf16(src[d] * f);
         }
     }
-    _tile_release();
 }
 /* P (T rows, Tc columns bf16) = exp(scale (S - row max)) over the first T
  * columns of S (Tr columns; causal: s <= t), the rest 0; row_scale[t] = 1 /
@@ -153,16 +149,18 @@ VF_AMX_TARGET static void softmax_rows(uint16_t *P, float *row_scale, const floa
     memset(P + (long)T * Tc, 0, sizeof(uint16_t) * (size_t)(Tr - T) * Tc);
 }
 
-void vf_amx_attend_head(uint16_t *out, long ldo, const uint16_t *q, const uint16_t *k, const uint16_t *v, long ld, int T,
-                        float scale, int causal, void *scratch) {
+VF_AMX_TARGET void vf_amx_attend_head(uint16_t *out, long ldo, const uint16_t *q, const uint16_t *k, const uint16_t *v, long ld,
+                                      int T, float scale, int causal, void *scratch) {
     const int Tr = padded_rows(T), Tc = padded_cols(T);
     unsigned char *base = aligned64(scratch) + tiles_bytes(T);
     float *S = (float *)base;                                            // (Tr, Tr)
     uint16_t *P = (uint16_t *)(base + part((size_t)Tr * Tr * 4));        // (Tr, Tc)
     float *row_scale = (float *)(base + part((size_t)Tr * Tr * 4) + part((size_t)Tr * Tc * 2)); // (T)
+    vf_amx_configure(); /* once for both products; the softmax between uses no tiles */
     amx_scores(S, q, k, ld, T, scratch);
     softmax_rows(P, row_scale, S, T, Tr, Tc, scale, causal);
     amx_pv(out, ldo, P, row_scale, v, ld, T, scratch);
+    _tile_release();
 }
 #else
 void vf_amx_attend_head(uint16_t *out, long ldo, const uint16_t *q, const uint16_t *k, const uint16_t *v, long ld, int T,

@@ -20,30 +20,34 @@ static inline void row_stats(const float *x, int C, float eps, float *mean, floa
     *rstd = 1.0f / sqrtf(v + eps);
 }
 
-VF_CPU_DISPATCH void vf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
-                          const float *bias, int N, int C, float eps) {
+/* Rows of (inp - mean) * rstd * weight + bias, written to out (fp32) or, when
+ * out16 is set, rounded to bf16 into out16. */
+VF_CPU_DISPATCH static void layernorm_rows(float *out, uint16_t *out16, float *mean, float *rstd, const float *inp,
+                                           const float *weight, const float *bias, int N, int C, float eps) {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (long)n * C;
-        float *y = out + (long)n * C;
         float m, s;
         row_stats(x, C, eps, &m, &s);
+        if (out16) {
+            uint16_t *y = out16 + (long)n * C;
 #pragma omp simd
-        for (int i = 0; i < C; i++) y[i] = (x[i] - m) * s * weight[i] + bias[i];
+            for (int i = 0; i < C; i++) y[i] = vf_f32_to_bf16((x[i] - m) * s * weight[i] + bias[i]);
+        } else {
+            float *y = out + (long)n * C;
+#pragma omp simd
+            for (int i = 0; i < C; i++) y[i] = (x[i] - m) * s * weight[i] + bias[i];
+        }
         if (mean) mean[n] = m;
         if (rstd) rstd[n] = s;
     }
 }
 
-VF_CPU_DISPATCH void vf_layernorm_forward_bf16(uint16_t *out, const float *inp, const float *weight, const float *bias,
-                                               int N, int C, float eps) {
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (long)n * C;
-        uint16_t *y = out + (long)n * C;
-        float m, s;
-        row_stats(x, C, eps, &m, &s);
-#pragma omp simd
-        for (int i = 0; i < C; i++) y[i] = vf_f32_to_bf16((x[i] - m) * s * weight[i] + bias[i]);
-    }
+void vf_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight, const float *bias, int N,
+                          int C, float eps) {
+    layernorm_rows(out, NULL, mean, rstd, inp, weight, bias, N, C, eps);
+}
+
+void vf_layernorm_forward_bf16(uint16_t *out, const float *inp, const float *weight, const float *bias, int N, int C, float eps) {
+    layernorm_rows(NULL, out, NULL, NULL, inp, weight, bias, N, C, eps);
 }

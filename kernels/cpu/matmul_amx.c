@@ -168,13 +168,16 @@ VF_AMX_TARGET static void thread_range(const epilogue *e, const uint16_t *packed
     /* panels of output columns whose packed weights take about 1.5 MB */
     int panel = (int)((3L << 19) / ((long)IC * 2 * 32)) * 32;
     if (panel < 32) panel = 32;
+    /* the thread's last row block, when partial, through its padded copy (made once, read by every panel) */
+    const int m_last = (b1 - 1) * 32, rows_last = N - m_last < 32 ? N - m_last : 32;
+    const uint16_t *A_last = rows_last == 32 ? inp + (size_t)m_last * IC : padded_rows(inp, IC, m_last, rows_last);
     vf_amx_configure();
     for (int n0 = 0; n0 < e->OC; n0 += panel) {
         const int n1 = n0 + panel < e->OC ? n0 + panel : e->OC;
         for (int b = b0; b < b1; b++) {
-            const int m = b * 32, rows = N - m < 32 ? N - m : 32;
-            const uint16_t *A = rows == 32 ? inp + (size_t)m * IC : padded_rows(inp, IC, m, rows);
-            row_block(e, packed, IC, A, IC, m, rows, n0, n1, stage);
+            const int m = b * 32;
+            if (b == b1 - 1) row_block(e, packed, IC, A_last, IC, m, rows_last, n0, n1, stage);
+            else row_block(e, packed, IC, inp + (size_t)m * IC, IC, m, 32, n0, n1, stage);
         }
     }
     _tile_release();

@@ -13,6 +13,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUILD = pathlib.Path(os.environ.get("VF_BUILD", ROOT / "build"))
 SHARED_DATA = pathlib.Path(os.environ.get("VF_SHARED", ROOT.parent / "shared")) / "data"
 
+# OpenCLIP model configs (open_clip_config.json) of small random models: a ModifiedResNet and a ViT
+SMALL_RN = {"embed_dim": 48, "quick_gelu": True,
+            "vision_cfg": {"image_size": 64, "layers": [1, 2, 1, 1], "width": 16, "patch_size": None},
+            "text_cfg": {"context_length": 77, "vocab_size": 1000, "width": 64, "heads": 2, "layers": 2}}
+SMALL_VIT = {"embed_dim": 40, "quick_gelu": True,
+             "vision_cfg": {"image_size": 64, "layers": 2, "width": 96, "patch_size": 16, "head_width": 32},
+             "text_cfg": {"context_length": 77, "vocab_size": 1000, "width": 64, "heads": 4, "layers": 2}}
+
 
 @pytest.fixture(scope="session")
 def root():

@@ -23,16 +23,9 @@ import struct
 
 import pytest
 
-from conftest import run
+from conftest import SMALL_RN, SMALL_VIT, run
 
 DTYPES = ["F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL"]  # vf_dtype's order
-
-SMALL_RN = {"embed_dim": 48, "quick_gelu": True,
-            "vision_cfg": {"image_size": 64, "layers": [1, 2, 1, 1], "width": 16, "patch_size": None},
-            "text_cfg": {"context_length": 77, "vocab_size": 1000, "width": 64, "heads": 2, "layers": 2}}
-SMALL_VIT = {"embed_dim": 40, "quick_gelu": True,
-             "vision_cfg": {"image_size": 64, "layers": 2, "width": 96, "patch_size": 16, "head_width": 32},
-             "text_cfg": {"context_length": 77, "vocab_size": 1000, "width": 64, "heads": 4, "layers": 2}}
 
 
 def fingerprint(config_text, weights):

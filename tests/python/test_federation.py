@@ -18,15 +18,12 @@ import pytest
 from cryptography import x509
 
 from conftest import BUILD, run
-from test_federation_support import ENV, HOSPITALS, RUN_FLAGS, Federation, compare_runs
+from test_federation_support import ENV, HOSPITALS, RUN_FLAGS, compare_runs, running
 
 
 @pytest.fixture(scope="module")
 def fed(vflclip, tmp_path_factory):
-    f = Federation(vflclip, tmp_path_factory.mktemp("federation"), extra_image_parties=["hosp-x"])
-    f.start()
-    yield f
-    f.stop()
+    yield from running(vflclip, tmp_path_factory, "federation", extra_image_parties=["hosp-x"])
 
 
 def test_federated_run_equals_single_process(fed, tmp_path):

@@ -24,7 +24,7 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, recall_score, roc_auc_score
 
 from conftest import run
-from test_federation_support import HOSPITALS, RUN_FLAGS, SIZES, Federation
+from test_federation_support import HOSPITALS, RUN_FLAGS, SIZES, running
 from test_train import CLASSES
 
 TEMPLATE = "a photo of {ctx} {class}."
@@ -32,10 +32,7 @@ TEMPLATE = "a photo of {ctx} {class}."
 
 @pytest.fixture(scope="module")
 def fed(vflclip, tmp_path_factory):
-    f = Federation(vflclip, tmp_path_factory.mktemp("ops"), extra_image_parties=["hosp-slow"])
-    f.start()
-    yield f
-    f.stop()
+    yield from running(vflclip, tmp_path_factory, "ops", extra_image_parties=["hosp-slow"])
 
 
 @pytest.fixture(scope="module")

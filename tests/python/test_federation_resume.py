@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from test_federation_support import Federation, compare_runs
+from test_federation_support import compare_runs, running, single_reference
 
 FLAGS = ["--epochs", "16", "--batch-size", "8", "--lr", "0.01", "--n-ctx", "4", "--seed", "7",
          "--template", "a photo of {ctx} {class}."]
@@ -18,17 +18,12 @@ KILL_AT = 30          # steps; 12 steps per epoch, 192 in all
 
 @pytest.fixture(scope="module")
 def fed(vflclip, tmp_path_factory):
-    f = Federation(vflclip, tmp_path_factory.mktemp("resume"))
-    f.start()
-    yield f
-    f.stop()
+    yield from running(vflclip, tmp_path_factory, "resume")
 
 
 @pytest.fixture(scope="module")
 def reference(fed, tmp_path_factory):
-    out = tmp_path_factory.mktemp("reference") / "single"
-    fed.train_single(out, *FLAGS)
-    return out
+    return single_reference(fed, tmp_path_factory, FLAGS)
 
 
 def start_and_kill(fed, run_id, victim):

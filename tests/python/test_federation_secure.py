@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from test_federation_support import HOSPITALS, Federation, read_jsonl
+from test_federation_support import HOSPITALS, read_jsonl, running, single_reference
 
 SIZES = [("train", 480), ("val", 120), ("test", 120)]
 FLAGS = ["--epochs", "3", "--batch-size", "16", "--lr", "0.01", "--n-ctx", "4", "--seed", "7",
@@ -25,17 +25,12 @@ KILL_AT = 40          # steps; 30 per epoch, 90 in all
 @pytest.fixture(scope="module")
 def fed(vflclip, tmp_path_factory):
     # splits large enough that one pair of scores weighs less than the 1e-4 the AUCs must agree to
-    f = Federation(vflclip, tmp_path_factory.mktemp("secure"), sizes=SIZES)
-    f.start()
-    yield f
-    f.stop()
+    yield from running(vflclip, tmp_path_factory, "secure", sizes=SIZES)
 
 
 @pytest.fixture(scope="module")
 def reference(fed, tmp_path_factory):
-    out = tmp_path_factory.mktemp("reference") / "single"
-    fed.train_single(out, *FLAGS)
-    return out
+    return single_reference(fed, tmp_path_factory, FLAGS)
 
 
 def compare(out, ref):

@@ -8,7 +8,6 @@ handles on the three daemons.  No tests in this module."""
 import json
 import os
 import pathlib
-import shutil
 import signal
 import socket
 import subprocess
@@ -193,6 +192,22 @@ class Federation:
         p = run([self.vflclip, "train", "--model", self.model, "--data", self.root / "all.npz", "--out", out,
                  "--classes", CLASSES, "--no-cache", "--quiet", *args], env=self.env)
         return json.loads(p.stdout)
+
+
+def running(vflclip, tmp_path_factory, name, **kw):
+    """A started Federation in a fresh directory `name` (Federation's keywords), for a module fixture to
+    `yield from`; stopped at teardown."""
+    f = Federation(vflclip, tmp_path_factory.mktemp(name), **kw)
+    f.start()
+    yield f
+    f.stop()
+
+
+def single_reference(fed, tmp_path_factory, flags):
+    """The one-process `vflclip train` run a federated run with `flags` must equal: its output directory."""
+    out = tmp_path_factory.mktemp("reference") / "single"
+    fed.train_single(out, *flags)
+    return out
 
 
 def read_jsonl(path):

@@ -33,20 +33,13 @@ from open_clip.transform import image_transform
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from conftest import run
+from conftest import SMALL_RN, SMALL_VIT, run
 
 REL_TOL = 1e-4
 PROMPTS = ["a dermatoscopic image of melanoma", "benign keratosis-like lesions", "x"]
 # (width, height): an exact-size image (only normalised), landscape and
 # portrait ones whose crop offsets differ between torchvision and HF rounding
 IMAGE_SIZES = [(68, 50), (64, 64), (45, 59)]
-
-SMALL_RN = {"embed_dim": 48, "quick_gelu": True,
-            "vision_cfg": {"image_size": 64, "layers": [1, 2, 1, 1], "width": 16, "patch_size": None},
-            "text_cfg": {"context_length": 77, "vocab_size": 1000, "width": 64, "heads": 2, "layers": 2}}
-SMALL_VIT = {"embed_dim": 40, "quick_gelu": True,
-             "vision_cfg": {"image_size": 64, "layers": 2, "width": 96, "patch_size": 16, "head_width": 32},
-             "text_cfg": {"context_length": 77, "vocab_size": 1000, "width": 64, "heads": 4, "layers": 2}}
 
 
 def report(what, got, ref):

@@ -200,16 +200,13 @@ def test_fingerprint_mismatch_is_refused(vflclip, work):
 
 
 # ---- federated: the classifier the aggregator keeps, and who receives it ----------------------------------------
-from test_federation_support import HOSPITALS, RUN_FLAGS, Federation  # noqa: E402
+from test_federation_support import HOSPITALS, RUN_FLAGS, Federation, running  # noqa: E402
 from test_grpc_support import stand_in_aggregator, stubs  # noqa: E402,F401  (fixture)
 
 
 @pytest.fixture(scope="module")
 def fed(vflclip, tmp_path_factory):
-    f = Federation(vflclip, tmp_path_factory.mktemp("fed-classifier"))
-    f.start()
-    yield f
-    f.stop()
+    yield from running(vflclip, tmp_path_factory, "fed-classifier")
 
 
 def party_log(fed, name):
